@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up on a fresh machine and run the whole test suite.
+# Extra arguments go to pytest (e.g. ci/test.sh -m "not slow" -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci/setup.sh
+venv="${MLSM_VENV:-.venv}"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,19 @@
+"""mlsm-nb: scoring models as notebooks, run side by side over many records.
+
+The public API is exactly ``__all__``; see docs/ for guides.
+"""
+
+from ._version import __version__
+from .engine import RunModelsAll, iter_models_all, run_models_all
+from .exceptions import MlsmError
+from .model import Model, SummaryModel
+
+__all__ = [
+    "Model",
+    "SummaryModel",
+    "run_models_all",
+    "iter_models_all",
+    "RunModelsAll",
+    "MlsmError",
+    "__version__",
+]

@@ -1,0 +1,99 @@
+"""Errors raised by mlsm-nb.
+
+Every error renders as one line that names what it is about (file, cell, record,
+field), so the CLI can print it as is::
+
+    MlsmError                  root of everything mlsm-nb raises
+    ├── ConfigError            a model or run is set up wrongly (duplicate model,
+    │   │                      unknown dependency, bad field spec)
+    │   └── FieldSpecError     a `fields` entry that cannot be understood
+    ├── RecordError            a record that cannot be scored at all (not a
+    │                          mapping, no id); carries its position and id
+    ├── NotebookError          a notebook breaks the contract; carries path,
+    │                          cell index and tag
+    ├── BundleError            an extracted bundle is missing or was altered
+    └── ModelTestError         Model.test() found generated inputs that fail
+
+Failures of one model on one record are not exceptions: they become
+``{"_error": ..., "_error_kind": ...}`` result entries (see ``ERROR_KINDS``).
+"""
+
+from __future__ import annotations
+
+ERROR_KINDS = (
+    "missing_field",
+    "bad_type",
+    "bad_value",
+    "score_raised",
+    "bad_output",
+    "missing_dependency",
+    "notebook_failed",
+)
+
+
+class MlsmError(Exception):
+    """Root of every error mlsm-nb raises."""
+
+
+class ConfigError(MlsmError):
+    """A model, summary model or run is configured wrongly."""
+
+
+class FieldSpecError(ConfigError):
+    """A `fields` entry that cannot be understood."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"field {field!r}: {message}")
+
+
+class RecordError(MlsmError):
+    """A record that cannot be scored at all (not a mapping, no id)."""
+
+    def __init__(self, message: str, position: int | None = None, record_id=None):
+        self.position = position
+        self.record_id = record_id
+        where = []
+        if position is not None:
+            where.append(f"record #{position}")
+        if record_id is not None:
+            where.append(f"id {record_id!r}")
+        self.reason = message
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class NotebookError(MlsmError):
+    """A notebook breaks the contract; names the file, cell index and tag."""
+
+    def __init__(self, path, message: str, cell: int | None = None, tag: str | None = None):
+        self.path = str(path)
+        self.cell = cell
+        self.tag = tag
+        self.message = message
+        super().__init__(format_location(self.path, cell, tag) + f": {message}")
+
+
+class BundleError(MlsmError):
+    """An extracted bundle is missing, incomplete or was altered."""
+
+
+class ModelTestError(MlsmError):
+    """Model.test() found generated inputs on which the model fails."""
+
+    def __init__(self, model: str, failures: list):
+        self.failures = failures
+        first_input, first_error = failures[0]
+        super().__init__(
+            f"model {model}: {len(failures)} generated input(s) failed; first: "
+            f"{first_error['_error_kind']}: {first_error['_error']} on input {first_input!r}"
+        )
+
+
+def format_location(path, cell: int | None = None, tag: str | None = None) -> str:
+    """`path:cell N [tag]`, the prefix of every notebook message."""
+    text = str(path)
+    if cell is not None:
+        text += f":cell {cell}"
+    if tag:
+        text += f" [{tag}]"
+    return text

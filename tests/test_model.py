@@ -1,0 +1,125 @@
+import pytest
+
+from mlsm_nb import Model, SummaryModel
+from mlsm_nb.exceptions import ConfigError, ModelTestError
+
+
+def double(data, results):
+    return {"score": data["x"] * 2}
+
+
+def test_execute_stores_result_with_status_and_returns_results():
+    model = Model("m", {"x": int}, "1.0", double, status="active")
+    results = {}
+    assert model.execute({"x": 2}, results) is results
+    assert results == {"m": {"1.0": {"score": 4, "_status": "active"}}}
+
+
+def test_two_versions_of_one_model_keep_separate_results():
+    # MLSM reset results[name] = {} and so the second version erased the first.
+    v1 = Model("m", {"x": int}, "1.0", double)
+    v2 = Model("m", {"x": int}, "2.0", lambda d, r: {"score": d["x"] * 3})
+    results = {}
+    v1.execute({"x": 2}, results)
+    v2.execute({"x": 2}, results)
+    assert results["m"]["1.0"]["score"] == 4
+    assert results["m"]["2.0"]["score"] == 6
+
+
+def test_wrong_type_does_not_reach_the_score_function():
+    # MLSM only checked presence: "12" went straight into the model.
+    calls = []
+    model = Model("m", {"x": int}, "1.0", lambda d, r: calls.append(d) or {"score": 1})
+    results = model.execute({"x": "12"}, {})
+    assert calls == []
+    assert results["m"]["1.0"] == {"_error": "field 'x': expected int, got str '12'", "_error_kind": "bad_type"}
+
+
+@pytest.mark.parametrize("fcn, kind, words", [
+    (lambda d, r: 1 / 0, "score_raised", "ZeroDivisionError: division by zero"),
+    (lambda d, r: 0.5, "bad_output", "score returned float, expected dict"),
+    (lambda d, r: None, "bad_output", "score returned NoneType"),
+])
+def test_score_failures_become_error_entries(fcn, kind, words):
+    entry = Model("m", {"x": int}, "1.0", fcn).execute({"x": 1}, {})["m"]["1.0"]
+    assert entry["_error_kind"] == kind
+    assert words in entry["_error"]
+    assert "_status" not in entry
+
+
+def test_nested_layout_reads_the_models_own_entry():
+    model = Model("m", {"x": int}, "2.0", double)
+    data = {"m": {"1.0": {"x": 1}, "2.0": {"x": 5}}, "x": 100}
+    assert model.execute(data, {})["m"]["2.0"]["score"] == 10
+
+
+def test_nested_layout_without_this_version_is_missing_field():
+    model = Model("m", {"x": int}, "2.0", double)
+    entry = model.execute({"m": {"1.0": {"x": 1}}}, {})["m"]["2.0"]
+    assert entry["_error_kind"] == "missing_field"
+    assert "version '2.0'" in entry["_error"]
+
+
+def test_returned_dict_is_not_mutated():
+    shared = {"score": 1}
+    model = Model("m", {}, "1", lambda d, r: shared)
+    model.execute({}, {})
+    assert shared == {"score": 1}
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"name": "Lead Rules"}, "must match"),
+    ({"version": 1}, "version must be a non-empty string"),
+    ({"status": "prod"}, "status 'prod' is not one of draft, active, retired"),
+    ({"fcn": "score"}, "fcn must be callable"),
+])
+def test_bad_model_definitions(kwargs, words):
+    args = {"name": "m", "fields": {}, "version": "1", "fcn": double, "status": "draft"} | kwargs
+    with pytest.raises(ConfigError, match=words):
+        Model(**args)
+
+
+def champion(data, results):
+    a, b = results["a"]["1"]["score"], results["b"]["1"]["score"]
+    return {"score": max(a, b), "winner": "a" if a >= b else "b"}
+
+
+def test_summary_model_reads_model_results():
+    summary = SummaryModel("champ", [{"name": "a", "version": "1"}, {"name": "b", "version": "1"}], "1", champion)
+    results = {"a": {"1": {"score": 0.2}}, "b": {"1": {"score": 0.7}}}
+    assert summary.execute({}, results)["champ"]["1"] == {"score": 0.7, "winner": "b", "_status": "draft"}
+
+
+def test_summary_with_missing_dependency_is_an_error_entry_not_an_exception():
+    # MLSM raised SummaryModelListException and stopped the whole run.
+    summary = SummaryModel("champ", [{"name": "a", "version": "1"}, {"name": "b", "version": "1"}], "1", champion)
+    entry = summary.execute({}, {"a": {"1": {"score": 0.2}}})["champ"]["1"]
+    assert entry["_error_kind"] == "missing_dependency"
+    assert "b 1" in entry["_error"]
+
+
+def test_summary_whose_dependency_failed_on_the_record():
+    summary = SummaryModel("champ", [{"name": "a", "version": "1"}], "1", champion)
+    entry = summary.execute({}, {"a": {"1": {"_error": "boom", "_error_kind": "score_raised"}}})["champ"]["1"]
+    assert entry == {"_error": "a 1 failed on this record: boom", "_error_kind": "missing_dependency"}
+
+
+def test_summary_models_given_as_model_objects_and_validation():
+    a = Model("a", {}, "1", double)
+    assert SummaryModel("s", [a], "1", champion).models == [{"name": "a", "version": "1"}]
+    with pytest.raises(ConfigError, match="needs string 'name' and 'version'"):
+        SummaryModel("s", [{"name": "a"}], "1", champion)
+    with pytest.raises(ConfigError, match="is empty"):
+        SummaryModel("s", [], "1", champion)
+
+
+def test_model_test_passes_for_a_robust_model():
+    model = Model("m", {"x": {"type": "int", "min": 0}, "t": str}, "1", lambda d, r: {"score": d["x"] + len(d["t"])})
+    assert model.test() > 10
+
+
+def test_model_test_reports_the_failing_generated_input():
+    model = Model("m", {"size": {"type": "int", "min": 0}}, "1", lambda d, r: {"score": 1 / d["size"]})
+    with pytest.raises(ModelTestError, match=r"score_raised: ZeroDivisionError.*on input \{'size': 0\}") as info:
+        model.test()
+    assert all(case["size"] == 0 for case, _ in info.value.failures)
