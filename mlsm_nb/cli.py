@@ -53,5 +53,57 @@ def main(ctx: click.Context, debug: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+@main.command()
+@click.argument("kind", type=click.Choice(["model", "summary"]))
+@click.argument("name")
+@click.option("--dir", "folder", default="notebooks", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the notebook into.")
+@click.option("--models", "models", multiple=True, metavar="NAME:VERSION",
+              help="For a summary: a model whose results it needs (repeatable).")
+@handle_errors
+def new(kind: str, name: str, folder: str, models: tuple[str, ...]) -> None:
+    """Start a model or summary notebook NAME from the template."""
+    from .templates import new_notebook
+
+    path = new_notebook(kind, name, folder, models)
+    click.echo(f"created {path}: open it in JupyterLab, then run `mlsm-nb lint {path}`")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@handle_errors
+def lint(paths: tuple[str, ...]) -> None:
+    """Check notebooks (files or folders) against the notebook contract.
+
+    Prints every problem as `path:cell N [tag]: message`; exit 1 if any.
+    """
+    from .notebook import find_notebooks, inspect_notebook
+
+    notebooks = find_notebooks(paths)
+    if not notebooks:
+        _fail(f"no notebooks found in {', '.join(paths)}")
+    problems = [p for path in notebooks for p in inspect_notebook(path)[1]]
+    for problem in problems:
+        click.echo(str(problem))
+    click.echo(f"{len(notebooks)} notebook(s) checked, {len(problems)} problem(s)", err=True)
+    sys.exit(1 if problems else 0)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Bundle folder to create (must not exist or be empty).")
+@handle_errors
+def extract(paths: tuple[str, ...], out_dir: str) -> None:
+    """Extract notebooks into a bundle of Python modules with a manifest."""
+    from .extract import extract_bundle
+
+    manifest = extract_bundle(paths, out_dir)
+    for entry in manifest["models"]:
+        click.echo(f"{entry['kind']:8} {entry['name']} {entry['version']} ({entry['status']}) "
+                   f"<- {entry['source']}")
+    click.echo(f"bundle written to {out_dir}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,1 @@
+"""Where results go: the run directory (always) and MongoDB (when configured)."""
