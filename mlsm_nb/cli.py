@@ -105,5 +105,85 @@ def extract(paths: tuple[str, ...], out_dir: str) -> None:
     click.echo(f"bundle written to {out_dir}")
 
 
+def _parse_param(text: str) -> tuple[str, object]:
+    import json
+
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise click.BadParameter(f"{text!r} must look like NAME=VALUE", param_hint="--param")
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--records", required=True, type=click.Path(), help="JSON Lines (.jsonl, .jsonl.gz), CSV or Parquet.")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that holds run directories.")
+@click.option("--run-id", help="Name of the run directory (default: UTC time + random suffix).")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Records per batch.")
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Parallel executions (default: cores).")
+@click.option("--id-field", default="id", show_default=True, help="The records' identifier field.")
+@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds a notebook cell may run.")
+@click.option("--resume", is_flag=True, help="Finish the run --run-id: skip executions already done and intact.")
+@click.option("--engine", default="papermill", show_default=True, type=click.Choice(["papermill", "inprocess"]),
+              help="papermill: execute the notebooks (audit path); inprocess: extracted models, no kernels.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a notebook parameter (JSON value or string; repeatable). Credentials are "
+                   "passed through the environment, never written into notebooks or the manifest.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@handle_errors
+def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params, progress):
+    """Run model notebooks, then summary notebooks, over record batches."""
+    from .runner import DEFAULT_BATCH_SIZE, run_notebooks
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="exec", desc="notebooks x batches")
+
+    def on_progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        manifest = run_notebooks(
+            paths, records, out=out, run_id=run_id, batch_size=batch_size or DEFAULT_BATCH_SIZE, workers=workers,
+            id_field=id_field, timeout=timeout, resume=resume, engine=engine,
+            parameters=dict(_parse_param(p) for p in params), on_progress=on_progress if bar else None)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {run_id or '<run id>'}", 130)
+    finally:
+        if bar:
+            bar.close()
+    _print_run_summary(manifest, out)
+    sys.exit(0 if manifest["status"] == "succeeded" else 1)
+
+
+def _print_run_summary(manifest: dict, out: str) -> None:
+    from pathlib import Path
+
+    root = Path(out) / manifest["run_id"]
+    data = manifest["input"]
+    click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
+    click.echo(f"  records: {data['records']} scored in {data['batches']} batch(es), {data['rejected']} rejected"
+               + (f" (see {root / 'rejected.jsonl'})" if data["rejected"] else ""))
+    for key, kinds in sorted(manifest.get("errors", {}).items()):
+        click.echo(f"  {key}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    for key, batches in sorted(manifest["executions"].items()):
+        for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
+            if entry["status"] != "ok":
+                click.echo(f"error: {entry['error']}", err=True)
+    click.echo(f"  results:  {root / 'results'}")
+    if manifest["engine"] == "papermill":
+        click.echo(f"  executed notebooks: {root / 'executed'}")
+    click.echo(f"  manifest: {root / 'manifest.json'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ._version import __version__
+from .files import file_sha256, write_json
 from .exceptions import BundleError, ConfigError, NotebookError
 from .model import Model, SummaryModel
 from .notebook import NotebookSpec, find_notebooks, lint_notebook
@@ -72,12 +72,16 @@ def _new_namespace(spec_name: str, version: str, filename: str) -> dict:
     return module.__dict__
 
 
-def execute_production_cells(spec: NotebookSpec) -> dict:
+def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = None) -> dict:
     """Run the production cells of a linted notebook; returns the namespace.
 
-    A cell that raises becomes a NotebookError naming the cell, tag and line.
+    `parameters` override the `parameters` cell's defaults (set right after
+    it, or first when there is none), as papermill does. A cell that raises
+    becomes a NotebookError naming the cell, tag and line.
     """
     namespace = _new_namespace(spec.name, spec.version, str(spec.path))
+    if spec.cell("parameters") is None:
+        namespace.update(parameters or {})
     with working_directory(spec.path.parent.resolve()):
         for cell in spec.cells:
             filename = f"{spec.path}:cell {cell.index} [{cell.tag}]"
@@ -88,6 +92,8 @@ def execute_production_cells(spec: NotebookSpec) -> dict:
                 where = f" at line {line}" if line else ""
                 raise NotebookError(spec.path, f"raised {type(exc).__name__}{where}: {exc}",
                                     cell.index, cell.tag) from None
+            if cell.tag == "parameters":
+                namespace.update(parameters or {})
     if not callable(namespace.get("score")):
         raise NotebookError(spec.path, "running the score cell did not define a callable `score`",
                             *_cell_at(spec, "score"))
@@ -129,18 +135,19 @@ def _provenance(spec: NotebookSpec) -> dict:
     }
 
 
-def load_notebook(path: str | Path) -> Model:
+def load_notebook(path: str | Path, parameters: Mapping | None = None) -> Model:
     """Lint a notebook, run its production cells and return its Model or SummaryModel.
 
     The object carries `provenance`: source path, sha256 of the production
     cells (and artifacts), git commit of the file, extraction time.
-    Raises NotebookError naming the file, cell and tag on any problem.
+    `parameters` override the notebook's `parameters` cell. Raises
+    NotebookError naming the file, cell and tag on any problem.
     """
-    return _load_spec(lint_notebook(path))
+    return _load_spec(lint_notebook(path), parameters)
 
 
-def _load_spec(spec: NotebookSpec) -> Model:
-    namespace = execute_production_cells(spec)
+def _load_spec(spec: NotebookSpec, parameters: Mapping | None = None) -> Model:
+    namespace = execute_production_cells(spec, parameters)
     return build_model(declarations(spec), namespace, _provenance(spec))
 
 
@@ -151,10 +158,6 @@ def _module_text(spec: NotebookSpec, provenance: Mapping) -> str:
     return (f"# Extracted by mlsm-nb {__version__} from {spec.path.name}: model {spec.name} "
             f"{spec.version} ({spec.kind}).\n# Generated file: edit the notebook, not this module.\n"
             f"# Provenance:\n{header}\n\n{spec.production_source()}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def extract_bundle(paths: Iterable, out_dir: str | Path, *, status_override: str | None = None,
@@ -190,8 +193,8 @@ def extract_bundle(paths: Iterable, out_dir: str | Path, *, status_override: str
             for artifact in spec.artifacts:
                 shutil.copy2(spec.path.parent / artifact, staging / folder / artifact)
             entry = {**declarations(spec), **model.provenance, "module": f"{folder}/model.py",
-                     "module_sha256": _sha256(module),
-                     "artifact_sha256": {a: _sha256(staging / folder / a) for a in spec.artifacts}}
+                     "module_sha256": file_sha256(module),
+                     "artifact_sha256": {a: file_sha256(staging / folder / a) for a in spec.artifacts}}
             if status_override and status_override != spec.status:
                 entry.update(notebook_status=spec.status, status=status_override,
                              status_reason=status_reason or f"forced to {status_override}")
@@ -199,7 +202,7 @@ def extract_bundle(paths: Iterable, out_dir: str | Path, *, status_override: str
         manifest = {"mlsm_nb_version": __version__,
                     "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     **dict(provenance or {}), "models": entries}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(staging / MANIFEST, manifest)
         if out_dir.exists():
             out_dir.rmdir()
         staging.rename(out_dir)
@@ -233,11 +236,11 @@ def load_bundle(bundle_dir: str | Path) -> list[Model]:
     loaded = []
     for entry in manifest["models"]:
         module = bundle_dir / entry["module"]
-        if not module.is_file() or _sha256(module) != entry["module_sha256"]:
+        if not module.is_file() or file_sha256(module) != entry["module_sha256"]:
             raise BundleError(f"{module}: missing or changed since extraction (sha256 does not match "
                               f"{MANIFEST}); extract the bundle again")
         for artifact, digest in entry.get("artifact_sha256", {}).items():
-            if not (module.parent / artifact).is_file() or _sha256(module.parent / artifact) != digest:
+            if not (module.parent / artifact).is_file() or file_sha256(module.parent / artifact) != digest:
                 raise BundleError(f"{module.parent / artifact}: artifact missing or changed since extraction")
         namespace = _new_namespace(entry["name"], entry["version"], str(module))
         with working_directory(module.parent.resolve()):

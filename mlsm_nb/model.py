@@ -62,7 +62,7 @@ class Model:
         self.specs = parse_fields(self.fields)
         self.score_frame = score_frame
         self.provenance = dict(provenance or {})
-        self._check = compile_validator(self.specs)
+        self.check_inputs = compile_validator(self.specs)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -89,7 +89,7 @@ class Model:
             if isinstance(data, Mapping) and self.name in data:
                 return error_entry("missing_field", f"data[{self.name!r}] has no inputs for version {self.version!r}")
             return error_entry("bad_type", f"record data must be a mapping, got {type(data).__name__}")
-        problem = self._check(inputs)
+        problem = self.check_inputs(inputs)
         if problem is not None:
             return error_entry(*problem)
         try:

@@ -1,0 +1,91 @@
+"""Score one batch of records with one model: the core both run engines share.
+
+The papermill engine calls this inside each executed notebook's runner cell;
+the in-process engine calls it with extracted models. Same code, same results.
+A model with `score_frame` scores its valid rows in one pandas call (falling
+back to `score` per record if that raises or returns the wrong shape).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from .model import Model, error_entry
+
+
+@dataclass
+class BatchOutcome:
+    """Entries of one (model, batch), in batch order, and how they were computed."""
+
+    model: str
+    version: str
+    entries: list[dict]
+    method: str = "score"
+    notes: list[str] = field(default_factory=list)
+
+    def error_counts(self) -> Counter:
+        """Errors by kind."""
+        return Counter(e["_error_kind"] for e in self.entries if "_error_kind" in e)
+
+
+def dependency_results(model: Model, dependencies: Mapping[tuple[str, str], Sequence[dict]], size: int) -> list[dict]:
+    """Per-record `results` dicts built from the dependency models' entries."""
+    per_record: list[dict] = [{} for _ in range(size)]
+    for (name, version), entries in dependencies.items():
+        for results, entry in zip(per_record, entries):
+            results.setdefault(name, {})[version] = entry
+    return per_record
+
+
+def _frame_entries(model: Model, datas: Sequence[Mapping], notes: list[str]) -> list[dict] | None:
+    import pandas as pd
+
+    entries: list = [None] * len(datas)
+    rows, positions = [], []
+    for i, data in enumerate(datas):
+        inputs = model.inputs(data)
+        if not isinstance(inputs, Mapping):
+            entries[i] = model._entry(data, {})  # the per-record path words the error
+            continue
+        problem = model.check_inputs(inputs)
+        if problem is not None:
+            entries[i] = error_entry(*problem)
+        else:
+            rows.append(inputs)
+            positions.append(i)
+    if rows:
+        frame = pd.DataFrame.from_records(rows, columns=[s.name for s in model.specs], index=positions)
+        try:
+            out = model.score_frame(frame)
+            if not isinstance(out, pd.DataFrame) or not out.index.equals(frame.index):
+                raise TypeError("score_frame must return a DataFrame with the input's index")
+        except Exception as exc:  # noqa: BLE001 - fall back to score, record by record
+            notes.append(f"score_frame failed ({type(exc).__name__}: {exc}); scored record by record")
+            return None
+        for i, values in zip(positions, out.to_dict("records")):
+            values["_status"] = model.status
+            entries[i] = values
+    return entries
+
+
+def score_batch(model: Model, records: Sequence[Mapping],
+                dependencies: Mapping[tuple[str, str], Sequence[dict]] | None = None) -> BatchOutcome:
+    """Score `records` (dicts with `data`) with `model`; never raises for a record.
+
+    `dependencies` maps (name, version) to the entries that model gave this
+    batch, in the same order (summary models read them as `results`).
+    """
+    datas = [r.get("data") for r in records]
+    notes: list[str] = []
+    if model.score_frame is not None and not dependencies:
+        entries = _frame_entries(model, datas, notes)
+        if entries is not None:
+            return BatchOutcome(model.name, model.version, entries, "score_frame", notes)
+    results = dependency_results(model, dependencies or {}, len(records))
+    entries = []
+    for data, result in zip(datas, results):
+        model.execute(data, result)
+        entries.append(result[model.name][model.version])
+    return BatchOutcome(model.name, model.version, entries, "score", notes)

@@ -1,0 +1,77 @@
+"""File helpers shared by the run directory and bundles: atomic writes, JSON Lines, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def to_native(value: Any) -> Any:
+    """numpy scalars -> the Python value they hold; anything else unchanged."""
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return value.item()
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    native = to_native(value)
+    if native is not value:
+        return native
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; numpy scalars and sets are converted, anything else unknown raises TypeError."""
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    _atomic(path, lambda f: f.write(json.dumps(value, indent=2, default=_json_default) + "\n"))
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
+    """Write rows as JSON Lines atomically; returns how many."""
+    count = 0
+
+    def write(f):
+        nonlocal count
+        for row in rows:
+            f.write(dumps(row))
+            f.write("\n")
+            count += 1
+
+    _atomic(path, write)
+    return count
+
+
+def read_jsonl(path: Path) -> Iterator[Any]:
+    """The rows of a JSON Lines file."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

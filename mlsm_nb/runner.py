@@ -1,0 +1,399 @@
+"""`mlsm-nb run`: score record batches with model notebooks, then summary notebooks.
+
+Records are split into batch files once; each (notebook, batch) is one
+execution — papermill runs the production notebook (the papermill engine) or
+the extracted Model scores in-process (the in-process engine); both call
+`batch.score_batch`, so they give the same results. An execution starts when
+the executions it depends on (the models a summary needs, same batch) are
+done; when every execution of a batch is done its results are merged into the
+result documents. The manifest records every step, so `resume` can finish a
+run that was interrupted or partly failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import logging
+import os
+import platform
+import socket
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import nbformat
+
+from ._version import __version__
+from .exceptions import ConfigError, MlsmError
+from .extract import check_dependencies, git_info, load_notebook
+from .files import file_sha256, read_jsonl, write_jsonl
+from .model import error_entry
+from .notebook import NotebookSpec, find_notebooks, lint_notebook, read_notebook
+from .records import Rejected, check_records_file, read_records
+from .redact import is_secret, redact_parameters, redact_text
+from .runtime import score_file_batch
+from .store.rundir import RunDirectory, model_key
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("papermill", "inprocess")
+DEFAULT_BATCH_SIZE = 50_000
+_PACKAGES = ("papermill", "nbclient", "nbformat", "ipykernel", "pandas", "numpy", "pyarrow", "pymongo")
+
+_RUNNER_SOURCE = """\
+# mlsm-nb runner: score this batch with the model defined above and save its outputs
+from mlsm_nb.runtime import run_in_notebook
+
+mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies)"""
+_SHOW_SOURCE = "mlsm_summary.show()"
+
+
+class _RunnerParameterNoise(logging.Filter):
+    """Drop papermill's warnings about the runner's own parameters (expected, not the author's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Passed unknown parameter: mlsm_")
+                    or message.startswith("Input notebook does not contain a cell with tag 'parameters'"))
+
+
+logging.getLogger("papermill").addFilter(_RunnerParameterNoise())
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a short random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _versions() -> dict:
+    found = {"mlsm-nb": __version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _started_by() -> dict:
+    who = {"user": getpass.getuser(), "host": socket.gethostname()}
+    for var in ("JOB_NAME", "BUILD_NUMBER", "BUILD_URL", "GIT_COMMIT", "BRANCH_NAME"):
+        if os.environ.get(var):
+            who[var.lower()] = redact_text(os.environ[var])
+    return who
+
+
+def _order(specs: Sequence[NotebookSpec]) -> list[NotebookSpec]:
+    """Models first, then summaries after the models they need."""
+    seen: dict[tuple[str, str], NotebookSpec] = {}
+    for spec in specs:
+        if (spec.name, spec.version) in seen:
+            raise ConfigError(f"{spec.path}: model {spec.name} {spec.version} is also defined in "
+                              f"{seen[spec.name, spec.version].path}")
+        seen[spec.name, spec.version] = spec
+    ordered, placed = [], set()
+    pending = list(specs)
+    while pending:
+        ready = [s for s in pending if all((m["name"], m["version"]) in placed for m in s.models)]
+        if not ready:
+            raise ConfigError("summary models depend on each other in a cycle: "
+                              + ", ".join(f"{s.name} {s.version}" for s in pending))
+        for spec in ready:
+            ordered.append(spec)
+            placed.add((spec.name, spec.version))
+            pending.remove(spec)
+    return ordered
+
+
+def _production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbformat.NotebookNode:
+    """The notebook papermill runs: production cells, secret loading, the runner's cells."""
+    source = read_notebook(spec.path)
+    nb = nbformat.v4.new_notebook(metadata=source.metadata)
+    for cell in spec.cells:
+        code = nbformat.v4.new_code_cell(cell.source)
+        code.metadata["tags"] = [cell.tag]
+        code.metadata["mlsm"] = {"source_cell": cell.index, "tag": cell.tag}
+        nb.cells.append(code)
+        if cell.tag == "parameters" and secret_names:
+            nb.cells.append(_secrets_cell(secret_names))
+    if secret_names and spec.cell("parameters") is None:
+        nb.cells.insert(0, _secrets_cell(secret_names))
+    for text in (_RUNNER_SOURCE, _SHOW_SOURCE):
+        runner = nbformat.v4.new_code_cell(text)
+        runner.metadata["tags"] = ["mlsm-runner"]
+        nb.cells.append(runner)
+    return nb
+
+
+def _secrets_cell(names: Sequence[str]) -> nbformat.NotebookNode:
+    lines = ["# credentials come from the environment, never written into this notebook",
+             "import os as _mlsm_os"]
+    lines += [f"{name} = _mlsm_os.environ[{_secret_env(name)!r}]" for name in names]
+    cell = nbformat.v4.new_code_cell("\n".join(lines))
+    cell.metadata["tags"] = ["mlsm-runner"]
+    return cell
+
+
+def _secret_env(name: str) -> str:
+    return f"MLSM_PARAM_{name.upper()}"
+
+
+class _Run:
+    """One run's state: notebooks, run directory, manifest, and how to execute."""
+
+    def __init__(self, specs, run_dir: RunDirectory, manifest: dict, engine: str, parameters: Mapping,
+                 timeout: float, id_field: str):
+        self.specs = {model_key(s.name, s.version): s for s in specs}
+        self.run = run_dir
+        self.manifest = manifest
+        self.engine = engine
+        self.timeout = timeout
+        self.id_field = id_field
+        self.plain = {k: v for k, v in parameters.items() if not is_secret(k, v)}
+        self.secret_names = sorted(k for k, v in parameters.items() if is_secret(k, v))
+        for name in self.secret_names:
+            os.environ[_secret_env(name)] = str(parameters[name])  # kernels inherit the environment
+        self.models = {}
+        if engine == "inprocess":
+            self.models = {key: load_notebook(spec.path, parameters) for key, spec in self.specs.items()}
+        else:
+            for key, spec in self.specs.items():
+                nbformat.write(_production_notebook(spec, self.secret_names), run_dir.notebook_path(key))
+
+    def dependencies(self, key: str, batch: int) -> dict[str, str]:
+        return {model_key(m["name"], m["version"]): str(self.run.output_path(model_key(m["name"], m["version"]), batch))
+                for m in self.specs[key].models}
+
+    def execute(self, key: str, batch: int) -> dict:
+        """Run one (notebook, batch); returns its manifest entry. Never raises for a failure."""
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"status": "ok", "started_at": _now()}
+        output = self.run.output_path(key, batch)
+        try:
+            if self.engine == "inprocess":
+                score_file_batch(self.models[key], str(self.run.batch_path(batch)), str(output),
+                                 self.dependencies(key, batch))
+            else:
+                entry["executed"] = str(self.run.executed_path(key, batch).relative_to(self.run.root))
+                self._papermill(key, batch)
+            if not output.is_file():
+                raise MlsmError("the runner cell did not write the model's outputs")
+            entry["output_sha256"] = file_sha256(output)
+        except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
+            entry.update(status="failed", error=self._describe(exc, key, batch))
+            self._write_failure(key, batch, entry["error"])
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        return entry
+
+    def _papermill(self, key: str, batch: int) -> None:
+        import papermill
+
+        parameters = {**self.plain, "mlsm_batch_path": str(self.run.batch_path(batch).resolve()),
+                      "mlsm_output_path": str(self.run.output_path(key, batch).resolve()),
+                      "mlsm_dependencies": {k: str(Path(v).resolve()) for k, v in self.dependencies(key, batch).items()}}
+        # The kernel's working directory is set through nbclient's resources, not papermill's
+        # `cwd`, which changes the whole process's directory and so is unsafe in threads.
+        papermill.execute_notebook(
+            str(self.run.notebook_path(key).resolve()), str(self.run.executed_path(key, batch).resolve()),
+            parameters=parameters, kernel_name="python3", progress_bar=False, log_output=False,
+            execution_timeout=self.timeout,
+            resources={"metadata": {"path": str(self.specs[key].path.parent.resolve())}})
+
+    def _describe(self, exc: Exception, key: str, batch: int) -> str:
+        """One line naming the notebook cell (index and tag in the source notebook) that failed."""
+        spec = self.specs[key]
+        where = str(spec.path)
+        cell_index = getattr(exc, "cell_index", None)
+        executed = self.run.executed_path(key, batch)
+        if cell_index is not None and executed.is_file():
+            cell = nbformat.read(executed, as_version=4).cells[cell_index]
+            origin = cell.metadata.get("mlsm")
+            where += (f":cell {origin['source_cell']} [{origin['tag']}]" if origin
+                      else f": runner cell {cell_index}")
+        name = getattr(exc, "ename", type(exc).__name__)
+        value = getattr(exc, "evalue", str(exc))
+        message = (str(value).strip().splitlines() or [""])[0]
+        return redact_text(f"{where}: batch {batch}: {name}: {message}"[:500])
+
+    def _write_failure(self, key: str, batch: int, error: str) -> None:
+        size = sum(1 for _ in read_jsonl(self.run.batch_path(batch)))
+        failed = error_entry("notebook_failed", error)
+        write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
+
+    def merge(self, batch: int) -> dict:
+        """Write the batch's result documents; returns error counts by model key and kind."""
+        keys = list(self.specs)
+        outputs = [read_jsonl(self.run.output_path(k, batch)) for k in keys]
+        errors: dict[str, dict[str, int]] = {}
+        timestamp = int(time.time())
+        run_id = self.manifest["run_id"]
+
+        def documents():
+            for record, *entries in zip(read_jsonl(self.run.batch_path(batch)), *outputs):
+                results: dict = {}
+                for key, entry in zip(keys, entries):
+                    spec = self.specs[key]
+                    results.setdefault(spec.name, {})[spec.version] = entry
+                    if "_error_kind" in entry:
+                        kinds = errors.setdefault(key, {})
+                        kinds[entry["_error_kind"]] = kinds.get(entry["_error_kind"], 0) + 1
+                yield {self.id_field: record[self.id_field], "run_id": run_id, "_timestamp": timestamp,
+                       "_current": 0, "results": results}
+
+        write_jsonl(self.run.results_path(batch), documents())
+        return errors
+
+
+def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
+    """Stream the records file into batch files and rejected.jsonl; returns the input summary."""
+    batch, count, batches, rejected = [], 0, 0, []
+    for line, record in read_records(records, id_field):
+        if isinstance(record, Rejected):
+            rejected.append(record.to_dict())
+            continue
+        batch.append(record)
+        count += 1
+        if len(batch) == batch_size:
+            write_jsonl(run.batch_path(batches), batch)
+            batches, batch = batches + 1, []
+    if batch:
+        write_jsonl(run.batch_path(batches), batch)
+        batches += 1
+    write_jsonl(run.rejected_path, rejected)
+    return {"records": count, "rejected": len(rejected), "batches": batches, "complete": True}
+
+
+def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
+    return [{"name": s.name, "version": s.version, "status": s.status, "kind": s.kind, "sha256": s.sha256(),
+             "source": str(s.path), **git_info(s.path.resolve())} for s in specs]
+
+
+def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, settings: dict) -> dict:
+    notebooks = _notebook_entries(specs)
+    if resume:
+        manifest = run_dir.read_manifest()
+        before = {(n["name"], n["version"]): n["sha256"] for n in manifest["notebooks"]}
+        now = {(n["name"], n["version"]): n["sha256"] for n in notebooks}
+        if before != now:
+            raise ConfigError(f"{run_dir.root}: the notebooks differ from the ones this run started with; "
+                              "resume with the same notebooks, or start a new run")
+        if manifest["input"].get("sha256") not in (None, file_sha256(records)):
+            raise ConfigError(f"{records}: the records file changed since run {manifest['run_id']} started")
+        manifest.update(status="running", resumed_at=_now())
+        return manifest
+    if run_dir.root.exists():
+        raise ConfigError(f"{run_dir.root}: run directory exists; pass --resume to finish it, or another --run-id")
+    return {"run_id": run_dir.root.name, "status": "running", "started_at": _now(), "ended_at": None,
+            "started_by": _started_by(), **settings, "notebooks": notebooks,
+            "input": {"path": redact_text(str(records)), "sha256": file_sha256(records)},
+            "executions": {}, "versions": _versions()}
+
+
+def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "runs", run_id: str | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, id_field: str = "id",
+                  timeout: float = 600, resume: bool = False, engine: str = "papermill",
+                  parameters: Mapping[str, Any] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run model notebooks then summary notebooks over the records; returns the manifest.
+
+    Results, executed notebooks and the manifest go to ``<out>/<run_id>/``.
+    A failed execution is recorded (and its records get `notebook_failed`)
+    while everything else goes on; the manifest's `status` is "succeeded"
+    only when every execution succeeded. `on_progress(done, total)` is called
+    after each execution. Raises ConfigError or InputFileError before any
+    notebook runs when the setup or the records file is unusable.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    if resume and not run_id:
+        raise ConfigError("--resume needs the --run-id of the run to finish")
+    records = Path(records)
+    notebooks = find_notebooks(paths)
+    if not notebooks:
+        raise ConfigError(f"no notebooks found in {', '.join(map(str, paths))}")
+    specs = [lint_notebook(p) for p in notebooks]
+    check_dependencies(specs)
+    specs = _order(specs)
+    parameters = dict(parameters or {})
+    run_dir = RunDirectory(Path(out) / (run_id or new_run_id()))
+    workers = workers or os.cpu_count() or 1
+    settings = {"engine": engine, "batch_size": batch_size, "workers": workers, "id_field": id_field,
+                "timeout": timeout, "parameters": redact_parameters(parameters)}
+    check_records_file(records)
+    manifest = _open_run(run_dir, resume, specs, records, settings)
+    keys = [model_key(s.name, s.version) for s in specs]
+    run_dir.prepare(keys)
+    run_dir.write_manifest(manifest)
+    try:
+        if not manifest["input"].get("complete"):
+            manifest["input"].update(_split_batches(run_dir, records, id_field, batch_size))
+            run_dir.write_manifest(manifest)
+        state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field)
+        _execute_all(state, keys, workers, on_progress)
+    except BaseException as exc:
+        manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                        ended_at=_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
+        run_dir.write_manifest(manifest)
+        raise
+    return manifest
+
+
+def _intact(state: _Run, key: str, batch: int) -> bool:
+    entry = state.manifest["executions"].get(key, {}).get(str(batch))
+    output = state.run.output_path(key, batch)
+    return bool(entry and entry["status"] == "ok" and output.is_file()
+                and file_sha256(output) == entry.get("output_sha256"))
+
+
+def _execute_all(state: _Run, keys: list[str], workers: int, on_progress) -> None:
+    manifest, run = state.manifest, state.run
+    batches = manifest["input"]["batches"]
+    needs = {key: [model_key(m["name"], m["version"]) for m in state.specs[key].models] for key in keys}
+    done = {(k, b) for k in keys for b in range(batches) if _intact(state, k, b)}
+    todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
+    merged = {b for b in range(batches) if run.results_path(b).is_file() and all((k, b) in done for k in keys)}
+    total, finished = len(keys) * batches, len(done)
+    batch_errors: dict[str, dict] = manifest.setdefault("batch_errors", {})
+    running: dict[Future, tuple[str, int]] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlsm-exec") as pool:
+        try:
+            while todo or running:
+                for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
+                    if len(running) >= workers:
+                        break
+                    todo.remove(item)
+                    running[pool.submit(state.execute, *item)] = item
+                completed, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in completed:
+                    key, batch = running.pop(future)
+                    manifest["executions"].setdefault(key, {})[str(batch)] = future.result()
+                    done.add((key, batch))
+                    finished += 1
+                    if all((k, batch) in done for k in keys) and batch not in merged:
+                        batch_errors[str(batch)] = state.merge(batch)
+                        merged.add(batch)
+                    run.write_manifest(manifest)
+                    if on_progress:
+                        on_progress(finished, total)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
+    errors: dict[str, dict[str, int]] = {}
+    for counts in batch_errors.values():
+        for key, kinds in counts.items():
+            for kind, n in kinds.items():
+                errors.setdefault(key, {})[kind] = errors.get(key, {}).get(kind, 0) + n
+    manifest.update(status="succeeded" if not failed else "failed", ended_at=_now(), failed_executions=failed,
+                    errors=errors)
+    run.write_manifest(manifest)

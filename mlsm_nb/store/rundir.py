@@ -1,0 +1,88 @@
+"""The run directory: the embedded default store, always written.
+
+Layout of ``<out>/<run_id>/``::
+
+    manifest.json            who, what, when; every execution's status (see runner)
+    batches/batch-00000.jsonl      the input records of each batch, written once
+    outputs/<name>@<version>/batch-00000.jsonl   one model's entries, batch order
+    executed/<name>@<version>/batch-00000.ipynb  executed notebooks (papermill engine)
+    notebooks/<name>@<version>.ipynb             the production notebook that ran
+    results/batch-00000.jsonl      merged result documents (DESIGN's shape)
+    rejected.jsonl           input lines that could not be scored, with the reason
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from ..exceptions import MlsmError
+from ..files import read_jsonl, write_json
+
+MANIFEST = "manifest.json"
+
+
+def model_key(name: str, version: str) -> str:
+    """`name@version`, how a model is named in paths and manifests."""
+    return f"{name}@{version}"
+
+
+class RunDirectory:
+    """Paths and manifest of one run (`root` is ``<out>/<run_id>``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def batch_path(self, batch: int) -> Path:
+        return self.root / "batches" / f"batch-{batch:05d}.jsonl"
+
+    def output_path(self, key: str, batch: int) -> Path:
+        return self.root / "outputs" / key / f"batch-{batch:05d}.jsonl"
+
+    def executed_path(self, key: str, batch: int) -> Path:
+        return self.root / "executed" / key / f"batch-{batch:05d}.ipynb"
+
+    def notebook_path(self, key: str) -> Path:
+        return self.root / "notebooks" / f"{key}.ipynb"
+
+    def results_path(self, batch: int) -> Path:
+        return self.root / "results" / f"batch-{batch:05d}.jsonl"
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.root / "rejected.jsonl"
+
+    def prepare(self, keys) -> None:
+        """Create the folders a run writes into."""
+        for sub in ("batches", "results", "notebooks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            (self.root / "outputs" / key).mkdir(parents=True, exist_ok=True)
+            (self.root / "executed" / key).mkdir(parents=True, exist_ok=True)
+
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise MlsmError(f"{self.manifest_path}: no readable run manifest ({exc})") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json(self.manifest_path, manifest)
+
+    def results(self) -> Iterator[dict]:
+        """The result documents of every finished batch, batch by batch."""
+        for path in sorted((self.root / "results").glob("batch-*.jsonl")):
+            yield from read_jsonl(path)
+
+
+def read_results(run_dir: str | Path) -> Iterator[dict]:
+    """Iterate the result documents of a run directory."""
+    run = RunDirectory(run_dir)
+    if not run.manifest_path.is_file():
+        raise MlsmError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    return run.results()
