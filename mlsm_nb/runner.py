@@ -211,13 +211,14 @@ class _Run:
         """One line naming the notebook cell (index and tag in the source notebook) that failed."""
         spec = self.specs[key]
         where = str(spec.path)
-        cell_index = getattr(exc, "cell_index", None)
         executed = self.run.executed_path(key, batch)
-        if cell_index is not None and executed.is_file():
-            cell = nbformat.read(executed, as_version=4).cells[cell_index]
-            origin = cell.metadata.get("mlsm")
-            where += (f":cell {origin['source_cell']} [{origin['tag']}]" if origin
-                      else f": runner cell {cell_index}")
+        if self.engine == "papermill" and executed.is_file():
+            cells = nbformat.read(executed, as_version=4).cells
+            failed = next((c for c in cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))),
+                          None)
+            if failed is not None:
+                origin = failed.metadata.get("mlsm")
+                where += f":cell {origin['source_cell']} [{origin['tag']}]" if origin else " (runner cell)"
         name = getattr(exc, "ename", type(exc).__name__)
         value = getattr(exc, "evalue", str(exc))
         message = (str(value).strip().splitlines() or [""])[0]
