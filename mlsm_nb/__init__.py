@@ -6,7 +6,9 @@ The public API is exactly ``__all__``; see docs/ for guides.
 from ._version import __version__
 from .engine import RunModelsAll, iter_models_all, run_models_all
 from .exceptions import MlsmError
+from .extract import load_bundle, load_notebook
 from .model import Model, SummaryModel
+from .store.rundir import read_results
 
 __all__ = [
     "Model",
@@ -14,6 +16,9 @@ __all__ = [
     "run_models_all",
     "iter_models_all",
     "RunModelsAll",
+    "load_notebook",
+    "load_bundle",
+    "read_results",
     "MlsmError",
     "__version__",
 ]

@@ -173,8 +173,12 @@ def _print_run_summary(manifest: dict, out: str) -> None:
     click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
     click.echo(f"  records: {data['records']} scored in {data['batches']} batch(es), {data['rejected']} rejected"
                + (f" (see {root / 'rejected.jsonl'})" if data["rejected"] else ""))
-    for key, kinds in sorted(manifest.get("errors", {}).items()):
-        click.echo(f"  {key}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    for key, stats in manifest.get("models", {}).items():
+        line = f"  {key:24} {stats['records']} records"
+        if stats["scored"]:
+            line += f", score mean {stats['score_mean']:.3f} (min {stats['score_min']:.3f}, max {stats['score_max']:.3f})"
+        errors = ", ".join(f"{n} {kind}" for kind, n in sorted(stats["errors"].items()))
+        click.echo(line + (f", errors: {errors}" if errors else ""))
     for key, batches in sorted(manifest["executions"].items()):
         for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
             if entry["status"] != "ok":

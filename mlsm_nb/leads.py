@@ -83,3 +83,24 @@ def generate_leads(count: int, seed: int = 0, *, id_field: str = "id",
         else:
             data = lead
         yield {id_field: f"lead-{seed}-{i:07d}", "data": data}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m mlsm_nb.leads COUNT [--seed S] [--out FILE]`: write leads as JSON Lines."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m mlsm_nb.leads", description=main.__doc__)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="file to write (default: standard output)")
+    args = parser.parse_args(argv)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    with out:
+        for record in generate_leads(args.count, args.seed):
+            out.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

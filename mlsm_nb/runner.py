@@ -230,10 +230,10 @@ class _Run:
         write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
 
     def merge(self, batch: int) -> dict:
-        """Write the batch's result documents; returns error counts by model key and kind."""
+        """Write the batch's result documents; returns per-model counts (see `_Tally`)."""
         keys = list(self.specs)
         outputs = [read_jsonl(self.run.output_path(k, batch)) for k in keys]
-        errors: dict[str, dict[str, int]] = {}
+        tallies = {key: _Tally() for key in keys}
         timestamp = int(time.time())
         run_id = self.manifest["run_id"]
 
@@ -243,14 +243,54 @@ class _Run:
                 for key, entry in zip(keys, entries):
                     spec = self.specs[key]
                     results.setdefault(spec.name, {})[spec.version] = entry
-                    if "_error_kind" in entry:
-                        kinds = errors.setdefault(key, {})
-                        kinds[entry["_error_kind"]] = kinds.get(entry["_error_kind"], 0) + 1
+                    tallies[key].add(entry)
                 yield {self.id_field: record[self.id_field], "run_id": run_id, "_timestamp": timestamp,
                        "_current": 0, "results": results}
 
         write_jsonl(self.run.results_path(batch), documents())
-        return errors
+        return {key: tally.as_dict() for key, tally in tallies.items()}
+
+
+class _Tally:
+    """Per-model counts over result entries: records, errors by kind, numeric `score` range and sum."""
+
+    def __init__(self, data: Mapping | None = None):
+        data = data or {}
+        self.records = data.get("records", 0)
+        self.errors: dict[str, int] = dict(data.get("errors", {}))
+        self.scored = data.get("scored", 0)
+        self.score_sum = data.get("score_sum", 0.0)
+        self.score_min = data.get("score_min")
+        self.score_max = data.get("score_max")
+
+    def add(self, entry: Mapping) -> None:
+        self.records += 1
+        kind = entry.get("_error_kind")
+        if kind:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+        score = entry.get("score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
+            self.scored += 1
+            self.score_sum += score
+            self.score_min = score if self.score_min is None else min(self.score_min, score)
+            self.score_max = score if self.score_max is None else max(self.score_max, score)
+
+    def merge(self, other: "_Tally") -> None:
+        self.records += other.records
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        self.scored += other.scored
+        self.score_sum += other.score_sum
+        for bound, pick in (("score_min", min), ("score_max", max)):
+            values = [v for v in (getattr(self, bound), getattr(other, bound)) if v is not None]
+            setattr(self, bound, pick(values) if values else None)
+
+    def as_dict(self) -> dict:
+        out = {"records": self.records, "errors": self.errors, "scored": self.scored,
+               "score_sum": self.score_sum, "score_min": self.score_min, "score_max": self.score_max}
+        if self.scored:
+            out["score_mean"] = self.score_sum / self.scored
+        return out
 
 
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
@@ -364,7 +404,7 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress) -> Non
     todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
     merged = {b for b in range(batches) if run.results_path(b).is_file() and all((k, b) in done for k in keys)}
     total, finished = len(keys) * batches, len(done)
-    batch_errors: dict[str, dict] = manifest.setdefault("batch_errors", {})
+    batch_stats: dict[str, dict] = manifest.setdefault("batch_stats", {})
     running: dict[Future, tuple[str, int]] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlsm-exec") as pool:
         try:
@@ -381,7 +421,7 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress) -> Non
                     done.add((key, batch))
                     finished += 1
                     if all((k, batch) in done for k in keys) and batch not in merged:
-                        batch_errors[str(batch)] = state.merge(batch)
+                        batch_stats[str(batch)] = state.merge(batch)
                         merged.add(batch)
                     run.write_manifest(manifest)
                     if on_progress:
@@ -390,11 +430,10 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress) -> Non
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
-    errors: dict[str, dict[str, int]] = {}
-    for counts in batch_errors.values():
-        for key, kinds in counts.items():
-            for kind, n in kinds.items():
-                errors.setdefault(key, {})[kind] = errors.get(key, {}).get(kind, 0) + n
+    totals = {key: _Tally() for key in keys}
+    for per_model in batch_stats.values():
+        for key, counts in per_model.items():
+            totals[key].merge(_Tally(counts))
     manifest.update(status="succeeded" if not failed else "failed", ended_at=_now(), failed_executions=failed,
-                    errors=errors)
+                    models={key: tally.as_dict() for key, tally in totals.items()})
     run.write_manifest(manifest)

@@ -74,6 +74,8 @@ def test_manifest_records_what_ran(papermill_run, leads_file):
     one = executions["lead_lr@1.0.0"]["0"]
     assert one["status"] == "ok" and one["seconds"] > 0 and (run_dir / one["executed"]).is_file()
     assert {"mlsm-nb", "papermill", "python", "pandas"} <= set(manifest["versions"])
+    stats = manifest["models"]["lead_rules@1.0.0"]
+    assert stats["records"] == 300 and stats["errors"] == {} and 0 <= stats["score_min"] <= stats["score_max"] <= 1
 
 
 def test_executed_notebooks_show_the_summary(papermill_run):
