@@ -9,7 +9,8 @@ record gives that entry an `_error` and everything else goes on.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .exceptions import ConfigError, RecordError
 from .model import Model, SummaryModel
@@ -87,7 +88,7 @@ def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
             reject(RecordError(f"has no id field {id_field!r}", position), record)
             continue
         data = record.get("data")
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             reject(RecordError(f"'data' must be a mapping, got {type(data).__name__}", position, record_id), record)
             continue
         results: dict = {}

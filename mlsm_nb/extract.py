@@ -20,7 +20,7 @@ import threading
 import traceback
 import types
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from ._version import __version__
 from .files import file_sha256, write_json

@@ -18,7 +18,8 @@ import math
 import numbers
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable
 
 from .exceptions import FieldSpecError
 
@@ -167,12 +168,16 @@ _FAST_TYPE_TESTS = {
 
 
 def _fast_check_source(specs: tuple[FieldSpec, ...]) -> tuple[str, dict]:
-    """Source of `fast(data) -> bool` with every check inline, and its constants.
+    """Source of `check(data)` with every check inline, and its constants.
+
+    Good inputs return None straight away; the first failed test hands over to
+    `_explain`, which words the problem (and has the last word: the inline
+    tests are conservative, e.g. numpy integers fail them but are valid ints).
 
     Field names and bounds are passed as named constants, never pasted into the
     source, so no spec value can change the generated code.
     """
-    lines = ["def fast(data):", "    get = data.get"]
+    lines = ["def check(data):", "    get = data.get"]
     constants: dict[str, Any] = {"_MISSING": _MISSING}
     for i, spec in enumerate(specs):
         constants[f"K{i}"] = spec.name
@@ -196,8 +201,8 @@ def _fast_check_source(specs: tuple[FieldSpec, ...]) -> tuple[str, dict]:
         if skips:
             condition = " and ".join(skips) + f" and ({condition})"
         lines.append(f"    if {condition}:")
-        lines.append("        return False")
-    lines.append("    return True")
+        lines.append("        return _explain(data)")
+    lines.append("    return None")
     return "\n".join(lines), constants
 
 
@@ -211,19 +216,17 @@ def compile_validator(specs: tuple[FieldSpec, ...]) -> Validator:
     field (the fast path is conservative: the explanation has the last word).
     """
     source, namespace = _fast_check_source(specs)
-    exec(compile(source, "<mlsm_nb fields>", "exec"), namespace)
-    fast = namespace["fast"]
 
-    def check(data: Mapping):
-        if fast(data):
-            return None
+    def explain_all(data: Mapping):
         for spec in specs:
             problem = explain(spec, data)
             if problem is not None:
                 return problem
         return None
 
-    return check
+    namespace["_explain"] = explain_all
+    exec(compile(source, "<mlsm_nb fields>", "exec"), namespace)  # noqa: S102 - our own generated code
+    return namespace["check"]
 
 
 # --- synthetic inputs ------------------------------------------------------

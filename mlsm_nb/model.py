@@ -15,7 +15,8 @@ MLSM's meanings, with its defects fixed:
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
 
 from .exceptions import ConfigError, ModelTestError
 from .fields import compile_validator, generate_inputs, parse_fields
@@ -78,14 +79,19 @@ class Model:
             entry = data.get(self.name)
             if entry is None:
                 return data
-            if isinstance(entry, Mapping):
+            if type(entry) is dict or isinstance(entry, Mapping):
                 return entry.get(self.version)
         return None
 
     def _entry(self, data: Any, results: dict) -> dict:
         """Score one record's data into a result entry; never raises."""
-        inputs = self.inputs(data)
-        if not isinstance(inputs, Mapping):
+        if type(data) is dict:  # the common case, inlined: this runs for every record and model
+            nested = data.get(self.name)
+            inputs = data if nested is None else (nested.get(self.version) if type(nested) is dict
+                                                  else self.inputs(data))
+        else:
+            inputs = self.inputs(data)
+        if inputs is None or not (type(inputs) is dict or isinstance(inputs, Mapping)):
             if isinstance(data, Mapping) and self.name in data:
                 return error_entry("missing_field", f"data[{self.name!r}] has no inputs for version {self.version!r}")
             return error_entry("bad_type", f"record data must be a mapping, got {type(data).__name__}")
@@ -148,18 +154,19 @@ class SummaryModel(Model):
                  fields: Mapping | None = None, status: str = "draft", **kwargs):
         super().__init__(name, fields, version, fcn, status, **kwargs)
         self.models = [_dependency(name, version, m) for m in models]
+        self._needs = tuple((m["name"], m["version"]) for m in self.models)
         if not self.models:
             raise ConfigError(f"summary model {name} {version}: `models` is empty")
 
     def _entry(self, data: Any, results: dict) -> dict:
-        for dep in self.models:
-            found = results.get(dep["name"], {}).get(dep["version"])
+        for name, version in self._needs:
+            found = results.get(name)
+            found = found.get(version) if found is not None else None
             if found is None:
-                return error_entry("missing_dependency",
-                                   f"needs results of {dep['name']} {dep['version']}, which did not run")
+                return error_entry("missing_dependency", f"needs results of {name} {version}, which did not run")
             if "_error" in found:
                 return error_entry("missing_dependency",
-                                   f"{dep['name']} {dep['version']} failed on this record: {found['_error']}")
+                                   f"{name} {version} failed on this record: {found['_error']}")
         if not self.specs:
             data = data if isinstance(data, Mapping) else {}
         return super()._entry(data, results)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 REDACTED = "***"
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|credential|private_?key", re.I)

@@ -8,7 +8,7 @@ engine runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from .batch import BatchOutcome, score_batch
 from .files import read_jsonl, write_jsonl
