@@ -8,11 +8,12 @@ so a record reads the same whatever file it came from.
 from __future__ import annotations
 
 import gzip
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import orjson
 
 from .exceptions import MlsmError
 from .files import to_native
@@ -53,7 +54,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                yield number, orjson.loads(line)
             except ValueError as exc:
                 yield number, Rejected(number, f"not valid JSON: {exc}")
 

@@ -1,0 +1,81 @@
+"""`mlsm-nb run` wall time and peak memory: papermill engine vs in-process engine.
+
+Generates N leads (default 1,000,000) as JSON Lines, runs the example notebooks
+over them with each engine in turn (same batch size and workers), and prints the
+ratio papermill / in-process (target <= 2.0). With --memory it also runs the
+papermill engine on a fifth of the records and compares peak memory (the
+largest resident set of the runner or any kernel): it must not grow with N.
+
+    .venv/bin/python bench/run_engines.py [--records N] [--batch-size B] [--memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlsm_nb.leads import generate_leads
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
+"""
+
+
+def write_leads(path: Path, count: int) -> None:
+    with open(path, "w") as f:
+        for record in generate_leads(count, seed=1):
+            f.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def measure(records: Path, out: Path, engine: str, batch_size: int, run_id: str) -> tuple[float, int]:
+    """(wall seconds, peak RSS in MiB) of one `mlsm-nb run`, measured from a fresh process."""
+    command = [sys.executable, "-c", _MEASURE, sys.executable, "-m", "mlsm_nb.cli", "run", str(ROOT / "notebooks"),
+               "--records", str(records), "--out", str(out), "--run-id", run_id, "--engine", engine,
+               "--batch-size", str(batch_size), "--no-progress"]
+    seconds, rss_kib, code = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    if code != "0":
+        raise SystemExit(f"mlsm-nb run ({engine}) exited {code}; see {out / run_id / 'manifest.json'}")
+    return float(seconds), int(rss_kib) // 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: mlsm-nb's default")
+    parser.add_argument("--memory", action="store_true", help="also compare peak memory at N/5 and N records")
+    args = parser.parse_args()
+    from mlsm_nb.runner import DEFAULT_BATCH_SIZE
+
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    with tempfile.TemporaryDirectory(prefix="mlsm-bench-") as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        write_leads(tmp / "leads.jsonl", args.records)
+        print(f"generated {args.records:,} leads in {time.perf_counter() - started:.1f} s; batch size {batch_size:,}")
+        inprocess, inprocess_rss = measure(tmp / "leads.jsonl", tmp / "runs", "inprocess", batch_size, "ip")
+        papermill, papermill_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill", batch_size, "pm")
+        print(f"inprocess: {inprocess:7.1f} s, peak RSS {inprocess_rss} MiB")
+        print(f"papermill: {papermill:7.1f} s, peak RSS {papermill_rss} MiB")
+        print(f"ratio papermill/inprocess: {papermill / inprocess:.2f} (target <= 2.0)")
+        if args.memory:
+            small = args.records // 5
+            with open(tmp / "leads.jsonl") as source, open(tmp / "small.jsonl", "w") as target:
+                for _, line in zip(range(small), source):
+                    target.write(line)
+            _, small_rss = measure(tmp / "small.jsonl", tmp / "runs", "papermill", batch_size, "pm-small")
+            print(f"peak RSS papermill: {small:,} records {small_rss} MiB, {args.records:,} records "
+                  f"{papermill_rss} MiB (ratio {papermill_rss / small_rss:.2f}; flat means it does not grow)")
+
+
+if __name__ == "__main__":
+    main()
