@@ -105,6 +105,47 @@ def extract(paths: tuple[str, ...], out_dir: str) -> None:
     click.echo(f"bundle written to {out_dir}")
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML (for Jenkins' junit step).")
+@click.option("--lax", is_flag=True, help="nbval --nbval-lax: compare only outputs of cells marked # NBVAL_CHECK_OUTPUT.")
+@click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds a cell may run.")
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Notebooks at once (default: cores).")
+@click.option("--sanitize", type=click.Path(exists=True, dir_okay=False),
+              help="nbval sanitize file (default: mlsm-nb's, for timestamps, addresses, durations).")
+@handle_errors
+def validate(paths, junit, lax, timeout, workers, sanitize):
+    """Validate notebooks: lint, nbval, robustness, examples, parity.
+
+    Exit 0 only if every check passed.
+    """
+    from pathlib import Path
+
+    from .notebook import find_notebooks
+    from .validate import DEFAULT_SANITIZE, validate as run_validation, write_junit
+
+    if not find_notebooks(paths):
+        _fail(f"no notebooks found in {', '.join(paths)}")
+
+    def show(results):
+        click.echo(results[0].notebook)
+        for r in results:
+            mark = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}[r.status]
+            click.echo(f"  {mark} {r.check:11} {r.seconds:6.1f}s  {r.message}")
+
+    results = run_validation(paths, lax=lax, timeout=timeout, workers=workers,
+                             sanitize=Path(sanitize) if sanitize else DEFAULT_SANITIZE, on_notebook=show)
+    if junit:
+        write_junit(results, junit)
+    failed = [r for r in results if r.status == "failed"]
+    notebooks = len({r.notebook for r in results})
+    click.echo(f"{notebooks} notebook(s), {len(results)} checks, {len(failed)} failed"
+               + (f"; JUnit XML in {junit}" if junit else ""))
+    for r in failed:
+        click.echo(f"error: {r.notebook}: {r.check}: {r.message}", err=True)
+    sys.exit(1 if failed else 0)
+
+
 def _parse_param(text: str) -> tuple[str, object]:
     import json
 

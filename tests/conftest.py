@@ -13,20 +13,23 @@ GOOD_CELLS = [
     ("version", 'name = "tiny"\nversion = "1.0"\nstatus = "active"'),
     ("fields", 'fields = {"x": {"type": "int", "min": 0}, "label": str}'),
     ("setup", "FACTOR = 2"),
-    (None, "print('authoring only')\nraise SystemExit('production must never run this')"),
+    (None, "print('authoring only')", "authoring only\n"),
     ("score", "def score(data, results):\n    return {'score': data['x'] * FACTOR, 'n': len(data['label'])}"),
     ("examples", 'examples = [{"data": {"x": 2, "label": "ab"}, "expected": {"score": 4, "n": 2}}]'),
 ]
 
 
 def write_notebook(path: Path, cells, language: str = "python") -> Path:
-    """Write a notebook of (tag or None, source) code cells."""
+    """Write a notebook of (tag or None, source[, stored stdout]) code cells."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": language}
-    for tag, source in cells:
+    for tag, source, *stdout in cells:
         cell = nbformat.v4.new_code_cell(source)
         if tag:
             cell.metadata["tags"] = [tag]
+        if stdout:
+            cell.execution_count = len(nb.cells) + 1
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stdout[0])]
         nb.cells.append(cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
@@ -35,9 +38,9 @@ def write_notebook(path: Path, cells, language: str = "python") -> Path:
 
 def replace_cell(cells, tag, source):
     """GOOD_CELLS with the cell tagged `tag` replaced (source None: removed)."""
-    out = [(t, s) for t, s in cells if t != tag]
+    out = [cell for cell in cells if cell[0] != tag]
     if source is not None:
-        index = next(i for i, (t, _) in enumerate(cells) if t == tag)
+        index = next(i for i, cell in enumerate(cells) if cell[0] == tag)
         out.insert(index, (tag, source))
     return out
 

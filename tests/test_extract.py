@@ -19,7 +19,7 @@ EXAMPLES = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_load_notebook_runs_only_production_cells_and_records_provenance(make_notebook):
-    path = make_notebook()
+    path = make_notebook(cells=GOOD_CELLS + [(None, "raise SystemExit('production must never run this')")])
     model = load_notebook(path)
     assert isinstance(model, Model) and model.key == ("tiny", "1.0") and model.status == "active"
     assert model.execute({"x": 3, "label": "abc"}, {})["tiny"]["1.0"] == {"score": 6, "n": 3, "_status": "active"}
