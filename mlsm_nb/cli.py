@@ -174,11 +174,22 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a notebook parameter (JSON value or string; repeatable). Credentials are "
                    "passed through the environment, never written into notebooks or the manifest.")
+@click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also store results, the run and the model "
+              "registry in MongoDB (or set MLSM_MONGO_URI). The URI is never written anywhere.")
+@click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
+@click.option("--mongo-collection", default="results", show_default=True, help="Results collection.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @handle_errors
-def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params, progress):
+def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params,
+        mongo_uri, mongo_db, mongo_collection, progress):
     """Run model notebooks, then summary notebooks, over record batches."""
     from .runner import DEFAULT_BATCH_SIZE, run_notebooks
+
+    store = None
+    if mongo_uri:
+        from .store.mongo import MongoStore
+
+        store = MongoStore.connect(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=id_field)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -196,7 +207,7 @@ def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, res
         manifest = run_notebooks(
             paths, records, out=out, run_id=run_id, batch_size=batch_size or DEFAULT_BATCH_SIZE, workers=workers,
             id_field=id_field, timeout=timeout, resume=resume, engine=engine,
-            parameters=dict(_parse_param(p) for p in params), on_progress=on_progress if bar else None)
+            parameters=dict(_parse_param(p) for p in params), store=store, on_progress=on_progress if bar else None)
     except KeyboardInterrupt:
         _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {run_id or '<run id>'}", 130)
     finally:
@@ -228,6 +239,13 @@ def _print_run_summary(manifest: dict, out: str) -> None:
     if manifest["engine"] == "papermill":
         click.echo(f"  executed notebooks: {root / 'executed'}")
     click.echo(f"  manifest: {root / 'manifest.json'}")
+    if manifest.get("mongodb"):
+        where = f"{manifest['mongodb']['database']}.{manifest['mongodb']['results']}"
+        if manifest.get("store_error"):
+            click.echo(f"error: results not all stored in MongoDB ({where}): {manifest['store_error']}; "
+                       "run again with --resume to store them", err=True)
+        else:
+            click.echo(f"  MongoDB:  {where}")
 
 
 if __name__ == "__main__":  # pragma: no cover

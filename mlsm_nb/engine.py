@@ -9,6 +9,7 @@ record gives that entry an `_error` and everything else goes on.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -117,8 +118,11 @@ def RunModelsAll(models, records, summaryModels=(), verbose=False, db=None, coll
     if db is None or collection is None or dbIdentifier is None:
         raise ConfigError("RunModelsAll stores results only when db, collection and dbIdentifier are all given")
     from .store.mongo import MongoStore
+    from .store.rundir import new_run_id
 
     store = MongoStore.from_database(db, results_collection=collection, id_field=id_field)
     scored = run_models_all(models, records, summaryModels, id_field=id_field, progress=verbose)
-    store.write_results(scored)
+    run_id, timestamp = new_run_id(), int(time.time())
+    store.write_results({id_field: r[id_field], "run_id": run_id, "_timestamp": timestamp, "_current": 0,
+                         "results": r["results"]} for r in scored)
     return scored

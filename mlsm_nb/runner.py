@@ -19,7 +19,6 @@ import os
 import platform
 import socket
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +36,8 @@ from .notebook import NotebookSpec, find_notebooks, lint_notebook, read_notebook
 from .records import Rejected, check_records_file, read_records
 from .redact import is_secret, redact_parameters, redact_text
 from .runtime import score_file_batch
-from .store.rundir import RunDirectory, model_key
+from .store.mongo import MongoStore
+from .store.rundir import RunDirectory, model_key, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,6 @@ logging.getLogger("papermill").addFilter(_RunnerParameterNoise())
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus a short random suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def _versions() -> dict:
@@ -151,13 +146,14 @@ class _Run:
     """One run's state: notebooks, run directory, manifest, and how to execute."""
 
     def __init__(self, specs, run_dir: RunDirectory, manifest: dict, engine: str, parameters: Mapping,
-                 timeout: float, id_field: str):
+                 timeout: float, id_field: str, store: MongoStore | None = None):
         self.specs = {model_key(s.name, s.version): s for s in specs}
         self.run = run_dir
         self.manifest = manifest
         self.engine = engine
         self.timeout = timeout
         self.id_field = id_field
+        self.store = store
         self.plain = {k: v for k, v in parameters.items() if not is_secret(k, v)}
         self.secret_names = sorted(k for k, v in parameters.items() if is_secret(k, v))
         for name in self.secret_names:
@@ -229,6 +225,19 @@ class _Run:
         size = sum(1 for _ in read_jsonl(self.run.batch_path(batch)))
         failed = error_entry("notebook_failed", error)
         write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
+
+    def store_batch(self, batch: int) -> None:
+        """Store a merged batch in MongoDB; after one failure the run stops trying (resume stores it)."""
+        stored = self.manifest.setdefault("stored", {})
+        if self.store is None or stored.get(str(batch)) or self.manifest.get("store_error"):
+            return
+        from pymongo.errors import PyMongoError
+
+        try:
+            self.store.write_results(read_jsonl(self.run.results_path(batch)))
+            stored[str(batch)] = True
+        except (MlsmError, PyMongoError) as exc:
+            self.manifest["store_error"] = redact_text(f"batch {batch}: {exc}")
 
     def merge(self, batch: int) -> dict:
         """Write the batch's result documents; returns per-model counts (see `_Tally`)."""
@@ -330,6 +339,7 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
         if manifest["input"].get("sha256") not in (None, file_sha256(records)):
             raise ConfigError(f"{records}: the records file changed since run {manifest['run_id']} started")
         manifest.update(status="running", resumed_at=_now())
+        manifest.pop("store_error", None)
         return manifest
     if run_dir.root.exists():
         raise ConfigError(f"{run_dir.root}: run directory exists; pass --resume to finish it, or another --run-id")
@@ -342,7 +352,7 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
 def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "runs", run_id: str | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, id_field: str = "id",
                   timeout: float = 600, resume: bool = False, engine: str = "papermill",
-                  parameters: Mapping[str, Any] | None = None,
+                  parameters: Mapping[str, Any] | None = None, store: MongoStore | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Run model notebooks then summary notebooks over the records; returns the manifest.
 
@@ -350,8 +360,10 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
     A failed execution is recorded (and its records get `notebook_failed`)
     while everything else goes on; the manifest's `status` is "succeeded"
     only when every execution succeeded. `on_progress(done, total)` is called
-    after each execution. Raises ConfigError or InputFileError before any
-    notebook runs when the setup or the records file is unusable.
+    after each execution. With a MongoDB `store`, each merged batch is also
+    stored there, the manifest goes to its `runs` and the models to its
+    registry. Raises ConfigError or InputFileError before any notebook runs
+    when the setup or the records file is unusable.
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -373,21 +385,51 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
                 "timeout": timeout, "parameters": redact_parameters(parameters)}
     check_records_file(records)
     manifest = _open_run(run_dir, resume, specs, records, settings)
+    manifest["mongodb"] = {"database": store.db.name, "results": store.results.name} if store else None
     keys = [model_key(s.name, s.version) for s in specs]
     run_dir.prepare(keys)
     run_dir.write_manifest(manifest)
     try:
+        if store:
+            _verify_stored(store, manifest)
+            store.record_run(manifest)
         if not manifest["input"].get("complete"):
             manifest["input"].update(_split_batches(run_dir, records, id_field, batch_size))
             run_dir.write_manifest(manifest)
-        state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field)
+        state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field, store)
         _execute_all(state, keys, workers, on_progress)
+        if store and not manifest.get("store_error"):
+            _finish_in_store(store, manifest)
+            run_dir.write_manifest(manifest)
     except BaseException as exc:
         manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                         ended_at=_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
         run_dir.write_manifest(manifest)
         raise
     return manifest
+
+
+def _verify_stored(store: MongoStore, manifest: dict) -> None:
+    """On resume, forget "stored" marks the database does not bear out (a server that lost
+    acknowledged writes in a crash); storing is idempotent, so those batches are simply stored again."""
+    stored = manifest.get("stored") or {}
+    if not stored:
+        return
+    size, total = manifest["batch_size"], manifest["input"]["records"]
+    expected = sum(min(size, total - int(b) * size) for b in stored)
+    if store.count_run(manifest["run_id"]) != expected:
+        manifest["stored"] = {}
+
+
+def _finish_in_store(store: MongoStore, manifest: dict) -> None:
+    """Register the models and the run in MongoDB; a failure fails the run (resume finishes it)."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        store.register_models(manifest["notebooks"], run_id=manifest["run_id"], event="ran")
+        store.record_run(manifest)
+    except (MlsmError, PyMongoError) as exc:
+        manifest.update(status="failed", store_error=redact_text(f"run record: {exc}"))
 
 
 def _intact(state: _Run, key: str, batch: int) -> bool:
@@ -424,17 +466,21 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress) -> Non
                     if all((k, batch) in done for k in keys) and batch not in merged:
                         batch_stats[str(batch)] = state.merge(batch)
                         merged.add(batch)
+                        state.store_batch(batch)
                     run.write_manifest(manifest)
                     if on_progress:
                         on_progress(finished, total)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    for batch in sorted(merged):
+        state.store_batch(batch)  # batches merged before a resume, not stored yet
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
     totals = {key: _Tally() for key in keys}
     for per_model in batch_stats.values():
         for key, counts in per_model.items():
             totals[key].merge(_Tally(counts))
-    manifest.update(status="succeeded" if not failed else "failed", ended_at=_now(), failed_executions=failed,
+    succeeded = not failed and not manifest.get("store_error")
+    manifest.update(status="succeeded" if succeeded else "failed", ended_at=_now(), failed_executions=failed,
                     models={key: tally.as_dict() for key, tally in totals.items()})
     run.write_manifest(manifest)

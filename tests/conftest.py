@@ -50,3 +50,35 @@ def make_notebook(tmp_path):
     def make(name="tiny.ipynb", cells=GOOD_CELLS, **kwargs):
         return write_notebook(tmp_path / name, cells, **kwargs)
     return make
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory):
+    """A real MongoDB wire-protocol server: MLSM_TEST_MONGO_URI, else SecantusDB started here."""
+    import os
+
+    from servers import SecantusServer
+
+    if os.environ.get("MLSM_TEST_MONGO_URI"):
+        yield os.environ["MLSM_TEST_MONGO_URI"]
+        return
+    server = SecantusServer(tmp_path_factory.mktemp("secantus") / "data").start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mongo_db(mongo_uri, request):
+    """A fresh database on the test server, dropped afterwards."""
+    import re
+
+    import pymongo
+
+    client = pymongo.MongoClient(mongo_uri)
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:50]
+    client.drop_database(name)
+    yield client[name]
+    client.drop_database(name)
+    client.close()

@@ -13,7 +13,9 @@ Layout of ``<out>/<run_id>/``::
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +23,11 @@ from ..exceptions import MlsmError
 from ..files import read_jsonl, write_json
 
 MANIFEST = "manifest.json"
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus a short random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def model_key(name: str, version: str) -> str:

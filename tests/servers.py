@@ -1,0 +1,70 @@
+"""A real MongoDB wire-protocol server for tests: SecantusDB on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SecantusServer:
+    """Start, stop and restart one SecantusDB server with its own data directory."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, auth: bool = False):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.auth = auth
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "SecantusServer":
+        command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--storage-path", str(self.data_dir), "--log-level", "WARNING"]
+        if self.auth:
+            command.append("--auth")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir.parent / f"secantus-{self.port}.log", "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"SecantusDB exited with {self.process.returncode}; see {log.name}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=1000)
+                    client.admin.command("ping")
+                    client.close()
+                    return self
+            except (OSError, pymongo.errors.PyMongoError):
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"SecantusDB did not answer on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
