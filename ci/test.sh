@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci/setup.sh
+ci/tools.sh
 venv="${MLSM_VENV:-.venv}"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

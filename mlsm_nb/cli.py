@@ -93,16 +93,40 @@ def lint(paths: tuple[str, ...]) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Bundle folder to create (must not exist or be empty).")
+@click.option("--branch", help="Git branch the notebooks come from; git-flow rules may force status draft.")
+@click.option("--repo-url", help="Models repository URL, recorded in the manifest (credentials redacted).")
+@click.option("--commit", help="Commit SHA the notebooks were checked out at, recorded in the manifest.")
+@click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also register the models in MongoDB.")
+@click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
 @handle_errors
-def extract(paths: tuple[str, ...], out_dir: str) -> None:
+def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db) -> None:
     """Extract notebooks into a bundle of Python modules with a manifest."""
     from .extract import extract_bundle
+    from .gitflow import forced_status
+    from .redact import redact_text
 
-    manifest = extract_bundle(paths, out_dir)
+    status, reason = forced_status(branch)
+    origin = {k: v for k, v in {"repository": redact_text(repo_url) if repo_url else None, "branch": branch,
+                                "commit": commit}.items() if v}
+    store = _connect_store(mongo_uri, mongo_db)
+    manifest = extract_bundle(paths, out_dir, status_override=status, status_reason=reason, provenance=origin)
+    if store:
+        store.register_models([{**entry, **origin} for entry in manifest["models"]], event="extracted")
     for entry in manifest["models"]:
-        click.echo(f"{entry['kind']:8} {entry['name']} {entry['version']} ({entry['status']}) "
+        forced = f"; notebook says {entry['notebook_status']}" if "notebook_status" in entry else ""
+        click.echo(f"{entry['kind']:8} {entry['name']} {entry['version']} ({entry['status']}{forced}) "
                    f"<- {entry['source']}")
+    if reason:
+        click.echo(f"status forced to {status}: {reason}")
     click.echo(f"bundle written to {out_dir}")
+
+
+def _connect_store(uri: str | None, database: str | None, **options):
+    if not uri:
+        return None
+    from .store.mongo import MongoStore
+
+    return MongoStore.connect(uri, database, **options)
 
 
 @main.command()
@@ -174,6 +198,9 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a notebook parameter (JSON value or string; repeatable). Credentials are "
                    "passed through the environment, never written into notebooks or the manifest.")
+@click.option("--branch", help="Git branch the notebooks come from; git-flow rules may force status draft.")
+@click.option("--bundle", type=click.Path(file_okay=False, exists=True),
+              help="With --engine inprocess: score with this extracted bundle of the notebooks.")
 @click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also store results, the run and the model "
               "registry in MongoDB (or set MLSM_MONGO_URI). The URI is never written anywhere.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
@@ -181,15 +208,11 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @handle_errors
 def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params,
-        mongo_uri, mongo_db, mongo_collection, progress):
+        branch, bundle, mongo_uri, mongo_db, mongo_collection, progress):
     """Run model notebooks, then summary notebooks, over record batches."""
     from .runner import DEFAULT_BATCH_SIZE, run_notebooks
 
-    store = None
-    if mongo_uri:
-        from .store.mongo import MongoStore
-
-        store = MongoStore.connect(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=id_field)
+    store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=id_field)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -207,7 +230,8 @@ def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, res
         manifest = run_notebooks(
             paths, records, out=out, run_id=run_id, batch_size=batch_size or DEFAULT_BATCH_SIZE, workers=workers,
             id_field=id_field, timeout=timeout, resume=resume, engine=engine,
-            parameters=dict(_parse_param(p) for p in params), store=store, on_progress=on_progress if bar else None)
+            parameters=dict(_parse_param(p) for p in params), store=store, branch=branch, bundle=bundle,
+            on_progress=on_progress if bar else None)
     except KeyboardInterrupt:
         _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {run_id or '<run id>'}", 130)
     finally:
@@ -223,6 +247,9 @@ def _print_run_summary(manifest: dict, out: str) -> None:
     root = Path(out) / manifest["run_id"]
     data = manifest["input"]
     click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
+    if manifest.get("status_override"):
+        click.echo(f"  every model ran as {manifest['status_override']['status']}: "
+                   f"{manifest['status_override']['reason']}")
     click.echo(f"  records: {data['records']} scored in {data['batches']} batch(es), {data['rejected']} rejected"
                + (f" (see {root / 'rejected.jsonl'})" if data["rejected"] else ""))
     for key, stats in manifest.get("models", {}).items():

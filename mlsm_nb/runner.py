@@ -31,6 +31,7 @@ from ._version import __version__
 from .exceptions import ConfigError, MlsmError
 from .extract import check_dependencies, git_info, load_notebook
 from .files import file_sha256, read_jsonl, write_jsonl
+from .gitflow import forced_status
 from .model import error_entry
 from .notebook import NotebookSpec, find_notebooks, lint_notebook, read_notebook
 from .records import Rejected, check_records_file, read_records
@@ -49,7 +50,7 @@ _RUNNER_SOURCE = """\
 # mlsm-nb runner: score this batch with the model defined above and save its outputs
 from mlsm_nb.runtime import run_in_notebook
 
-mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies)"""
+mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies, mlsm_status)"""
 _SHOW_SOURCE = "mlsm_summary.show()"
 
 
@@ -146,7 +147,8 @@ class _Run:
     """One run's state: notebooks, run directory, manifest, and how to execute."""
 
     def __init__(self, specs, run_dir: RunDirectory, manifest: dict, engine: str, parameters: Mapping,
-                 timeout: float, id_field: str, store: MongoStore | None = None):
+                 timeout: float, id_field: str, store: MongoStore | None = None, status: str | None = None,
+                 bundle: Path | None = None):
         self.specs = {model_key(s.name, s.version): s for s in specs}
         self.run = run_dir
         self.manifest = manifest
@@ -154,13 +156,17 @@ class _Run:
         self.timeout = timeout
         self.id_field = id_field
         self.store = store
+        self.status = status
         self.plain = {k: v for k, v in parameters.items() if not is_secret(k, v)}
         self.secret_names = sorted(k for k, v in parameters.items() if is_secret(k, v))
         for name in self.secret_names:
             os.environ[_secret_env(name)] = str(parameters[name])  # kernels inherit the environment
         self.models = {}
         if engine == "inprocess":
-            self.models = {key: load_notebook(spec.path, parameters) for key, spec in self.specs.items()}
+            self.models = (_bundle_models(bundle, self.specs) if bundle else
+                           {key: load_notebook(spec.path, parameters) for key, spec in self.specs.items()})
+            for model in self.models.values():
+                model.status = status or model.status
         else:
             for key, spec in self.specs.items():
                 nbformat.write(_production_notebook(spec, self.secret_names), run_dir.notebook_path(key))
@@ -195,7 +201,8 @@ class _Run:
 
         parameters = {**self.plain, "mlsm_batch_path": str(self.run.batch_path(batch).resolve()),
                       "mlsm_output_path": str(self.run.output_path(key, batch).resolve()),
-                      "mlsm_dependencies": {k: str(Path(v).resolve()) for k, v in self.dependencies(key, batch).items()}}
+                      "mlsm_dependencies": {k: str(Path(v).resolve()) for k, v in self.dependencies(key, batch).items()},
+                      "mlsm_status": self.status}
         # The kernel's working directory is set through nbclient's resources, not papermill's
         # `cwd`, which changes the whole process's directory and so is unsafe in threads.
         papermill.execute_notebook(
@@ -303,6 +310,20 @@ class _Tally:
         return out
 
 
+def _bundle_models(bundle: Path, specs: Mapping[str, NotebookSpec]) -> dict:
+    """The bundle's models for these notebooks; ConfigError unless it was extracted from exactly them."""
+    from .extract import load_bundle
+
+    models = {model_key(m.name, m.version): m for m in load_bundle(bundle)}
+    for key, spec in specs.items():
+        if key not in models:
+            raise ConfigError(f"{bundle}: the bundle has no model {key} (from {spec.path})")
+        if models[key].provenance.get("sha256") != spec.sha256():
+            raise ConfigError(f"{bundle}: model {key} was extracted from a different version of {spec.path}; "
+                              "extract the bundle again")
+    return {key: models[key] for key in specs}
+
+
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
     """Stream the records file into batch files and rejected.jsonl; returns the input summary."""
     batch, count, batches, rejected = [], 0, 0, []
@@ -353,6 +374,7 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
                   batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, id_field: str = "id",
                   timeout: float = 600, resume: bool = False, engine: str = "papermill",
                   parameters: Mapping[str, Any] | None = None, store: MongoStore | None = None,
+                  branch: str | None = None, bundle: str | Path | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Run model notebooks then summary notebooks over the records; returns the manifest.
 
@@ -362,8 +384,11 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
     only when every execution succeeded. `on_progress(done, total)` is called
     after each execution. With a MongoDB `store`, each merged batch is also
     stored there, the manifest goes to its `runs` and the models to its
-    registry. Raises ConfigError or InputFileError before any notebook runs
-    when the setup or the records file is unusable.
+    registry. `branch` applies the git-flow rules (see `gitflow`): on a
+    development branch every model runs as draft. `bundle` (in-process engine
+    only) scores with an extracted bundle of these notebooks. Raises
+    ConfigError or InputFileError before any notebook runs when the setup or
+    the records file is unusable.
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -371,6 +396,8 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
         raise ConfigError("batch size must be at least 1")
     if resume and not run_id:
         raise ConfigError("--resume needs the --run-id of the run to finish")
+    if bundle and engine != "inprocess":
+        raise ConfigError("--bundle scores in-process: use it with --engine inprocess")
     records = Path(records)
     notebooks = find_notebooks(paths)
     if not notebooks:
@@ -381,8 +408,11 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
     parameters = dict(parameters or {})
     run_dir = RunDirectory(Path(out) / (run_id or new_run_id()))
     workers = workers or os.cpu_count() or 1
+    status, reason = forced_status(branch)
     settings = {"engine": engine, "batch_size": batch_size, "workers": workers, "id_field": id_field,
-                "timeout": timeout, "parameters": redact_parameters(parameters)}
+                "timeout": timeout, "parameters": redact_parameters(parameters), "branch": branch,
+                "status_override": {"status": status, "reason": reason} if status else None,
+                "bundle": str(bundle) if bundle else None}
     check_records_file(records)
     manifest = _open_run(run_dir, resume, specs, records, settings)
     manifest["mongodb"] = {"database": store.db.name, "results": store.results.name} if store else None
@@ -396,7 +426,8 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
         if not manifest["input"].get("complete"):
             manifest["input"].update(_split_batches(run_dir, records, id_field, batch_size))
             run_dir.write_manifest(manifest)
-        state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field, store)
+        state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field, store, status,
+                     Path(bundle) if bundle else None)
         _execute_all(state, keys, workers, on_progress)
         if store and not manifest.get("store_error"):
             _finish_in_store(store, manifest)
