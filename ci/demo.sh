@@ -36,4 +36,8 @@ for doc in islice(read_results(sys.argv[1]), 8):
           f"{r['lead_lr']['1.0.0']['score']:9.3f}  {champ['score']:.3f} from {champ['champion']} -> {champ['route']}")
 PY
 echo
+echo "== the reviewer report"
+mlsm-nb report "$demo/runs/$run_id"
+echo
 echo "run directory: $demo/runs/$run_id"
+echo "open the report: $demo/runs/$run_id/report/index.html"

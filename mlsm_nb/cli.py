@@ -170,6 +170,20 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
     sys.exit(1 if failed else 0)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Site folder (default: RUN_DIR/report).")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False),
+              help="Another run directory: set the same models side by side, with drift (PSI) per score.")
+@handle_errors
+def report(run_dir, out, compare):
+    """Write a static HTML report of a run for reviewers."""
+    from .report_site import write_report
+
+    index = write_report(run_dir, out, compare)
+    click.echo(f"report: {index}")
+
+
 def _parse_param(text: str) -> tuple[str, object]:
     import json
 
