@@ -215,6 +215,8 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--branch", help="Git branch the notebooks come from; git-flow rules may force status draft.")
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True),
               help="With --engine inprocess: score with this extracted bundle of the notebooks.")
+@click.option("--scheduler", help="Run executions on Dask: a scheduler address (tcp://host:8786) or local:N "
+              "for a LocalCluster of N worker processes. Needs pip install 'mlsm-nb[dask]'.")
 @click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also store results, the run and the model "
               "registry in MongoDB (or set MLSM_MONGO_URI). The URI is never written anywhere.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
@@ -222,7 +224,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @handle_errors
 def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params,
-        branch, bundle, mongo_uri, mongo_db, mongo_collection, progress):
+        branch, bundle, scheduler, mongo_uri, mongo_db, mongo_collection, progress):
     """Run model notebooks, then summary notebooks, over record batches."""
     from .runner import DEFAULT_BATCH_SIZE, run_notebooks
 
@@ -244,7 +246,7 @@ def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, res
         manifest = run_notebooks(
             paths, records, out=out, run_id=run_id, batch_size=batch_size or DEFAULT_BATCH_SIZE, workers=workers,
             id_field=id_field, timeout=timeout, resume=resume, engine=engine,
-            parameters=dict(_parse_param(p) for p in params), store=store, branch=branch, bundle=bundle,
+            parameters=dict(_parse_param(p) for p in params), store=store, branch=branch, bundle=bundle, scheduler=scheduler,
             on_progress=on_progress if bar else None)
     except KeyboardInterrupt:
         _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {run_id or '<run id>'}", 130)

@@ -19,7 +19,6 @@ import os
 import platform
 import socket
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from importlib import metadata
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
@@ -29,14 +28,14 @@ import nbformat
 
 from ._version import __version__
 from .exceptions import ConfigError, MlsmError
-from .extract import check_dependencies, git_info, load_notebook
+from .extract import check_dependencies, git_info
 from .files import file_sha256, read_jsonl, write_jsonl
 from .gitflow import forced_status
-from .model import error_entry
 from .notebook import NotebookSpec, find_notebooks, lint_notebook, read_notebook
 from .records import Rejected, check_records_file, read_records
 from .redact import is_secret, redact_parameters, redact_text
-from .runtime import score_file_batch
+from .execution import Executor, secret_env
+from .pools import DaskPool, ThreadPool
 from .store.mongo import MongoStore
 from .store.rundir import RunDirectory, model_key, new_run_id
 
@@ -133,18 +132,14 @@ def _production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbf
 def _secrets_cell(names: Sequence[str]) -> nbformat.NotebookNode:
     lines = ["# credentials come from the environment, never written into this notebook",
              "import os as _mlsm_os"]
-    lines += [f"{name} = _mlsm_os.environ[{_secret_env(name)!r}]" for name in names]
+    lines += [f"{name} = _mlsm_os.environ[{secret_env(name)!r}]" for name in names]
     cell = nbformat.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["mlsm-runner"]
     return cell
 
 
-def _secret_env(name: str) -> str:
-    return f"MLSM_PARAM_{name.upper()}"
-
-
 class _Run:
-    """One run's state: notebooks, run directory, manifest, and how to execute."""
+    """One run's state: notebooks, run directory, manifest, store, and the executor."""
 
     def __init__(self, specs, run_dir: RunDirectory, manifest: dict, engine: str, parameters: Mapping,
                  timeout: float, id_field: str, store: MongoStore | None = None, status: str | None = None,
@@ -152,86 +147,24 @@ class _Run:
         self.specs = {model_key(s.name, s.version): s for s in specs}
         self.run = run_dir
         self.manifest = manifest
-        self.engine = engine
-        self.timeout = timeout
         self.id_field = id_field
         self.store = store
-        self.status = status
-        self.plain = {k: v for k, v in parameters.items() if not is_secret(k, v)}
-        self.secret_names = sorted(k for k, v in parameters.items() if is_secret(k, v))
-        for name in self.secret_names:
-            os.environ[_secret_env(name)] = str(parameters[name])  # kernels inherit the environment
-        self.models = {}
+        secrets = {k: str(v) for k, v in parameters.items() if is_secret(k, v)}
+        self.executor = Executor(
+            run_root=str(run_dir.root.resolve()), engine=engine, timeout=timeout,
+            sources={key: str(spec.path.resolve()) for key, spec in self.specs.items()},
+            labels={key: str(spec.path) for key, spec in self.specs.items()},
+            needs={key: [model_key(m["name"], m["version"]) for m in spec.models] for key, spec in self.specs.items()},
+            parameters={k: v for k, v in parameters.items() if k not in secrets}, secrets=secrets,
+            status=status, bundle=str(bundle.resolve()) if bundle else None)
         if engine == "inprocess":
-            self.models = (_bundle_models(bundle, self.specs) if bundle else
-                           {key: load_notebook(spec.path, parameters) for key, spec in self.specs.items()})
-            for model in self.models.values():
-                model.status = status or model.status
+            self.executor.check_models()  # a bad bundle or notebook fails the run before any batch
         else:
             for key, spec in self.specs.items():
-                nbformat.write(_production_notebook(spec, self.secret_names), run_dir.notebook_path(key))
-
-    def dependencies(self, key: str, batch: int) -> dict[str, str]:
-        return {model_key(m["name"], m["version"]): str(self.run.output_path(model_key(m["name"], m["version"]), batch))
-                for m in self.specs[key].models}
+                nbformat.write(_production_notebook(spec, sorted(secrets)), run_dir.notebook_path(key))
 
     def execute(self, key: str, batch: int) -> dict:
-        """Run one (notebook, batch); returns its manifest entry. Never raises for a failure."""
-        started = time.perf_counter()
-        entry: dict[str, Any] = {"status": "ok", "started_at": _now()}
-        output = self.run.output_path(key, batch)
-        try:
-            if self.engine == "inprocess":
-                score_file_batch(self.models[key], str(self.run.batch_path(batch)), str(output),
-                                 self.dependencies(key, batch))
-            else:
-                entry["executed"] = str(self.run.executed_path(key, batch).relative_to(self.run.root))
-                self._papermill(key, batch)
-            if not output.is_file():
-                raise MlsmError("the runner cell did not write the model's outputs")
-            entry["output_sha256"] = file_sha256(output)
-        except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
-            entry.update(status="failed", error=self._describe(exc, key, batch))
-            self._write_failure(key, batch, entry["error"])
-        entry["seconds"] = round(time.perf_counter() - started, 3)
-        return entry
-
-    def _papermill(self, key: str, batch: int) -> None:
-        import papermill
-
-        parameters = {**self.plain, "mlsm_batch_path": str(self.run.batch_path(batch).resolve()),
-                      "mlsm_output_path": str(self.run.output_path(key, batch).resolve()),
-                      "mlsm_dependencies": {k: str(Path(v).resolve()) for k, v in self.dependencies(key, batch).items()},
-                      "mlsm_status": self.status}
-        # The kernel's working directory is set through nbclient's resources, not papermill's
-        # `cwd`, which changes the whole process's directory and so is unsafe in threads.
-        papermill.execute_notebook(
-            str(self.run.notebook_path(key).resolve()), str(self.run.executed_path(key, batch).resolve()),
-            parameters=parameters, kernel_name="python3", progress_bar=False, log_output=False,
-            execution_timeout=self.timeout,
-            resources={"metadata": {"path": str(self.specs[key].path.parent.resolve())}})
-
-    def _describe(self, exc: Exception, key: str, batch: int) -> str:
-        """One line naming the notebook cell (index and tag in the source notebook) that failed."""
-        spec = self.specs[key]
-        where = str(spec.path)
-        executed = self.run.executed_path(key, batch)
-        if self.engine == "papermill" and executed.is_file():
-            cells = nbformat.read(executed, as_version=4).cells
-            failed = next((c for c in cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))),
-                          None)
-            if failed is not None:
-                origin = failed.metadata.get("mlsm")
-                where += f":cell {origin['source_cell']} [{origin['tag']}]" if origin else " (runner cell)"
-        name = getattr(exc, "ename", type(exc).__name__)
-        value = getattr(exc, "evalue", str(exc))
-        message = (str(value).strip().splitlines() or [""])[0]
-        return redact_text(f"{where}: batch {batch}: {name}: {message}"[:500])
-
-    def _write_failure(self, key: str, batch: int, error: str) -> None:
-        size = sum(1 for _ in read_jsonl(self.run.batch_path(batch)))
-        failed = error_entry("notebook_failed", error)
-        write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
+        return self.executor.execute(key, batch)
 
     def store_batch(self, batch: int) -> None:
         """Store a merged batch in MongoDB; after one failure the run stops trying (resume stores it)."""
@@ -310,20 +243,6 @@ class _Tally:
         return out
 
 
-def _bundle_models(bundle: Path, specs: Mapping[str, NotebookSpec]) -> dict:
-    """The bundle's models for these notebooks; ConfigError unless it was extracted from exactly them."""
-    from .extract import load_bundle
-
-    models = {model_key(m.name, m.version): m for m in load_bundle(bundle)}
-    for key, spec in specs.items():
-        if key not in models:
-            raise ConfigError(f"{bundle}: the bundle has no model {key} (from {spec.path})")
-        if models[key].provenance.get("sha256") != spec.sha256():
-            raise ConfigError(f"{bundle}: model {key} was extracted from a different version of {spec.path}; "
-                              "extract the bundle again")
-    return {key: models[key] for key in specs}
-
-
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
     """Stream the records file into batch files and rejected.jsonl; returns the input summary."""
     batch, count, batches, rejected = [], 0, 0, []
@@ -374,7 +293,7 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
                   batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, id_field: str = "id",
                   timeout: float = 600, resume: bool = False, engine: str = "papermill",
                   parameters: Mapping[str, Any] | None = None, store: MongoStore | None = None,
-                  branch: str | None = None, bundle: str | Path | None = None,
+                  branch: str | None = None, bundle: str | Path | None = None, scheduler: str | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Run model notebooks then summary notebooks over the records; returns the manifest.
 
@@ -384,7 +303,9 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
     only when every execution succeeded. `on_progress(done, total)` is called
     after each execution. With a MongoDB `store`, each merged batch is also
     stored there, the manifest goes to its `runs` and the models to its
-    registry. `branch` applies the git-flow rules (see `gitflow`): on a
+    registry. `scheduler` ("local:N" or a Dask scheduler address) runs the
+    executions as Dask tasks; the run directory must be on a path the workers
+    share. `branch` applies the git-flow rules (see `gitflow`): on a
     development branch every model runs as draft. `bundle` (in-process engine
     only) scores with an extracted bundle of these notebooks. Raises
     ConfigError or InputFileError before any notebook runs when the setup or
@@ -412,7 +333,7 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
     settings = {"engine": engine, "batch_size": batch_size, "workers": workers, "id_field": id_field,
                 "timeout": timeout, "parameters": redact_parameters(parameters), "branch": branch,
                 "status_override": {"status": status, "reason": reason} if status else None,
-                "bundle": str(bundle) if bundle else None}
+                "bundle": str(bundle) if bundle else None, "scheduler": scheduler}
     check_records_file(records)
     manifest = _open_run(run_dir, resume, specs, records, settings)
     manifest["mongodb"] = {"database": store.db.name, "results": store.results.name} if store else None
@@ -428,7 +349,7 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
             run_dir.write_manifest(manifest)
         state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field, store, status,
                      Path(bundle) if bundle else None)
-        _execute_all(state, keys, workers, on_progress)
+        _execute_all(state, keys, workers, on_progress, scheduler)
         if store and not manifest.get("store_error"):
             _finish_in_store(store, manifest)
             run_dir.write_manifest(manifest)
@@ -470,40 +391,51 @@ def _intact(state: _Run, key: str, batch: int) -> bool:
                 and file_sha256(output) == entry.get("output_sha256"))
 
 
-def _execute_all(state: _Run, keys: list[str], workers: int, on_progress) -> None:
+def _outcome(state: _Run, pool, future, key: str, batch: int) -> dict:
+    """The manifest entry of a finished execution; a task the pool lost (a dead Dask worker) is failed."""
+    try:
+        return pool.result(future)
+    except Exception as exc:  # noqa: BLE001 - e.g. distributed's KilledWorker
+        error = state.executor.describe(exc, key, batch)
+        state.executor.write_failure(key, batch, error)
+        return {"status": "failed", "error": error, "worker": "lost", "seconds": None}
+
+
+def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, scheduler: str | None = None) -> None:
     manifest, run = state.manifest, state.run
     batches = manifest["input"]["batches"]
-    needs = {key: [model_key(m["name"], m["version"]) for m in state.specs[key].models] for key in keys}
+    needs = state.executor.needs
     done = {(k, b) for k in keys for b in range(batches) if _intact(state, k, b)}
     todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
     merged = {b for b in range(batches) if run.results_path(b).is_file() and all((k, b) in done for k in keys)}
     total, finished = len(keys) * batches, len(done)
     batch_stats: dict[str, dict] = manifest.setdefault("batch_stats", {})
-    running: dict[Future, tuple[str, int]] = {}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlsm-exec") as pool:
-        try:
-            while todo or running:
-                for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
-                    if len(running) >= workers:
-                        break
-                    todo.remove(item)
-                    running[pool.submit(state.execute, *item)] = item
-                completed, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in completed:
-                    key, batch = running.pop(future)
-                    manifest["executions"].setdefault(key, {})[str(batch)] = future.result()
-                    done.add((key, batch))
-                    finished += 1
-                    if all((k, batch) in done for k in keys) and batch not in merged:
-                        batch_stats[str(batch)] = state.merge(batch)
-                        merged.add(batch)
-                        state.store_batch(batch)
-                    run.write_manifest(manifest)
-                    if on_progress:
-                        on_progress(finished, total)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    running: dict[Any, tuple[str, int]] = {}
+    pool = DaskPool(scheduler) if scheduler else ThreadPool(workers)
+    try:
+        while todo or running:
+            # An execution starts as soon as the executions it needs (same batch) are done.
+            for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
+                if len(running) >= pool.capacity:
+                    break
+                todo.remove(item)
+                running[pool.submit(state.executor.execute, *item)] = item
+            for future in pool.wait_any(running):
+                key, batch = running.pop(future)
+                manifest["executions"].setdefault(key, {})[str(batch)] = _outcome(state, pool, future, key, batch)
+                done.add((key, batch))
+                finished += 1
+                if all((k, batch) in done for k in keys) and batch not in merged:
+                    batch_stats[str(batch)] = state.merge(batch)
+                    merged.add(batch)
+                    state.store_batch(batch)
+                run.write_manifest(manifest)
+                if on_progress:
+                    on_progress(finished, total)
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    pool.close()
     for batch in sorted(merged):
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
