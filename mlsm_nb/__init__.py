@@ -9,6 +9,7 @@ from .exceptions import MlsmError
 from .extract import load_bundle, load_notebook
 from .model import Model, SummaryModel
 from .store.rundir import read_results
+from .widgets import check, tryout
 
 __all__ = [
     "Model",
@@ -19,6 +20,8 @@ __all__ = [
     "load_notebook",
     "load_bundle",
     "read_results",
+    "tryout",
+    "check",
     "MlsmError",
     "__version__",
 ]

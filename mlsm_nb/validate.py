@@ -142,8 +142,11 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
 
 
 def validate_notebook(path: Path, candidates: Sequence[Path] = (), *, lax: bool = False, timeout: float = 600,
-                      sanitize: Path | None = DEFAULT_SANITIZE) -> list[CheckResult]:
-    """Every check on one notebook, in order; later checks are skipped when lint fails."""
+                      sanitize: Path | None = DEFAULT_SANITIZE, nbval: bool = True) -> list[CheckResult]:
+    """Every check on one notebook, in order; later checks are skipped when lint fails.
+
+    `nbval=False` leaves out re-executing the whole notebook (what `check()` does by default).
+    """
     name = str(path)
     started = time.perf_counter()
     _, problems = inspect_notebook(path)
@@ -152,8 +155,9 @@ def validate_notebook(path: Path, candidates: Sequence[Path] = (), *, lax: bool 
         return [lint, *_skipped(name, CHECKS[1:], "lint failed")]
     lint = CheckResult(name, "lint", "passed", "contract holds", time.perf_counter() - started)
     siblings = [p for p in sorted(path.parent.glob("*.ipynb")) if p != path]
-    return [lint, run_nbval(path, lax=lax, timeout=timeout, sanitize=sanitize),
-            *_model_checks(path, [*candidates, *siblings], timeout)]
+    reproduced = (run_nbval(path, lax=lax, timeout=timeout, sanitize=sanitize) if nbval else
+                  CheckResult(name, "nbval", "skipped", "not re-executed (check(full=True) does)"))
+    return [lint, reproduced, *_model_checks(path, [*candidates, *siblings], timeout)]
 
 
 def validate(paths: Sequence, *, lax: bool = False, timeout: float = 600, workers: int | None = None,

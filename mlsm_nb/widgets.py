@@ -1,0 +1,244 @@
+"""Authoring helpers for JupyterLab: `tryout()` (a form to score a hand-made lead) and `check()`
+(Jenkins' verdict on this notebook, before a push).
+
+Both work with no argument inside a model notebook: `tryout()` uses the model
+the notebook's cells just defined (the kernel's current `score`, `fields`, ...);
+`check()` validates the notebook file (save it first) found from the kernel's
+session.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .checks import CheckResult
+from .exceptions import ConfigError
+from .fields import FieldSpec, generate_inputs
+from .model import Model
+
+_MISSING_LABEL = "leave out"
+
+
+def notebook_path() -> Path:
+    """The path of the notebook this kernel runs, from its Jupyter session."""
+    candidates = [os.environ.get("JPY_SESSION_NAME")]
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            candidates.append(shell.user_ns.get("__session__"))
+    except ImportError:
+        pass
+    for candidate in candidates:
+        if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
+            return Path(candidate)
+    raise ConfigError("cannot tell which notebook this kernel runs; pass its path, e.g. check('notebooks/x.ipynb')")
+
+
+def _current_model() -> Model:
+    from IPython import get_ipython
+
+    from .runtime import model_from_namespace
+
+    shell = get_ipython()
+    if shell is None or "score" not in shell.user_ns:
+        raise ConfigError("run the notebook's cells first (Run All): no `score` is defined yet")
+    return model_from_namespace(shell.user_ns)
+
+
+def _resolve(target) -> Model:
+    if target is None:
+        return _current_model()
+    if isinstance(target, Model):
+        return target
+    from .extract import load_notebook
+
+    return load_notebook(target)
+
+
+class FieldInput:
+    """The widget(s) for one field: the value, a "None" toggle, and "leave out" for optional fields."""
+
+    def __init__(self, spec: FieldSpec, prefix: str = ""):
+        import ipywidgets as w
+
+        self.spec = spec
+        label = f"{prefix}{spec.name}"
+        style = {"description_width": "170px"}
+        if spec.allowed:
+            self.value = w.Dropdown(options=list(spec.allowed), description=label, style=style)
+        elif spec.type == "bool":
+            self.value = w.Checkbox(description=label, indent=False)
+        elif spec.type == "str":
+            self.value = w.Text(description=label, style=style)
+        else:
+            number = w.IntText if spec.type == "int" else w.FloatText
+            bounded = w.BoundedIntText if spec.type == "int" else w.BoundedFloatText
+            if spec.min is not None or spec.max is not None:
+                self.value = bounded(description=label, style=style,
+                                     min=spec.min if spec.min is not None else -1e18,
+                                     max=spec.max if spec.max is not None else 1e18)
+            else:
+                self.value = number(description=label, style=style)
+        self.value.add_class(f"mlsm-field-{spec.name}")
+        self.missing = w.Checkbox(description=_MISSING_LABEL, indent=False, value=False) if not spec.required else None
+        # "None" on every field, nullable or not: trying what a missing value does is the point.
+        self.null = w.Checkbox(description="None", indent=False, value=False)
+        self.null.add_class(f"mlsm-none-{spec.name}")
+        extras = [x for x in (self.missing, self.null) if x is not None]
+        self.box = w.HBox([self.value, *extras])
+
+    def read(self, into: dict) -> None:
+        if self.missing is not None and self.missing.value:
+            return
+        into[self.spec.name] = None if self.null.value else self.value.value
+
+    def fill(self, value) -> None:
+        if self.missing is not None:
+            self.missing.value = value is _ABSENT
+        if value is _ABSENT:
+            return
+        self.null.value = value is None
+        if value is not None:
+            self.value.value = value
+
+
+_ABSENT = object()
+
+
+class TryOut:
+    """The try-out panel: one input per field, Score and Random lead buttons, the result."""
+
+    def __init__(self, model: Model, dependencies: Sequence[Model] = ()):
+        import ipywidgets as w
+
+        self.model = model
+        self.dependencies = list(dependencies)
+        sources = [(m, f"{m.name} · ") for m in self.dependencies] if model.kind == "summary" else []
+        sources.append((model, ""))
+        self.inputs: list[tuple[Model, list[FieldInput]]] = [
+            (m, [FieldInput(spec, prefix) for spec in m.specs]) for m, prefix in sources]
+        self.score_button = w.Button(description="Score", button_style="primary", icon="play")
+        self.random_button = w.Button(description="Random lead", icon="random")
+        self.output = w.HTML(value="<i>fill in the fields and press Score</i>")
+        self.output.add_class("mlsm-result")
+        self.score_button.on_click(lambda _: self.score())
+        self.random_button.on_click(lambda _: self.randomise())
+        self._seed = 0
+        rows = [fi.box for _, fields in self.inputs for fi in fields]
+        title = w.HTML(f"<b>Try {html.escape(model.name)} {html.escape(model.version)}</b> "
+                       f"<span style='color:#666'>({html.escape(model.kind)})</span>")
+        self.widget = w.VBox([title, *rows, w.HBox([self.score_button, self.random_button]), self.output])
+        self.widget.add_class("mlsm-tryout")
+
+    def data(self) -> dict:
+        """The form's values as one flat data dict (every model reads its own fields)."""
+        data: dict = {}
+        for _, fields in self.inputs:
+            for field_input in fields:
+                field_input.read(data)
+        return data
+
+    def score(self) -> dict:
+        """Run the models the panel shows on the form's values; show and return the entry."""
+        data, results = self.data(), {}
+        for model in [*self.dependencies, self.model] if self.model.kind == "summary" else [self.model]:
+            model.execute(data, results)
+        entry = results[self.model.name][self.model.version]
+        self.output.value = render_entry(entry)
+        return entry
+
+    def randomise(self) -> None:
+        """Fill the form with a generated legal lead."""
+        self._seed += 1
+        for _, fields in self.inputs:
+            specs = tuple(fi.spec for fi in fields)
+            case = generate_inputs(specs, random_count=1, seed=self._seed)[-1]
+            for field_input in fields:
+                field_input.fill(case.get(field_input.spec.name, _ABSENT))
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def render_entry(entry: Mapping) -> str:
+    """A result entry as HTML: the outputs, or the error and its kind in red."""
+    if "_error" in entry:
+        return (f"<div class='mlsm-error' style='color:#b00020'><b>_error_kind: {html.escape(entry['_error_kind'])}"
+                f"</b><br>_error: {html.escape(str(entry['_error']))}</div>")
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                   f"<td class='mlsm-out-{html.escape(str(k))}'>{html.escape(str(v))}</td></tr>"
+                   for k, v in entry.items())
+    return f"<table class='mlsm-ok'>{rows}</table>"
+
+
+def tryout(target=None) -> TryOut:
+    """A form to score hand-made inputs with this notebook's model (or `target`: a Model or a path).
+
+    For a summary model, the form also holds the inputs of the models it needs
+    (found beside the notebook).
+    """
+    model = _resolve(target)
+    dependencies: list[Model] = []
+    if model.kind == "summary":
+        from .checks import dependency_models
+        from .notebook import lint_notebook
+
+        path = Path(target) if isinstance(target, (str, Path)) else notebook_path()
+        spec = lint_notebook(path)
+        dependencies, problem = dependency_models(spec, sorted(path.parent.glob("*.ipynb")))
+        if problem:
+            raise ConfigError(problem)
+    return TryOut(model, dependencies)
+
+
+class CheckReport:
+    """`check()`'s verdict: one row per check, shown as an HTML table in the notebook."""
+
+    def __init__(self, path: Path, results: list[CheckResult]):
+        self.path = path
+        self.results = results
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (what `mlsm-nb validate` would say, nbval aside unless full=True)."""
+        return all(r.status != "failed" for r in self.results)
+
+    def _repr_html_(self) -> str:
+        advice = {"lint": "fix the cell named; `mlsm-nb lint` lists every problem",
+                  "nbval": "re-run all cells and save, or mark unstable outputs with # NBVAL_IGNORE_OUTPUT",
+                  "robustness": "make score handle this legal input, or tighten `fields` to exclude it",
+                  "examples": "fix score or the expected values",
+                  "parity": "keep production state in tagged cells; make score_frame match score"}
+        rows = []
+        for r in self.results:
+            colour = {"passed": "#1a7f37", "failed": "#cf222e"}.get(r.status, "#666")
+            todo = advice.get(r.check, "") if r.status == "failed" else ""
+            rows.append(f"<tr class='mlsm-check-{r.status}'><td>{html.escape(r.check)}</td>"
+                        f"<td style='color:{colour};font-weight:600'>{html.escape(r.status)}</td>"
+                        f"<td>{html.escape(r.message)}</td><td>{html.escape(todo)}</td></tr>")
+        verdict = "passes" if self.passed else "would fail in Jenkins"
+        return (f"<div class='mlsm-check'><b>{html.escape(self.path.name)} {verdict}</b>"
+                "<table><tr><th>check</th><th>result</th><th>details</th><th>what to do</th></tr>"
+                + "".join(rows) + "</table></div>")
+
+    def __repr__(self) -> str:
+        lines = [f"{self.path}: {'passed' if self.passed else 'FAILED'}"]
+        lines += [f"  {r.status:7} {r.check}: {r.message}" for r in self.results]
+        return "\n".join(lines)
+
+
+def check(path=None, full: bool = False, timeout: float = 300) -> CheckReport:
+    """Validate this notebook (or `path`) as `mlsm-nb validate` does: lint, robustness,
+    examples, parity — and nbval when `full=True`. Uses the saved file: save first."""
+    from .validate import validate_notebook
+
+    path = Path(path) if path else notebook_path()
+    results = validate_notebook(path, timeout=timeout, nbval=full)
+    return CheckReport(path, results)
