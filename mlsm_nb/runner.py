@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import socket
-import time
 from importlib import metadata
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +34,7 @@ from .notebook import NotebookSpec, find_notebooks, lint_notebook, read_notebook
 from .records import Rejected, check_records_file, read_records
 from .redact import is_secret, redact_parameters, redact_text
 from .execution import Executor, secret_env
+from .merge import Merger, Tally
 from .pools import DaskPool, ThreadPool
 from .store.mongo import MongoStore
 from .store.rundir import RunDirectory, model_key, new_run_id
@@ -163,8 +163,8 @@ class _Run:
             for key, spec in self.specs.items():
                 nbformat.write(_production_notebook(spec, sorted(secrets)), run_dir.notebook_path(key))
 
-    def execute(self, key: str, batch: int) -> dict:
-        return self.executor.execute(key, batch)
+        self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=id_field,
+                             models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
 
     def store_batch(self, batch: int) -> None:
         """Store a merged batch in MongoDB; after one failure the run stops trying (resume stores it)."""
@@ -178,69 +178,6 @@ class _Run:
             stored[str(batch)] = True
         except (MlsmError, PyMongoError) as exc:
             self.manifest["store_error"] = redact_text(f"batch {batch}: {exc}")
-
-    def merge(self, batch: int) -> dict:
-        """Write the batch's result documents; returns per-model counts (see `_Tally`)."""
-        keys = list(self.specs)
-        outputs = [read_jsonl(self.run.output_path(k, batch)) for k in keys]
-        tallies = {key: _Tally() for key in keys}
-        timestamp = int(time.time())
-        run_id = self.manifest["run_id"]
-
-        def documents():
-            for record, *entries in zip(read_jsonl(self.run.batch_path(batch)), *outputs):
-                results: dict = {}
-                for key, entry in zip(keys, entries):
-                    spec = self.specs[key]
-                    results.setdefault(spec.name, {})[spec.version] = entry
-                    tallies[key].add(entry)
-                yield {self.id_field: record[self.id_field], "run_id": run_id, "_timestamp": timestamp,
-                       "_current": 0, "results": results}
-
-        write_jsonl(self.run.results_path(batch), documents())
-        return {key: tally.as_dict() for key, tally in tallies.items()}
-
-
-class _Tally:
-    """Per-model counts over result entries: records, errors by kind, numeric `score` range and sum."""
-
-    def __init__(self, data: Mapping | None = None):
-        data = data or {}
-        self.records = data.get("records", 0)
-        self.errors: dict[str, int] = dict(data.get("errors", {}))
-        self.scored = data.get("scored", 0)
-        self.score_sum = data.get("score_sum", 0.0)
-        self.score_min = data.get("score_min")
-        self.score_max = data.get("score_max")
-
-    def add(self, entry: Mapping) -> None:
-        self.records += 1
-        kind = entry.get("_error_kind")
-        if kind:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-        score = entry.get("score")
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
-            self.scored += 1
-            self.score_sum += score
-            self.score_min = score if self.score_min is None else min(self.score_min, score)
-            self.score_max = score if self.score_max is None else max(self.score_max, score)
-
-    def merge(self, other: "_Tally") -> None:
-        self.records += other.records
-        for kind, n in other.errors.items():
-            self.errors[kind] = self.errors.get(kind, 0) + n
-        self.scored += other.scored
-        self.score_sum += other.score_sum
-        for bound, pick in (("score_min", min), ("score_max", max)):
-            values = [v for v in (getattr(self, bound), getattr(other, bound)) if v is not None]
-            setattr(self, bound, pick(values) if values else None)
-
-    def as_dict(self) -> dict:
-        out = {"records": self.records, "errors": self.errors, "scored": self.scored,
-               "score_sum": self.score_sum, "score_min": self.score_min, "score_max": self.score_max}
-        if self.scored:
-            out["score_mean"] = self.score_sum / self.scored
-        return out
 
 
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
@@ -391,6 +328,9 @@ def _intact(state: _Run, key: str, batch: int) -> bool:
                 and file_sha256(output) == entry.get("output_sha256"))
 
 
+_MERGE = "<merge>"  # marks a batch's merge among the running executions
+
+
 def _outcome(state: _Run, pool, future, key: str, batch: int) -> dict:
     """The manifest entry of a finished execution; a task the pool lost (a dead Dask worker) is failed."""
     try:
@@ -422,13 +362,17 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
                 running[pool.submit(state.executor.execute, *item)] = item
             for future in pool.wait_any(running):
                 key, batch = running.pop(future)
+                if key is _MERGE:  # the batch's result documents are written
+                    batch_stats[str(batch)] = pool.result(future)
+                    merged.add(batch)
+                    state.store_batch(batch)
+                    run.write_manifest(manifest)
+                    continue
                 manifest["executions"].setdefault(key, {})[str(batch)] = _outcome(state, pool, future, key, batch)
                 done.add((key, batch))
                 finished += 1
                 if all((k, batch) in done for k in keys) and batch not in merged:
-                    batch_stats[str(batch)] = state.merge(batch)
-                    merged.add(batch)
-                    state.store_batch(batch)
+                    running[pool.submit(state.merger.merge, batch)] = (_MERGE, batch)
                 run.write_manifest(manifest)
                 if on_progress:
                     on_progress(finished, total)
@@ -439,10 +383,10 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
     for batch in sorted(merged):
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
-    totals = {key: _Tally() for key in keys}
+    totals = {key: Tally() for key in keys}
     for per_model in batch_stats.values():
         for key, counts in per_model.items():
-            totals[key].merge(_Tally(counts))
+            totals[key].merge(Tally(counts))
     succeeded = not failed and not manifest.get("store_error")
     manifest.update(status="succeeded" if succeeded else "failed", ended_at=_now(), failed_executions=failed,
                     models={key: tally.as_dict() for key, tally in totals.items()})
