@@ -113,13 +113,16 @@ def test_server_killed_mid_run_then_restarted_and_resumed(tmp_path, leads_file):
     server = SecantusServer(tmp_path / "db").start()
     try:
         store = MongoStore.connect(server.uri, "crash", timeout_ms=1000, retries=2, retry_wait=0.1)
+        write_results = store.write_results
 
-        def kill_after_first_batch(done, total):
-            if done == 4:  # every notebook of batch 0 finished, merged and stored
-                server.kill()
+        def write_then_kill(documents):
+            written = write_results(documents)
+            server.kill()  # the server dies right after the first batch is stored
+            return written
 
+        store.write_results = write_then_kill
         options = dict(out=tmp_path / "runs", run_id="k", batch_size=40, workers=1, engine="inprocess")
-        manifest = run_notebooks([NOTEBOOKS], leads_file, store=store, on_progress=kill_after_first_batch, **options)
+        manifest = run_notebooks([NOTEBOOKS], leads_file, store=store, **options)
         assert manifest["status"] == "failed" and "batch 1" in manifest["store_error"]
         assert manifest["stored"] == {"0": True}
         server.start()
