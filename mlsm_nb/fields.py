@@ -40,16 +40,6 @@ class FieldSpec:
     max: float | None = None
     allowed: tuple | None = None
 
-    def to_dict(self) -> dict:
-        """The spec as a plain, JSON-ready dict (type as its name)."""
-        out = {"type": self.type, "required": self.required, "nullable": self.nullable}
-        for key in ("min", "max"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.allowed is not None:
-            out["allowed"] = list(self.allowed)
-        return out
-
 
 def _type_name(field: str, value: Any) -> str:
     if isinstance(value, type) and value.__name__ in TYPE_NAMES:

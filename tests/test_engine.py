@@ -4,7 +4,7 @@ from collections import OrderedDict
 import pytest
 
 from mlsm_nb import Model, RunModelsAll, SummaryModel, iter_models_all, run_models_all
-from mlsm_nb.exceptions import ConfigError, RecordError
+from mlsm_nb.exceptions import ERROR_KINDS, ConfigError, RecordError
 from mlsm_nb.leads import LEAD_FIELDS, generate_leads
 
 
@@ -55,6 +55,7 @@ def test_bad_field_values_per_record():
             {"id": "missing", "data": {}}]
     kinds = {r["id"]: r["results"]["a"]["1"].get("_error_kind") for r in run_models_all([A], recs)}
     assert kinds == {"ok": None, "str": "bad_type", "none": "bad_value", "missing": "missing_field"}
+    assert set(kinds.values()) - {None} <= set(ERROR_KINDS)
 
 
 def test_streams_without_materialising_the_input():
