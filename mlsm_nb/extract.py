@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 
 from ._version import __version__
 from .files import file_sha256, write_json
-from .exceptions import BundleError, ConfigError, NotebookError
-from .model import Model, SummaryModel
+from .exceptions import BundleError, NotebookError
+from .model import Model, build_model
 from .notebook import NotebookSpec, find_notebooks, lint_notebook
 
 MANIFEST = "manifest.json"
@@ -103,19 +103,6 @@ def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = No
 def _cell_at(spec: NotebookSpec, tag: str) -> tuple[int | None, str]:
     cell = spec.cell(tag)
     return (cell.index if cell else None), tag
-
-
-def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> Model:
-    """A Model or SummaryModel from declarations (literals) and the executed namespace."""
-    common = dict(name=declared["name"], version=declared["version"], fcn=namespace["score"],
-                  status=declared["status"], score_frame=namespace.get("score_frame"),
-                  provenance=provenance)
-    try:
-        if declared["kind"] == "summary":
-            return SummaryModel(models=declared["models"], fields=declared.get("fields"), **common)
-        return Model(fields=declared["fields"], **common)
-    except ConfigError as exc:
-        raise NotebookError(provenance.get("source", "?"), str(exc)) from None
 
 
 def declarations(spec: NotebookSpec) -> dict:

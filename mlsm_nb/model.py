@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
-from .exceptions import ConfigError, ModelTestError
+from .exceptions import ConfigError, ModelTestError, NotebookError
 from .fields import compile_validator, generate_inputs, parse_fields
 
 STATUSES = ("draft", "active", "retired")
@@ -183,3 +183,16 @@ def _dependency(owner: str, version: str, dep: Any) -> dict:
         return {"name": dep["name"], "version": dep["version"]}
     raise ConfigError(f"summary model {owner} {version}: each entry of `models` needs string "
                       f"'name' and 'version', got {dep!r}")
+
+
+def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> "Model":
+    """A Model or SummaryModel from declarations (literals) and the executed namespace."""
+    common = dict(name=declared["name"], version=declared["version"], fcn=namespace["score"],
+                  status=declared["status"], score_frame=namespace.get("score_frame"),
+                  provenance=provenance)
+    try:
+        if declared["kind"] == "summary":
+            return SummaryModel(models=declared["models"], fields=declared.get("fields"), **common)
+        return Model(fields=declared["fields"], **common)
+    except ConfigError as exc:
+        raise NotebookError(provenance.get("source", "?"), str(exc)) from None

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 
 from .batch import BatchOutcome, score_batch
 from .files import read_jsonl, write_jsonl
-from .extract import build_model
-from .model import Model
+from .model import Model, build_model
 
 SAMPLE_SIZE = 5
 

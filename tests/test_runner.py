@@ -202,19 +202,27 @@ def test_resume_repeats_only_what_is_missing(tmp_path, leads_file):
     assert run_cli(*args).exit_code == 1  # the run exists: no silent overwrite
 
 
-def test_killed_run_is_completed_by_resume(tmp_path, leads_file):
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_killed_or_interrupted_run_is_completed_by_resume(tmp_path, leads_file, how):
     args = [sys.executable, "-m", "mlsm_nb.cli", "run", str(NOTEBOOKS), "--records", str(leads_file),
             "--out", str(tmp_path), "--run-id", "k", "--batch-size", "50", "--workers", "1"]
-    process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
     manifest_path = tmp_path / "k" / "manifest.json"
     deadline = time.time() + 120
     while time.time() < deadline:
         if manifest_path.is_file() and len(json.loads(manifest_path.read_text()).get("executions", {})) >= 1:
             break
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert manifest_of(tmp_path / "k")["status"] == "running"
+    if how == "sigkill":
+        os.killpg(process.pid, signal.SIGKILL)  # the runner and its kernels
+        process.wait()
+        assert manifest_of(tmp_path / "k")["status"] == "running"
+    else:
+        process.send_signal(signal.SIGINT)  # Ctrl-C in the terminal
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130 and "--resume --run-id k" in err
+        assert manifest_of(tmp_path / "k")["status"] == "interrupted"
     done = subprocess.run(args[:-2] + ["--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     ids = [d["id"] for d in read_results(tmp_path / "k")]
