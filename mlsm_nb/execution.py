@@ -7,7 +7,6 @@ of the in-process engine are loaded once per process and cached.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import nbformat
 
+from .clock import utc_now
 from .exceptions import ConfigError, MlsmError
 from .files import file_sha256, read_jsonl, write_jsonl
 from .model import Model, error_entry
@@ -31,10 +31,6 @@ _MODELS_LOCK = threading.Lock()
 def secret_env(name: str) -> str:
     """The environment variable that carries the credential parameter `name` to kernels."""
     return f"MLSM_PARAM_{name.upper()}"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _worker_name() -> str:
@@ -116,7 +112,7 @@ class Executor:
         """
         run = self.run
         started = time.perf_counter()
-        entry: dict[str, Any] = {"status": "ok", "started_at": _now(), "worker": _worker_name()}
+        entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": _worker_name()}
         output = run.output_path(key, batch)
         try:
             if self.engine == "inprocess":

@@ -10,7 +10,6 @@ plus `manifest.json`; `load_bundle` refuses a module whose hash changed.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from collections.abc import Iterable, Mapping
 
 from ._version import __version__
 from .files import file_sha256, write_json
+from .clock import utc_now
 from .exceptions import BundleError, NotebookError
 from .model import Model, build_model
 from .notebook import NotebookSpec, find_notebooks, lint_notebook
@@ -117,7 +117,7 @@ def declarations(spec: NotebookSpec) -> dict:
 def _provenance(spec: NotebookSpec) -> dict:
     return {
         "source": str(spec.path), "sha256": spec.sha256(),
-        "extracted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "extracted_at": utc_now(),
         **git_info(spec.path.resolve()),
     }
 
@@ -187,7 +187,7 @@ def extract_bundle(paths: Iterable, out_dir: str | Path, *, status_override: str
                              status_reason=status_reason or f"forced to {status_override}")
             entries.append(entry)
         manifest = {"mlsm_nb_version": __version__,
-                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "created_at": utc_now(),
                     **dict(provenance or {}), "models": entries}
         write_json(staging / MANIFEST, manifest)
         if out_dir.exists():

@@ -12,7 +12,6 @@ run that was interrupted or partly failed.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import nbformat
 
 from ._version import __version__
+from .clock import utc_now
 from .exceptions import ConfigError, MlsmError
 from .extract import check_dependencies, git_info
 from .files import file_sha256, read_jsonl, write_jsonl
@@ -63,10 +63,6 @@ class _RunnerParameterNoise(logging.Filter):
 
 
 logging.getLogger("papermill").addFilter(_RunnerParameterNoise())
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _versions() -> dict:
@@ -215,12 +211,12 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
                               "resume with the same notebooks, or start a new run")
         if manifest["input"].get("sha256") not in (None, file_sha256(records)):
             raise ConfigError(f"{records}: the records file changed since run {manifest['run_id']} started")
-        manifest.update(status="running", resumed_at=_now())
+        manifest.update(status="running", resumed_at=utc_now())
         manifest.pop("store_error", None)
         return manifest
     if run_dir.root.exists():
         raise ConfigError(f"{run_dir.root}: run directory exists; pass --resume to finish it, or another --run-id")
-    return {"run_id": run_dir.root.name, "status": "running", "started_at": _now(), "ended_at": None,
+    return {"run_id": run_dir.root.name, "status": "running", "started_at": utc_now(), "ended_at": None,
             "started_by": _started_by(), **settings, "notebooks": notebooks,
             "input": {"path": redact_text(str(records)), "sha256": file_sha256(records)},
             "executions": {}, "versions": _versions()}
@@ -292,7 +288,7 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
             run_dir.write_manifest(manifest)
     except BaseException as exc:
         manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        ended_at=_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
+                        ended_at=utc_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
         run_dir.write_manifest(manifest)
         raise
     return manifest
@@ -388,6 +384,6 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
         for key, counts in per_model.items():
             totals[key].merge(Tally(counts))
     succeeded = not failed and not manifest.get("store_error")
-    manifest.update(status="succeeded" if succeeded else "failed", ended_at=_now(), failed_executions=failed,
+    manifest.update(status="succeeded" if succeeded else "failed", ended_at=utc_now(), failed_executions=failed,
                     models={key: tally.as_dict() for key, tally in totals.items()})
     run.write_manifest(manifest)
