@@ -22,6 +22,7 @@ from pathlib import Path
 from collections.abc import Iterable, Mapping
 
 from ._version import __version__
+from .fields import PARSE_LOCK
 from .files import file_sha256, write_json
 from .clock import utc_now
 from .exceptions import BundleError, NotebookError
@@ -63,7 +64,9 @@ def _failure_line(exc: BaseException, filename: str) -> int | None:
 
 
 def _run_source(source: str, filename: str, namespace: dict) -> None:
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - running the model's code is the point
+    with PARSE_LOCK:
+        code = compile(source, filename, "exec")
+    exec(code, namespace)  # noqa: S102 - running the model's code is the point
 
 
 def _new_namespace(spec_name: str, version: str, filename: str) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import random
+import threading
 from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable
@@ -24,6 +25,9 @@ from typing import Any, Callable
 from .exceptions import FieldSpecError
 
 TYPE_NAMES = ("int", "float", "str", "bool")
+# CPython 3.11's parser is not safe to call from several threads at once ("SystemError: AST
+# constructor recursion depth mismatch"): every ast.parse/compile of mlsm-nb holds this lock.
+PARSE_LOCK = threading.Lock()
 _SPEC_KEYS = {"type", "required", "nullable", "min", "max", "allowed"}
 _MISSING = object()
 
@@ -215,7 +219,9 @@ def compile_validator(specs: tuple[FieldSpec, ...]) -> Validator:
         return None
 
     namespace["_explain"] = explain_all
-    exec(compile(source, "<mlsm_nb fields>", "exec"), namespace)  # noqa: S102 - our own generated code
+    with PARSE_LOCK:
+        code = compile(source, "<mlsm_nb fields>", "exec")
+    exec(code, namespace)  # noqa: S102 - our own generated code
     return namespace["check"]
 
 

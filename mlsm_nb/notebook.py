@@ -16,7 +16,7 @@ from typing import Any
 import nbformat
 
 from .exceptions import FieldSpecError, NotebookError
-from .fields import parse_fields
+from .fields import PARSE_LOCK, parse_fields
 from .model import NAME_PATTERN, STATUSES
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
@@ -153,7 +153,8 @@ class _Linter:
             self.add(f"line {line}: IPython magics and shell escapes are not allowed in production cells", cell)
             return None
         try:
-            return ast.parse(cell.source, filename=f"{self.path}:cell {cell.index}")
+            with PARSE_LOCK:
+                return ast.parse(cell.source, filename=f"{self.path}:cell {cell.index}")
         except SyntaxError as exc:
             self.add(f"syntax error at line {exc.lineno}: {exc.msg}", cell)
             return None

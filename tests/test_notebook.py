@@ -120,3 +120,26 @@ def test_new_summary_with_models(tmp_path):
     assert bad.exit_code == 1 and "name:version" in bad.output
     bad_name = CliRunner().invoke(main, ["new", "model", "Bad Name", "--dir", str(tmp_path)])
     assert bad_name.exit_code == 1 and "must match" in bad_name.output
+
+
+def test_lint_is_safe_from_several_threads():
+    # validate lints notebooks in parallel threads; CPython 3.11's parser is not thread-safe on its own.
+    import threading
+
+    paths = sorted(NOTEBOOKS.glob("*.ipynb")) + sorted(TEMPLATES.glob("*.ipynb"))
+    errors = []
+
+    def work():
+        for _ in range(15):
+            for path in paths:
+                try:
+                    assert inspect_notebook(path)[1] == []
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
