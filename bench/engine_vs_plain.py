@@ -2,7 +2,7 @@
 
 100,000 generated leads through the example notebooks' 3 models (lead_rules
 1.0.0 and 2.0.0, lead_lr 1.0.0) and 1 summary (champion), both in this process,
-alternating, best of several rounds. Prints the ratio engine / plain (target <= 1.5).
+alternating within each round. Prints the median of the per-round ratios engine / plain (target <= 1.5).
 
     .venv/bin/python bench/engine_vs_plain.py [--records N] [--rounds R]
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import statistics
 import time
 from pathlib import Path
 
@@ -60,10 +61,14 @@ def main() -> None:
                        for n, vs in r.items()}
     assert all(strip(a["results"]) == strip(b["results"]) for a, b in zip(scored, expected)), "results differ"
     engine, plain = min(engine_times), min(plain_times)
-    print(f"records: {args.records}, models: 3 + 1 summary, rounds: {args.rounds} (best of each)")
-    print(f"engine: {engine:.3f} s ({args.records / engine:,.0f} records/s)")
-    print(f"plain:  {plain:.3f} s ({args.records / plain:,.0f} records/s)")
-    print(f"ratio engine/plain: {engine / plain:.2f} (target <= 1.5)")
+    # Each round times both back to back, so the ratio within a round sees the same machine load;
+    # the median of those ratios is what holds on a shared, noisy machine.
+    ratios = sorted(e / p for e, p in zip(engine_times, plain_times))
+    print(f"records: {args.records}, models: 3 + 1 summary, rounds: {args.rounds}")
+    print(f"engine: best {engine:.3f} s ({args.records / engine:,.0f} records/s)")
+    print(f"plain:  best {plain:.3f} s ({args.records / plain:,.0f} records/s)")
+    print(f"per-round ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"ratio engine/plain: {statistics.median(ratios):.2f} median of rounds (target <= 1.5)")
 
 
 if __name__ == "__main__":
