@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mlsm_nb.leads import generate_leads
-from mlsm_nb.runner import run_notebooks
+from mlsm_nb.run.orchestrate import run_notebooks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -5,34 +5,22 @@ on first use, so that the code running inside every executed notebook (the
 runner's cells) does not pay for what it does not use.
 """
 
-from importlib import import_module
-
+from ._lazy import lazy_exports
 from ._version import __version__
 
 _WHERE = {
-    "Model": ".model",
-    "SummaryModel": ".model",
-    "run_models_all": ".engine",
-    "iter_models_all": ".engine",
-    "RunModelsAll": ".engine",
+    "Model": ".core.model",
+    "SummaryModel": ".core.model",
+    "run_models_all": ".core.engine",
+    "iter_models_all": ".core.engine",
+    "RunModelsAll": ".compat",
     "MlsmError": ".exceptions",
-    "load_notebook": ".extract",
-    "load_bundle": ".extract",
+    "load_notebook": ".notebook.extract",
+    "load_bundle": ".notebook.extract",
     "read_results": ".store.rundir",
     "tryout": ".widgets",
     "check": ".widgets",
 }
 
 __all__ = [*_WHERE, "__version__"]
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mlsm_nb' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -63,7 +63,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 @handle_errors
 def new(kind: str, name: str, folder: str, models: tuple[str, ...]) -> None:
     """Start a model or summary notebook NAME from the template."""
-    from .templates import new_notebook
+    from .notebook.new import new_notebook
 
     path = new_notebook(kind, name, folder, models)
     click.echo(f"created {path}: open it in JupyterLab, then run `mlsm-nb lint {path}`")
@@ -77,7 +77,7 @@ def lint(paths: tuple[str, ...]) -> None:
 
     Prints every problem as `path:cell N [tag]: message`; exit 1 if any.
     """
-    from .notebook import find_notebooks, inspect_notebook
+    from .notebook.contract import find_notebooks, inspect_notebook
 
     notebooks = find_notebooks(paths)
     if not notebooks:
@@ -101,8 +101,8 @@ def lint(paths: tuple[str, ...]) -> None:
 @handle_errors
 def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db) -> None:
     """Extract notebooks into a bundle of Python modules with a manifest."""
-    from .extract import extract_bundle
-    from .gitflow import forced_status
+    from .notebook.extract import extract_bundle
+    from .notebook.gitflow import forced_status
     from .redact import redact_text
 
     status, reason = forced_status(branch)
@@ -145,8 +145,8 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
     """
     from pathlib import Path
 
-    from .notebook import find_notebooks
-    from .validate import DEFAULT_SANITIZE, validate as run_validation, write_junit
+    from .notebook.contract import find_notebooks
+    from .validate.pipeline import DEFAULT_SANITIZE, validate as run_validation, write_junit
 
     if not find_notebooks(paths):
         _fail(f"no notebooks found in {', '.join(paths)}")
@@ -178,7 +178,7 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
 @handle_errors
 def report(run_dir, out, compare):
     """Write a static HTML report of a run for reviewers."""
-    from .report_site import write_report
+    from .report.site import write_report
 
     index = write_report(run_dir, out, compare)
     click.echo(f"report: {index}")
@@ -226,7 +226,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params,
         branch, bundle, scheduler, mongo_uri, mongo_db, mongo_collection, progress):
     """Run model notebooks, then summary notebooks, over record batches."""
-    from .runner import DEFAULT_BATCH_SIZE, run_notebooks
+    from .run.orchestrate import DEFAULT_BATCH_SIZE, run_notebooks
 
     store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=id_field)
 

@@ -14,10 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .checks import CheckResult
+from .validate.checks import CheckResult
 from .exceptions import ConfigError
-from .fields import FieldSpec, generate_inputs
-from .model import Model
+from .core.fields import FieldSpec, generate_inputs
+from .core.model import Model
 
 _MISSING_LABEL = "leave out"
 
@@ -42,7 +42,7 @@ def notebook_path() -> Path:
 def _current_model() -> Model:
     from IPython import get_ipython
 
-    from .runtime import model_from_namespace
+    from .run.runtime import model_from_namespace
 
     shell = get_ipython()
     if shell is None or "score" not in shell.user_ns:
@@ -55,7 +55,7 @@ def _resolve(target) -> Model:
         return _current_model()
     if isinstance(target, Model):
         return target
-    from .extract import load_notebook
+    from .notebook.extract import load_notebook
 
     return load_notebook(target)
 
@@ -187,8 +187,8 @@ def tryout(target=None) -> TryOut:
     model = _resolve(target)
     dependencies: list[Model] = []
     if model.kind == "summary":
-        from .checks import dependency_models
-        from .notebook import lint_notebook
+        from .validate.checks import dependency_models
+        from .notebook.contract import lint_notebook
 
         path = Path(target) if isinstance(target, (str, Path)) else notebook_path()
         spec = lint_notebook(path)
@@ -237,7 +237,7 @@ class CheckReport:
 def check(path=None, full: bool = False, timeout: float = 300) -> CheckReport:
     """Validate this notebook (or `path`) as `mlsm-nb validate` does: lint, robustness,
     examples, parity — and nbval when `full=True`. Uses the saved file: save first."""
-    from .validate import validate_notebook
+    from .validate.pipeline import validate_notebook
 
     path = Path(path) if path else notebook_path()
     results = validate_notebook(path, timeout=timeout, nbval=full)

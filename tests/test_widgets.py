@@ -4,7 +4,7 @@ import pytest
 from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell
 from mlsm_nb import Model, check, load_notebook, tryout
 from mlsm_nb.exceptions import ConfigError
-from mlsm_nb.validate import validate_notebook
+from mlsm_nb.validate.pipeline import validate_notebook
 from mlsm_nb.widgets import TryOut
 
 FIELDS = {

@@ -26,19 +26,15 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from ..exceptions import MlsmError
 from ..files import dumps
 from ..redact import redact_text
+from .base import StoreError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "mlsm"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 16 * 1024  # BSON's limit, less room for the wire envelope
 _DUPLICATE_KEY = 11000
-
-
-class StoreError(MlsmError):
-    """MongoDB is unreachable, refuses the credentials, or a write failed after retries."""
 
 
 def _transient() -> tuple[type[Exception], ...]:

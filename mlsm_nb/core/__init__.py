@@ -1,0 +1,24 @@
+"""The scoring core: field specs, Model and SummaryModel, scoring many records, scoring a batch.
+
+No files, notebooks, kernels or stores here: everything else builds on this.
+"""
+
+from .._lazy import lazy_exports
+
+_WHERE = {
+    "FieldSpec": ".fields",
+    "parse_fields": ".fields",
+    "generate_inputs": ".fields",
+    "Model": ".model",
+    "SummaryModel": ".model",
+    "error_entry": ".model",
+    "build_model": ".model",
+    "run_models_all": ".engine",
+    "iter_models_all": ".engine",
+    "plan_run": ".engine",
+    "score_batch": ".batch",
+    "BatchOutcome": ".batch",
+}
+
+__all__ = list(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

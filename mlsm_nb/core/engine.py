@@ -1,0 +1,104 @@
+"""The scoring engine: apply models, then summary models, to many records.
+
+`iter_models_all` streams (a generator of millions is never materialised);
+`run_models_all` collects the records into a list, as MLSM's `RunModelsAll` did.
+Each record gets ``record["results"][name][version]``; one model failing on one
+record gives that entry an `_error` and everything else goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ..exceptions import ConfigError, RecordError
+from .model import Model, SummaryModel
+
+log = logging.getLogger(__name__)
+
+BadRecordPolicy = str | Callable[[RecordError, Any], None]
+
+
+def plan_run(models: Sequence[Model], summary_models: Sequence[SummaryModel] = ()) -> tuple[Model, ...]:
+    """Check a run's configuration and return the models in execution order.
+
+    Raises ConfigError for a duplicate (name, version), a non-model, or a
+    summary model needing results that no earlier model in the run produces.
+    """
+    plan = tuple(models) + tuple(summary_models)
+    seen: set[tuple[str, str]] = set()
+    for model in plan:
+        if not isinstance(model, Model):
+            raise ConfigError(f"expected Model or SummaryModel objects, got {type(model).__name__}: {model!r}")
+        if model.key in seen:
+            raise ConfigError(f"model {model.name} {model.version} appears twice in the run")
+        for dep in getattr(model, "models", ()):
+            if (dep["name"], dep["version"]) not in seen:
+                raise ConfigError(
+                    f"summary model {model.name} {model.version} needs {dep['name']} {dep['version']}, "
+                    "which is not among the models run before it")
+        seen.add(model.key)
+    return plan
+
+
+def _bad_record_handler(policy: BadRecordPolicy) -> Callable[[RecordError, Any], None]:
+    if callable(policy):
+        return policy
+    if policy == "warn":
+        return lambda error, record: log.warning("skipped %s", error)
+    if policy == "skip":
+        return lambda error, record: None
+    if policy == "raise":
+        def _raise(error, record):
+            raise error
+        return _raise
+    raise ConfigError(f"on_bad_record must be 'warn', 'skip', 'raise' or a callable, got {policy!r}")
+
+
+def _progress(records: Iterable, enabled: bool, total: int | None) -> Iterable:
+    if not enabled:
+        return records
+    from tqdm.auto import tqdm
+
+    return tqdm(records, total=total, unit="rec", desc="scoring")
+
+
+def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
+                    summary_models: Sequence[SummaryModel] = (), *, id_field: str = "id",
+                    progress: bool = False, total: int | None = None,
+                    on_bad_record: BadRecordPolicy = "warn") -> Iterator[dict]:
+    """Yield each record with its `results`, as the records stream in.
+
+    A record that cannot be scored at all (not a mapping, no id, no `data`
+    mapping) is handed to `on_bad_record`: "warn" (log and skip, the default),
+    "skip", "raise", or a callable ``(RecordError, record)``. The configuration
+    is checked before the first record is read.
+    """
+    steps = tuple(model.execute for model in plan_run(models, summary_models))
+    reject = _bad_record_handler(on_bad_record)
+    for position, record in enumerate(_progress(records, progress, total)):
+        if type(record) is not dict:
+            if not isinstance(record, Mapping):
+                reject(RecordError(f"is a {type(record).__name__}, not a mapping", position), record)
+                continue
+            record = dict(record)
+        record_id = record.get(id_field)
+        if record_id is None:
+            reject(RecordError(f"has no id field {id_field!r}", position), record)
+            continue
+        data = record.get("data")
+        if type(data) is not dict and not isinstance(data, Mapping):
+            reject(RecordError(f"'data' must be a mapping, got {type(data).__name__}", position, record_id), record)
+            continue
+        results: dict = {}
+        for step in steps:
+            step(data, results)
+        record["results"] = results
+        yield record
+
+
+def run_models_all(models: Sequence[Model], records: Iterable[Mapping],
+                   summary_models: Sequence[SummaryModel] = (), **options) -> list[dict]:
+    """Score every record (see `iter_models_all` for the options); returns them in a list."""
+    return list(iter_models_all(models, records, summary_models, **options))

@@ -1,0 +1,198 @@
+"""`Model` and `SummaryModel`: a score function with a name, version, status and fields.
+
+MLSM's meanings, with its defects fixed:
+
+- results live at ``results[name][version]``; a model never resets the other
+  versions of its name (MLSM's `results[name] = {}` made versions overwrite
+  each other);
+- inputs are checked against the compiled field specs (type, nullability,
+  bounds, allowed values), not only for presence;
+- a failure becomes that model's ``{"_error", "_error_kind"}`` entry for that
+  record instead of an exception that stops the run; a summary model whose
+  dependency is missing or failed gets ``missing_dependency``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
+
+from ..exceptions import ConfigError, ModelTestError, NotebookError
+from .fields import compile_validator, generate_inputs, parse_fields
+
+STATUSES = ("draft", "active", "retired")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+def error_entry(kind: str, message: str) -> dict:
+    """The result entry of a model that failed on a record."""
+    return {"_error": message, "_error_kind": kind}
+
+
+def _check_identity(name: Any, version: Any, status: Any, fcn: Any) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(f"model name {name!r} must match [a-z][a-z0-9_]*")
+    if not isinstance(version, str) or not version.strip():
+        raise ConfigError(f"model {name}: version must be a non-empty string, got {version!r}")
+    if status not in STATUSES:
+        raise ConfigError(f"model {name} {version}: status {status!r} is not one of {', '.join(STATUSES)}")
+    if not callable(fcn):
+        raise ConfigError(f"model {name} {version}: fcn must be callable, got {type(fcn).__name__}")
+
+
+class Model:
+    """A scoring model: ``fcn(data, results) -> dict`` over declared `fields`.
+
+    `provenance` is filled in when the model comes from a notebook or bundle
+    (path, sha256, git commit, extraction time); `score_frame` is the optional
+    vectorised pandas form of `fcn`.
+    """
+
+    kind = "model"
+
+    def __init__(self, name: str, fields: Mapping | None, version: str, fcn: Callable,
+                 status: str = "draft", *, score_frame: Callable | None = None,
+                 provenance: Mapping | None = None):
+        _check_identity(name, version, status, fcn)
+        self.name = name
+        self.version = version
+        self.fcn = fcn
+        self.status = status
+        self.fields = dict(fields or {})
+        self.specs = parse_fields(self.fields)
+        self.score_frame = score_frame
+        self.provenance = dict(provenance or {})
+        self.check_inputs = compile_validator(self.specs)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(name, version): what identifies a model in a run."""
+        return self.name, self.version
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, version={self.version!r}, status={self.status!r})"
+
+    def inputs(self, data: Any) -> Any:
+        """This model's inputs from a record's `data` (nested or flat layout)."""
+        if type(data) is dict or isinstance(data, Mapping):
+            entry = data.get(self.name)
+            if entry is None:
+                return data
+            if type(entry) is dict or isinstance(entry, Mapping):
+                return entry.get(self.version)
+        return None
+
+    def _entry(self, data: Any, results: dict) -> dict:
+        """Score one record's data into a result entry; never raises."""
+        if type(data) is dict:  # the common case, inlined: this runs for every record and model
+            nested = data.get(self.name)
+            inputs = data if nested is None else (nested.get(self.version) if type(nested) is dict
+                                                  else self.inputs(data))
+        else:
+            inputs = self.inputs(data)
+        if inputs is None or not (type(inputs) is dict or isinstance(inputs, Mapping)):
+            if isinstance(data, Mapping) and self.name in data:
+                return error_entry("missing_field", f"data[{self.name!r}] has no inputs for version {self.version!r}")
+            return error_entry("bad_type", f"record data must be a mapping, got {type(data).__name__}")
+        problem = self.check_inputs(inputs)
+        if problem is not None:
+            return error_entry(*problem)
+        try:
+            out = self.fcn(inputs, results)
+        except Exception as exc:  # noqa: BLE001 - a model's bug must not stop the run
+            return error_entry("score_raised", f"{type(exc).__name__}: {exc}")
+        if type(out) is not dict:
+            if not isinstance(out, Mapping):
+                return error_entry("bad_output", f"score returned {type(out).__name__}, expected dict")
+            out = dict(out)
+        return {**out, "_status": self.status}
+
+    def execute(self, data: Any, results: dict) -> dict:
+        """Score `data` and store the entry at ``results[name][version]``.
+
+        Returns `results` (MLSM's meaning); other versions of the model are kept.
+        """
+        entry = self._entry(data, results)
+        slot = results.get(self.name)
+        if slot is None:
+            results[self.name] = {self.version: entry}
+        else:
+            slot[self.version] = entry
+        return results
+
+    def test(self, random_count: int = 50, seed: int = 0) -> int:
+        """Score inputs generated from `fields` (typical, edge and random cases).
+
+        Returns the number of inputs checked; raises ModelTestError listing
+        every generated input on which the model raised or returned a non-dict.
+        """
+        failures = []
+        cases = generate_inputs(self.specs, random_count=random_count, seed=seed)
+        for case in cases:
+            entry = self._entry(case, self._test_results())
+            if "_error" in entry:
+                failures.append((case, entry))
+        if failures:
+            raise ModelTestError(f"{self.name} {self.version}", failures)
+        return len(cases)
+
+    def _test_results(self) -> dict:
+        return {}
+
+
+class SummaryModel(Model):
+    """A model that runs after the others on their results.
+
+    `models` lists the results it needs, as ``{"name": ..., "version": ...}``
+    dicts (or Model objects); `fields`, optional, are read from its own data.
+    """
+
+    kind = "summary"
+
+    def __init__(self, name: str, models: Iterable, version: str, fcn: Callable,
+                 fields: Mapping | None = None, status: str = "draft", **kwargs):
+        super().__init__(name, fields, version, fcn, status, **kwargs)
+        self.models = [_dependency(name, version, m) for m in models]
+        self._needs = tuple((m["name"], m["version"]) for m in self.models)
+        if not self.models:
+            raise ConfigError(f"summary model {name} {version}: `models` is empty")
+
+    def _entry(self, data: Any, results: dict) -> dict:
+        for name, version in self._needs:
+            found = results.get(name)
+            found = found.get(version) if found is not None else None
+            if found is None:
+                return error_entry("missing_dependency", f"needs results of {name} {version}, which did not run")
+            if "_error" in found:
+                return error_entry("missing_dependency",
+                                   f"{name} {version} failed on this record: {found['_error']}")
+        if not self.specs:
+            data = data if isinstance(data, Mapping) else {}
+        return super()._entry(data, results)
+
+    def _test_results(self) -> dict:
+        """Plausible dependency results for test(): a numeric `score` each."""
+        return {d["name"]: {d["version"]: {"score": 0.5, "_status": "active"}} for d in self.models}
+
+
+def _dependency(owner: str, version: str, dep: Any) -> dict:
+    if isinstance(dep, Model):
+        return {"name": dep.name, "version": dep.version}
+    if isinstance(dep, Mapping) and isinstance(dep.get("name"), str) and isinstance(dep.get("version"), str):
+        return {"name": dep["name"], "version": dep["version"]}
+    raise ConfigError(f"summary model {owner} {version}: each entry of `models` needs string "
+                      f"'name' and 'version', got {dep!r}")
+
+
+def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> "Model":
+    """A Model or SummaryModel from declarations (literals) and the executed namespace."""
+    common = dict(name=declared["name"], version=declared["version"], fcn=namespace["score"],
+                  status=declared["status"], score_frame=namespace.get("score_frame"),
+                  provenance=provenance)
+    try:
+        if declared["kind"] == "summary":
+            return SummaryModel(models=declared["models"], fields=declared.get("fields"), **common)
+        return Model(fields=declared["fields"], **common)
+    except ConfigError as exc:
+        raise NotebookError(provenance.get("source", "?"), str(exc)) from None

@@ -1,0 +1,159 @@
+"""What a reviewer report shows, computed from a run directory (no HTML here).
+
+`build_run_report(run_dir)` reads the manifest, the result documents and the
+rejected records; `compare_runs(base, other)` sets the same models of two runs
+side by side with a population stability index (PSI) per score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..files import read_jsonl
+from ..store.rundir import RunDirectory, model_key
+
+ERROR_EXAMPLES = 10
+PSI_THRESHOLD = 0.2  # the usual "significant shift" line; 0.1-0.2 is "some shift"
+
+
+@dataclass
+class ModelReport:
+    """One model's view of a run: provenance, scores, errors, categorical outputs."""
+
+    key: str
+    name: str
+    version: str
+    status: str
+    kind: str
+    sha256: str = ""
+    git_commit: str | None = None
+    source: str = ""
+    records: int = 0
+    scores: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    error_examples: list[dict] = field(default_factory=list)
+    categories: dict[str, Counter] = field(default_factory=dict)
+
+    def add(self, record_id, entry: dict) -> None:
+        self.records += 1
+        kind = entry.get("_error_kind")
+        if kind:
+            self.errors[kind] += 1
+            if len(self.error_examples) < ERROR_EXAMPLES:
+                self.error_examples.append({"id": record_id, "kind": kind, "message": entry.get("_error", "")})
+            return
+        score = entry.get("score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and not math.isnan(score):
+            self.scores.append(float(score))
+        for name, value in entry.items():
+            if isinstance(value, str) and not name.startswith("_"):
+                self.categories.setdefault(name, Counter())[value] += 1
+
+    def stats(self) -> dict:
+        """count, mean, std, min, quantiles, max of the numeric `score` (empty when none)."""
+        return score_stats(self.scores)
+
+
+def quantile(ordered: list[float], q: float) -> float:
+    """Linear-interpolated quantile of an already sorted list."""
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def score_stats(scores: list[float]) -> dict:
+    if not scores:
+        return {}
+    ordered = sorted(scores)
+    mean = sum(ordered) / len(ordered)
+    variance = sum((s - mean) ** 2 for s in ordered) / len(ordered)
+    stats = {"count": len(ordered), "mean": mean, "std": math.sqrt(variance), "min": ordered[0]}
+    stats.update({f"p{int(q * 100)}": quantile(ordered, q) for q in (0.1, 0.25, 0.5, 0.75, 0.9)})
+    stats["max"] = ordered[-1]
+    return stats
+
+
+@dataclass
+class RunReport:
+    """Everything the run page and the model pages show."""
+
+    run_dir: Path
+    manifest: dict
+    models: dict[str, ModelReport]
+    executions: list[dict]
+    rejected: list[dict]
+    rejected_count: int
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+
+def _executions(manifest: dict) -> list[dict]:
+    rows = []
+    for key, batches in manifest.get("executions", {}).items():
+        for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
+            rows.append({"model": key, "batch": int(batch), **entry})
+    return sorted(rows, key=lambda r: (r["batch"], r["model"]))
+
+
+def build_run_report(run_dir: str | Path) -> RunReport:
+    """Read a run directory into a RunReport."""
+    run = RunDirectory(run_dir)
+    manifest = run.read_manifest()
+    id_field = manifest.get("id_field", "id")
+    models = {}
+    for entry in manifest.get("notebooks", []):
+        key = model_key(entry["name"], entry["version"])
+        models[key] = ModelReport(key, entry["name"], entry["version"], entry.get("status", ""),
+                                  entry.get("kind", "model"), entry.get("sha256", ""), entry.get("git_commit"),
+                                  entry.get("source", ""))
+    for document in run.results():
+        for name, versions in document.get("results", {}).items():
+            for version, result in versions.items():
+                report = models.get(model_key(name, version))
+                if report is not None:
+                    report.add(document.get(id_field), result)
+    rejected = list(read_jsonl(run.rejected_path)) if run.rejected_path.is_file() else []
+    return RunReport(Path(run_dir), manifest, models, _executions(manifest), rejected[:50], len(rejected))
+
+
+def psi(expected: list[float], actual: list[float], bins: int = 10) -> float | None:
+    """Population stability index of `actual` against `expected`, on `expected`'s quantile bins."""
+    if not expected or not actual:
+        return None
+    ordered = sorted(expected)
+    edges = sorted({quantile(ordered, i / bins) for i in range(1, bins)})
+
+    def shares(values: list[float]) -> list[float]:
+        counts = [0] * (len(edges) + 1)
+        for value in values:
+            low, high = 0, len(edges)
+            while low < high:  # bisect: first edge >= value
+                mid = (low + high) // 2
+                if edges[mid] < value:
+                    low = mid + 1
+                else:
+                    high = mid
+            counts[low] += 1
+        return [max(c / len(values), 1e-4) for c in counts]  # floor keeps empty bins finite
+
+    return sum((a - e) * math.log(a / e) for e, a in zip(shares(expected), shares(actual)))
+
+
+def compare_runs(base: RunReport, other: RunReport, threshold: float = PSI_THRESHOLD) -> list[dict]:
+    """One row per model present in either run: counts, mean and quantiles of each, PSI, drift flag."""
+    rows = []
+    for key in sorted(set(base.models) | set(other.models)):
+        a, b = base.models.get(key), other.models.get(key)
+        value = psi(a.scores, b.scores) if a and b else None
+        rows.append({"model": key, "base": a.stats() if a else None, "other": b.stats() if b else None,
+                     "base_records": a.records if a else 0, "other_records": b.records if b else 0,
+                     "base_errors": sum(a.errors.values()) if a else 0,
+                     "other_errors": sum(b.errors.values()) if b else 0,
+                     "psi": value, "drift": value is not None and value > threshold})
+    return rows

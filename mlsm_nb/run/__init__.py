@@ -1,0 +1,13 @@
+"""`mlsm-nb run`: read records into batches, execute the notebooks (papermill or in-process), merge, store."""
+
+from .._lazy import lazy_exports
+
+_WHERE = {
+    "run_notebooks": ".orchestrate",
+    "read_records": ".records",
+    "Rejected": ".records",
+    "InputFileError": ".records",
+}
+
+__all__ = list(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

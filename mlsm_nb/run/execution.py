@@ -1,0 +1,169 @@
+"""One (notebook, batch) execution, as a picklable unit of work.
+
+`Executor` holds only plain data (paths, settings), so the same object runs
+executions in this process's threads or, pickled, on Dask workers; the models
+of the in-process engine are loaded once per process and cached.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from ..clock import utc_now
+from ..exceptions import ConfigError, MlsmError
+from ..files import file_sha256, read_jsonl, write_jsonl
+from ..core.model import Model, error_entry
+from ..redact import redact_text
+from .runtime import score_file_batch
+from ..store.rundir import RunDirectory, model_key
+
+_MODELS: dict[tuple, dict[str, Model]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def secret_env(name: str) -> str:
+    """The environment variable that carries the credential parameter `name` to kernels."""
+    return f"MLSM_PARAM_{name.upper()}"
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"
+
+
+@dataclass
+class Executor:
+    """Runs one (notebook, batch) of a run; plain data only, so it pickles to Dask workers.
+
+    `secrets` (credential parameters) live only in memory: kernels get them
+    through the environment, never written into a notebook or manifest.
+    """
+
+    run_root: str
+    engine: str
+    timeout: float
+    sources: dict[str, str]
+    needs: dict[str, list[str]]
+    labels: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    status: str | None = None
+    bundle: str | None = None
+
+    @property
+    def run(self) -> RunDirectory:
+        return RunDirectory(self.run_root)
+
+    def _cache_key(self) -> tuple:
+        return (self.bundle, self.status, tuple(sorted(self.sources.items())), repr(sorted(self.parameters.items())),
+                tuple(sorted(self.secrets)))
+
+    def models(self) -> dict[str, Model]:
+        """The in-process engine's models, loaded once per process."""
+        key = self._cache_key()
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                _MODELS[key] = self._load_models()
+            return _MODELS[key]
+
+    def check_models(self) -> None:
+        """Load the models now, so a bad notebook or bundle fails before any batch."""
+        self.models()
+
+    def _load_models(self) -> dict[str, Model]:
+        from ..notebook.extract import load_bundle, load_notebook
+        from ..notebook.contract import lint_notebook
+
+        parameters = {**self.parameters, **self.secrets}
+        if self.bundle:
+            bundled = {model_key(m.name, m.version): m for m in load_bundle(self.bundle)}
+            models = {}
+            for key, source in self.sources.items():
+                if key not in bundled:
+                    raise ConfigError(f"{self.bundle}: the bundle has no model {key} (from {source})")
+                if bundled[key].provenance.get("sha256") != lint_notebook(source).sha256():
+                    raise ConfigError(f"{self.bundle}: model {key} was extracted from a different version of "
+                                      f"{source}; extract the bundle again")
+                models[key] = bundled[key]
+        else:
+            models = {key: load_notebook(source, parameters) for key, source in self.sources.items()}
+        for model in models.values():
+            model.status = self.status or model.status
+        return models
+
+    def dependencies(self, key: str, batch: int) -> dict[str, str]:
+        return {dep: str(self.run.output_path(dep, batch)) for dep in self.needs[key]}
+
+    def execute(self, key: str, batch: int, *_after) -> dict:
+        """Run one (notebook, batch); returns its manifest entry. Never raises for a failure.
+
+        Extra arguments are ignored: Dask passes the executions this one waits for.
+        """
+        run = self.run
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": _worker_name()}
+        output = run.output_path(key, batch)
+        try:
+            if self.engine == "inprocess":
+                score_file_batch(self.models()[key], str(run.batch_path(batch)), str(output),
+                                 self.dependencies(key, batch))
+            else:
+                entry["executed"] = str(run.executed_path(key, batch).relative_to(run.root))
+                self._papermill(key, batch)
+            if not output.is_file():
+                raise MlsmError("the runner cell did not write the model's outputs")
+            entry["output_sha256"] = file_sha256(output)
+        except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
+            entry.update(status="failed", error=self.describe(exc, key, batch))
+            self.write_failure(key, batch, entry["error"])
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        return entry
+
+    def _papermill(self, key: str, batch: int) -> None:
+        import papermill
+
+        for name, value in self.secrets.items():
+            os.environ[secret_env(name)] = value  # kernels inherit the environment
+        run = self.run
+        parameters = {**self.parameters, "mlsm_batch_path": str(run.batch_path(batch)),
+                      "mlsm_output_path": str(run.output_path(key, batch)),
+                      "mlsm_dependencies": self.dependencies(key, batch), "mlsm_status": self.status}
+        # The kernel's working directory is set through nbclient's resources, not papermill's
+        # `cwd`, which changes the whole process's directory and so is unsafe in threads.
+        papermill.execute_notebook(
+            str(run.notebook_path(key)), str(run.executed_path(key, batch)),
+            parameters=parameters, kernel_name="python3", progress_bar=False, log_output=False,
+            execution_timeout=self.timeout, resources={"metadata": {"path": str(Path(self.sources[key]).parent)}})
+
+    def describe(self, exc: BaseException, key: str, batch: int) -> str:
+        """One line naming the notebook cell (index and tag in the source notebook) that failed."""
+        where = self.labels.get(key, self.sources[key])
+        executed = self.run.executed_path(key, batch)
+        if self.engine == "papermill" and executed.is_file():
+            cells = nbformat.read(executed, as_version=4).cells
+            failed = next((c for c in cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))),
+                          None)
+            if failed is not None:
+                origin = failed.metadata.get("mlsm")
+                where += f":cell {origin['source_cell']} [{origin['tag']}]" if origin else " (runner cell)"
+        name = getattr(exc, "ename", type(exc).__name__)
+        value = getattr(exc, "evalue", str(exc))
+        message = (str(value).strip().splitlines() or [""])[0]
+        return redact_text(f"{where}: batch {batch}: {name}: {message}"[:500])
+
+    def write_failure(self, key: str, batch: int, error: str) -> None:
+        """Give every record of the batch a `notebook_failed` entry for this model."""
+        size = sum(1 for _ in read_jsonl(self.run.batch_path(batch)))
+        failed = error_entry("notebook_failed", error)
+        write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))

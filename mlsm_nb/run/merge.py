@@ -1,0 +1,88 @@
+"""Merge a batch's model outputs into result documents, and count what they hold.
+
+`Merger` holds plain data only, so the merge of a batch runs where its
+executions ran (a thread here, or a Dask worker) and the runner only collects
+the counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..files import read_jsonl, write_jsonl
+from ..store.rundir import RunDirectory
+
+
+@dataclass
+class Merger:
+    """Writes ``results/batch-N.jsonl`` of one run from the batch and its models' outputs."""
+
+    run_root: str
+    run_id: str
+    id_field: str
+    models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
+
+    def merge(self, batch: int) -> dict:
+        """Write the batch's result documents; returns per-model counts (see `Tally`)."""
+        run = RunDirectory(self.run_root)
+        keys = list(self.models)
+        outputs = [read_jsonl(run.output_path(k, batch)) for k in keys]
+        tallies = {key: Tally() for key in keys}
+        timestamp = int(time.time())
+
+        def documents():
+            for record, *entries in zip(read_jsonl(run.batch_path(batch)), *outputs):
+                results: dict = {}
+                for key, entry in zip(keys, entries):
+                    name, version = self.models[key]
+                    results.setdefault(name, {})[version] = entry
+                    tallies[key].add(entry)
+                yield {self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
+                       "_current": 0, "results": results}
+
+        write_jsonl(run.results_path(batch), documents())
+        return {key: tally.as_dict() for key, tally in tallies.items()}
+
+
+class Tally:
+    """Per-model counts over result entries: records, errors by kind, numeric `score` range and sum."""
+
+    def __init__(self, data: Mapping | None = None):
+        data = data or {}
+        self.records = data.get("records", 0)
+        self.errors: dict[str, int] = dict(data.get("errors", {}))
+        self.scored = data.get("scored", 0)
+        self.score_sum = data.get("score_sum", 0.0)
+        self.score_min = data.get("score_min")
+        self.score_max = data.get("score_max")
+
+    def add(self, entry: Mapping) -> None:
+        self.records += 1
+        kind = entry.get("_error_kind")
+        if kind:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+        score = entry.get("score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
+            self.scored += 1
+            self.score_sum += score
+            self.score_min = score if self.score_min is None else min(self.score_min, score)
+            self.score_max = score if self.score_max is None else max(self.score_max, score)
+
+    def merge(self, other: "Tally") -> None:
+        self.records += other.records
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        self.scored += other.scored
+        self.score_sum += other.score_sum
+        for bound, pick in (("score_min", min), ("score_max", max)):
+            values = [v for v in (getattr(self, bound), getattr(other, bound)) if v is not None]
+            setattr(self, bound, pick(values) if values else None)
+
+    def as_dict(self) -> dict:
+        out = {"records": self.records, "errors": self.errors, "scored": self.scored,
+               "score_sum": self.score_sum, "score_min": self.score_min, "score_max": self.score_max}
+        if self.scored:
+            out["score_mean"] = self.score_sum / self.scored
+        return out

@@ -1,0 +1,268 @@
+"""The model checks behind `mlsm-nb validate` (and `check()` in a notebook).
+
+- robustness: legal inputs generated from `fields` (edge cases, then property-
+  based variety with hypothesis) must never make `score` raise or return a
+  non-dict; the smallest failing input is reported;
+- examples: every `examples` entry gives its `expected` outputs;
+- parity: the extracted Model gives exactly what the notebook's own cells give
+  in a kernel, and `score_frame` agrees with `score`.
+
+Each check returns a `CheckResult`; none raises for a model's failure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..core.engine import run_models_all
+from ..exceptions import MlsmError
+from ..core.fields import FieldSpec, generate_inputs
+from ..core.model import Model
+from ..notebook.contract import NotebookSpec
+
+FAILURE_KINDS = ("score_raised", "bad_output")
+REL_TOL, ABS_TOL = 1e-6, 1e-9
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one notebook."""
+
+    notebook: str
+    check: str
+    status: str  # "passed", "failed" or "skipped"
+    message: str = ""
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _short(value, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def close_enough(expected, actual) -> bool:
+    """Equal, with floats compared within a small tolerance (recursively)."""
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected == actual
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        return math.isclose(expected, actual, rel_tol=REL_TOL, abs_tol=ABS_TOL) or expected == actual
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        return expected.keys() == actual.keys() and all(close_enough(expected[k], actual[k]) for k in expected)
+    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
+        return len(expected) == len(actual) and all(map(close_enough, expected, actual))
+    return expected == actual
+
+
+def _strategy(specs: Sequence[FieldSpec]):
+    """A hypothesis strategy of legal inputs for these field specs."""
+    from hypothesis import strategies as st
+
+    def one(spec: FieldSpec):
+        if spec.allowed:
+            base = st.sampled_from(spec.allowed)
+        elif spec.type == "int":
+            low = math.ceil(spec.min) if spec.min is not None else None
+            high = math.floor(spec.max) if spec.max is not None else None
+            base = st.integers(low, high)
+        elif spec.type == "float":
+            base = st.floats(spec.min, spec.max, allow_nan=False, allow_infinity=False) | st.integers(
+                math.ceil(spec.min) if spec.min is not None else None,
+                math.floor(spec.max) if spec.max is not None else None)
+        elif spec.type == "str":
+            base = st.text(max_size=40)
+        else:
+            base = st.booleans()
+        return st.none() | base if spec.nullable else base
+
+    return st.fixed_dictionaries({s.name: one(s) for s in specs if s.required},
+                                 optional={s.name: one(s) for s in specs if not s.required})
+
+
+def _fails(model: Model, data: Mapping, results: Mapping | None = None) -> dict | None:
+    entry = model.execute(data, dict(results or {}))[model.name][model.version]
+    return entry if entry.get("_error_kind") in FAILURE_KINDS else None
+
+
+def summary_cases(summary: Model, dependencies: Sequence[Model], count: int = 60) -> list[dict]:
+    """(data, results) cases for a summary: its dependencies scored on generated inputs."""
+    specs: dict[str, FieldSpec] = {}
+    for model in (*dependencies, summary):
+        for spec in model.specs:
+            specs.setdefault(spec.name, spec)
+    records = [{"id": i, "data": data}
+               for i, data in enumerate(generate_inputs(tuple(specs.values()), random_count=count, seed=7))]
+    scored = run_models_all(list(dependencies), records)
+    return [{"data": r["data"], "results": r["results"]} for r in scored]
+
+
+def check_robustness(spec: NotebookSpec, model: Model, dependencies: Sequence[Model] = (),
+                     max_examples: int = 200) -> CheckResult:
+    """Legal generated inputs never make `score` raise or return a non-dict."""
+    started = time.perf_counter()
+    name = str(spec.path)
+    if spec.kind == "summary":
+        cases = summary_cases(model, dependencies)
+        for case in cases:
+            failure = _fails(model, case["data"], case["results"])
+            if failure:
+                return CheckResult(name, "robustness", "failed",
+                                   f"{failure['_error_kind']}: {failure['_error']} with model results "
+                                   f"{_short(case['results'])}", time.perf_counter() - started)
+        return CheckResult(name, "robustness", "passed", f"{len(cases)} generated model results",
+                           time.perf_counter() - started, {"inputs": len(cases)})
+    cases = generate_inputs(model.specs, random_count=50)
+    for data in cases:
+        failure = _fails(model, data)
+        if failure:
+            return CheckResult(name, "robustness", "failed",
+                               f"{failure['_error_kind']}: {failure['_error']} on input {_short(data)}",
+                               time.perf_counter() - started)
+    failure_input = _hypothesis_failure(model, max_examples)
+    seconds = time.perf_counter() - started
+    if failure_input is not None:
+        failure = _fails(model, failure_input) or {"_error_kind": "score_raised", "_error": "flaky failure"}
+        return CheckResult(name, "robustness", "failed",
+                           f"{failure['_error_kind']}: {failure['_error']} on input {_short(failure_input)} "
+                           "(smallest failing input found by hypothesis)", seconds)
+    return CheckResult(name, "robustness", "passed",
+                       f"{len(cases)} edge and random inputs, {max_examples} hypothesis examples", seconds,
+                       {"inputs": len(cases) + max_examples})
+
+
+def _hypothesis_failure(model: Model, max_examples: int) -> dict | None:
+    from hypothesis import HealthCheck, find, settings
+    from hypothesis.errors import NoSuchExample
+
+    options = settings(max_examples=max_examples, database=None, deadline=None, derandomize=True,
+                       suppress_health_check=list(HealthCheck))
+    try:
+        return find(_strategy(model.specs), lambda data: _fails(model, data) is not None, settings=options)
+    except NoSuchExample:
+        return None
+
+
+def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
+    """Every `examples` entry gives its `expected` outputs."""
+    started = time.perf_counter()
+    name = str(spec.path)
+    if not spec.examples:
+        return CheckResult(name, "examples", "skipped", "the notebook has no examples cell")
+    for number, example in enumerate(spec.examples):
+        entry = model.execute(example["data"], dict(example.get("results", {})))[model.name][model.version]
+        if "_error" in entry:
+            return CheckResult(name, "examples", "failed",
+                               f"example {number}: {entry['_error_kind']}: {entry['_error']}",
+                               time.perf_counter() - started)
+        wrong = {k: entry.get(k, "<missing>") for k, v in example["expected"].items()
+                 if not close_enough(v, entry.get(k))}
+        if wrong:
+            expected = {k: example["expected"][k] for k in wrong}
+            return CheckResult(name, "examples", "failed",
+                               f"example {number}: expected {_short(expected)}, got {_short(wrong)}",
+                               time.perf_counter() - started)
+    return CheckResult(name, "examples", "passed", f"{len(spec.examples)} example(s)",
+                       time.perf_counter() - started)
+
+
+def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]) -> list[dict]:
+    if spec.kind == "summary":
+        return summary_cases(model, dependencies, count=30)
+    cases = []
+    for data in generate_inputs(model.specs, random_count=40, seed=3):
+        if "_error" not in model.execute(data, {})[model.name][model.version]:
+            cases.append({"data": data, "results": {}})
+    return cases
+
+
+def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model] = (),
+                 timeout: float = 600) -> CheckResult:
+    """The extracted Model scores exactly as the notebook's own cells in a kernel; score_frame agrees."""
+    from ..notebook.kernel import score_in_kernel
+
+    started = time.perf_counter()
+    name = str(spec.path)
+    cases = _parity_cases(spec, model, dependencies)
+    try:
+        in_kernel = score_in_kernel(spec, cases, timeout=timeout)
+    except MlsmError as exc:
+        return CheckResult(name, "parity", "failed", str(exc), time.perf_counter() - started)
+    kernel_seconds = time.perf_counter() - started
+    for case, expected in zip(cases, in_kernel):
+        try:
+            got = model.fcn(case["data"], case["results"])
+        except Exception as exc:  # noqa: BLE001
+            got = {"raised": type(exc).__name__}
+        if _jsonable(got) != expected:
+            return CheckResult(name, "parity", "failed",
+                               f"extracted model gives {_short(got)} but the notebook gives {_short(expected)} "
+                               f"on input {_short(case['data'])}", time.perf_counter() - started)
+    frame_problem = _frame_disagreement(model, [c["data"] for c in cases]) if spec.has_score_frame else None
+    seconds = time.perf_counter() - started
+    if frame_problem:
+        return CheckResult(name, "parity", "failed", frame_problem, seconds)
+    note = "; score_frame agrees with score" if spec.has_score_frame else ""
+    return CheckResult(name, "parity", "passed", f"{len(cases)} inputs identical in a kernel{note}", seconds,
+                       {"kernel_seconds": round(kernel_seconds, 3)})
+
+
+def _jsonable(value):
+    import json
+
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _frame_disagreement(model: Model, datas: Sequence[Mapping]) -> str | None:
+    """Where `score_frame` and `score` disagree on valid inputs (None when they agree)."""
+    import pandas as pd
+
+    rows = [d for d in datas if model.check_inputs(model.inputs(d)) is None]
+    if not rows:
+        return None
+    frame = pd.DataFrame.from_records(rows, columns=[s.name for s in model.specs])
+    try:
+        out = model.score_frame(frame)
+    except Exception as exc:  # noqa: BLE001
+        return f"score_frame raised {type(exc).__name__}: {exc}"
+    if not isinstance(out, pd.DataFrame) or not out.index.equals(frame.index):
+        return "score_frame must return a DataFrame with the input's index"
+    for data, framed in zip(rows, out.to_dict("records")):
+        scored = model.fcn(data, {})
+        if not close_enough(scored, framed):
+            return f"score_frame gives {_short(framed)} but score gives {_short(scored)} on input {_short(data)}"
+    return None
+
+
+def dependency_models(spec: NotebookSpec, candidates: Sequence[Path]) -> tuple[list[Model], str | None]:
+    """The models a summary names, loaded from `candidates` (paths given and its own folder).
+
+    Returns (models, problem): problem names what is missing.
+    """
+    from ..notebook.extract import load_notebook
+    from ..notebook.contract import inspect_notebook
+
+    wanted = {(m["name"], m["version"]) for m in spec.models}
+    found: dict[tuple[str, str], Path] = {}
+    for path in candidates:
+        other, problems = inspect_notebook(path)
+        if other is not None and not problems and (other.name, other.version) in wanted:
+            found.setdefault((other.name, other.version), path)
+    missing = sorted(wanted - set(found))
+    if missing:
+        return [], ("summary names " + ", ".join(f"{n} {v}" for n, v in missing)
+                    + ", not found among the notebooks given or in its folder")
+    return [load_notebook(found[m["name"], m["version"]]) for m in spec.models], None

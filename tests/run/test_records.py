@@ -1,0 +1,74 @@
+import gzip
+import re
+import json
+
+import pandas as pd
+import pytest
+
+from mlsm_nb.run.records import InputFileError, Rejected, read_records
+
+
+def collect(path, id_field="id"):
+    rows = list(read_records(path, id_field))
+    good = [r for _, r in rows if not isinstance(r, Rejected)]
+    bad = [r for _, r in rows if isinstance(r, Rejected)]
+    return good, bad
+
+
+def test_jsonl_plain_and_gzip(tmp_path):
+    lines = [json.dumps({"id": i, "data": {"x": i}}) for i in range(3)]
+    plain = tmp_path / "r.jsonl"
+    plain.write_text("\n".join(lines) + "\n\n")
+    packed = tmp_path / "r.jsonl.gz"
+    with gzip.open(packed, "wt") as f:
+        f.write("\n".join(lines))
+    assert collect(plain)[0] == collect(packed)[0] == [{"id": i, "data": {"x": i}} for i in range(3)]
+
+
+def test_bad_lines_are_rejected_with_line_number_and_reason(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join([
+        '{"id": "a", "data": {"x": 1}}',
+        '{"id": "b", "data": {"x": 1',
+        '{"data": {"x": 1}}',
+        '{"id": "a", "data": {"x": 2}}',
+        '[1, 2]',
+        '{"id": "c", "data": 5}',
+        '{"id": "d", "data": {"x": 3}}',
+    ]))
+    good, bad = collect(path)
+    assert [r["id"] for r in good] == ["a", "d"]
+    reasons = {b.line: b.reason for b in bad}
+    assert reasons[2].startswith("not valid JSON")
+    assert reasons[3] == "no id field 'id'"
+    assert reasons[4].startswith("duplicate id 'a'")
+    assert reasons[5].startswith("a record must be a JSON object")
+    assert reasons[6] == "'data' must be an object"
+
+
+def test_csv_and_parquet_are_flat_with_none_for_missing(tmp_path):
+    frame = pd.DataFrame({"lead_id": ["a", "b"], "x": [1.5, None], "name": ["n", None], "n": [1, 2]})
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    frame.to_parquet(tmp_path / "r.parquet")
+    for name in ("r.csv", "r.parquet"):
+        good, bad = collect(tmp_path / name, "lead_id")
+        assert bad == []
+        assert good[1] == {"lead_id": "b", "data": {"x": None, "name": None, "n": 2}}
+        assert type(good[0]["data"]["n"]) is int and type(good[0]["data"]["x"]) is float
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("missing.jsonl", None, "no such file"),
+    ("empty.jsonl", "", "the file is empty"),
+    ("blank.jsonl", "\n\n", "holds no records"),
+    ("r.txt", "x", "unknown records format"),
+    ("noid.csv", "x,y\n1,2\n", "no id column 'id' (columns: x, y)"),
+    ("empty.csv", "\n", "the file is empty"),
+])
+def test_file_level_problems(tmp_path, name, content, words):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputFileError, match=re.escape(words)) as info:
+        list(read_records(path))
+    assert str(path) in str(info.value)
