@@ -82,10 +82,10 @@ def lint(paths: tuple[str, ...]) -> None:
     notebooks = find_notebooks(paths)
     if not notebooks:
         _fail(f"no notebooks found in {', '.join(paths)}")
-    problems = [p for path in notebooks for p in inspect_notebook(path)[1]]
+    problems = [p for path in notebooks for p in inspect_notebook(path, check_git=True)[1]]
     for problem in problems:
         click.echo(str(problem))
-    click.echo(f"{len(notebooks)} notebook(s) checked, {len(problems)} problem(s)", err=True)
+    click.echo(f"{len(notebooks)} notebook(s) checked, {len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
 
 

@@ -8,7 +8,10 @@ syntax tree. See docs/data-scientists.md for the contract in prose.
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
+import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,12 @@ from ..core.fields import PARSE_LOCK, parse_fields
 from ..core.model import NAME_PATTERN, STATUSES
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
+# Tags other tools give cells (nbval, papermill, Jupyter Book / nbconvert); lint lets them be.
+TOOL_TAGS = ("nbval-ignore-output", "nbval-check-output", "nbval-skip", "nbval-raises-exception",
+             "raises-exception", "skip-execution", "injected-parameters", "hide-input", "hide-output",
+             "hide-cell", "remove-cell", "remove-input", "remove-output")
+# A version goes into file and folder names: no separators, no NUL, no leading dot.
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]*\Z")
 # Tags that may appear at most once, and those a model or summary must have.
 _SINGLE_TAGS = ("version", "fields", "parameters", "score", "examples", "models")
 _VERSION_KEYS = {"name", "version", "status", "artifacts"}
@@ -49,6 +58,7 @@ class NotebookSpec:
     models: list[dict] = field(default_factory=list)
     examples: list[dict] = field(default_factory=list)
     has_score_frame: bool = False
+    missing_artifacts: list[str] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -118,6 +128,20 @@ def _magic_line(source: str) -> int | None:
     return None
 
 
+def _ipython_line(tree: ast.Module) -> int | None:
+    """The first line that reaches IPython (`get_ipython().system(...)` is a shell escape too)."""
+    for node in ast.walk(tree):
+        name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                else None)
+        if name == "get_ipython":
+            return node.lineno
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            if any(m.split(".")[0] == "IPython" for m in modules):
+                return node.lineno
+    return None
+
+
 def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     """Read an .ipynb file with nbformat; NotebookError when it is not a valid notebook."""
     path = Path(path)
@@ -139,8 +163,9 @@ def _first_line(exc: Exception) -> str:
 class _Linter:
     """Collects every contract problem of one notebook."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check_git: bool = False):
         self.path = path
+        self.check_git = check_git
         self.problems: list[NotebookError] = []
 
     def add(self, message: str, cell: Cell | None = None) -> None:
@@ -154,10 +179,16 @@ class _Linter:
             return None
         try:
             with PARSE_LOCK:
-                return ast.parse(cell.source, filename=f"{self.path}:cell {cell.index}")
+                tree = ast.parse(cell.source, filename=f"{self.path}:cell {cell.index}")
         except SyntaxError as exc:
             self.add(f"syntax error at line {exc.lineno}: {exc.msg}", cell)
             return None
+        line = _ipython_line(tree)
+        if line is not None:
+            self.add(f"line {line}: IPython (get_ipython(), magics, shell escapes) is not allowed in "
+                     "production cells; use plain Python (subprocess, pathlib) in a setup cell", cell)
+            return None
+        return tree
 
     def literal(self, cell: Cell, tree: ast.Module, name: str, required: bool = True) -> Any:
         found = _assignments(tree).get(name)
@@ -173,10 +204,33 @@ class _Linter:
             return None
 
 
+def _cell_tags(index: int, raw, lint: _Linter) -> list[str]:
+    """The cell's contract tags; unknown, misspelt and malformed tags are problems."""
+    metadata = raw.get("metadata") if isinstance(raw, dict) else None
+    tags = metadata.get("tags", []) if isinstance(metadata, dict) else []
+    if tags is None or not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        lint.add(f"metadata.tags must be a list of strings, got {_short(tags)}; "
+                 "set the tags again in the property inspector", Cell(index, "", ""))
+        return []
+    for tag in tags:
+        if tag in CONTRACT_TAGS or tag in TOOL_TAGS:
+            continue
+        near = difflib.get_close_matches(tag.lower(), CONTRACT_TAGS, n=1, cutoff=0.6)
+        advice = (f"did you mean `{near[0]}`?" if near else
+                  f"the contract's tags are {', '.join(CONTRACT_TAGS)}; rename or remove it")
+        lint.add(f"tag `{tag}` is not a contract tag; {advice}", Cell(index, tag, ""))
+    return [t for t in tags if t in CONTRACT_TAGS]
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _collect_cells(nb: dict, lint: _Linter) -> list[Cell]:
     cells = []
     for index, raw in enumerate(nb["cells"]):
-        tags = [t for t in raw.get("metadata", {}).get("tags", []) if t in CONTRACT_TAGS]
+        tags = _cell_tags(index, raw, lint)
         if not tags:
             continue
         if len(tags) > 1:
@@ -186,7 +240,11 @@ def _collect_cells(nb: dict, lint: _Linter) -> list[Cell]:
             lint.add(f"a {raw.get('cell_type')} cell cannot carry the contract tag", Cell(index, tags[0], ""))
             continue
         source = raw.get("source", "")
-        cells.append(Cell(index, tags[0], "".join(source) if isinstance(source, list) else source))
+        source = "".join(map(str, source)) if isinstance(source, list) else source
+        if not isinstance(source, str):
+            lint.add(f"the cell's source is {type(source).__name__}, not text", Cell(index, tags[0], ""))
+            continue
+        cells.append(Cell(index, tags[0], source))
     return cells
 
 
@@ -201,13 +259,40 @@ def _check_counts(spec: NotebookSpec, lint: _Linter) -> None:
             lint.add(f"no cell tagged `{tag}`; a {spec.kind} notebook needs exactly one")
 
 
-def _check_version(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
+def _only_literal_assignments(cell: Cell, tree: ast.Module, names: set[str], what: str, lint: _Linter) -> bool:
+    """Every statement is `name = <literal>` for one of `names`, each assigned once; else problems."""
+    first: dict[str, int] = {}
+    reported: set[int] = set()
+    good = True
     for stmt in tree.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else []
-        names = [t.id for t in targets if isinstance(t, ast.Name)]
-        if not (names and set(names) <= _VERSION_KEYS) and not isinstance(stmt, ast.Expr):
-            lint.add(f"line {stmt.lineno}: only `name`, `version`, `status` and `artifacts` "
-                     "assignments belong in the version cell", cell)
+        target = (stmt.targets[0].id if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                  and isinstance(stmt.targets[0], ast.Name) else None)
+        if target not in names:
+            line = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+            if line not in reported:
+                reported.add(line)
+                shown = cell.source.splitlines()[line - 1].strip()[:60]
+                lint.add(f"line {line}: only {what} belong in the {cell.tag} cell (`{shown}`); "
+                         "move other code to a `setup` cell", cell)
+            good = False
+        elif target in first:
+            lint.add(f"line {stmt.lineno}: `{target}` is assigned again (first at line {first[target]}); "
+                     "assign it once", cell)
+            good = False
+        else:
+            first[target] = stmt.lineno
+            try:
+                _literal(stmt.value)
+            except _NotLiteral:
+                lint.add(f"line {stmt.lineno}: `{target}` must be a literal (no calls, names or expressions)", cell)
+                good = False
+    return good
+
+
+def _check_version(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
+    if not _only_literal_assignments(cell, tree, _VERSION_KEYS,
+                                     "literal `name`, `version`, `status` and `artifacts` assignments", lint):
+        return
     name = lint.literal(cell, tree, "name")
     if name is not None:
         if isinstance(name, str) and NAME_PATTERN.match(name):
@@ -216,10 +301,11 @@ def _check_version(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Lint
             lint.add(f"name {name!r} must match [a-z][a-z0-9_]* (lower case, digits, underscores)", cell)
     version = lint.literal(cell, tree, "version")
     if version is not None:
-        if isinstance(version, str) and version.strip():
+        if isinstance(version, str) and VERSION_PATTERN.match(version):
             spec.version = version
         else:
-            lint.add(f"version must be a non-empty string such as \"1.0.0\", got {version!r}", cell)
+            lint.add(f"version {_short(version)} must be a string such as \"1.0.0\" "
+                     "(letters, digits, and . _ + - after the first character)", cell)
     status = lint.literal(cell, tree, "status")
     if status is not None:
         if status in STATUSES:
@@ -231,11 +317,41 @@ def _check_version(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Lint
         if isinstance(artifacts, list) and all(isinstance(a, str) and a and not Path(a).is_absolute()
                                                and ".." not in Path(a).parts for a in artifacts):
             spec.artifacts = artifacts
+            _check_artifacts(spec, cell, lint)
         else:
             lint.add("artifacts must be a list of relative file names beside the notebook", cell)
 
 
+def _check_artifacts(spec: NotebookSpec, cell: Cell, lint: _Linter) -> None:
+    folder = spec.path.parent
+    for name in spec.artifacts:
+        if not (folder / name).is_file():
+            spec.missing_artifacts.append(name)
+            lint.add(f"artifact `{name}` is listed in `artifacts` but {folder / name} does not exist; "
+                     "run the cell that saves it, then commit the file beside the notebook", cell)
+    if lint.check_git:
+        for name in _untracked(folder, [a for a in spec.artifacts if a not in spec.missing_artifacts]):
+            lint.add(f"artifact `{name}` is not tracked by git, so Jenkins and everyone else lack it; "
+                     f"`git add {folder / name}` and commit", cell)
+
+
+def _untracked(folder: Path, names: list[str]) -> list[str]:
+    """The files among `names` that git does not track (none when `folder` is not in a repository)."""
+    if not names:
+        return []
+    try:
+        done = subprocess.run(["git", "ls-files", "-z", "--", *names], cwd=folder, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:  # not a repository
+        return []
+    tracked = set(done.stdout.decode(errors="replace").split("\0"))
+    return [n for n in names if Path(n).as_posix() not in tracked]
+
+
 def _check_fields(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
+    if not _only_literal_assignments(cell, tree, {"fields"}, "`fields = {...}` (a literal dict)", lint):
+        return
     fields = lint.literal(cell, tree, "fields")
     if fields is None:
         return
@@ -264,12 +380,15 @@ def _check_score(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter
 
 
 def _check_models(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
+    if not _only_literal_assignments(cell, tree, {"models"}, "`models = [...]` (a literal list)", lint):
+        return
     models = lint.literal(cell, tree, "models")
     if models is None:
         return
     good = isinstance(models, list) and models and all(
         isinstance(m, dict) and set(m) == {"name", "version"}
-        and all(isinstance(v, str) and v for v in m.values()) for m in models)
+        and NAME_PATTERN.match(str(m["name"])) and isinstance(m["version"], str)
+        and VERSION_PATTERN.match(m["version"]) for m in models)
     if not good:
         lint.add('models must be a non-empty list like [{"name": "lead_rules", "version": "1.0.0"}]', cell)
         return
@@ -277,6 +396,8 @@ def _check_models(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linte
 
 
 def _check_examples(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
+    if not _only_literal_assignments(cell, tree, {"examples"}, "`examples = [...]` (a literal list)", lint):
+        return
     examples = lint.literal(cell, tree, "examples")
     if examples is None:
         return
@@ -294,20 +415,36 @@ _CHECKS = {"version": _check_version, "fields": _check_fields, "score": _check_s
            "models": _check_models, "examples": _check_examples}
 
 
-def inspect_notebook(path: str | Path) -> tuple[NotebookSpec | None, list[NotebookError]]:
-    """Read a notebook's declarations and every contract problem, without running it."""
+def _kernel_problem(path: Path, nb: dict) -> NotebookError | None:
+    """Papermill starts the notebook's own kernel: it must name one, for Python."""
+    metadata = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+    kernelspec = metadata.get("kernelspec")
+    if not isinstance(kernelspec, dict) or not isinstance(kernelspec.get("name"), str) or not kernelspec["name"]:
+        return NotebookError(path, "no kernelspec in the notebook's metadata (papermill cannot run it); "
+                             "open it in JupyterLab, choose the Python 3 kernel and save")
+    info = metadata.get("language_info")
+    language = kernelspec.get("language") or (info.get("name") if isinstance(info, dict) else None) or "python"
+    if not isinstance(language, str) or language.lower() != "python":
+        return NotebookError(path, f"kernel language is {language!r}; mlsm-nb runs Python notebooks")
+    return None
+
+
+def inspect_notebook(path: str | Path, *, check_git: bool = False) -> tuple[NotebookSpec | None, list[NotebookError]]:
+    """Read a notebook's declarations and every contract problem, without running it.
+
+    `check_git` also asks git whether the declared artifacts are tracked (lint and validate do).
+    """
     path = Path(path)
-    lint = _Linter(path)
+    lint = _Linter(path, check_git)
     try:
         nb = read_notebook(path)
     except NotebookError as exc:
         return None, [exc]
-    if not nb["cells"]:
+    if not isinstance(nb["cells"], list) or not nb["cells"]:
         return None, [NotebookError(path, "the notebook is empty (no cells)")]
-    language = (nb.get("metadata", {}).get("kernelspec", {}).get("language")
-                or nb.get("metadata", {}).get("language_info", {}).get("name") or "python")
-    if language.lower() != "python":
-        return None, [NotebookError(path, f"kernel language is {language!r}; mlsm-nb runs Python notebooks")]
+    problem = _kernel_problem(path, nb)
+    if problem:
+        return None, [problem]
     spec = NotebookSpec(path=path, cells=_collect_cells(nb, lint))
     _check_counts(spec, lint)
     for cell in spec.cells:

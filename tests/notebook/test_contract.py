@@ -49,7 +49,47 @@ BAD_CELLS = {
     "non_literal_version": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = str(1)\nstatus = "draft"'),
                             "cell 0 [version]: line 2: `version` must be a literal"),
     "code_in_version": (replace_cell(GOOD_CELLS, "version", 'import os\nname = "t"\nversion = "1"\nstatus = "draft"'),
-                        "cell 0 [version]: line 1: only `name`, `version`, `status` and `artifacts`"),
+                        "cell 0 [version]: line 1: only literal `name`, `version`, `status` and `artifacts` "
+                        "assignments belong in the version cell (`import os`); move other code to a `setup` cell"),
+    # Code where only literals belong (issue 15): every statement that is not a literal assignment.
+    "call_in_fields": (replace_cell(GOOD_CELLS, "fields", 'fields = {"x": "int"}\nimport os; os.system("id")'),
+                       "cell 1 [fields]: line 2: only `fields = {...}` (a literal dict) belong in the fields cell "
+                       "(`import os; os.system(\"id\")`); move other code to a `setup` cell"),
+    "decorator_in_fields": (replace_cell(GOOD_CELLS, "fields",
+                                         'fields = {"x": "int"}\n@print\ndef f():\n    pass'),
+                            "cell 1 [fields]: line 2: only `fields = {...}` (a literal dict) belong"),
+    "fields_reassigned": (replace_cell(GOOD_CELLS, "fields", 'fields = {"x": "int"}\nfields = {"y": "int"}'),
+                          "cell 1 [fields]: line 2: `fields` is assigned again (first at line 1); assign it once"),
+    "bare_expression_in_version": (replace_cell(GOOD_CELLS, "version",
+                                                'name = "tiny"\nversion = "1"\nstatus = "draft"\nprint("hi")'),
+                                   "cell 0 [version]: line 4: only literal `name`, `version`, `status` and "
+                                   "`artifacts` assignments belong in the version cell (`print(\"hi\")`)"),
+    "walrus_in_version": (replace_cell(GOOD_CELLS, "version",
+                                       'name = "tiny"\nversion = (v := "1")\nstatus = "draft"'),
+                          "cell 0 [version]: line 2: `version` must be a literal"),
+    "path_in_version": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "../../x"\nstatus = "draft"'),
+                        "cell 0 [version]: version '../../x' must be a string such as \"1.0.0\" "
+                        "(letters, digits, and . _ + - after the first character)"),
+    "nul_in_version": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "1\\x00"\nstatus = "draft"'),
+                       "cell 0 [version]: version '1\\x00' must be a string such as"),
+    "get_ipython_system": (replace_cell(GOOD_CELLS, "setup", 'get_ipython().system("id")'),
+                           "cell 2 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
+    "code_in_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = []\nopen("x", "w")'),
+                         "cell 5 [examples]: line 2: only `examples = [...]` (a literal list) belong"),
+    # Tag typos (issue 16): the cell that carries the unknown tag, and the tag meant.
+    "exmaples": ([(t if t != "examples" else "exmaples", *rest) for t, *rest in GOOD_CELLS],
+                 "cell 5 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
+    "setpu": ([(t if t != "setup" else "setpu", *rest) for t, *rest in GOOD_CELLS],
+              "cell 2 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?"),
+    "scroe": ([(t if t != "score" else "scroe", *rest) for t, *rest in GOOD_CELLS],
+              "cell 4 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?"),
+    "unrelated_tag": (GOOD_CELLS + [("plots", "1")],
+                      "cell 6 [plots]: tag `plots` is not a contract tag; the contract's tags are version, "
+                      "fields, parameters, setup, score, examples, models; rename or remove it"),
+    "missing_artifact": (replace_cell(GOOD_CELLS, "version",
+                                      'name = "tiny"\nversion = "1"\nstatus = "draft"\nartifacts = ["w.json"]'),
+                         "cell 0 [version]: artifact `w.json` is listed in `artifacts` but {folder}/w.json does not "
+                         "exist; run the cell that saves it, then commit the file beside the notebook"),
     "bad_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"input": {}}]'),
                      "cell 5 [examples]: examples must be a list like"),
     "summary_bad_models": ([("version", 'name = "s"\nversion = "1"\nstatus = "draft"'),
@@ -66,6 +106,7 @@ def test_bad_notebooks_give_one_line_naming_file_and_cell(name, make_notebook):
     result = lint(path)
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if "problem(s)" not in line]
+    message = message.replace("{folder}", str(path.parent))
     assert any(line.startswith(f"{path}:") and message in line for line in lines), result.output
 
 
@@ -143,3 +184,69 @@ def test_lint_is_safe_from_several_threads():
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_tool_tags_are_not_problems(make_notebook):
+    cells = GOOD_CELLS + [("nbval-skip", "1"), ("raises-exception", "1 / 0")]
+    assert inspect_notebook(make_notebook(cells=cells))[1] == []
+
+
+def _edit(path, change):
+    import json
+
+    nb = json.loads(path.read_text())
+    change(nb)
+    path.write_text(json.dumps(nb))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda nb: nb["cells"][2]["metadata"].update(tags=None),
+     "cell 2: metadata.tags must be a list of strings, got None; set the tags again in the property inspector"),
+    (lambda nb: nb["cells"][2]["metadata"].update(tags="setup"), "cell 2: metadata.tags must be a list of strings"),
+    (lambda nb: nb["metadata"].update(kernelspec="python3"), "no kernelspec in the notebook's metadata"),
+    (lambda nb: nb["metadata"].pop("kernelspec"),
+     "no kernelspec in the notebook's metadata (papermill cannot run it); open it in JupyterLab, "
+     "choose the Python 3 kernel and save"),
+    (lambda nb: nb.update(metadata=[]), "not a readable notebook"),
+], ids=["tags_null", "tags_string", "kernelspec_string", "no_kernelspec", "metadata_list"])
+def test_malformed_metadata_is_a_problem_not_a_crash(make_notebook, change, message):
+    path = _edit(make_notebook(), change)
+    result = lint(path)
+    assert result.exit_code == 1, result.output
+    assert f"{path}:{message}" in result.output or f"{path}: {message}" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_nbformat_v3_notebook_without_kernelspec_fails_lint(tmp_path):
+    import json
+
+    path = tmp_path / "old.ipynb"
+    path.write_text(json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {"name": "old"},
+                                "worksheets": [{"cells": [{"cell_type": "code", "input": "x = 1", "outputs": [],
+                                                           "language": "python", "metadata": {}}]}]}))
+    result = lint(path)
+    assert result.exit_code == 1 and f"{path}: no kernelspec" in result.output, result.output
+
+
+def test_lint_prints_problems_and_summary_on_stdout(make_notebook):
+    path = make_notebook(cells=replace_cell(GOOD_CELLS, "score", None))
+    done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "lint", str(path)], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr == ""
+    assert done.stdout.splitlines() == [
+        f"{path}: no cell tagged `score`; a model notebook needs exactly one",
+        "1 notebook(s) checked, 1 problem(s)"]
+
+
+def test_untracked_artifact_in_a_repository(tmp_path, make_notebook):
+    cells = replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "1"\nstatus = "draft"\nartifacts = ["w.json"]')
+    path = make_notebook(cells=cells)
+    (tmp_path / "w.json").write_text("{}")
+    assert lint(path).exit_code == 0  # not a repository: nothing to say
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    result = lint(path)
+    assert result.exit_code == 1
+    assert (f"{path}:cell 0 [version]: artifact `w.json` is not tracked by git, so Jenkins and everyone else "
+            f"lack it; `git add {tmp_path / 'w.json'}` and commit") in result.output
+    subprocess.run(["git", "add", "w.json"], cwd=tmp_path, check=True)
+    assert lint(path).exit_code == 0
