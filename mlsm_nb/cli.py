@@ -98,8 +98,10 @@ def lint(paths: tuple[str, ...]) -> None:
 @click.option("--commit", help="Commit SHA the notebooks were checked out at, recorded in the manifest.")
 @click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also register the models in MongoDB.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a production cell may run while extracting.")
 @handle_errors
-def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db) -> None:
+def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db, timeout) -> None:
     """Extract notebooks into a bundle of Python modules with a manifest."""
     from .notebook.extract import extract_bundle
     from .notebook.gitflow import forced_status
@@ -109,7 +111,8 @@ def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db) -> No
     origin = {k: v for k, v in {"repository": redact_text(repo_url) if repo_url else None, "branch": branch,
                                 "commit": commit}.items() if v}
     store = _connect_store(mongo_uri, mongo_db)
-    manifest = extract_bundle(paths, out_dir, status_override=status, status_reason=reason, provenance=origin)
+    manifest = extract_bundle(paths, out_dir, status_override=status, status_reason=reason, provenance=origin,
+                              timeout=timeout)
     if store:
         store.register_models([{**entry, **origin} for entry in manifest["models"]], event="extracted")
     for entry in manifest["models"]:

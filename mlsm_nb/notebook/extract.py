@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,18 +70,43 @@ def _run_source(source: str, filename: str, namespace: dict) -> None:
     exec(code, namespace)  # noqa: S102 - running the model's code is the point
 
 
+class _CellTimeout(BaseException):
+    """Raised inside a production cell when its time is up (BaseException: `except Exception` cannot swallow it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Interrupt the code inside after `seconds` (SIGALRM: only in the main thread; elsewhere no limit)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _CellTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _new_namespace(spec_name: str, version: str, filename: str) -> dict:
     module = types.ModuleType(f"mlsm_model_{spec_name}_{version}".replace(".", "_").replace("-", "_"))
     module.__file__ = filename
     return module.__dict__
 
 
-def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = None) -> dict:
+def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = None,
+                             timeout: float | None = None) -> dict:
     """Run the production cells of a linted notebook; returns the namespace.
 
     `parameters` override the `parameters` cell's defaults (set right after
-    it, or first when there is none), as papermill does. A cell that raises
-    becomes a NotebookError naming the cell, tag and line.
+    it, or first when there is none), as papermill does. A cell that raises,
+    or runs longer than `timeout` seconds, becomes a NotebookError naming the
+    cell, tag and line.
     """
     namespace = _new_namespace(spec.name, spec.version, str(spec.path))
     if spec.cell("parameters") is None:
@@ -89,7 +115,11 @@ def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = No
         for cell in spec.cells:
             filename = f"{spec.path}:cell {cell.index} [{cell.tag}]"
             try:
-                _run_source(cell.source, filename, namespace)
+                with time_limit(timeout):
+                    _run_source(cell.source, filename, namespace)
+            except _CellTimeout:
+                raise NotebookError(spec.path, f"did not finish within {timeout:g} s (a loop that never ends? "
+                                    "a slow download?); give it longer with --timeout", cell.index, cell.tag) from None
             except Exception as exc:  # noqa: BLE001 - any failure of the notebook's code
                 line = _failure_line(exc, filename)
                 where = f" at line {line}" if line else ""
@@ -125,19 +155,20 @@ def _provenance(spec: NotebookSpec) -> dict:
     }
 
 
-def load_notebook(path: str | Path, parameters: Mapping | None = None) -> Model:
+def load_notebook(path: str | Path, parameters: Mapping | None = None, timeout: float | None = None) -> Model:
     """Lint a notebook, run its production cells and return its Model or SummaryModel.
 
     The object carries `provenance`: source path, sha256 of the production
     cells (and artifacts), git commit of the file, extraction time.
-    `parameters` override the notebook's `parameters` cell. Raises
-    NotebookError naming the file, cell and tag on any problem.
+    `parameters` override the notebook's `parameters` cell; `timeout`
+    bounds each cell (in the main thread). Raises NotebookError naming the
+    file, cell and tag on any problem.
     """
-    return _load_spec(lint_notebook(path), parameters)
+    return _load_spec(lint_notebook(path), parameters, timeout)
 
 
-def _load_spec(spec: NotebookSpec, parameters: Mapping | None = None) -> Model:
-    namespace = execute_production_cells(spec, parameters)
+def _load_spec(spec: NotebookSpec, parameters: Mapping | None = None, timeout: float | None = None) -> Model:
+    namespace = execute_production_cells(spec, parameters, timeout)
     return build_model(declarations(spec), namespace, _provenance(spec))
 
 
@@ -151,13 +182,15 @@ def _module_text(spec: NotebookSpec, provenance: Mapping) -> str:
 
 
 def extract_bundle(paths: Iterable, out_dir: str | Path, *, status_override: str | None = None,
-                   status_reason: str | None = None, provenance: Mapping | None = None) -> dict:
+                   status_reason: str | None = None, provenance: Mapping | None = None,
+                   timeout: float | None = None) -> dict:
     """Extract every notebook under `paths` into a bundle at `out_dir`; returns the manifest.
 
     Each notebook is linted and its production cells executed first, so a bad
     notebook raises before anything is written; the bundle is assembled in a
     temporary folder and moved into place whole. `status_override` (e.g. "draft"
     on a develop branch) replaces every notebook's status, with `status_reason`.
+    `timeout` bounds each production cell's run, in seconds.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -172,7 +205,7 @@ def extract_bundle(paths: Iterable, out_dir: str | Path, *, status_override: str
     staging = Path(tempfile.mkdtemp(prefix=".mlsm-bundle-", dir=out_dir.parent))
     try:
         for spec in specs:
-            model = _load_spec(spec)
+            model = _load_spec(spec, timeout=timeout)
             if model.key in seen:
                 raise BundleError(f"{spec.path}: model {spec.name} {spec.version} is also defined in {seen[model.key]}")
             seen[model.key] = spec.path

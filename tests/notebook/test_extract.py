@@ -1,6 +1,7 @@
 import json
 import math
 import subprocess
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -156,3 +157,25 @@ def test_extract_refuses_a_non_empty_output(tmp_path):
     (tmp_path / "b" / "keep.txt").write_text("x")
     with pytest.raises(BundleError, match="not empty"):
         extract_bundle([NOTEBOOKS], tmp_path / "b")
+
+
+def test_extract_ends_a_hanging_cell_at_the_timeout(tmp_path, make_notebook):
+    path = make_notebook(cells=replace_cell(GOOD_CELLS, "setup", "FACTOR = 2\nwhile True:\n    pass"))
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["extract", str(path), "--out", str(tmp_path / "b"), "--timeout", "1"])
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"error: {path}:cell 2 [setup]: did not finish within 1 s (a loop that never "
+                                     "ends? a slow download?); give it longer with --timeout")
+    assert not (tmp_path / "b").exists()
+
+
+def test_extract_never_runs_a_non_literal_fields_cell(tmp_path, make_notebook):
+    marker = tmp_path / "ran"
+    path = make_notebook(cells=replace_cell(GOOD_CELLS, "fields",
+                                            f'fields = {{"x": "int"}}\nopen({str(marker)!r}, "w").close()'))
+    result = CliRunner().invoke(main, ["extract", str(path), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "only `fields = {...}` (a literal dict) belong" in result.output
+    with pytest.raises(NotebookError):
+        load_notebook(path)
+    assert not marker.exists()
