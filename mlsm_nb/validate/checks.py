@@ -176,14 +176,18 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
                        time.perf_counter() - started)
 
 
-def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]) -> list[dict]:
+def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]) -> tuple[list[dict], list[dict]]:
+    """(examples, generated inputs) that the model scores without an error."""
+    examples = [{"data": e["data"], "results": e.get("results", {})} for e in spec.examples]
     if spec.kind == "summary":
-        return summary_cases(model, dependencies, count=30)
-    cases = []
-    for data in generate_inputs(model.specs, random_count=40, seed=3):
-        if "_error" not in model.execute(data, {})[model.name][model.version]:
-            cases.append({"data": data, "results": {}})
-    return cases
+        generated = summary_cases(model, dependencies, count=30)
+    else:
+        generated = [{"data": data, "results": {}} for data in generate_inputs(model.specs, random_count=40, seed=3)]
+
+    def scores(case):
+        return "_error" not in model.execute(case["data"], dict(case["results"]))[model.name][model.version]
+
+    return [c for c in examples if scores(c)], [c for c in generated if scores(c)]
 
 
 def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model] = (),
@@ -193,7 +197,12 @@ def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]
 
     started = time.perf_counter()
     name = str(spec.path)
-    cases = _parity_cases(spec, model, dependencies)
+    examples, generated = _parity_cases(spec, model, dependencies)
+    cases = examples + generated
+    if not cases:
+        return CheckResult(name, "parity", "failed", "nothing to compare: every example and generated input "
+                           "gave an error (see robustness and examples), so the notebook and the extracted model "
+                           "could not be compared", time.perf_counter() - started)
     try:
         in_kernel = score_in_kernel(spec, cases, timeout=timeout)
     except MlsmError as exc:
@@ -213,7 +222,8 @@ def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]
     if frame_problem:
         return CheckResult(name, "parity", "failed", frame_problem, seconds)
     note = "; score_frame agrees with score" if spec.has_score_frame else ""
-    return CheckResult(name, "parity", "passed", f"{len(cases)} inputs identical in a kernel{note}", seconds,
+    return CheckResult(name, "parity", "passed", f"{len(cases)} inputs identical in a kernel "
+                       f"({len(examples)} example(s), {len(generated)} generated){note}", seconds,
                        {"kernel_seconds": round(kernel_seconds, 3)})
 
 
@@ -247,7 +257,8 @@ def _frame_disagreement(model: Model, datas: Sequence[Mapping]) -> str | None:
     return None
 
 
-def dependency_models(spec: NotebookSpec, candidates: Sequence[Path]) -> tuple[list[Model], str | None]:
+def dependency_models(spec: NotebookSpec, candidates: Sequence[Path],
+                      timeout: float | None = None) -> tuple[list[Model], str | None]:
     """The models a summary names, loaded from `candidates` (paths given and its own folder).
 
     Returns (models, problem): problem names what is missing.
@@ -265,4 +276,4 @@ def dependency_models(spec: NotebookSpec, candidates: Sequence[Path]) -> tuple[l
     if missing:
         return [], ("summary names " + ", ".join(f"{n} {v}" for n, v in missing)
                     + ", not found among the notebooks given or in its folder")
-    return [load_notebook(found[m["name"], m["version"]]) for m in spec.models], None
+    return [load_notebook(found[m["name"], m["version"]], timeout=timeout) for m in spec.models], None

@@ -1,16 +1,21 @@
 """`mlsm-nb validate`: lint, nbval, robustness, examples and parity for each notebook.
 
-Per notebook: lint first (stop there if it fails); nbval re-executes the whole
-notebook in a fresh kernel through pytest and compares outputs with the stored
-ones; the model checks (see `checks`) run in a child process so that a notebook
-that hangs or crashes while being extracted ends at the time limit instead of
-taking the validator with it. Notebooks validate in parallel.
+Per notebook: lint first (stop there if it fails); then everything runs in a
+scratch copy of the notebook's folder, so validation never changes the
+author's files: nbval re-executes the whole notebook in a fresh kernel through
+pytest and compares outputs with the stored ones (its verdicts are rewritten
+for people by `nbval_verdicts`); the model checks (see `checks`) run in a
+child process so that a notebook that hangs or crashes while being extracted
+ends at the time limit instead of taking the validator with it. Notebooks
+validate in parallel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,8 +25,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nbformat
+
 from .checks import CheckResult
-from ..notebook.contract import find_notebooks, inspect_notebook
+from .nbval_verdicts import VERDICTS_ENV, plain
+from ..notebook.contract import NotebookSpec, find_notebooks, inspect_notebook
 
 CHECKS = ("lint", "nbval", "robustness", "examples", "parity")
 MODEL_CHECKS = ("robustness", "examples", "parity")
@@ -32,22 +40,23 @@ def _skipped(name: str, checks: Sequence[str], why: str) -> list[CheckResult]:
     return [CheckResult(name, check, "skipped", why) for check in checks]
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def _tail(text: str, lines: int = 6) -> str:
-    kept = [line for line in _ANSI.sub("", text).strip().splitlines() if line.strip()]
+    kept = [line for line in plain(text).strip().splitlines() if line.strip()]
     return " | ".join(kept[-lines:])
 
 
 def run_nbval(path: Path, *, lax: bool, timeout: float, sanitize: Path | None) -> CheckResult:
-    """Re-execute the notebook with nbval (pytest plugin) and compare outputs with the stored ones."""
+    """Re-execute the notebook with nbval (pytest plugin) and compare outputs with the stored ones.
+
+    Run it on a scratch copy (see `validate_notebook`): the notebook's cells may write files.
+    """
     started = time.perf_counter()
     name = str(path)
     with tempfile.TemporaryDirectory(prefix="mlsm-nbval-") as tmp:
-        report = Path(tmp) / "nbval.xml"
+        report, verdicts = Path(tmp) / "nbval.xml", Path(tmp) / "verdicts.jsonl"
         command = [sys.executable, "-m", "pytest", "-q", "-c", str(Path(tmp) / "pytest.ini"),
                    "--rootdir", str(path.parent.resolve()), "-p", "no:cacheprovider",
+                   "-p", "mlsm_nb.validate.nbval_verdicts", "--color=no",
                    "--nbval-lax" if lax else "--nbval", "--nbval-current-env",
                    f"--nbval-cell-timeout={timeout}", "--junitxml", str(report), str(path.resolve())]
         if sanitize:
@@ -55,7 +64,7 @@ def run_nbval(path: Path, *, lax: bool, timeout: float, sanitize: Path | None) -
         (Path(tmp) / "pytest.ini").write_text("[pytest]\n")
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 4 + 60,
-                                  cwd=path.parent.resolve())
+                                  cwd=path.parent.resolve(), env={**os.environ, VERDICTS_ENV: str(verdicts)})
         except subprocess.TimeoutExpired:
             return CheckResult(name, "nbval", "failed", f"did not finish within {timeout * 4 + 60:.0f} s",
                                time.perf_counter() - started)
@@ -63,48 +72,64 @@ def run_nbval(path: Path, *, lax: bool, timeout: float, sanitize: Path | None) -
         if done.returncode == 0:
             cells = _nbval_cases(report)
             return CheckResult(name, "nbval", "passed", f"{len(cells)} cell(s) reproduced", seconds)
-        failures = [c for c in _nbval_cases(report) if c[1]]
-        if failures:
-            cell, message = failures[0]
-            more = f" (and {len(failures) - 1} more cell(s))" if len(failures) > 1 else ""
-            return CheckResult(name, "nbval", "failed", f"{_cell_label(path, cell)}: {message}{more}", seconds)
+        found = [json.loads(line) for line in verdicts.read_text().splitlines()] if verdicts.is_file() else []
+        if found:
+            more = f" (and {len(found) - 1} more cell(s))" if len(found) > 1 else ""
+            return CheckResult(name, "nbval", "failed", _say_verdict(path, found[0]) + more, seconds)
         return CheckResult(name, "nbval", "failed", f"pytest --nbval exited {done.returncode}: "
                            f"{_tail(done.stdout + done.stderr)}", seconds)
 
 
-def _nbval_cases(report: Path) -> list[tuple[str, str]]:
-    """(test name, failure text or "") of each nbval test case in pytest's JUnit report."""
+def _nbval_cases(report: Path) -> list[str]:
+    """The names of the nbval test cases in pytest's JUnit report (one per code cell)."""
     if not report.is_file():
         return []
-    cases = []
-    for case in ET.parse(report).getroot().iter("testcase"):
-        problem = case.find("failure")
-        if problem is None:
-            problem = case.find("error")
-        text = "" if problem is None else _tail(problem.get("message", "") + "\n" + (problem.text or ""), 4)
-        cases.append((case.get("name", ""), text))
-    return cases
+    return [case.get("name", "") for case in ET.parse(report).getroot().iter("testcase")]
 
 
-def _cell_label(path: Path, test_name: str) -> str:
-    """nbval names tests "Cell N" (N: the cell's index in the notebook); add its tag."""
-    try:
-        index = int(test_name.rsplit(" ", 1)[-1])
-    except ValueError:
-        return test_name
+def _say_verdict(path: Path, verdict: dict) -> str:
+    """One nbval verdict for people: the notebook's cell index and tag, and what happened."""
+    where = _cell_label(path, verdict["cell_num"])
+    kind = verdict["kind"]
+    if kind == "raised":
+        line = f" at line {verdict['line']}" if verdict.get("line") else ""
+        return f"{where} raised{line}: {verdict['error']}"
+    if kind == "timeout":
+        return (f"{where} did not finish within {verdict['seconds']:g} s; make it faster or give it longer "
+                "with --timeout")
+    if kind == "differs":
+        return (f"{where}: the output differs from the saved one: expected {_quote(verdict['expected'])}, "
+                f"got {_quote(verdict['actual'])}; re-run all cells and save, or mark an unstable output "
+                "with # NBVAL_IGNORE_OUTPUT")
+    return f"{where}: {verdict['message']}"
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    text = text.rstrip("\n")
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _cell_label(path: Path, code_cell: int) -> str:
+    """nbval numbers code cells only; name the cell by its index in the notebook, and its tag."""
+    cells = nbformat.read(path, as_version=4).cells
+    code = [index for index, cell in enumerate(cells) if cell.cell_type == "code"]
+    if not 0 <= code_cell < len(code):
+        return f"code cell {code_cell}"
+    index = code[code_cell]
     spec, _ = inspect_notebook(path)
     tag = next((c.tag for c in spec.cells if c.index == index), None) if spec else None
-    return f"cell {index}" + (f" [{tag}]" if tag else " (authoring)")
+    return f"cell {index}" + (f" [{tag}]" if tag else " (untagged)")
 
 
 def _model_checks(path: Path, candidates: Sequence[Path], timeout: float) -> list[CheckResult]:
-    """Run the model checks in a child process, bounded in time."""
+    """Run the model checks in a child process (working directory: the notebook's folder), bounded in time."""
     name = str(path)
     command = [sys.executable, "-m", "mlsm_nb.validate.pipeline", "--worker", str(path), str(timeout),
                *map(str, candidates)]
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 3 + 30)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 3 + 30,
+                              cwd=path.parent)
     except subprocess.TimeoutExpired:
         return [CheckResult(name, check, "failed", f"timed out after {timeout * 3 + 30:.0f} s "
                             "(a production cell or score that never returns?)", time.perf_counter() - started)
@@ -127,13 +152,13 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
     spec = lint_notebook(path)
     started = time.perf_counter()
     try:
-        model = load_notebook(path)
+        model = load_notebook(path, timeout=timeout)
     except MlsmError as exc:
         return [CheckResult(name, check, "failed", f"extraction failed: {exc}", time.perf_counter() - started)
                 for check in MODEL_CHECKS]
     dependencies: list = []
     if spec.kind == "summary":
-        dependencies, problem = dependency_models(spec, candidates)
+        dependencies, problem = dependency_models(spec, candidates, timeout=timeout)
         if problem:
             failed = CheckResult(name, "robustness", "failed", problem)
             return [failed, check_examples(spec, model), CheckResult(name, "parity", "failed", problem)]
@@ -141,23 +166,65 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
             check_parity(spec, model, dependencies, timeout=timeout)]
 
 
+@contextlib.contextmanager
+def scratch_copy(path: Path):
+    """A copy of the notebook's folder in a temporary directory; yields the copied notebook's path."""
+    with tempfile.TemporaryDirectory(prefix="mlsm-validate-") as tmp:
+        folder = Path(tmp) / (path.parent.resolve().name or "notebook")
+        shutil.copytree(path.parent, folder, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", ".ipynb_checkpoints", "__pycache__", ".hypothesis"))
+        yield folder / path.name
+
+
+def _relocated(results: list[CheckResult], copy: Path, path: Path) -> list[CheckResult]:
+    """Results about the scratch copy, told about the author's notebook."""
+    for result in results:
+        result.notebook = str(path)
+        result.message = result.message.replace(str(copy.parent.resolve()), str(path.parent)).replace(
+            str(copy.parent), str(path.parent))
+    return results
+
+
+def _missing_artifacts_verdict(spec: NotebookSpec, copy: Path) -> str:
+    made = [a for a in spec.missing_artifacts if (copy.parent / a).is_file()]
+    unmade = [a for a in spec.missing_artifacts if a not in made]
+    said = []
+    if made:
+        said.append(f"the notebook's untagged cells create {', '.join(made)} when run (validate ran them in a "
+                    "scratch copy; your folder is unchanged): run them, then commit the file(s) beside the notebook")
+    if unmade:
+        said.append(f"no cell of the notebook creates {', '.join(unmade)}")
+    return "; ".join(said)
+
+
 def validate_notebook(path: Path, candidates: Sequence[Path] = (), *, lax: bool = False, timeout: float = 600,
                       sanitize: Path | None = DEFAULT_SANITIZE, nbval: bool = True) -> list[CheckResult]:
     """Every check on one notebook, in order; later checks are skipped when lint fails.
 
+    The notebook runs in a scratch copy of its folder: its folder is never changed.
     `nbval=False` leaves out re-executing the whole notebook (what `check()` does by default).
     """
+    path = Path(path)
     name = str(path)
     started = time.perf_counter()
-    _, problems = inspect_notebook(path)
-    if problems:
-        lint = CheckResult(name, "lint", "failed", "; ".join(str(p) for p in problems), time.perf_counter() - started)
+    spec, problems = inspect_notebook(path, check_git=True)
+    lint = CheckResult(name, "lint", "failed" if problems else "passed",
+                       "; ".join(str(p) for p in problems) or "contract holds", time.perf_counter() - started)
+    only_missing_artifacts = bool(problems) and spec is not None and len(problems) == len(spec.missing_artifacts)
+    if problems and not only_missing_artifacts:
         return [lint, *_skipped(name, CHECKS[1:], "lint failed")]
-    lint = CheckResult(name, "lint", "passed", "contract holds", time.perf_counter() - started)
-    siblings = [p for p in sorted(path.parent.glob("*.ipynb")) if p != path]
-    reproduced = (run_nbval(path, lax=lax, timeout=timeout, sanitize=sanitize) if nbval else
-                  CheckResult(name, "nbval", "skipped", "not re-executed (check(full=True) does)"))
-    return [lint, reproduced, *_model_checks(path, [*candidates, *siblings], timeout)]
+    with scratch_copy(path) as copy:
+        reproduced = (run_nbval(copy, lax=lax, timeout=timeout, sanitize=sanitize) if nbval else
+                      CheckResult(name, "nbval", "skipped", "not re-executed (check(full=True) does)"))
+        if only_missing_artifacts:
+            found = _missing_artifacts_verdict(spec, copy) if nbval else ""
+            lint.message += f"; {found}" if found else ""
+            return [lint, *_relocated([reproduced], copy, path), *_skipped(name, MODEL_CHECKS, "lint failed")]
+        here = path.parent.resolve()
+        others = [c for c in candidates if Path(c).parent.resolve() != here]
+        siblings = [p for p in sorted(copy.parent.glob("*.ipynb")) if p != copy]
+        checked = _model_checks(copy, [*others, *siblings], timeout)
+        return [lint, *_relocated([reproduced, *checked], copy, path)]
 
 
 def validate(paths: Sequence, *, lax: bool = False, timeout: float = 600, workers: int | None = None,

@@ -42,7 +42,7 @@ def lead_cells(score_source, examples_source=None):
 
 
 BAD = {
-    "stale_output": (GOOD_CELLS + [(None, "print(1 + 1)", "3\n")], "nbval", "cell 6 (authoring)"),
+    "stale_output": (GOOD_CELLS + [(None, "print(1 + 1)", "3\n")], "nbval", "cell 6 (untagged)"),
     "zero_company_size": (lead_cells("def score(data, results):\n    return {'score': 100 / data['company_size']}"),
                           "robustness", "score_raised: ZeroDivisionError: division by zero on input"),
     "empty_job_title": (lead_cells("def score(data, results):\n    return {'score': float(data['job_title'][0] == 'V')}"),
@@ -59,7 +59,7 @@ BAD = {
                                ("models", 'models = [{"name": "tiny", "version": "9.9"}]'),
                                ("score", "def score(data, results):\n    return {}")],
                               "robustness", "summary names tiny 9.9, not found among the notebooks given or in its folder"),
-    "loops_forever": (GOOD_CELLS + [(None, "while True:\n    pass")], "nbval", "cell 6 (authoring)"),
+    "loops_forever": (GOOD_CELLS + [(None, "while True:\n    pass")], "nbval", "cell 6 (untagged)"),
 }
 
 

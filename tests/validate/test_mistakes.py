@@ -1,0 +1,122 @@
+"""A data scientist's ordinary mistakes, and the exact line each tool shows for them (lint, validate, JUnit)."""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+from junitparser import Failure, JUnitXml
+
+from conftest import GOOD_CELLS
+from mlsm_nb.cli import main
+
+TRAIN = 'import json\nwith open("weights.json", "w") as f:\n    json.dump({"factor": 2}, f)'
+LOAD = 'import json\nwith open("weights.json") as f:\n    FACTOR = json.load(f)["factor"]'
+
+
+def authored(path: Path, cells) -> Path:
+    """A notebook as JupyterLab saves one: a markdown heading before each code cell, outputs stored.
+
+    `cells`: (tag or None, source[, stored stdout]); code cell k sits at notebook index 2k + 1.
+    """
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for count, (tag, source, *stdout) in enumerate(cells, 1):
+        nb.cells.append(nbformat.v4.new_markdown_cell(f"## step {count}"))
+        cell = nbformat.v4.new_code_cell(source, execution_count=count)
+        if tag:
+            cell.metadata["tags"] = [tag]
+        if stdout:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stdout[0])]
+        nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def retag(cells, old, new):
+    return [(new if tag == old else tag, *rest) for tag, *rest in cells]
+
+
+def with_version(artifacts):
+    return [("version", f'name = "tiny"\nversion = "1.0"\nstatus = "draft"\nartifacts = {artifacts!r}'),
+            *GOOD_CELLS[1:]]
+
+
+# name -> (cells, check that fails, the exact message; {path} and {folder} filled in)
+MISTAKES = {
+    "typo_examples": (retag(GOOD_CELLS, "examples", "exmaples"), "lint",
+                      "{path}:cell 11 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
+    "typo_setup": (retag(GOOD_CELLS, "setup", "setpu"), "lint",
+                   "{path}:cell 5 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?"),
+    "typo_score": (retag(GOOD_CELLS, "score", "scroe"), "lint",
+                   "{path}:cell 9 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?; "
+                   "{path}: no cell tagged `score`; a model notebook needs exactly one"),
+    "artifact_not_saved": ([*with_version(["weights.json"])[:2], (None, TRAIN), ("setup", LOAD),
+                            *GOOD_CELLS[4:]], "lint",
+                           "{path}:cell 1 [version]: artifact `weights.json` is listed in `artifacts` but "
+                           "{folder}/weights.json does not exist; run the cell that saves it, then commit the file "
+                           "beside the notebook; the notebook's untagged cells create weights.json when run "
+                           "(validate ran them in a scratch copy; your folder is unchanged): run them, then commit "
+                           "the file(s) beside the notebook"),
+    "setup_raises": ([*GOOD_CELLS[:2], ("setup", "FACTOR = 2\nLOG = math.log(FACTOR)"), *GOOD_CELLS[3:]], "nbval",
+                     "cell 5 [setup] raised at line 2: NameError: name 'math' is not defined"),
+    "stale_output": ([*GOOD_CELLS, (None, "print(1 + 1)", "3\n")], "nbval",
+                     "cell 13 (untagged): the output differs from the saved one: expected '3', got '2'; re-run "
+                     "all cells and save, or mark an unstable output with # NBVAL_IGNORE_OUTPUT"),
+}
+
+
+def tree_digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_each_mistake_gives_one_plain_line_in_validate_and_junit_and_the_folder_is_untouched(tmp_path):
+    folder, work = tmp_path / "models", tmp_path / "work"
+    work.mkdir()
+    paths = {name: authored(folder / f"{name}.ipynb", cells) for name, (cells, _, _) in MISTAKES.items()}
+    before = tree_digest(folder)
+    report = tmp_path / "validate.xml"
+    done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "validate", str(folder), "--junit", str(report),
+                           "--timeout", "60"], cwd=work, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert tree_digest(folder) == before  # nothing written, nothing changed beside the notebooks
+    assert not (folder / "weights.json").exists()
+    assert list(work.iterdir()) == []  # no .hypothesis/ or anything else where validate was started
+    assert "\x1b" not in done.stdout + done.stderr + report.read_text()
+    cases = {(case.classname, case.name): case for suite in JUnitXml.fromfile(str(report)) for case in suite}
+    for name, (_, check, message) in MISTAKES.items():
+        path = paths[name]
+        expected = message.format(path=path, folder=folder)
+        assert f"error: {path}: {check}: {expected}" in done.stderr.splitlines(), (name, done.stderr)
+        failures = [r for r in cases[str(path), check].result if isinstance(r, Failure)]
+        assert failures and failures[0].message == expected, (name, failures)
+        assert any(line.startswith(f"  FAIL {check}") and line.endswith(expected) for line in done.stdout.splitlines())
+
+
+def test_lint_names_the_cell_of_each_tag_typo(tmp_path):
+    for name in ("typo_examples", "typo_setup", "typo_score"):
+        cells, _, message = MISTAKES[name]
+        path = authored(tmp_path / f"{name}.ipynb", cells)
+        result = CliRunner().invoke(main, ["lint", str(path)])
+        assert result.exit_code == 1
+        assert result.output.splitlines()[0] == message.format(path=path).split(f"; {path}")[0]
+
+
+def test_parity_over_nothing_is_a_failure(tmp_path):
+    from mlsm_nb.notebook.contract import lint_notebook
+    from mlsm_nb.notebook.extract import load_notebook
+    from mlsm_nb.validate.checks import check_parity
+
+    cells = [*GOOD_CELLS[:4], ("score", "def score(data, results):\n    return None")]
+    path = authored(tmp_path / "broken.ipynb", cells)
+    result = check_parity(lint_notebook(path), load_notebook(path))
+    assert result.status == "failed"
+    assert result.message == ("nothing to compare: every example and generated input gave an error (see "
+                              "robustness and examples), so the notebook and the extracted model could not be "
+                              "compared")
