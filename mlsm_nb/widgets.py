@@ -60,37 +60,56 @@ def _resolve(target) -> Model:
     return load_notebook(target)
 
 
-class FieldInput:
-    """The widget(s) for one field: the value, a "None" toggle, and "leave out" for optional fields."""
+def _hint(spec: FieldSpec) -> str:
+    """The field's limits in words, shown beside its box (the box itself never clamps a value)."""
+    parts = []
+    if spec.min is not None:
+        parts.append(f"min {spec.min:g}")
+    if spec.max is not None:
+        parts.append(f"max {spec.max:g}")
+    if spec.allowed:
+        parts.append("one of " + ", ".join(map(str, spec.allowed)))
+    if spec.nullable:
+        parts.append("may be None")
+    return "; ".join(parts)
 
-    def __init__(self, spec: FieldSpec, prefix: str = ""):
+
+class FieldInput:
+    """The widget(s) for one field: the value, a "None" toggle, and "leave out" for optional fields.
+
+    Values outside `min`/`max` or `allowed` are accepted as typed, so Score shows the error
+    production would give for them.
+    """
+
+    def __init__(self, spec: FieldSpec, used_by: Sequence[str] = ()):
         import ipywidgets as w
 
         self.spec = spec
-        label = f"{prefix}{spec.name}"
         style = {"description_width": "170px"}
-        if spec.allowed:
-            self.value = w.Dropdown(options=list(spec.allowed), description=label, style=style)
+        if spec.allowed and spec.type == "str":
+            self.value = w.Combobox(options=[str(a) for a in spec.allowed], ensure_option=False,
+                                    value=str(spec.allowed[0]), description=spec.name, style=style)
         elif spec.type == "bool":
-            self.value = w.Checkbox(description=label, indent=False)
+            self.value = w.Checkbox(description=spec.name, indent=False)
         elif spec.type == "str":
-            self.value = w.Text(description=label, style=style)
+            self.value = w.Text(description=spec.name, style=style)
         else:
             number = w.IntText if spec.type == "int" else w.FloatText
-            bounded = w.BoundedIntText if spec.type == "int" else w.BoundedFloatText
-            if spec.min is not None or spec.max is not None:
-                self.value = bounded(description=label, style=style,
-                                     min=spec.min if spec.min is not None else -1e18,
-                                     max=spec.max if spec.max is not None else 1e18)
-            else:
-                self.value = number(description=label, style=style)
+            self.value = number(description=spec.name, style=style)
         self.value.add_class(f"mlsm-field-{spec.name}")
         self.missing = w.Checkbox(description=_MISSING_LABEL, indent=False, value=False) if not spec.required else None
         # "None" on every field, nullable or not: trying what a missing value does is the point.
         self.null = w.Checkbox(description="None", indent=False, value=False)
         self.null.add_class(f"mlsm-none-{spec.name}")
+        notes = [_hint(spec)] + ([f"read by {', '.join(used_by)}"] if used_by else [])
+        note = w.HTML(f"<span style='color:#666'>{html.escape(' · '.join(n for n in notes if n))}</span>")
+        note.add_class(f"mlsm-hint-{spec.name}")
         extras = [x for x in (self.missing, self.null) if x is not None]
-        self.box = w.HBox([self.value, *extras])
+        self.box = w.HBox([self.value, *extras, note])
+
+    def controls(self) -> list:
+        """The widgets whose change makes a shown result stale."""
+        return [x for x in (self.value, self.missing, self.null) if x is not None]
 
     def read(self, into: dict) -> None:
         if self.missing is not None and self.missing.value:
@@ -104,62 +123,83 @@ class FieldInput:
             return
         self.null.value = value is None
         if value is not None:
-            self.value.value = value
+            self.value.value = str(value) if self.spec.allowed and self.spec.type == "str" else value
 
 
 _ABSENT = object()
+_PROMPT = "<i>fill in the fields and press Score</i>"
 
 
 class TryOut:
-    """The try-out panel: one input per field, Score and Random lead buttons, the result."""
+    """The try-out panel: one input per field, Score and Random lead buttons, the result.
+
+    A summary's form asks each field of the models it needs once (records carry one value per
+    field, whichever models read it).
+    """
 
     def __init__(self, model: Model, dependencies: Sequence[Model] = ()):
         import ipywidgets as w
 
         self.model = model
         self.dependencies = list(dependencies)
-        sources = [(m, f"{m.name} · ") for m in self.dependencies] if model.kind == "summary" else []
-        sources.append((model, ""))
-        self.inputs: list[tuple[Model, list[FieldInput]]] = [
-            (m, [FieldInput(spec, prefix) for spec in m.specs]) for m, prefix in sources]
+        readers: dict[str, list[str]] = {}
+        specs: dict[str, FieldSpec] = {}
+        for source in self.models:
+            for spec in source.specs:
+                specs.setdefault(spec.name, spec)
+                readers.setdefault(spec.name, []).append(source.name)
+        shared = model.kind == "summary"
+        self.fields: dict[str, FieldInput] = {
+            name: FieldInput(spec, readers[name] if shared else ()) for name, spec in specs.items()}
         self.score_button = w.Button(description="Score", button_style="primary", icon="play")
         self.random_button = w.Button(description="Random lead", icon="random")
-        self.output = w.HTML(value="<i>fill in the fields and press Score</i>")
+        self.output = w.HTML(value=_PROMPT)
         self.output.add_class("mlsm-result")
         self.score_button.on_click(lambda _: self.score())
         self.random_button.on_click(lambda _: self.randomise())
+        for field_input in self.fields.values():
+            for control in field_input.controls():
+                control.observe(self._stale, names="value")
         self._seed = 0
-        rows = [fi.box for _, fields in self.inputs for fi in fields]
         title = w.HTML(f"<b>Try {html.escape(model.name)} {html.escape(model.version)}</b> "
                        f"<span style='color:#666'>({html.escape(model.kind)})</span>")
+        rows = [fi.box for fi in self.fields.values()]
         self.widget = w.VBox([title, *rows, w.HBox([self.score_button, self.random_button]), self.output])
         self.widget.add_class("mlsm-tryout")
+
+    @property
+    def models(self) -> list[Model]:
+        """The models Score runs, in order: a summary's dependencies, then the model itself."""
+        return [*self.dependencies, self.model] if self.model.kind == "summary" else [self.model]
+
+    def _stale(self, change) -> None:
+        if self.output.value != _PROMPT:
+            self.output.value = "<i class='mlsm-stale'>inputs changed: press Score</i>"
 
     def data(self) -> dict:
         """The form's values as one flat data dict (every model reads its own fields)."""
         data: dict = {}
-        for _, fields in self.inputs:
-            for field_input in fields:
-                field_input.read(data)
+        for field_input in self.fields.values():
+            field_input.read(data)
         return data
 
     def score(self) -> dict:
         """Run the models the panel shows on the form's values; show and return the entry."""
         data, results = self.data(), {}
-        for model in [*self.dependencies, self.model] if self.model.kind == "summary" else [self.model]:
+        for model in self.models:
             model.execute(data, results)
         entry = results[self.model.name][self.model.version]
         self.output.value = render_entry(entry)
         return entry
 
     def randomise(self) -> None:
-        """Fill the form with a generated legal lead."""
+        """Fill the form with a generated legal lead (the old result is cleared)."""
         self._seed += 1
-        for _, fields in self.inputs:
-            specs = tuple(fi.spec for fi in fields)
-            case = generate_inputs(specs, random_count=1, seed=self._seed)[-1]
-            for field_input in fields:
-                field_input.fill(case.get(field_input.spec.name, _ABSENT))
+        specs = tuple(fi.spec for fi in self.fields.values())
+        case = generate_inputs(specs, random_count=1, seed=self._seed)[-1]
+        for field_input in self.fields.values():
+            field_input.fill(case.get(field_input.spec.name, _ABSENT))
+        self.output.value = "<i class='mlsm-stale'>a random lead: press Score</i>"
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -198,17 +238,55 @@ def tryout(target=None) -> TryOut:
     return TryOut(model, dependencies)
 
 
-class CheckReport:
-    """`check()`'s verdict: one row per check, shown as an HTML table in the notebook."""
+def saved_at(path: Path) -> str:
+    """The file's modification time, in UTC, as people read it."""
+    from datetime import datetime, timezone
 
-    def __init__(self, path: Path, results: list[CheckResult]):
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def unsaved_cells(path: Path) -> list[str]:
+    """Production cells whose saved text this kernel has not run: the notebook changed since it was saved
+    (or those cells were not run). Empty outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    from .notebook.contract import inspect_notebook
+
+    shell = get_ipython()
+    history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
+    spec, _ = inspect_notebook(path)
+    if not history or spec is None:
+        return []
+    ran = {text.strip() for text in history}
+    return [f"cell {c.index} [{c.tag}]" for c in spec.cells if c.source.strip() not in ran]
+
+
+class CheckReport:
+    """`check()`'s verdict: one row per check, shown as an HTML table in the notebook.
+
+    It names the saved version it checked (the file's time) and, when the kernel ran
+    other versions of the production cells, warns that the check is of the saved file.
+    """
+
+    def __init__(self, path: Path, results: list[CheckResult], saved: str = "", unsaved: Sequence[str] = ()):
         self.path = path
         self.results = results
+        self.saved = saved
+        self.unsaved = list(unsaved)
 
     @property
     def passed(self) -> bool:
         """True when no check failed (what `mlsm-nb validate` would say, nbval aside unless full=True)."""
         return all(r.status != "failed" for r in self.results)
+
+    @property
+    def warning(self) -> str:
+        if not self.unsaved:
+            return ""
+        return (f"this kernel has not run the saved version of {', '.join(self.unsaved)}: the checks are of the "
+                "saved file; save the notebook (Ctrl+S) and run check() again")
 
     def _repr_html_(self) -> str:
         advice = {"lint": "fix the cell named; `mlsm-nb lint` lists every problem",
@@ -224,21 +302,31 @@ class CheckReport:
                         f"<td style='color:{colour};font-weight:600'>{html.escape(r.status)}</td>"
                         f"<td>{html.escape(r.message)}</td><td>{html.escape(todo)}</td></tr>")
         verdict = "passes" if self.passed else "would fail in Jenkins"
-        return (f"<div class='mlsm-check'><b>{html.escape(self.path.name)} {verdict}</b>"
-                "<table><tr><th>check</th><th>result</th><th>details</th><th>what to do</th></tr>"
+        warning = (f"<div class='mlsm-unsaved' style='color:#9a6700'>⚠ {html.escape(self.warning)}</div>"
+                   if self.warning else "")
+        return (f"<div class='mlsm-check'><b>{html.escape(self.path.name)} {verdict}</b> "
+                f"<span class='mlsm-saved' style='color:#666'>(the version saved at {html.escape(self.saved)})</span>"
+                f"{warning}<table><tr><th>check</th><th>result</th><th>details</th><th>what to do</th></tr>"
                 + "".join(rows) + "</table></div>")
 
     def __repr__(self) -> str:
-        lines = [f"{self.path}: {'passed' if self.passed else 'FAILED'}"]
+        lines = [f"{self.path} (saved at {self.saved}): {'passed' if self.passed else 'FAILED'}"]
+        lines += [f"  warning: {self.warning}"] if self.warning else []
         lines += [f"  {r.status:7} {r.check}: {r.message}" for r in self.results]
         return "\n".join(lines)
 
 
 def check(path=None, full: bool = False, timeout: float = 300) -> CheckReport:
     """Validate this notebook (or `path`) as `mlsm-nb validate` does: lint, robustness,
-    examples, parity — and nbval when `full=True`. Uses the saved file: save first."""
+    examples, parity — and nbval when `full=True`.
+
+    It checks the saved file (save first): the report names the version it checked (the
+    file's time) and warns when this kernel ran other versions of the production cells.
+    """
     from .validate.pipeline import validate_notebook
 
+    own = path is None
     path = Path(path) if path else notebook_path()
+    saved = saved_at(path)
     results = validate_notebook(path, timeout=timeout, nbval=full)
-    return CheckReport(path, results)
+    return CheckReport(path, results, saved, unsaved_cells(path) if own else ())

@@ -27,22 +27,43 @@ def panel():
 
 
 def test_one_widget_per_field_of_the_right_kind(panel):
-    (_, inputs), = panel.inputs
-    by_name = {fi.spec.name: fi for fi in inputs}
+    by_name = panel.fields
     assert list(by_name) == list(FIELDS)
-    assert isinstance(by_name["size"].value, w.BoundedIntText)
-    assert (by_name["size"].value.min, by_name["size"].value.max) == (0, 5000)
+    assert isinstance(by_name["size"].value, w.IntText)  # not bounded: the box never clamps
+    assert "min 0; max 5000" in by_name["size"].box.children[-1].value
     assert isinstance(by_name["ratio"].value, w.FloatText)
     assert isinstance(by_name["title"].value, w.Text)
     assert isinstance(by_name["trial"].value, w.Checkbox)
-    assert isinstance(by_name["industry"].value, w.Dropdown)
+    assert isinstance(by_name["industry"].value, w.Combobox)
     assert list(by_name["industry"].value.options) == ["software", "retail"]
     assert by_name["revenue"].missing is not None and by_name["revenue"].null is not None
     assert by_name["size"].missing is None
 
 
+def test_out_of_range_and_not_allowed_values_reach_the_model(panel):
+    fields = panel.fields
+    fields["size"].value.value = 9000
+    panel.score_button.click()
+    assert "_error_kind: bad_value" in panel.output.value
+    assert "9000" in panel.output.value and "5000" in panel.output.value
+    fields["size"].value.value = 10
+    fields["industry"].value.value = "mining"
+    panel.score_button.click()
+    assert "_error_kind: bad_value" in panel.output.value and "mining" in panel.output.value
+
+
+def test_a_new_input_clears_the_old_result(panel):
+    panel.score_button.click()
+    assert "mlsm-ok" in panel.output.value
+    panel.fields["size"].value.value = 7
+    assert "mlsm-ok" not in panel.output.value and "inputs changed: press Score" in panel.output.value
+    panel.score_button.click()
+    panel.random_button.click()
+    assert "mlsm-ok" not in panel.output.value and "press Score" in panel.output.value
+
+
 def test_score_button_shows_the_result(panel):
-    fields = {fi.spec.name: fi for fi in panel.inputs[0][1]}
+    fields = panel.fields
     fields["size"].value.value = 2500
     fields["trial"].value.value = True
     fields["revenue"].missing.value = True
@@ -52,7 +73,7 @@ def test_score_button_shows_the_result(panel):
 
 
 def test_score_button_shows_the_error_and_its_kind(panel):
-    fields = {fi.spec.name: fi for fi in panel.inputs[0][1]}
+    fields = panel.fields
     panel.model = Model("demo", {**FIELDS, "title": {"type": "str", "allowed": ["CTO"]}}, "1.0", score)
     fields["title"].value.value = "<b>intern</b>"
     panel.score_button.click()
@@ -67,10 +88,14 @@ def test_random_lead_fills_legal_values(panel):
         assert "_error" not in panel.score()
 
 
-def test_summary_panel_has_the_inputs_of_the_models_it_needs():
+def test_summary_panel_asks_each_shared_field_once():
     panel = tryout(NOTEBOOKS / "champion.ipynb")
-    names = [m.name for m, _ in panel.inputs]
-    assert names == ["lead_rules", "lead_lr", "champion"]
+    assert [m.name for m in panel.models] == ["lead_rules", "lead_lr", "champion"]
+    every = [spec.name for m in panel.models for spec in m.specs]
+    assert every.count("company_size") == 2  # read by both models ...
+    assert list(panel.fields) == list(dict.fromkeys(every))  # ... asked once
+    hint = panel.fields["company_size"].box.children[-1].value
+    assert "read by lead_rules, lead_lr" in hint
     panel.random_button.click()
     entry = panel.score()
     assert entry["champion"] in ("lead_rules@1.0.0", "lead_lr@1.0.0")
@@ -97,6 +122,33 @@ def test_check_gives_the_same_verdict_as_validate(make_notebook, cells):
     html = report._repr_html_()
     assert ("would fail in Jenkins" in html) == (not report.passed)
     assert check(path, full=True).results[1].status == validated["nbval"]
+
+
+def test_check_names_the_saved_version_and_warns_about_unsaved_edits(make_notebook):
+    import os
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from mlsm_nb.widgets import CheckReport, saved_at, unsaved_cells
+
+    path = make_notebook()
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    assert saved_at(path) == "2023-11-14 22:13:20 UTC"
+    report = CheckReport(path, [], saved_at(path), ["cell 4 [score]"])
+    assert "(the version saved at 2023-11-14 22:13:20 UTC)" in report._repr_html_()
+    assert ("this kernel has not run the saved version of cell 4 [score]: the checks are of the saved file; "
+            "save the notebook (Ctrl+S) and run check() again") in report._repr_html_()
+    shell = InteractiveShell.instance()
+    try:
+        for _, source, *_ in GOOD_CELLS:
+            shell.run_cell(source, store_history=True)
+        assert unsaved_cells(path) == []
+        shell.run_cell("def score(data, results):\n    return {'score': 0}", store_history=True)  # not saved
+        replaced = [c for c in GOOD_CELLS if c[0] != "score"]
+        make_notebook(cells=replaced + [("score", "def score(data, results):\n    return {'score': 1}")])
+        assert unsaved_cells(path) == ["cell 5 [score]"]
+    finally:
+        InteractiveShell.clear_instance()
 
 
 def test_check_without_a_session_says_what_to_do(monkeypatch):
