@@ -123,7 +123,9 @@ def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = No
             except Exception as exc:  # noqa: BLE001 - any failure of the notebook's code
                 line = _failure_line(exc, filename)
                 where = f" at line {line}" if line else ""
-                raise NotebookError(spec.path, f"raised {type(exc).__name__}{where}: {exc}",
+                hint = ("; production runs only the tagged cells: define it in a tagged cell, or save it beside "
+                        "the notebook and load it in `setup`" if isinstance(exc, NameError) else "")
+                raise NotebookError(spec.path, f"raised {type(exc).__name__}{where}: {exc}{hint}",
                                     cell.index, cell.tag) from None
             if cell.tag == "parameters":
                 namespace.update(parameters or {})

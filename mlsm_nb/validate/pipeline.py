@@ -154,8 +154,8 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
     try:
         model = load_notebook(path, timeout=timeout)
     except MlsmError as exc:
-        return [CheckResult(name, check, "failed", f"extraction failed: {exc}", time.perf_counter() - started)
-                for check in MODEL_CHECKS]
+        failed = CheckResult(name, MODEL_CHECKS[0], "failed", f"extraction failed: {exc}", time.perf_counter() - started)
+        return [failed, *_skipped(name, MODEL_CHECKS[1:], f"extraction failed (see {MODEL_CHECKS[0]})")]
     dependencies: list = []
     if spec.kind == "summary":
         dependencies, problem = dependency_models(spec, candidates, timeout=timeout)

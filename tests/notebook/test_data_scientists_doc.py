@@ -1,0 +1,121 @@
+"""docs/data-scientists.md stays true: its console examples are run and compared line by line.
+
+A block preceded by `<!-- run: MISTAKE -->` is run in a fresh folder where `mlsm-nb new model my_model`
+wrote the template, after the edit MISTAKE below (`fresh`: none). Each `$ ` line is a command; the lines
+after it are what it prints (stdout then stderr; validate's timings are not compared).
+"""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+DOC = ROOT / "docs" / "data-scientists.md"
+BLOCK = re.compile(r"<!-- run: (\w+) -->\n```console\n(.*?)```", re.S)
+TIMING = re.compile(r"(?m)^(  (?:ok  |FAIL|skip) \S+ +)\d+\.\ds")
+
+
+def edit(path: Path, change) -> None:
+    nb = json.loads(path.read_text())
+    cells = {tags[0]: cell for cell in nb["cells"] for tags in [cell["metadata"].get("tags") or [None]]}
+    change(nb["cells"], cells)
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def _lines(cell, text):
+    cell["source"] = text
+
+
+def retag(old, new):
+    def change(_, cells):
+        cells[old]["metadata"]["tags"] = [new]
+    return change
+
+
+def import_in_fields(_, cells):
+    cells["fields"]["source"] = "import os\n" + "".join(cells["fields"]["source"])
+
+
+def unsafe_version(_, cells):
+    cells["version"]["source"] = 'name = "my_model"\nversion = "1.0 beta"\nstatus = "draft"\nartifacts = []'
+
+
+def artifact_not_saved(all_cells, cells):
+    cells["version"]["source"] = ('name = "my_model"\nversion = "0.1.0"\nstatus = "draft"\n'
+                                  'artifacts = ["my_model.words.json"]')
+    train = next(c for c in all_cells if c["cell_type"] == "code" and not c["metadata"].get("tags"))
+    train["source"] = "".join(train["source"]) + (
+        '\n\nimport json\nwith open("my_model.words.json", "w") as f:\n'
+        '    json.dump(["chief", "vp", "director", "head"], f)')
+    cells["setup"]["source"] = ('import json\nimport math\n\nwith open("my_model.words.json") as f:\n'
+                                '    SENIOR_WORDS = tuple(json.load(f))')
+
+
+def setup_reads_training(_, cells):
+    cells["setup"]["source"] = "".join(cells["setup"]["source"]) + (
+        '\nTITLES = sorted({lead["job_title"] for lead in sample})')
+
+
+def stale_output(all_cells, _):
+    call = next(c for c in all_cells if "".join(c["source"]).startswith("score(sample[0]"))
+    call["execution_count"] = 1
+    call["outputs"] = [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                        "data": {"text/plain": "{'score': 0.5}"}}]
+
+
+MISTAKES = {
+    "fresh": None,
+    "tag_examples": retag("examples", "exmaples"),
+    "tag_setup": retag("setup", "setpu"),
+    "import_in_fields": import_in_fields,
+    "unsafe_version": unsafe_version,
+    "artifact_not_saved": artifact_not_saved,
+    "setup_reads_training": setup_reads_training,
+    "stale_output": stale_output,
+}
+
+
+def doc_blocks():
+    return [(name, body) for name, body in BLOCK.findall(DOC.read_text())]
+
+
+def test_the_doc_shows_every_mistake():
+    assert {name for name, _ in doc_blocks()} == set(MISTAKES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, body", doc_blocks(), ids=[name for name, _ in doc_blocks()])
+def test_doc_console_example_is_what_the_tools_print(tmp_path, name, body):
+    made = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "new", "model", "my_model"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    if MISTAKES[name]:
+        edit(tmp_path / "notebooks" / "my_model.ipynb", MISTAKES[name])
+    commands = re.split(r"(?m)^\$ ", body)[1:]
+    for chunk in commands:
+        command, _, expected = chunk.partition("\n")
+        args = shlex.split(command)
+        assert args[0] == "mlsm-nb"
+        done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", *args[1:]], cwd=tmp_path,
+                              capture_output=True, text=True)
+        shown = done.stdout + done.stderr
+        assert TIMING.sub(r"\1", shown) == TIMING.sub(r"\1", expected), f"$ {command}\n{shown}"
+
+
+def test_doc_python_snippets_run(monkeypatch):
+    from mlsm_nb.notebook.contract import lint_notebook
+
+    monkeypatch.chdir(ROOT)
+    snippets = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    assert snippets
+    for snippet in snippets:
+        namespace = {}
+        exec(compile(snippet, str(DOC), "exec"), namespace)  # noqa: S102 - the doc's own examples
+        if "examples" in namespace:  # the summary `examples` format is the one the shipped summary uses
+            assert namespace["examples"] == lint_notebook(ROOT / "notebooks" / "champion.ipynb").examples
