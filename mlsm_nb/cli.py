@@ -136,7 +136,8 @@ def _connect_store(uri: str | None, database: str | None, **options):
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML (for Jenkins' junit step).")
 @click.option("--lax", is_flag=True, help="nbval --nbval-lax: compare only outputs of cells marked # NBVAL_CHECK_OUTPUT.")
-@click.option("--timeout", default=300.0, show_default=True, type=float, help="Seconds a cell may run.")
+@click.option("--timeout", default=300.0, show_default=True, type=float,
+              help="Seconds a cell may run (in nbval, and while extracting for the model checks).")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Notebooks at once (default: cores).")
 @click.option("--sanitize", type=click.Path(exists=True, dir_okay=False),
               help="nbval sanitize file (default: mlsm-nb's, for timestamps, addresses, durations).")

@@ -19,11 +19,16 @@ GOOD_CELLS = [
 ]
 
 
-def write_notebook(path: Path, cells, language: str = "python") -> Path:
-    """Write a notebook of (tag or None, source[, stored stdout]) code cells."""
+def write_notebook(path: Path, cells, language: str = "python", headings: bool = False) -> Path:
+    """Write a notebook of (tag or None, source[, stored stdout]) code cells.
+
+    `headings`: a markdown cell before each code cell, as people write them (code cell k is cell 2k + 1).
+    """
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": language}
     for tag, source, *stdout in cells:
+        if headings:
+            nb.cells.append(nbformat.v4.new_markdown_cell(f"## step {len(nb.cells) // 2 + 1}"))
         cell = nbformat.v4.new_code_cell(source)
         if tag:
             cell.metadata["tags"] = [tag]

@@ -5,12 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 from click.testing import CliRunner
 from junitparser import Failure, JUnitXml
 
-from conftest import GOOD_CELLS
+from conftest import GOOD_CELLS, write_notebook
 from mlsm_nb.cli import main
 
 TRAIN = 'import json\nwith open("weights.json", "w") as f:\n    json.dump({"factor": 2}, f)'
@@ -18,23 +17,8 @@ LOAD = 'import json\nwith open("weights.json") as f:\n    FACTOR = json.load(f)[
 
 
 def authored(path: Path, cells) -> Path:
-    """A notebook as JupyterLab saves one: a markdown heading before each code cell, outputs stored.
-
-    `cells`: (tag or None, source[, stored stdout]); code cell k sits at notebook index 2k + 1.
-    """
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for count, (tag, source, *stdout) in enumerate(cells, 1):
-        nb.cells.append(nbformat.v4.new_markdown_cell(f"## step {count}"))
-        cell = nbformat.v4.new_code_cell(source, execution_count=count)
-        if tag:
-            cell.metadata["tags"] = [tag]
-        if stdout:
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stdout[0])]
-        nb.cells.append(cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
+    """A notebook as people write one: a markdown heading before each code cell (code cell k is cell 2k + 1)."""
+    return write_notebook(path, cells, headings=True)
 
 
 def retag(cells, old, new):
@@ -120,3 +104,20 @@ def test_parity_over_nothing_is_a_failure(tmp_path):
     assert result.message == ("nothing to compare: every example and generated input gave an error (see "
                               "robustness and examples), so the notebook and the extracted model could not be "
                               "compared")
+
+
+@pytest.mark.slow
+def test_validate_honours_timeout_in_nbval_and_in_the_model_checks(tmp_path):
+    import time
+
+    cells = [*GOOD_CELLS[:2], ("setup", "FACTOR = 2\nwhile True:\n    pass"), *GOOD_CELLS[3:]]
+    path = authored(tmp_path / "hangs.ipynb", cells)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["validate", str(path), "--timeout", "3"])
+    assert time.monotonic() - started < 180  # two kernels' start-up on a busy machine, not hours
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert (f"error: {path}: nbval: cell 5 [setup] did not finish within 3 s; make it faster or give it longer "
+            "with --timeout") in lines, result.output
+    assert (f"error: {path}: robustness: extraction failed: {path}:cell 5 [setup]: did not finish within 3 s "
+            "(a loop that never ends? a slow download?); give it longer with --timeout") in lines, result.output
