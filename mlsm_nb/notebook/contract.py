@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import nbformat.reader
 
 from ..exceptions import FieldSpecError, NotebookError
 from ..core.fields import PARSE_LOCK, parse_fields
@@ -146,7 +147,9 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     """Read an .ipynb file with nbformat; NotebookError when it is not a valid notebook."""
     path = Path(path)
     try:
-        nb = nbformat.read(path, as_version=4)
+        # Read and upgrade without nbformat's schema validation, which logs to stderr: lint
+        # reports what the contract needs (tags, kernelspec, sources) itself, one line each.
+        nb = nbformat.convert(nbformat.reader.reads(path.read_text(encoding="utf-8")), 4)
     except FileNotFoundError:
         raise NotebookError(path, "no such file") from None
     except Exception as exc:  # nbformat raises JSON, validation and reader errors
