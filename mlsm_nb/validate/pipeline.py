@@ -166,13 +166,18 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
             check_parity(spec, model, dependencies, timeout=timeout)]
 
 
+def _not_copied(folder: str, names: list[str]) -> set[str]:
+    """Hidden folders (.git, .venv, .ipynb_checkpoints, ...) and caches: never what a notebook reads."""
+    return {n for n in names if n in ("__pycache__", "node_modules")
+            or (n.startswith(".") and os.path.isdir(os.path.join(folder, n)))}
+
+
 @contextlib.contextmanager
 def scratch_copy(path: Path):
-    """A copy of the notebook's folder in a temporary directory; yields the copied notebook's path."""
+    """A copy of the notebook's folder (see `_not_copied`) in a temporary directory; yields the copied notebook."""
     with tempfile.TemporaryDirectory(prefix="mlsm-validate-") as tmp:
         folder = Path(tmp) / (path.parent.resolve().name or "notebook")
-        shutil.copytree(path.parent, folder, symlinks=True,
-                        ignore=shutil.ignore_patterns(".git", ".ipynb_checkpoints", "__pycache__", ".hypothesis"))
+        shutil.copytree(path.parent, folder, symlinks=True, ignore=_not_copied)
         yield folder / path.name
 
 
