@@ -121,3 +121,20 @@ def test_validate_honours_timeout_in_nbval_and_in_the_model_checks(tmp_path):
             "with --timeout") in lines, result.output
     assert (f"error: {path}: robustness: extraction failed: {path}:cell 5 [setup]: did not finish within 3 s "
             "(a loop that never ends? a slow download?); give it longer with --timeout") in lines, result.output
+
+
+def test_scratch_copy_holds_the_folder_without_hidden_folders(tmp_path):
+    from mlsm_nb.validate.pipeline import scratch_copy
+
+    path = authored(tmp_path / "m.ipynb", GOOD_CELLS)
+    (tmp_path / "weights.json").write_text("{}")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("a\n")
+    for hidden in (".venv", ".git", ".ipynb_checkpoints"):
+        (tmp_path / hidden).mkdir()
+        (tmp_path / hidden / "f").write_text("")
+    with scratch_copy(path) as copy:
+        assert copy.name == "m.ipynb" and copy.parent != tmp_path
+        assert sorted(p.name for p in copy.parent.iterdir()) == ["data", "m.ipynb", "weights.json"]
+        (copy.parent / "new.txt").write_text("")
+    assert not (tmp_path / "new.txt").exists()
