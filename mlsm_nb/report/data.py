@@ -72,8 +72,7 @@ class ModelReport:
         """(value, records, share) of a text output over all records, with an "error" row for
         the records that have no value because the model failed on them."""
         rows = [(value, n) for value, n in self.categories.get(name, Counter()).most_common(top)]
-        if self.error_count:
-            rows.append(("error", self.error_count))
+        rows.append(("error", self.error_count))
         return [(value, n, n / self.records if self.records else 0.0) for value, n in rows]
 
 
