@@ -18,8 +18,6 @@ from junitparser import JUnitXml
 
 from conftest import NOTEBOOKS, ROOT
 
-pytestmark = pytest.mark.slow
-
 
 JENKINSFILE = (ROOT / "Jenkinsfile").read_text()
 STAGES, POST = JENKINSFILE.split("\n    stages {", 1)[1].split("\n    post {", 1)
@@ -84,6 +82,7 @@ def run_pipeline(tmp_path, origin, branch, build_number):
     return workspace, ran
 
 
+@pytest.mark.slow
 def test_pipeline_on_develop_forces_draft_and_main_keeps_status(tmp_path, models_repo):
     origin, _ = models_repo
     for branch, number in (("develop", 11), ("main", 12)):
@@ -114,6 +113,7 @@ def test_pipeline_on_develop_forces_draft_and_main_keeps_status(tmp_path, models
             assert first["results"]["lead_rules"]["1.0.0"]["_status"] == statuses["lead_rules", "1.0.0"]
 
 
+@pytest.mark.slow
 def test_a_broken_notebook_stops_the_pipeline_at_validate(tmp_path, models_repo):
     origin, work = models_repo
     git(work, "checkout", "--quiet", "develop")
@@ -135,6 +135,7 @@ def test_a_broken_notebook_stops_the_pipeline_at_validate(tmp_path, models_repo)
     assert not (workspace / "build" / "bundle").exists()
 
 
+@pytest.mark.slow
 def test_jenkinsfile_passes_npm_groovy_lint():
     lint = ROOT / ".tools" / "node_modules" / ".bin" / "npm-groovy-lint"
     assert lint.exists(), "ci/tools.sh installs npm-groovy-lint into .tools/"
@@ -145,6 +146,7 @@ def test_jenkinsfile_passes_npm_groovy_lint():
     assert report["summary"]["totalFoundErrorNumber"] == 0
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_every_record_fails_the_sample_stage(tmp_path, models_repo):
     """Needs the run verdicts (mlsm-nb run exits 1 when a model fails on every record) and the
     per-execution log lines of `mlsm-nb run`."""
