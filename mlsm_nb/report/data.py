@@ -136,7 +136,7 @@ class RunReport:
         manifest has no verdict). Reads `manifest["verdict"]`, falling back to per-model `error_rate`."""
         verdict = self.manifest.get("verdict")
         if not isinstance(verdict, dict):
-            return {"threshold": None, "over": [], "message": ""}
+            return {"threshold": None, "over": [], "message": "", "rejected_over": False, "no_records": False}
         threshold = next((verdict[k] for k in ("max_error_rate", "threshold") if k in verdict), None)
         over = next((verdict[k] for k in ("over", "models_over", "models", "failed_models") if k in verdict), None)
         if isinstance(over, dict):
@@ -144,7 +144,8 @@ class RunReport:
         if over is None and threshold is not None:
             over = [key for key, m in self.models.items() if m.records and m.error_rate > threshold]
         return {"threshold": threshold, "over": list(over or []),
-                "message": verdict.get("message") or verdict.get("reason") or ""}
+                "message": verdict.get("message") or verdict.get("reason") or "",
+                "rejected_over": bool(verdict.get("rejected_over")), "no_records": bool(verdict.get("no_records"))}
 
 
 def _executions(manifest: dict) -> list[dict]:

@@ -123,10 +123,12 @@ def test_verdict_names_the_models_over_the_threshold(tmp_path, two_models):
     run_notebooks(two_models, records, out=tmp_path, run_id="a", engine="inprocess")
     manifest_path = tmp_path / "a" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest.update(status="failed", verdict={"max_error_rate": 0.05, "over": ["tiny@1.0"]})
+    manifest.update(status="failed", verdict={"max_error_rate": 0.05, "models_over": ["tiny@1.0"],
+                                              "rejected_over": True, "no_records": False})
     manifest_path.write_text(json.dumps(manifest))
     page = _page_text(write_report(tmp_path / "a"))
     assert page.select_one("#run-status").text == "failed"
     verdict = page.select_one("#verdict")
     assert "over the error-rate threshold of 5 %" in verdict.text and "tiny@1.0 (1 of 11 records)" in verdict.text
     assert verdict.a["href"] == "models/tiny_1.0.html"
+    assert "1 input lines were rejected, more than 5 %" in " ".join(page.select_one("#verdict-input").text.split())
