@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Stage "report": the reviewer report of the sample run, when this mlsm-nb has the command.
+# Post step "report": the reviewer report of this build's sample run (papermill) into
+# build/report/, which the Jenkinsfile publishes (HTML Publisher) and archives. Runs
+# also when a stage failed; without a sample run (an earlier stage failed) there is
+# nothing to report and it says so.
 source "$(dirname "$0")/lib.sh"
-if mlsm-nb report --help >/dev/null 2>&1; then
-  mlsm-nb report "$BUILD/runs/notebooks-$BUILD_NUMBER"
-else
-  echo "report: this mlsm-nb has no report command; skipped"
+run="$BUILD/runs/notebooks-$BUILD_NUMBER"
+rm -rf "$BUILD/report"
+if [ ! -f "$run/manifest.json" ]; then
+  echo "report: no sample run in this build (an earlier stage failed); nothing to report"
+  exit 0
 fi
+compare=()
+if [ -f "$BUILD/runs/bundle-$BUILD_NUMBER/manifest.json" ]; then
+  compare=(--compare "$BUILD/runs/bundle-$BUILD_NUMBER")  # papermill and in-process side by side
+fi
+mlsm-nb report "$run" --out "$BUILD/report" "${compare[@]}"

@@ -2,7 +2,10 @@
 
 `build_run_report(run_dir)` reads the manifest, the result documents and the
 rejected records; `compare_runs(base, other)` sets the same models of two runs
-side by side with a population stability index (PSI) per score.
+side by side with a population stability index (PSI) per score. Counts come
+from the results themselves, so a run whose every record failed never shows as
+scored, and manifests written by older versions (without `verdict` or
+`error_rate`) read the same.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ..files import read_jsonl
 from ..store.rundir import RunDirectory, model_key
 
 ERROR_EXAMPLES = 10
+SAMPLE_SIZE = 5  # records shown on an executed notebook's page
 PSI_THRESHOLD = 0.2  # the usual "significant shift" line; 0.1-0.2 is "some shift"
 
 
@@ -56,6 +60,21 @@ class ModelReport:
         """count, mean, std, min, quantiles, max of the numeric `score` (empty when none)."""
         return score_stats(self.scores)
 
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def error_rate(self) -> float:
+        return self.error_count / self.records if self.records else 0.0
+
+    def frequencies(self, name: str, top: int = 20) -> list[tuple[str, int, float]]:
+        """(value, records, share) of a text output over all records, with an "error" row for
+        the records that have no value because the model failed on them."""
+        rows = [(value, n) for value, n in self.categories.get(name, Counter()).most_common(top)]
+        rows.append(("error", self.error_count))
+        return [(value, n, n / self.records if self.records else 0.0) for value, n in rows]
+
 
 def quantile(ordered: list[float], q: float) -> float:
     """Linear-interpolated quantile of an already sorted list."""
@@ -87,10 +106,46 @@ class RunReport:
     executions: list[dict]
     rejected: list[dict]
     rejected_count: int
+    records: int = 0  # result documents
+    records_with_errors: int = 0  # documents where at least one model failed
 
     @property
     def run_id(self) -> str:
         return self.manifest["run_id"]
+
+    @property
+    def records_scored(self) -> int:
+        """Records every model scored without an error."""
+        return self.records - self.records_with_errors
+
+    @property
+    def status(self) -> str:
+        """The run's status; a run that succeeded while models failed on some records
+        "succeeded with errors" (older manifests only say "succeeded")."""
+        status = self.manifest.get("status", "unknown")
+        if status == "succeeded" and self.records_with_errors:
+            return "succeeded with errors"
+        return status
+
+    @property
+    def status_class(self) -> str:
+        return {"succeeded": "ok", "succeeded with errors": "warn", "running": "warn"}.get(self.status, "failed")
+
+    def verdict(self) -> dict:
+        """The run's error-rate verdict: threshold and the models over it (none when the
+        manifest has no verdict). Reads `manifest["verdict"]`, falling back to per-model `error_rate`."""
+        verdict = self.manifest.get("verdict")
+        if not isinstance(verdict, dict):
+            return {"threshold": None, "over": [], "message": "", "rejected_over": False, "no_records": False}
+        threshold = next((verdict[k] for k in ("max_error_rate", "threshold") if k in verdict), None)
+        over = next((verdict[k] for k in ("over", "models_over", "models", "failed_models") if k in verdict), None)
+        if isinstance(over, dict):
+            over = list(over)
+        if over is None and threshold is not None:
+            over = [key for key, m in self.models.items() if m.records and m.error_rate > threshold]
+        return {"threshold": threshold, "over": list(over or []),
+                "message": verdict.get("message") or verdict.get("reason") or "",
+                "rejected_over": bool(verdict.get("rejected_over")), "no_records": bool(verdict.get("no_records"))}
 
 
 def _executions(manifest: dict) -> list[dict]:
@@ -112,14 +167,35 @@ def build_run_report(run_dir: str | Path) -> RunReport:
         models[key] = ModelReport(key, entry["name"], entry["version"], entry.get("status", ""),
                                   entry.get("kind", "model"), entry.get("sha256", ""), entry.get("git_commit"),
                                   entry.get("source", ""))
+    records = with_errors = 0
     for document in run.results():
+        records += 1
+        failed = False
         for name, versions in document.get("results", {}).items():
             for version, result in versions.items():
+                failed = failed or bool(result.get("_error_kind") or result.get("_error"))
                 report = models.get(model_key(name, version))
                 if report is not None:
                     report.add(document.get(id_field), result)
+        with_errors += failed
     rejected = list(read_jsonl(run.rejected_path)) if run.rejected_path.is_file() else []
-    return RunReport(Path(run_dir), manifest, models, _executions(manifest), rejected[:50], len(rejected))
+    return RunReport(Path(run_dir), manifest, models, _executions(manifest), rejected[:50], len(rejected),
+                     records, with_errors)
+
+
+def batch_sample(run_dir: str | Path, name: str, version: str, batch: int, size: int = SAMPLE_SIZE) -> list[dict]:
+    """The first records of a batch with their ids and one model's result, for its executed notebook's page."""
+    run = RunDirectory(run_dir)
+    path = run.results_path(batch)
+    if not path.is_file():
+        return []
+    id_field = run.read_manifest().get("id_field", "id")
+    rows = []
+    for document in read_jsonl(path):
+        rows.append({"id": document.get(id_field), **document.get("results", {}).get(name, {}).get(version, {})})
+        if len(rows) == size:
+            break
+    return rows
 
 
 def psi(expected: list[float], actual: list[float], bins: int = 10) -> float | None:

@@ -1,25 +1,29 @@
 """`mlsm-nb report`: a static, self-contained HTML site of a run for reviewers.
 
 Pages are Jinja2 templates with autoescaping on (every value from records or
-notebooks is HTML-escaped); plots are PNG files beside the pages; executed
-notebooks are rendered with nbconvert without the scripts its template would
-load from CDNs, so the site opens from `file://` with no network.
+notebooks is HTML-escaped). The site works where Jenkins publishes it, under
+Jenkins' default Content-Security-Policy: one linked stylesheet, plots as PNG
+files beside the pages, no script, no inline style, no `data:` URI. Executed
+and production notebooks are rendered into the site (see `notebook_html`), so
+nothing links outside the report folder, and no page shows this machine's
+absolute paths (see `paths`).
 """
 
 from __future__ import annotations
 
-import html
-import os
 import re
 from pathlib import Path
 
 import jinja2
 import nbformat
 
-from .data import PSI_THRESHOLD, build_run_report, compare_runs
+from .data import PSI_THRESHOLD, RunReport, batch_sample, build_run_report, compare_runs
+from .notebook_html import ANSI, render_notebook
+from .paths import PathScrubber
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STYLESHEET = HERE / "static" / "report.css"
 
 
 def slug(key: str) -> str:
@@ -49,31 +53,76 @@ def _histogram(scores: list[float], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _failure_banner(nb, error: str) -> str:
+def _write_stylesheet(out: Path) -> None:
+    from pygments.formatters import HtmlFormatter
+
+    highlight = HtmlFormatter(style="default").get_style_defs(".highlight")
+    (out / "report.css").write_text(STYLESHEET.read_text() + highlight + "\n", encoding="utf-8")
+
+
+def _failure(source: Path, error: str) -> dict:
     """The failing cell and its traceback, for the top of a failed execution's page."""
-    for cell in nb.cells:
+    for cell in nbformat.read(source, as_version=4).cells:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                trace = _ANSI.sub("", "\n".join(output.get("traceback", [])))
-                return ('<div style="border:2px solid #cf222e;background:#ffebe9;padding:10px 16px;margin:12px">'
-                        f"<h2>This execution failed</h2><p>{html.escape(error)}</p>"
-                        f"<p>Failing cell:</p><pre>{html.escape(cell.source)}</pre>"
-                        f"<p>Traceback:</p><pre>{html.escape(trace)}</pre></div>")
-    return ('<div style="border:2px solid #cf222e;background:#ffebe9;padding:10px 16px;margin:12px">'
-            f"<h2>This execution failed</h2><p>{html.escape(error)}</p></div>")
+                trace = ANSI.sub("", "\n".join(output.get("traceback", [])))
+                return {"error": error, "cell": cell.source, "traceback": trace}
+    return {"error": error}
 
 
-def _render_notebook(source: Path, target: Path, error: str | None) -> None:
-    from nbconvert import HTMLExporter
+class _Site:
+    """Writes the pages of one report; every page goes through `write` (scrubbed of machine paths)."""
 
-    nb = nbformat.read(source, as_version=4)
-    exporter = HTMLExporter(template_name="lab", extra_template_paths=[str(TEMPLATES)],
-                            template_file="offline_notebook.html.j2", embed_images=True)
-    body, _ = exporter.from_notebook_node(nb)
-    if error:
-        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _failure_banner(nb, error), body, count=1)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(body, encoding="utf-8")
+    def __init__(self, report: RunReport, out: Path):
+        self.report, self.out = report, out
+        self.env = _environment()
+        self.scrub = PathScrubber(report.run_dir).scrub
+
+    def write(self, relative: str, template: str, **context) -> None:
+        page = self.out / relative
+        page.parent.mkdir(parents=True, exist_ok=True)
+        root = "../" * relative.count("/")
+        html = self.env.get_template(template).render(report=self.report, root=root, **context)
+        page.write_text(self.scrub(html), encoding="utf-8")
+
+    def executed(self, execution: dict) -> None:
+        report, run_dir = self.report, self.report.run_dir
+        model = report.models[execution["model"]]
+        relative = f"executed/{slug(model.key)}/batch-{execution['batch']:05d}.html"
+        source = run_dir / execution["executed"]
+        failed = execution["status"] != "ok"
+        sample = batch_sample(run_dir, model.name, model.version, execution["batch"])
+        columns = list(dict.fromkeys(column for row in sample for column in row))
+        self.write(relative, "notebook.html", model=model,
+                   heading=f"{model.name} {model.version} · batch {execution['batch']}",
+                   description=f"The notebook as papermill executed it on batch {execution['batch']} "
+                               f"({execution['status']}, {execution.get('seconds') or 0:.2f} s).",
+                   failure=_failure(source, execution.get("error") or "") if failed else None,
+                   sample=sample, sample_columns=columns,
+                   body=render_notebook(source, self.out / relative, self.scrub))
+        execution["html"] = relative
+
+    def production(self, key: str) -> str | None:
+        """The production notebook that ran (production cells and runner cells), rendered into the site."""
+        model = self.report.models[key]
+        source = self.report.run_dir / "notebooks" / f"{key}.ipynb"
+        if not source.is_file():
+            return None
+        relative = f"notebooks/{slug(key)}.html"
+        self.write(relative, "notebook.html", model=model, heading=f"{model.name} {model.version} · production cells",
+                   description="The notebook each batch ran: the model's tagged cells in authored order, then "
+                               "the runner's cells.", failure=None, sample=None, sample_columns=[],
+                   body=render_notebook(source, self.out / relative, self.scrub))
+        return f"../{relative}"
+
+    def model(self, key: str) -> None:
+        model = self.report.models[key]
+        plot = None
+        if model.scores:
+            _histogram(model.scores, self.out / "img" / f"{slug(key)}.png", f"{model.name} {model.version}")
+            plot = f"../img/{slug(key)}.png"
+        self.write(f"models/{slug(key)}.html", "model.html", model=model, plot=plot, stats=model.stats(),
+                   source_link=self.production(key))
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None,
@@ -82,32 +131,19 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     report = build_run_report(run_dir)
-    env = _environment()
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "img").mkdir(exist_ok=True)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    _write_stylesheet(out)
+    site = _Site(report, out)
     for execution in report.executions:
-        if execution.get("executed") and (run_dir / execution["executed"]).is_file():
-            relative = Path("executed") / slug(execution["model"]) / f"batch-{execution['batch']:05d}.html"
-            _render_notebook(run_dir / execution["executed"], out / relative,
-                             execution.get("error") if execution["status"] != "ok" else None)
-            execution["html"] = relative.as_posix()
-    for key, model in report.models.items():
-        plot = None
-        if model.scores:
-            _histogram(model.scores, out / "img" / f"{slug(key)}.png", f"{model.name} {model.version}")
-            plot = f"../img/{slug(key)}.png"
-        production = run_dir / "notebooks" / f"{key}.ipynb"
-        source_link = os.path.relpath(production, out / "models") if production.is_file() else None
-        page = env.get_template("model.html").render(report=report, model=model, plot=plot, stats=model.stats(),
-                                                     source_link=source_link, root="../")
-        (out / "models" / f"{slug(key)}.html").write_text(page, encoding="utf-8")
+        if execution.get("executed") and (run_dir / execution["executed"]).is_file() \
+                and execution["model"] in report.models:
+            site.executed(execution)
+    for key in report.models:
+        site.model(key)
     comparison, other_id = None, None
     if compare:
         other = build_run_report(compare)
         comparison, other_id = compare_runs(other, report, threshold), other.run_id
-    index = out / "index.html"
-    index.write_text(env.get_template("run.html").render(
-        report=report, root="", comparison=comparison, other_id=other_id, threshold=threshold,
-        total_seconds=sum(e.get("seconds") or 0 for e in report.executions)), encoding="utf-8")
-    return index
-
+    site.write("index.html", "run.html", comparison=comparison, other_id=other_id, threshold=threshold,
+               total_seconds=sum(e.get("seconds") or 0 for e in report.executions))
+    return out / "index.html"

@@ -82,49 +82,54 @@ def test_every_value_is_escaped(tmp_path, two_models):
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in site
 
 
-@pytest.mark.slow
-def test_report_in_a_real_browser(tmp_path, two_models):
-    from playwright.sync_api import sync_playwright
+def _page_text(path):
+    from bs4 import BeautifulSoup
 
-    broken = replace_cell(GOOD_CELLS, "version", 'name = "broken"\nversion = "1"\nstatus = "draft"')
-    broken = replace_cell(broken, "setup", "raise RuntimeError('weights file is missing')")
-    notebooks = [*two_models, two_models[0].parent / "broken.ipynb"]
-    from conftest import write_notebook
+    return BeautifulSoup(path.read_text(), "html.parser")
 
-    write_notebook(notebooks[-1], broken)
-    records = write_records(tmp_path / "in.jsonl", tiny_rows(40))
-    manifest = run_notebooks(notebooks, records, out=tmp_path, run_id="web", batch_size=20)
-    assert manifest["status"] == "failed"
-    index = write_report(tmp_path / "web")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page()
-        errors = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(index.as_uri())
-        assert page.text_content("#count-records") == "41"
-        assert page.text_content("#count-rejected") == "1"
-        assert page.text_content("#count-failed") == "3"  # broken@1 in each of 3 batches
-        assert page.text_content("#run-status") == "failed"
+def test_report_tells_the_truth_about_errors(tmp_path, two_models):
+    records = write_records(tmp_path / "in.jsonl", tiny_rows(30))
+    manifest = run_notebooks(two_models, records, out=tmp_path, run_id="a", engine="inprocess", batch_size=10)
+    # Every execution ran; one record failed in two models (manifests before run verdicts say "succeeded").
+    assert manifest["status"] in ("succeeded", "succeeded with errors")
+    index = write_report(tmp_path / "a")
+    page = _page_text(index)
+    assert page.select_one("#run-status").text == "succeeded with errors"
+    assert page.select_one("#count-records").text == "31"
+    assert page.select_one("#count-scored").text == "30" and page.select_one("#count-errors").text == "1"
+    verdict = page.select_one("#verdict").text
+    assert "1 of 31 records have an error" in verdict and "1 bad_type" in verdict and "1 missing_dependency" in verdict
+    pick = _page_text(tmp_path / "a" / "report" / "models" / "pick_1.html")
+    rows = [[td.text for td in tr.select("td")] for tr in pick.select(".categories tr")[1:]]
+    assert rows[-1][:2] == ["error", "1"]
+    assert sum(int(n) for _, n, _ in rows) == 31
+    assert abs(sum(float(share.rstrip(" %")) for _, _, share in rows) - 100) < 0.2
+    for html in (tmp_path / "a" / "report").rglob("*.html"):
+        assert str(tmp_path) not in html.read_text(), html
 
-        page.click("#models >> text=tiny")
-        assert page.text_content("#model-records") == "41"
-        assert page.eval_on_selector("#score-plot", "img => img.complete && img.naturalWidth") > 0
-        assert EVIL_ID in page.text_content("#error-examples")
-        assert page.evaluate("typeof window.__pwned") == "undefined"
 
-        page.go_back()
-        page.click("#executions >> tr:has-text('tiny@1.0') >> a")
-        assert "tiny 1.0: 20 records" in page.text_content("body")
-        page.go_back()
-        page.click("#executions >> tr:has-text('broken@1') >> a")
-        banner = page.text_content("body")
-        assert "This execution failed" in banner and "weights file is missing" in banner
-        assert banner.index("This execution failed") < banner.index("RuntimeError")
-        page.go_back()
-        page.screenshot(path=str(tmp_path / "run-page.png"))
-        browser.close()
-    assert errors == []
+def test_a_model_failing_every_record_scores_nothing(tmp_path, make_notebook):
+    failing = replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    raise ValueError('no')")
+    records = write_records(tmp_path / "in.jsonl", tiny_rows(20))
+    run_notebooks([make_notebook("tiny.ipynb", failing)], records, out=tmp_path, run_id="a", engine="inprocess")
+    page = _page_text(write_report(tmp_path / "a"))
+    assert page.select_one("#count-scored").text == "0" and page.select_one("#count-errors").text == "21"
+    assert page.select_one("#run-status").text != "succeeded"
+    assert page.select_one("#run-status")["class"] != ["ok"]
+
+
+def test_verdict_names_the_models_over_the_threshold(tmp_path, two_models):
+    records = write_records(tmp_path / "in.jsonl", tiny_rows(10))
+    run_notebooks(two_models, records, out=tmp_path, run_id="a", engine="inprocess")
+    manifest_path = tmp_path / "a" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(status="failed", verdict={"max_error_rate": 0.05, "models_over": ["tiny@1.0"],
+                                              "rejected_over": True, "no_records": False})
+    manifest_path.write_text(json.dumps(manifest))
+    page = _page_text(write_report(tmp_path / "a"))
+    assert page.select_one("#run-status").text == "failed"
+    verdict = page.select_one("#verdict")
+    assert "over the error-rate threshold of 5 %" in verdict.text and "tiny@1.0 (1 of 11 records)" in verdict.text
+    assert verdict.a["href"] == "models/tiny_1.0.html"
+    assert "1 input lines were rejected, more than 5 %" in " ".join(page.select_one("#verdict-input").text.split())

@@ -1,0 +1,93 @@
+"""A notebook's cells as HTML that Jenkins' Content-Security-Policy lets through.
+
+Jenkins serves published and archived HTML with `sandbox; default-src 'none';
+img-src 'self'; style-src 'self';`: no script, no inline style, no `data:`
+image, nothing from another site. So nbconvert renders with its `basic`
+template (cells only, styled by the report's stylesheet), output images are
+extracted to PNG files beside the page (nbconvert's ExtractOutputPreprocessor),
+and HTML and Markdown outputs go through nbconvert's SanitizeHTML preprocessor
+with ammonia (`nh3`) doing the cleaning: it drops `<script>` and `<style>`
+with their content, every `style` attribute, images and link targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import re
+
+import nbformat
+import nh3
+from nbconvert import HTMLExporter
+from nbconvert.filters import markdown2html
+from nbconvert.preprocessors import ExtractOutputPreprocessor
+from nbconvert.preprocessors.sanitize import SanitizeHTML
+from traitlets.config import Config
+
+# What an output may keep: text structure and tables (pandas); no images or link
+# targets (they could leave the report), no forms, no embedded content.
+_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt", "em",
+         "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "ins", "kbd", "li", "ol", "p", "pre", "q", "s",
+         "samp", "small", "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
+         "tr", "u", "ul", "var"}
+_ATTRIBUTES = {"*": {"class", "title"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan"}}
+# Terminal colours: nbconvert turns them into style attributes, which the CSP blocks.
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Images first: an output that has both a PNG and HTML (an <img> with a data: URI) shows the PNG file.
+_PRIORITY = ["image/png", "image/jpeg", "text/html", "text/markdown", "text/plain"]
+
+
+class ReportSanitizer(SanitizeHTML):
+    """nbconvert's SanitizeHTML (which outputs are cleaned, scripts and widgets dropped) with
+    ammonia cleaning the HTML; Markdown outputs are converted first, so their HTML is cleaned too."""
+
+    def sanitize_code_outputs(self, outputs):
+        for output in outputs:
+            data = output.get("data", {})
+            if "text/markdown" in data:
+                data["text/html"] = markdown2html(data.pop("text/markdown"))
+        return super().sanitize_code_outputs(outputs)
+
+    def sanitize_html_tags(self, html_str):
+        return nh3.clean(html_str, tags=_TAGS, attributes=_ATTRIBUTES,
+                         clean_content_tags={"script", "style"}, strip_comments=True, link_rel=None)
+
+
+def _exporter() -> HTMLExporter:
+    config = Config()
+    config.NbConvertBase.display_data_priority = _PRIORITY
+    config.HTMLExporter.exclude_anchor_links = True
+    config.ExtractOutputPreprocessor.extract_output_types = {"image/png", "image/jpeg"}
+    exporter = HTMLExporter(template_name="basic", config=config)
+    exporter.register_preprocessor(ReportSanitizer(config=config), enabled=True)
+    exporter.register_preprocessor(ExtractOutputPreprocessor(config=config), enabled=True)
+    return exporter
+
+
+def render_notebook(source: Path, page: Path, scrub: Callable[[str], str] = str) -> str:
+    """The cells of the notebook at `source` as HTML for `page`; its images are written as
+    PNG files into a folder beside `page`. `scrub` rewrites the text of sources and outputs
+    (the report keeps machine paths out)."""
+    nb = nbformat.read(source, as_version=4)
+    for number, cell in enumerate(nb.cells, 1):
+        cell.source = scrub(cell.source)
+        for output in cell.get("outputs", []):
+            for mime in ("image/png", "image/jpeg"):
+                if mime in output.get("data", {}):  # nbconvert wants alt text; the notebook may have none
+                    output.setdefault("metadata", {}).setdefault(mime, {}).setdefault("alt", f"figure of cell {number}")
+            if "text" in output:
+                output["text"] = ANSI.sub("", scrub(output["text"]))
+            if "traceback" in output:
+                output["traceback"] = [ANSI.sub("", scrub(line)) for line in output["traceback"]]
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in output.get("data", {}):
+                    output["data"][mime] = scrub(output["data"][mime])
+    files = f"{page.stem}_files"
+    body, resources = _exporter().from_notebook_node(
+        nb, resources={"unique_key": "output", "output_files_dir": files})
+    for name, content in resources.get("outputs", {}).items():
+        target = page.parent / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return body

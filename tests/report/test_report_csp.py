@@ -1,0 +1,136 @@
+"""The report as Jenkins serves it: over HTTP with Jenkins' default Content-Security-Policy,
+copied away from its run directory, in chromium."""
+
+import http.server
+import os
+import shutil
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import pytest
+from bs4 import BeautifulSoup
+
+from conftest import GOOD_CELLS, replace_cell, write_notebook
+from mlsm_nb.report.site import write_report
+from mlsm_nb.run.orchestrate import run_notebooks
+from test_report import EVIL_ID, tiny_rows, write_records
+
+JENKINS_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'self';"
+HOSTILE_HTML = ("from IPython.display import HTML, Markdown, display\n"
+                "display(HTML('<script>window.__pwned = 1</script><b style=\"color:red\" onclick=\"x()\">bold</b>"
+                "<img src=\"data:image/png;base64,iVBORw0KGgo=\"><a href=\"https://example.com/\">away</a>'))\n"
+                "display(Markdown('![remote](https://example.com/x.png) [away](../../../etc/passwd)'))\n"
+                "FACTOR = 2")
+
+
+class _JenkinsHandler(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self):
+        self.send_header("Content-Security-Policy", JENKINS_CSP)
+        super().end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def jenkins_like(tmp_path):
+    """An HTTP server on loopback that serves tmp_path/served with Jenkins' CSP header."""
+    served = tmp_path / "served"
+    served.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_JenkinsHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
+    from playwright.sync_api import sync_playwright
+
+    tiny = make_notebook("tiny.ipynb", replace_cell(GOOD_CELLS, "setup", HOSTILE_HTML))
+    pick = [("models", 'models = [{"name": "tiny", "version": "1.0"}]') if tag == "fields" else (tag, src, *rest)
+            for tag, src, *rest in GOOD_CELLS if tag != "examples"]
+    pick = replace_cell(pick, "version", 'name = "pick"\nversion = "1"\nstatus = "draft"')
+    pick = replace_cell(pick, "score", "def score(data, results):\n    s = results['tiny']['1.0']['score']\n"
+                                       "    return {'score': s / 40, 'champion': 'tiny@1.0' if s > 10 else 'none'}")
+    broken = replace_cell(GOOD_CELLS, "version", 'name = "broken"\nversion = "1"\nstatus = "draft"')
+    broken = replace_cell(broken, "setup", "raise RuntimeError('weights file is missing')")
+    notebooks = [tiny, make_notebook("pick.ipynb", pick), make_notebook("broken.ipynb", broken)]
+    records = write_records(tmp_path / "in.jsonl", tiny_rows(40))
+    manifest = run_notebooks(notebooks, records, out=tmp_path / "runs", run_id="web", batch_size=20)
+    assert manifest["status"] == "failed"
+    write_report(tmp_path / "runs" / "web")
+    served, base = jenkins_like
+    shutil.copytree(tmp_path / "runs" / "web" / "report", served / "report")  # published away from the run
+    shutil.rmtree(tmp_path / "runs")
+
+    for html in (served / "report").rglob("*.html"):  # markup Jenkins' CSP would block, or that leaves the report
+        soup = BeautifulSoup(html.read_text(), "html.parser")
+        assert not soup.find_all(["script", "style", "iframe", "object", "embed"]), html
+        assert not soup.find_all(style=True) and not soup.find_all(onclick=True), html
+        links = [e.get("href") or e.get("src") for e in soup.find_all(href=True) + soup.find_all(src=True)]
+        assert not [link for link in links if ":" in link or link.startswith("/")], (html, links)
+        machine = (str(tmp_path), "/tmp/", sys.prefix, os.path.realpath(sys.prefix), str(Path.home()) + "/")
+        assert not [path for path in machine if path in html.read_text()], html
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        console, failed_requests = [], []
+        page.on("console", lambda m: console.append(f"{page.url}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("requestfailed", lambda r: failed_requests.append(r.url))
+        start = urljoin(base, "report/index.html")
+        todo, seen, outside = [start], set(), []
+        while todo:
+            url = todo.pop()
+            if url in seen:
+                continue
+            seen.add(url)
+            response = page.goto(url)
+            assert response.status == 200, url
+            assert response.headers["content-security-policy"] == JENKINS_CSP
+            # The stylesheet applies (the header's background comes from report.css only).
+            assert page.eval_on_selector("header", "h => getComputedStyle(h).backgroundColor") == "rgb(36, 70, 107)"
+            sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.naturalWidth])")
+            assert all(width > 0 for _, width in sizes), (url, sizes)
+            for href in page.eval_on_selector_all("a[href], link[href]", "els => els.map(e => e.getAttribute('href'))") \
+                    + [src for src, _ in sizes]:
+                target = urljoin(url, href).split("#")[0]
+                if not urlparse(target).path.startswith("/report/") or not target.startswith(base):
+                    outside.append((url, href))
+                elif target.endswith(".html"):
+                    todo.append(target)
+                else:
+                    assert page.request.get(target).status == 200, (url, href)
+            if url == start:
+                assert page.text_content("#run-status") == "failed"
+                assert page.text_content("#count-records") == "41"
+                assert page.text_content("#count-failed") == "3"  # broken@1 in each of 3 batches
+                page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
+        pages = {urlparse(u).path for u in seen}
+        assert {"/report/index.html", "/report/models/tiny_1.0.html", "/report/notebooks/tiny_1.0.html",
+                "/report/executed/tiny_1.0/batch-00000.html", "/report/executed/broken_1/batch-00002.html"} <= pages
+
+        page.goto(urljoin(base, "report/executed/tiny_1.0/batch-00001.html"))
+        assert page.text_content("#notebook-title") == "tiny 1.0 · batch 1"
+        assert page.get_attribute("#back", "href") == "../../index.html"
+        assert "r20" in page.text_content("#sample")  # batch 1 starts with record r20
+        assert "bold" in page.text_content(".notebook") and page.evaluate("typeof window.__pwned") == "undefined"
+        page.screenshot(path=str(tmp_path / "executed-page.png"), full_page=True)
+        page.goto(urljoin(base, "report/executed/broken_1/batch-00000.html"))
+        banner = page.text_content("#failure")
+        assert "This execution failed" in banner and "weights file is missing" in banner
+        page.goto(urljoin(base, "report/models/pick_1.html"))
+        shares = page.eval_on_selector_all(".categories td:last-child", "tds => tds.map(t => parseFloat(t.textContent))")
+        assert abs(sum(shares) - 100) < 0.5 and page.text_content(".categories tr.error-row td") == "error"
+        assert EVIL_ID in page.text_content("#error-examples") or "bad_type" not in page.text_content("#errors")
+        page.screenshot(path=str(tmp_path / "model-page.png"), full_page=True)
+        browser.close()
+    assert outside == []
+    assert failed_requests == []
+    assert console == []
