@@ -82,7 +82,8 @@ class AuditDatabase:
 
     def recent_runs(self, count: int) -> list[dict]:
         """The last `count` runs by start time, oldest first (no per-batch details)."""
-        found = self.runs.find({}, {"executions": 0, "batch_stats": 0}).sort("started_at", -1).limit(count)
+        found = self.runs.find({}, {"executions": 0, "batch_stats": 0})
+        found = found.sort([("started_at", -1), ("_id", -1)]).limit(count)  # ties: run ids sort by time
         return list(reversed(list(found)))
 
     def scores_of_runs(self, run_ids: Sequence[str]) -> list[dict]:
