@@ -89,12 +89,15 @@ def check_approvals(store, specs: Sequence, forced_status: str | None = None) ->
     if not database.approvals_required():
         return
     registry = database.registry((spec.name, spec.version) for spec in active)
+    unapproved = [s for s in active if not (registry.get((s.name, s.version)) or {}).get("approval")]
+    if unapproved:
+        first = unapproved[0]
+        more = "".join(f", {s.name} {s.version}" for s in unapproved[1:])
+        raise ConfigError(f"{first.path}: {first.name} {first.version}{more} active but not approved, and the "
+                          f"registry requires approvals: mlsm-nb approve {first.name} {first.version} (each of "
+                          "them), or set their status to draft")
     for spec in active:
-        approval = (registry.get((spec.name, spec.version)) or {}).get("approval")
-        if not approval:
-            raise ConfigError(f"{spec.path}: {spec.name} {spec.version} is active but not approved, and the "
-                              f"registry requires approvals: mlsm-nb approve {spec.name} {spec.version} (or "
-                              "set its status to draft)")
+        approval = registry[spec.name, spec.version]["approval"]
         if approval.get("sha256") != spec.sha256():
             raise ConfigError(f"{spec.path}: {spec.name} {spec.version} was approved for sha256 "
                               f"{approval.get('sha256', '')[:12]}… but its production cells or artifacts now hash to "

@@ -49,6 +49,9 @@ def test_replay_of_the_example_papermill_run_is_bit_identical_and_a_changed_arti
     notebooks = copy_notebooks(tmp_path)
     run_notebooks([notebooks], leads_file(tmp_path, 40), out=tmp_path / "runs", run_id="pm", batch_size=20)
     run_dir = tmp_path / "runs" / "pm"
+    traced = cli("trace", "lead-8-0000025", "--run", run_dir)  # batch 1: its executed notebook is named
+    executed = run_dir / "executed" / "champion@1.0.0" / "batch-00001.ipynb"
+    assert f"executed  {executed} (ok)" in traced.output and executed.is_file()
     result = cli("replay", run_dir)
     assert result.exit_code == 0, result.output
     assert "compared 40 result document(s); ignored fields that differ by design: run_id, _timestamp, _current" \
