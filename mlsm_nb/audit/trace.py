@@ -9,6 +9,7 @@ and the recorded outcomes. In MongoDB that costs one query per collection.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,15 +270,19 @@ def format_trace(trace: dict) -> str:
         lines.append("  batch     not recorded in MongoDB; add --run DIR (the run directory or its parent) to find it")
     if run.get("run_dir"):
         lines.append(f"  run dir   {run['run_dir']}")
+    if trace.get("scored_at"):
+        scored = dt.datetime.fromtimestamp(trace["scored_at"], dt.timezone.utc).isoformat(timespec="seconds")
+        lines.append(f"  scored    {scored}")
     for row in trace["models"]:
         lines.append(f"{row['name']} {row['version']} ({row.get('kind') or 'model'})")
         lines.append("  result    " + ", ".join(f"{k}={_short(v)}" for k, v in row["result"].items()))
         lines.append(f"  status    {row['status']}: {row['why']}")
-        git = f"  commit {row['git_commit']}" + (" (uncommitted changes)" if row.get("git_dirty") else "") \
-            if row.get("git_commit") else "  not in git"
+        git = [f"commit {row['git_commit']}" + (" (uncommitted changes)" if row.get("git_dirty") else "")
+               if row.get("git_commit") else "not a git checkout"]
+        git += [f"repo {row['repository']}"] if row.get("repository") else []
+        git += [f"branch {row['branch']}"] if row.get("branch") else []
         lines.append(f"  notebook  {row['source']}  sha256 {row['sha256']}")
-        lines.append(f"           {git.strip()}" + (f", repo {row['repository']}" if row.get("repository") else "")
-                     + (f", branch {row['branch']}" if row.get("branch") else ""))
+        lines.append("  git       " + ", ".join(git))
         if row.get("bundle"):
             b = row["bundle"]
             lines.append(f"  bundle    {b['path']}" + (f"  manifest sha256 {b['manifest_sha256']}, module sha256 "

@@ -50,7 +50,7 @@ def test_trace_of_a_run_directory_shows_the_whole_provenance(runs):
     assert f"started   {manifest['started_at']} by {manifest['started_by']['user']}@" in out
     lr = lint_notebook(NOTEBOOKS / "lead_lr.ipynb")
     assert f"sha256 {lr.sha256()}" in out
-    assert f"commit {manifest['notebooks'][0]['git_commit']}" in out
+    assert f"git       commit {manifest['notebooks'][0]['git_commit']}" in out
     assert f"score={document['results']['lead_lr']['1.0.0']['score']:.6g}" in out
     assert "status    draft: branch 'develop' matches 'develop'" in out  # git-flow forced draft, and why
     assert f"pandas {manifest['versions']['pandas']}" in out
