@@ -93,9 +93,10 @@ def check_approvals(store, specs: Sequence, forced_status: str | None = None) ->
     if unapproved:
         first = unapproved[0]
         more = "".join(f", {s.name} {s.version}" for s in unapproved[1:])
-        raise ConfigError(f"{first.path}: {first.name} {first.version}{more} active but not approved, and the "
-                          f"registry requires approvals: mlsm-nb approve {first.name} {first.version} (each of "
-                          "them), or set their status to draft")
+        fix = ("approve each (mlsm-nb approve NAME VERSION), or set their status to draft" if more else
+               f"mlsm-nb approve {first.name} {first.version}, or set its status to draft")
+        raise ConfigError(f"{first.path}: {first.name} {first.version}{more} {'are' if more else 'is'} active but not "
+                          f"approved, and the registry requires approvals: {fix}")
     for spec in active:
         approval = registry[spec.name, spec.version]["approval"]
         if approval.get("sha256") != spec.sha256():

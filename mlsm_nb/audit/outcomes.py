@@ -78,7 +78,7 @@ def _observed(value: Any, where: str) -> str:
         moment = dt.datetime.fromisoformat(str(value))
     except ValueError:
         raise OutcomeError(f"{where}: observed_at {value!r} is not an ISO date or time") from None
-    return moment.isoformat()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).isoformat()  # naive means UTC
 
 
 def read_outcomes(path: str | Path, label: str, id_field: str = "id", observed_column: str = "observed_at") -> list[dict]:
@@ -152,6 +152,7 @@ def attach_outcomes(path: str | Path, label: str, *, run: str | Path | None = No
         _refuse_unknown_and_duplicates(path, outcomes, database.id_field, _typed(database.scored_ids(ids)),
                                        database.outcomes_for(ids), where)
         database.insert_outcomes(outcomes, import_id=uuid.uuid4().hex)
+        where = f"MongoDB ({database.store.db.name}.{database.outcomes.name})"
     else:
         rundir = RunDirectory(run)
         manifest = rundir.read_manifest()

@@ -170,8 +170,9 @@ def replay_run(run_dir: str | Path, out: str | Path | None = None,
     """Re-run the kept run `run_dir` and compare every result document with the original.
 
     The replay is a new run directory `<run_id>-replay-<UTC time>` in `out`
-    (default: `RUN_DIR/replays`, so a folder of runs never takes a replay for the live run). `parameters` supplies credentials the
-    manifest could not record. Raises ReplayRefused, before anything runs,
+    (default: `RUN_DIR/replays`, so a folder of runs never takes a replay
+    for the live run). `parameters` supplies credentials the manifest could
+    not record. Raises ReplayRefused, before anything runs,
     naming the file when a batch or result file is missing or a notebook or
     artifact differs from the recorded hash.
     """

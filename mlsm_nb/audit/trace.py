@@ -158,7 +158,8 @@ def _model_rows(hit: dict, name: str | None, version: str | None, registry: dict
                 why = "declared in the notebook's version cell"
             else:
                 why = f"the notebook declares {notebook.get('status')}"
-            execution = manifest.get("executions", {}).get(key, {}).get(str(hit["batch"])) if hit["batch"] is not None else None
+            batches = manifest.get("executions", {}).get(key, {})
+            execution = batches.get(str(hit["batch"])) if hit["batch"] is not None else None
             executed = None
             if execution and execution.get("executed"):
                 executed = str(hit["run_dir"].root / execution["executed"]) if hit["run_dir"] else execution["executed"]

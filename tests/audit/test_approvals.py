@@ -63,8 +63,8 @@ def test_runs_refuse_unapproved_active_versions_when_required(registry, tmp_path
     result = run(uri, notebooks, leads, tmp_path / "runs", "refused")
     assert result.exit_code == 1
     assert result.output == (f"error: {notebooks / 'lead_lr.ipynb'}: lead_lr 1.0.0, lead_rules 1.0.0, champion 1.0.0 "
-                             "active but not approved, and the registry requires approvals: mlsm-nb approve lead_lr "
-                             "1.0.0 (each of them), or set their status to draft\n")
+                             "are active but not approved, and the registry requires approvals: approve each (mlsm-nb "
+                             "approve NAME VERSION), or set their status to draft\n")
     assert not (tmp_path / "runs" / "refused").exists()  # refused before anything was written
     assert run(uri, notebooks, leads, tmp_path / "runs", "develop", "--branch", "develop").exit_code == 0  # all draft
     for name, version in ACTIVE:
