@@ -334,6 +334,8 @@ def trace(record_id, run_dir, run_id, model, as_json, mongo_uri, mongo_db, mongo
 
     from .audit.trace import format_trace, trace_record
 
+    if not run_dir and not mongo_uri:
+        _fail("say where the results are: --run RUN_DIR or --mongo-uri URI", 2)
     database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
     found = trace_record(record_id, run=run_dir, database=database, run_id=run_id, model=model)
     click.echo(json.dumps(found, indent=2, default=str) if as_json else format_trace(found))
@@ -375,6 +377,8 @@ def outcomes(file, label, observed_column, run_dir, mongo_uri, mongo_db, mongo_c
     """
     from .audit.outcomes import attach_outcomes
 
+    if bool(run_dir) == bool(mongo_uri):
+        _fail("say where the scores are: --run RUN_DIR or --mongo-uri URI (one of them)", 2)
     database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
     found = attach_outcomes(file, label, run=run_dir, database=database, observed_column=observed_column)
     click.echo(f"attached {found['attached']} {label} outcome(s) ({found['positives']} positive) to {found['where']}")

@@ -100,7 +100,8 @@ def read_outcomes(path: str | Path, label: str, id_field: str = "id", observed_c
             raise OutcomeError(f"{path}: no label column {label!r} (columns: {', '.join(map(str, row))})")
         value = label_value(row[label])
         if value is None:
-            raise OutcomeError(f"{where}: label {label} is {row[label]!r}; labels must be 0/1 or true/false")
+            shown = "empty" if row[label] is None else repr(row[label])
+            raise OutcomeError(f"{where}: label {label} is {shown}; labels must be 0/1 or true/false")
         key = (type(record_id), record_id)
         if key in seen:
             raise OutcomeError(f"{where}: duplicate outcome (line {seen[key]} has the same id)")

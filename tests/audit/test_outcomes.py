@@ -114,6 +114,7 @@ def test_report_gets_an_outcomes_page(scored, tmp_path):
     ([{"id": "lead-11-0000001", "converted": "maybe"}],
      "line 1, id 'lead-11-0000001': label converted is 'maybe'; labels must be 0/1 or true/false"),
     ([{"id": "lead-11-0000001", "converted": 2}], "label converted is 2; labels must be 0/1 or true/false"),
+    ([{"id": "lead-11-0000001", "converted": None}], "label converted is empty; labels must be 0/1 or true/false"),
     ([{"id": "lead-11-0000001", "converted": 1}, {"id": "lead-11-0000001", "converted": 0}],
      "line 2, id 'lead-11-0000001': duplicate outcome (line 1 has the same id)"),
     ([{"id": "lead-11-0000001", "won": 1}], "no label column 'converted' (columns: id, won)"),
@@ -130,6 +131,11 @@ def test_bad_outcomes_are_one_line_and_store_nothing(scored, tmp_path, rows, mes
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (run_dir / "outcomes.jsonl").exists()
+
+
+def test_outcomes_need_one_place(scored, tmp_path):
+    result = cli("outcomes", tmp_path / "o.csv", "--label", "converted")
+    assert result.exit_code == 2 and "--run RUN_DIR or --mongo-uri URI (one of them)" in result.output
 
 
 def test_duplicate_outcomes_across_files_are_refused(scored, tmp_path):

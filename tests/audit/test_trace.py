@@ -90,7 +90,8 @@ def test_trace_bad_input_is_one_line(runs, args, message):
 
 
 def test_trace_needs_a_place_and_a_run_directory(tmp_path):
-    assert "--run RUN_DIR or --mongo-uri URI" in cli("trace", "x").output
+    result = cli("trace", "x")
+    assert result.exit_code == 2 and "--run RUN_DIR or --mongo-uri URI" in result.output
     result = cli("trace", "x", "--run", tmp_path)
     assert result.exit_code == 1 and "not a run directory (no manifest.json)" in result.output
 
@@ -149,3 +150,19 @@ def test_trace_from_mongodb_costs_one_query_per_collection(runs, mongo_uri, tmp_
     indexes = client["trace_test"].results.index_information()
     assert "id_current" in indexes
     client.drop_database("trace_test")
+
+
+def test_trace_names_the_bundle_a_run_scored_with(tmp_path, runs):
+    from mlsm_nb.notebook.extract import extract_bundle
+
+    bundle = tmp_path / "bundle"
+    extract_bundle([NOTEBOOKS], bundle)
+    run_notebooks([NOTEBOOKS], runs / "leads.jsonl", out=tmp_path / "runs", run_id="b", engine="inprocess",
+                  bundle=bundle)
+    found = trace_record("lead-5-0000001", run=tmp_path / "runs" / "b", model="lead_lr")
+    module = json.loads((bundle / "manifest.json").read_text())["models"]
+    expected = next(m["module_sha256"] for m in module if m["name"] == "lead_lr")
+    assert found["models"][0]["bundle"] == {"path": str(bundle), "manifest_sha256": file_sha256(bundle / "manifest.json"),
+                                            "module_sha256": expected}
+    text = cli("trace", "lead-5-0000001", "--run", tmp_path / "runs" / "b", "--model", "lead_lr").output
+    assert f"bundle    {bundle}  manifest sha256 {file_sha256(bundle / 'manifest.json')}, module sha256 {expected}" in text
