@@ -53,13 +53,14 @@ class ReplayReport:
     run_id: str
     replay_dir: Path
     replay_status: str
+    original_status: str
     documents: int = 0
     differences: list[Difference] = field(default_factory=list)
     ignored: tuple[str, ...] = IGNORED_FIELDS
 
     @property
     def identical(self) -> bool:
-        return not self.differences and self.replay_status == "succeeded"
+        return not self.differences and self.replay_status == self.original_status
 
 
 def _check_files(run: RunDirectory, manifest: dict) -> int:
@@ -192,7 +193,7 @@ def replay_run(run_dir: str | Path, out: str | Path | None = None,
         replayed = _rerun(manifest, sources, records, out, replay_id, values)
     replay = RunDirectory(out / replay_id)
     count, differences = compare_runs(run, replay, batches, manifest.get("id_field", "id"))
-    return ReplayReport(manifest["run_id"], replay.root, replayed["status"], count, differences)
+    return ReplayReport(manifest["run_id"], replay.root, replayed["status"], manifest["status"], count, differences)
 
 
 def format_replay(report: ReplayReport) -> str:
@@ -203,8 +204,9 @@ def format_replay(report: ReplayReport) -> str:
     if report.identical:
         lines.append("identical: every result document matches the original")
         return "\n".join(lines)
-    if report.replay_status != "succeeded":
-        lines.append(f"the replay {report.replay_status}: see {report.replay_dir / 'manifest.json'}")
+    if report.replay_status != report.original_status:
+        lines.append(f"the run {report.original_status}, the replay {report.replay_status}: see "
+                     f"{report.replay_dir / 'manifest.json'}")
     lines.append(f"{len(report.differences)} difference(s):")
     lines += [f"  {d}" for d in report.differences[:MAX_SHOWN]]
     if len(report.differences) > MAX_SHOWN:
