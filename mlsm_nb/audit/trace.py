@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MlsmError
-from ..files import file_sha256, read_jsonl
+from ..files import file_sha256
 from ..store.rundir import MANIFEST, RunDirectory, model_key
 from .database import AuditDatabase, as_plain
 
@@ -212,7 +212,10 @@ def trace_record(record_id: str, *, run: str | Path | None = None, database: Aud
     name, version = parse_model(model)
     keys = {(m, v) for m, vs in document.get("results", {}).items() for v in vs}
     registry = database.registry(keys) if database is not None else {}
-    outcomes = database.outcomes_for([document[id_field]]) if database is not None else _local_outcomes(chosen, id_field)
+    if database is not None:
+        outcomes = database.outcomes_for([document[id_field]])
+    else:
+        outcomes = _local_outcomes(chosen, id_field)
     run_dir = chosen["run_dir"]
     batch = chosen["batch"]
     return as_plain({
@@ -237,11 +240,10 @@ def trace_record(record_id: str, *, run: str | Path | None = None, database: Aud
 
 
 def _local_outcomes(hit: dict, id_field: str) -> list[dict]:
-    path = hit["run_dir"].root / "outcomes.jsonl"
-    if not path.is_file():
-        return []
+    from .outcomes import run_outcomes
+
     record_id = hit["document"][id_field]
-    return [o for o in read_jsonl(path) if _same_id(o.get(id_field), record_id)]
+    return [o for o in run_outcomes(hit["run_dir"].root) if _same_id(o.get(id_field), record_id)]
 
 
 # -- one screen ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pymongo
 import pytest
@@ -166,3 +167,14 @@ def test_trace_names_the_bundle_a_run_scored_with(tmp_path, runs):
                                             "module_sha256": expected}
     text = cli("trace", "lead-5-0000001", "--run", tmp_path / "runs" / "b", "--model", "lead_lr").output
     assert f"bundle    {bundle}  manifest sha256 {file_sha256(bundle / 'manifest.json')}, module sha256 {expected}" in text
+
+
+def test_trace_shows_the_outcome_attached_to_the_id(tmp_path, runs):
+    from mlsm_nb.audit.outcomes import attach_outcomes
+
+    run_dir = tmp_path / "r2"
+    shutil.copytree(runs / "runs" / "r2", run_dir)
+    (tmp_path / "o.csv").write_text("id,won,observed_at\nlead-5-0000004,true,2026-12-01\n")
+    attach_outcomes(tmp_path / "o.csv", "won", run=run_dir)
+    text = cli("trace", "lead-5-0000004", "--run", run_dir, "--model", "champion").output
+    assert "outcome won = 1 (observed 2026-12-01T00:00:00+00:00)" in text
