@@ -377,6 +377,8 @@ def outcomes(file, label, observed_column, run_dir, mongo_uri, mongo_db, mongo_c
     """
     from .audit.outcomes import attach_outcomes
 
+    if run_dir and click.get_current_context().get_parameter_source("mongo_uri").name == "ENVIRONMENT":
+        mongo_uri = None  # --run says where; MLSM_MONGO_URI is only the default
     if bool(run_dir) == bool(mongo_uri):
         _fail("say where the scores are: --run RUN_DIR or --mongo-uri URI (one of them)", 2)
     database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
