@@ -200,3 +200,16 @@ def test_outcomes_in_mongodb_and_drift_across_runs(mongo_uri, tmp_path):
     assert "Drift over the last 10 runs (MongoDB)" in page and "<b>drift</b>" in page
     assert (tmp_path / "site" / "img" / "drift.png").stat().st_size > 1000
     client.drop_database("outcomes_test")
+
+
+@pytest.mark.slow
+def test_an_insert_that_fails_midway_leaves_nothing(mongo_db):
+    from mlsm_nb.store.base import StoreError
+
+    database = AuditDatabase(MongoStore.from_database(mongo_db))
+    outcome = {"id": "b", "label": "won", "value": 1, "observed_at": "2026-12-01T00:00:00+00:00", "source": "x"}
+    database.insert_outcomes([outcome], import_id="first")
+    batch = [{**outcome, "id": "a"}, outcome, {**outcome, "id": "c"}]  # "b" collides (a concurrent import)
+    with pytest.raises(StoreError, match="MongoDB refused the outcomes \\(none stored\\)"):
+        database.insert_outcomes(batch, import_id="second")
+    assert sorted(d["id"] for d in mongo_db.outcomes.find()) == ["b"]
