@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..clock import utc_now
 from ..exceptions import ConfigError, MlsmError
+from ..store.base import StoreError
 from .database import AuditDatabase
 
 
@@ -85,10 +86,15 @@ def check_approvals(store, specs: Sequence, forced_status: str | None = None) ->
     active = [spec for spec in specs if spec.status == "active"]
     if not active:
         return
+    from pymongo.errors import PyMongoError
+
     database = AuditDatabase(store)
-    if not database.approvals_required():
-        return
-    registry = database.registry((spec.name, spec.version) for spec in active)
+    try:
+        if not database.approvals_required():
+            return
+        registry = database.registry((spec.name, spec.version) for spec in active)
+    except PyMongoError as exc:
+        raise StoreError(f"MongoDB: cannot read the approval policy ({str(exc).splitlines()[0][:300]})") from None
     unapproved = [s for s in active if not (registry.get((s.name, s.version)) or {}).get("approval")]
     if unapproved:
         first = unapproved[0]
