@@ -44,7 +44,8 @@ def outcome_models(run_dir: str | Path, database: AuditDatabase | None = None) -
     manifest = run.read_manifest()
     kinds = {model_key(n["name"], n["version"]): n.get("kind", "model") for n in manifest.get("notebooks", [])}
     if database is None:
-        return join_outcomes(run.results(), run_outcomes(run.root), manifest.get("id_field", "id"), kinds)
+        outcomes = run_outcomes(run.root)
+        return join_outcomes(run.results(), outcomes, manifest.get("id_field", "id"), kinds) if outcomes else {}
     outcomes = database.all_outcomes()
     documents = database.results_for([o[database.id_field] for o in outcomes]) if outcomes else []
     return join_outcomes(documents, outcomes, database.id_field, kinds)
