@@ -179,12 +179,14 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
 @click.option("--out", type=click.Path(file_okay=False), help="Site folder (default: RUN_DIR/report).")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False),
               help="Another run directory: set the same models side by side, with drift (PSI) per score.")
+@click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Outcomes from MongoDB, and drift over its last runs.")
+@click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
 @handle_errors
-def report(run_dir, out, compare):
+def report(run_dir, out, compare, mongo_uri, mongo_db):
     """Write a static HTML report of a run for reviewers."""
     from .report.site import write_report
 
-    index = write_report(run_dir, out, compare)
+    index = write_report(run_dir, out, compare, database=_audit_database(mongo_uri, mongo_db))
     click.echo(f"report: {index}")
 
 
@@ -293,6 +295,127 @@ def _print_run_summary(manifest: dict, out: str) -> None:
                        "run again with --resume to store them", err=True)
         else:
             click.echo(f"  MongoDB:  {where}")
+
+
+# -- audit: trace, replay, outcomes, approve ------------------------------------------------------
+
+def _audit_database(uri: str | None, database: str | None, collection: str = "results", id_field: str = "id"):
+    if not uri:
+        return None
+    from .audit.database import open_database
+
+    return open_database(uri, database, results_collection=collection, id_field=id_field)
+
+
+def _mongo_options(command):
+    """--mongo-uri, --mongo-db, --mongo-collection, --id-field: where the audit commands read MongoDB."""
+    for option in reversed([
+        click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Read MongoDB (or set MLSM_MONGO_URI)."),
+        click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm')."),
+        click.option("--mongo-collection", default="results", show_default=True, help="Results collection."),
+        click.option("--id-field", default="id", show_default=True, help="The records' identifier field."),
+    ]):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("record_id", metavar="ID")
+@click.option("--run", "run_dir", type=click.Path(exists=True),
+              help="A run directory, or a folder of them (the run started last is live).")
+@click.option("--run-id", help="The result of this run instead of the live one.")
+@click.option("--model", metavar="NAME[@VERSION]", help="Only this model (or version).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@_mongo_options
+@handle_errors
+def trace(record_id, run_dir, run_id, model, as_json, mongo_uri, mongo_db, mongo_collection, id_field):
+    """Show where the live score of record ID came from: run, notebook, commit, input, batch, versions.
+
+    With --mongo-uri MongoDB says which result is live; add --run DIR to also find
+    its batch and executed notebook in the run directories.
+    """
+    import json
+
+    from .audit.trace import format_trace, trace_record
+
+    if not run_dir and not mongo_uri:
+        _fail("say where the results are: --run RUN_DIR or --mongo-uri URI", 2)
+    database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
+    found = trace_record(record_id, run=run_dir, database=database, run_id=run_id, model=model)
+    click.echo(json.dumps(found, indent=2, default=str) if as_json else format_trace(found))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the replay's run directory "
+              "(default: RUN_DIR/replays).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A credential parameter the run could not record (repeatable).")
+@handle_errors
+def replay(run_dir, out, params):
+    """Re-run a kept run from its own batches and compare every result with the original.
+
+    Exit 0 when identical (run_id, _timestamp and _current aside), 1 otherwise.
+    """
+    from .audit.replay import format_replay, replay_run
+
+    found = replay_run(run_dir, out, dict(_parse_param(p) for p in params))
+    click.echo(format_replay(found))
+    sys.exit(0 if found.identical else 1)
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--label", required=True, help="The column holding the outcome (0/1 or true/false).")
+@click.option("--observed-at", "observed_column", default="observed_at", show_default=True,
+              help="Column with when each outcome was observed (default: now).")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
+              help="Attach to the ids scored in this run directory.")
+@_mongo_options
+@handle_errors
+def outcomes(file, label, observed_column, run_dir, mongo_uri, mongo_db, mongo_collection, id_field):
+    """Attach observed outcomes in FILE (JSON Lines, CSV, Parquet) to scored ids; scores are not touched.
+
+    All or nothing: an unknown id, a duplicate or a label that is not 0/1 or true/false stores nothing.
+    `mlsm-nb report` then measures the models against them.
+    """
+    from .audit.outcomes import attach_outcomes
+
+    if run_dir and click.get_current_context().get_parameter_source("mongo_uri").name == "ENVIRONMENT":
+        mongo_uri = None  # --run says where; MLSM_MONGO_URI is only the default
+    if bool(run_dir) == bool(mongo_uri):
+        _fail("say where the scores are: --run RUN_DIR or --mongo-uri URI (one of them)", 2)
+    database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
+    found = attach_outcomes(file, label, run=run_dir, database=database, observed_column=observed_column)
+    click.echo(f"attached {found['attached']} {label} outcome(s) ({found['positives']} positive) to {found['where']}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.argument("version", required=False)
+@click.option("--notebook", type=click.Path(exists=True, dir_okay=False),
+              help="Approve this notebook: it must be the registered one for NAME VERSION.")
+@click.option("--by", help="Who approves (default: user@host).")
+@click.option("--require/--no-require", "require", default=None,
+              help="From now on, runs refuse active versions without an approval (or stop requiring it).")
+@_mongo_options
+@handle_errors
+def approve(name, version, notebook, by, require, mongo_uri, mongo_db, mongo_collection, id_field):
+    """Record in the model registry that model NAME VERSION may run as active (who, when, notebook sha256)."""
+    from .audit.approvals import approve as record_approval, set_approvals_required
+
+    if not mongo_uri:
+        _fail("approvals live in the MongoDB model registry: pass --mongo-uri (or set MLSM_MONGO_URI)", 2)
+    if (name is None) != (version is None) or (name is None and require is None):
+        _fail("usage: mlsm-nb approve NAME VERSION [--notebook PATH], or mlsm-nb approve --require/--no-require", 2)
+    database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
+    if name:
+        found = record_approval(database, name, version, by=by, notebook=notebook)
+        click.echo(f"approved {name} {version} for sha256 {found['sha256']} by {found['by']} at {found['at']}")
+    if require is not None:
+        set_approvals_required(database, require, by=by)
+        click.echo("approvals are now " + ("required: runs refuse unapproved active versions" if require
+                                           else "optional"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,8 +126,11 @@ class _Site:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None,
-                 threshold: float = PSI_THRESHOLD) -> Path:
-    """Write the report site of a run (default ``<run_dir>/report/``); returns its index.html."""
+                 threshold: float = PSI_THRESHOLD, database=None) -> Path:
+    """Write the report site of a run (default ``<run_dir>/report/``); returns its index.html.
+
+    `database` (an `audit.AuditDatabase`) adds outcomes from MongoDB and drift across its last runs.
+    """
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     report = build_run_report(run_dir)
@@ -144,6 +147,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     if compare:
         other = build_run_report(compare)
         comparison, other_id = compare_runs(other, report, threshold), other.run_id
+    from ..audit.pages import write_outcomes_page  # audit: metrics against outcomes, drift
+
+    outcomes_page = write_outcomes_page(report, out, site, database, threshold=threshold)
     site.write("index.html", "run.html", comparison=comparison, other_id=other_id, threshold=threshold,
-               total_seconds=sum(e.get("seconds") or 0 for e in report.executions))
+               outcomes_page=outcomes_page, total_seconds=sum(e.get("seconds") or 0 for e in report.executions))
     return out / "index.html"

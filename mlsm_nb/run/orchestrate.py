@@ -38,6 +38,7 @@ from .merge import Merger, Tally
 from .pools import DaskPool, ThreadPool
 from ..store.mongo import MongoStore
 from ..store.rundir import RunDirectory, model_key, new_run_id
+from ..audit.approvals import check_approvals
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,7 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
     run_dir = RunDirectory(Path(out) / (run_id or new_run_id()))
     workers = workers or os.cpu_count() or 1
     status, reason = forced_status(branch)
+    check_approvals(store, specs, status)  # audit: an unapproved active version refuses the run
     settings = {"engine": engine, "batch_size": batch_size, "workers": workers, "id_field": id_field,
                 "timeout": timeout, "parameters": redact_parameters(parameters), "branch": branch,
                 "status_override": {"status": status, "reason": reason} if status else None,

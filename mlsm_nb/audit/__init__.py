@@ -1,0 +1,25 @@
+"""Audit: trace a score to what made it, replay a run, outcomes and model metrics, approvals."""
+
+from .._lazy import lazy_exports
+
+_WHERE = {
+    "trace_record": ".trace",
+    "format_trace": ".trace",
+    "TraceError": ".trace",
+    "replay_run": ".replay",
+    "format_replay": ".replay",
+    "ReplayRefused": ".replay",
+    "attach_outcomes": ".outcomes",
+    "read_outcomes": ".outcomes",
+    "OutcomeError": ".outcomes",
+    "approve": ".approvals",
+    "check_approvals": ".approvals",
+    "set_approvals_required": ".approvals",
+    "ApprovalError": ".approvals",
+    "AuditDatabase": ".database",
+    "open_database": ".database",
+    "write_outcomes_page": ".pages",
+}
+
+__all__ = list(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -1,0 +1,130 @@
+"""Every MongoDB read (and the few writes) of the audit commands, in one place.
+
+Collections are the ones `MongoStore` names (results, runs, models) plus
+`outcomes` (observed labels per id) and `settings` (the registry's approval
+policy). Each method is one query, so a caller can count what it costs; the
+indexes they use are created by `ensure_indexes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..store.base import StoreError
+
+APPROVAL_POLICY = "approvals"  # `_id` of the settings document that says whether approvals are required
+
+
+class AuditDatabase:
+    """Audit queries over a `MongoStore`'s database (results, runs, models, outcomes, settings)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.id_field = store.id_field
+        self.results = store.results
+        self.runs = store.runs
+        self.models = store.models
+        self.outcomes = store.db["outcomes"]
+        self.settings = store.db["settings"]
+
+    def ensure_indexes(self) -> None:
+        """(id, _current) on results (the store's own index) and (id, label) on outcomes, unique."""
+        self.store.ensure_indexes()
+        self.outcomes.create_index([(self.id_field, 1), ("label", 1)], name="id_label", unique=True)
+
+    # -- trace ------------------------------------------------------------------
+
+    def results_for(self, ids: Sequence) -> list[dict]:
+        """Every stored result document of these ids, live first (`_current` ascending)."""
+        return list(self.results.find({self.id_field: {"$in": list(ids)}}).sort("_current", 1))
+
+    def runs_by_id(self, run_ids: Iterable[str]) -> dict[str, dict]:
+        """The run documents (manifests) of these run ids."""
+        return {doc["_id"]: doc for doc in self.runs.find({"_id": {"$in": list(run_ids)}})}
+
+    def registry(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """Registry entries of these (name, version) pairs."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        found = self.models.find({"$or": [{"name": n, "version": v} for n, v in keys]})
+        return {(doc["name"], doc["version"]): doc for doc in found}
+
+    def outcomes_for(self, ids: Sequence) -> list[dict]:
+        """Observed outcomes recorded for these ids."""
+        return list(self.outcomes.find({self.id_field: {"$in": list(ids)}}, {"_id": 0}))
+
+    def has_registry(self) -> bool:
+        return "models" in self.store.db.list_collection_names(filter={"name": self.models.name})
+
+    # -- outcomes ---------------------------------------------------------------
+
+    def scored_ids(self, ids: Sequence) -> set:
+        """Which of these ids have at least one stored result."""
+        return set(self.results.distinct(self.id_field, {self.id_field: {"$in": list(ids)}}))
+
+    def insert_outcomes(self, documents: list[dict], import_id: str) -> None:
+        """Insert outcome documents all or nothing: on any failure the ones of this import are removed."""
+        from pymongo.errors import PyMongoError
+
+        self.ensure_indexes()
+        try:
+            self.outcomes.insert_many([{**d, "import_id": import_id} for d in documents], ordered=True)
+        except PyMongoError as exc:
+            self.outcomes.delete_many({"import_id": import_id})
+            raise StoreError(f"MongoDB refused the outcomes (none stored): {str(exc).splitlines()[0][:300]}") from None
+
+    def all_outcomes(self, label: str | None = None) -> list[dict]:
+        return list(self.outcomes.find({"label": label} if label else {}, {"_id": 0}))
+
+    # -- drift ------------------------------------------------------------------
+
+    def recent_runs(self, count: int) -> list[dict]:
+        """The last `count` runs by start time, oldest first (no per-batch details)."""
+        found = self.runs.find({}, {"executions": 0, "batch_stats": 0})
+        found = found.sort([("started_at", -1), ("_id", -1)]).limit(count)  # ties: run ids sort by time
+        return list(reversed(list(found)))
+
+    def scores_of_runs(self, run_ids: Sequence[str]) -> list[dict]:
+        """`run_id` and `results` of every result document of these runs."""
+        return list(self.results.find({"run_id": {"$in": list(run_ids)}}, {"_id": 0, "run_id": 1, "results": 1}))
+
+    # -- approvals --------------------------------------------------------------
+
+    def approvals_required(self) -> bool:
+        doc = self.settings.find_one({"_id": APPROVAL_POLICY})
+        return bool(doc and doc.get("required"))
+
+    def set_approvals_required(self, required: bool, by: str, at: str) -> None:
+        self.settings.replace_one({"_id": APPROVAL_POLICY}, {"_id": APPROVAL_POLICY, "required": required,
+                                                             "set_by": by, "set_at": at}, upsert=True)
+
+    def registry_entry(self, name: str, version: str) -> dict | None:
+        return self.models.find_one({"name": name, "version": version})
+
+    def record_approval(self, name: str, version: str, approval: dict) -> None:
+        self.models.update_one({"name": name, "version": version},
+                               {"$set": {"approval": approval}, "$push": {"approvals": approval}})
+
+
+def open_database(uri: str, database: str | None = None, *, results_collection: str = "results",
+                  id_field: str = "id") -> AuditDatabase:
+    """Connect (StoreError, without the password, when the server is unusable) and wrap the database."""
+    from ..store.mongo import MongoStore
+
+    return AuditDatabase(MongoStore.connect(uri, database, results_collection=results_collection,
+                                            id_field=id_field))
+
+
+def as_plain(value: Any) -> Any:
+    """A MongoDB document as plain JSON-ready data (dates as ISO text, `_id` dropped at the top)."""
+    import datetime as dt
+
+    if isinstance(value, dict):
+        return {k: as_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=value.tzinfo or dt.timezone.utc).isoformat(timespec="seconds")
+    return value

@@ -1,0 +1,177 @@
+"""`mlsm-nb outcomes`: attach observed outcomes (did the lead convert?) to scored ids.
+
+An outcome is ``{<id field>: id, "label": column name, "value": 0 or 1,
+"observed_at": ISO time, "source": file name}``. Outcomes never touch result
+documents: a run directory keeps them in ``outcomes.jsonl`` beside its
+results, MongoDB in the `outcomes` collection. A file is attached whole or not
+at all: every row is checked (known id, 0/1 label, no duplicate) first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..clock import utc_now
+from ..exceptions import MlsmError
+from ..files import read_jsonl, to_native, write_jsonl
+from ..store.rundir import RunDirectory
+from .database import AuditDatabase
+
+OUTCOMES_FILE = "outcomes.jsonl"
+_TRUE, _FALSE = ("1", "true"), ("0", "false")
+_SHOWN = 3  # ids named in an error message
+
+
+class OutcomeError(MlsmError):
+    """An outcomes file that cannot be attached (nothing was stored)."""
+
+
+def label_value(value: Any) -> int | None:
+    """0 or 1 for 0/1, true/false (booleans, numbers or text, any case); None otherwise."""
+    value = to_native(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return 1 if text in _TRUE else 0 if text in _FALSE else None
+    return None
+
+
+def _rows(path: Path, id_field: str) -> Iterator[tuple[int, dict]]:
+    from ..run.records import check_records_file
+
+    kind = check_records_file(path)
+    if kind == "jsonl":
+        import orjson
+
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except ValueError as exc:
+                    raise OutcomeError(f"{path}: line {number}: not valid JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise OutcomeError(f"{path}: line {number}: an outcome must be a JSON object")
+                yield number, row
+        return
+    import pandas as pd
+
+    frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    for number, row in enumerate(frame.to_dict("records"), 2):  # line 1 is the header
+        yield number, {k: (None if v != v else to_native(v)) for k, v in row.items()}
+
+
+def _observed(value: Any, where: str) -> str:
+    if value is None:
+        return utc_now()
+    if hasattr(value, "isoformat"):
+        value = value.isoformat()
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise OutcomeError(f"{where}: observed_at {value!r} is not an ISO date or time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).isoformat()  # naive means UTC
+
+
+def read_outcomes(path: str | Path, label: str, id_field: str = "id", observed_column: str = "observed_at") -> list[dict]:
+    """The outcome documents of a file (JSON Lines, CSV or Parquet), every row checked.
+
+    Raises OutcomeError naming the file, line, id and column for a missing id,
+    a label that is not 0/1 or true/false, a bad `observed_column` value, or an
+    id listed twice.
+    """
+    path = Path(path)
+    outcomes, seen = [], {}
+    for number, row in _rows(path, id_field):
+        where = f"{path}: line {number}"
+        record_id = row.get(id_field)
+        if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
+            raise OutcomeError(f"{where}: no id in column {id_field!r}")
+        where += f", id {record_id!r}"
+        if label not in row:
+            raise OutcomeError(f"{path}: no label column {label!r} (columns: {', '.join(map(str, row))})")
+        value = label_value(row[label])
+        if value is None:
+            shown = "empty" if row[label] is None else repr(row[label])
+            raise OutcomeError(f"{where}: label {label} is {shown}; labels must be 0/1 or true/false")
+        key = (type(record_id), record_id)
+        if key in seen:
+            raise OutcomeError(f"{where}: duplicate outcome (line {seen[key]} has the same id)")
+        seen[key] = number
+        outcomes.append({id_field: record_id, "label": label, "value": value,
+                         "observed_at": _observed(row.get(observed_column), where), "source": path.name})
+    if not outcomes:
+        raise OutcomeError(f"{path}: holds no outcomes")
+    return outcomes
+
+
+def _named(ids: list) -> str:
+    shown = ", ".join(repr(i) for i in ids[:_SHOWN])
+    return shown + (f" and {len(ids) - _SHOWN} more" if len(ids) > _SHOWN else "")
+
+
+def _refuse_unknown_and_duplicates(path: Path, outcomes: list[dict], id_field: str, scored: set,
+                                   existing: list[dict], where: str) -> None:
+    unknown = [o[id_field] for o in outcomes if (type(o[id_field]), o[id_field]) not in scored]
+    if unknown:
+        raise OutcomeError(f"{path}: {len(unknown)} id(s) were never scored in {where}: {_named(unknown)}; "
+                           "nothing attached")
+    label = outcomes[0]["label"]
+    already = [o[id_field] for o in existing if o.get("label") == label]
+    if already:
+        raise OutcomeError(f"{path}: {len(already)} id(s) already have a {label} outcome in {where}: "
+                           f"{_named(already)}; outcomes are recorded once, nothing attached")
+
+
+def _typed(ids) -> set:
+    return {(type(i), i) for i in ids}
+
+
+def attach_outcomes(path: str | Path, label: str, *, run: str | Path | None = None,
+                    database: AuditDatabase | None = None, observed_column: str = "observed_at") -> dict:
+    """Attach the outcomes in `path` to the ids scored in a run directory or in MongoDB.
+
+    Returns ``{"attached": n, "positives": k, "where": ...}``. All or nothing:
+    raises OutcomeError (nothing stored) for a bad row, an id never scored
+    there, or an id that already has an outcome for this label.
+    """
+    path = Path(path)
+    if (run is None) == (database is None):
+        raise OutcomeError("say where the scores are: --run RUN_DIR or --mongo-uri URI (one of them)")
+    if database is not None:
+        outcomes = read_outcomes(path, label, database.id_field, observed_column)
+        ids = [o[database.id_field] for o in outcomes]
+        where = f"MongoDB ({database.store.db.name}.{database.results.name})"
+        _refuse_unknown_and_duplicates(path, outcomes, database.id_field, _typed(database.scored_ids(ids)),
+                                       database.outcomes_for(ids), where)
+        database.insert_outcomes(outcomes, import_id=uuid.uuid4().hex)
+        where = f"MongoDB ({database.store.db.name}.{database.outcomes.name})"
+    else:
+        rundir = RunDirectory(run)
+        manifest = rundir.read_manifest()
+        id_field = manifest.get("id_field", "id")
+        outcomes = read_outcomes(path, label, id_field, observed_column)
+        target = rundir.root / OUTCOMES_FILE
+        existing = list(read_jsonl(target)) if target.is_file() else []
+        wanted = _typed(o[id_field] for o in outcomes)
+        stored = _typed(d[id_field] for d in rundir.results())
+        _refuse_unknown_and_duplicates(path, outcomes, id_field, stored,
+                                       [o for o in existing if (type(o[id_field]), o[id_field]) in wanted],
+                                       f"run {manifest['run_id']}")
+        write_jsonl(target, existing + outcomes)  # atomic: readers see the old file or the whole new one
+        where = str(target)
+    return {"attached": len(outcomes), "positives": sum(o["value"] for o in outcomes), "where": where}
+
+
+def run_outcomes(run: str | Path) -> list[dict]:
+    """The outcomes attached to a run directory (empty when none)."""
+    target = Path(run) / OUTCOMES_FILE
+    return list(read_jsonl(target)) if target.is_file() else []

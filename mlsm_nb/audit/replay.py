@@ -1,0 +1,214 @@
+"""`mlsm-nb replay`: re-run a kept run from its own batch files and compare bit for bit.
+
+The replay uses the run's own batches (so the same records in the same
+batches), the notebooks at the paths the manifest recorded — refused when
+their production cells or artifacts no longer hash to what the run recorded —
+and the run's bundle when it scored from one. Every result document is then
+compared with the original, key by key, as JSON: only the fields that differ
+between any two runs by design (`IGNORED_FIELDS`) are left out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from ..exceptions import MlsmError
+from ..files import dumps, read_jsonl, write_jsonl
+from ..redact import REDACTED
+from ..store.rundir import RunDirectory, model_key
+
+IGNORED_FIELDS = ("run_id", "_timestamp", "_current")  # which run, when, and which is live: differ by design
+MAX_SHOWN = 20
+
+
+class ReplayRefused(MlsmError):
+    """A kept run cannot be replayed as it ran (a file is missing or a notebook changed)."""
+
+
+@dataclass
+class Difference:
+    """One value that differs: the record id, the model and version (None for the document), the key."""
+
+    record_id: Any
+    model: str | None
+    version: str | None
+    key: str
+    original: Any
+    replayed: Any
+
+    def __str__(self) -> str:
+        where = f"{self.model} {self.version} " if self.model else ""
+        return f"id {self.record_id!r}: {where}{self.key}: {self.original!r} -> {self.replayed!r}"
+
+
+@dataclass
+class ReplayReport:
+    """What a replay compared and found."""
+
+    run_id: str
+    replay_dir: Path
+    replay_status: str
+    original_status: str
+    documents: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    ignored: tuple[str, ...] = IGNORED_FIELDS
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences and self.replay_status == self.original_status
+
+
+def _check_files(run: RunDirectory, manifest: dict) -> int:
+    if manifest.get("status") in ("running", "interrupted") or not manifest.get("input", {}).get("complete"):
+        raise ReplayRefused(f"{run.manifest_path}: run {manifest['run_id']} did not finish "
+                            f"(status {manifest.get('status')}); resume it before replaying")
+    batches = manifest["input"]["batches"]
+    for batch in range(batches):
+        for path in (run.batch_path(batch), run.results_path(batch)):
+            if not path.is_file():
+                raise ReplayRefused(f"{path}: missing from the run directory; cannot replay without it")
+    return batches
+
+
+def _recorded_cells(run: RunDirectory, key: str) -> str | None:
+    """The production cells the run executed (papermill runs keep that notebook), as `production_source` prints them."""
+    import nbformat
+
+    path = run.notebook_path(key)
+    if not path.is_file():
+        return None
+    cells = [c for c in nbformat.read(path, as_version=4).cells if "source_cell" in c.metadata.get("mlsm", {})]
+    return "".join(f"# --- cell {c.metadata['mlsm']['source_cell']} [{c.metadata['mlsm']['tag']}] ---\n{c.source}\n\n"
+                   for c in cells)
+
+
+def _check_notebooks(run: RunDirectory, manifest: dict) -> list[Path]:
+    """The notebooks to run, each checked against the hash the run recorded."""
+    from ..notebook.contract import lint_notebook
+
+    sources = []
+    for entry in manifest["notebooks"]:
+        key = model_key(entry["name"], entry["version"])
+        source = Path(entry["source"])
+        if not source.is_file():
+            raise ReplayRefused(f"{source}: notebook of {key} is gone (paths are relative to where the run "
+                                "started; replay from there)")
+        spec = lint_notebook(source)
+        if (spec.name, spec.version) != (entry["name"], entry["version"]):
+            raise ReplayRefused(f"{source}: now declares {spec.name} {spec.version}, the run ran {key}")
+        if spec.sha256() != entry["sha256"]:
+            if spec.artifacts and _recorded_cells(run, key) == spec.production_source():
+                named = spec.artifacts[0] if len(spec.artifacts) == 1 else "one of " + ", ".join(spec.artifacts)
+                raise ReplayRefused(f"{source.parent / named}: artifact of {key} differs from the one run "
+                                    f"{manifest['run_id']} used (recorded sha256 {entry['sha256'][:12]}…)")
+            raise ReplayRefused(f"{source}: production cells or artifacts of {key} differ from the ones run "
+                                f"{manifest['run_id']} used (recorded sha256 {entry['sha256'][:12]}…, now "
+                                f"{spec.sha256()[:12]}…)")
+        sources.append(source)
+    return sources
+
+
+def _parameters(manifest: dict, given: Mapping[str, Any]) -> dict:
+    parameters = dict(manifest.get("parameters") or {})
+    for name, value in parameters.items():
+        if value == REDACTED and name not in given:
+            raise ReplayRefused(f"parameter {name} was a credential (never recorded): pass it with --param {name}=...")
+    return {**parameters, **given}
+
+
+def _rerun(manifest: dict, sources: list[Path], records: Path, out: Path, run_id: str,
+           parameters: Mapping[str, Any]) -> dict:
+    """Run the notebooks again as the manifest says they ran (the one place that calls the run path)."""
+    from ..run.orchestrate import run_notebooks
+
+    return run_notebooks(sources, records, out=out, run_id=run_id, batch_size=manifest["batch_size"],
+                         id_field=manifest.get("id_field", "id"), timeout=manifest.get("timeout", 600),
+                         engine=manifest["engine"], parameters=parameters, branch=manifest.get("branch"),
+                         bundle=manifest.get("bundle"), workers=manifest.get("workers"))
+
+
+def _compare_documents(original: dict, replayed: dict, id_field: str) -> list[Difference]:
+    record_id = original.get(id_field)
+    found = []
+    for key in sorted((set(original) | set(replayed)) - set(IGNORED_FIELDS) - {"results"}):
+        if dumps(original.get(key)) != dumps(replayed.get(key)):
+            found.append(Difference(record_id, None, None, key, original.get(key), replayed.get(key)))
+    a, b = original.get("results", {}), replayed.get("results", {})
+    for model in sorted(set(a) | set(b)):
+        for version in sorted(set(a.get(model, {})) | set(b.get(model, {}))):
+            x, y = a.get(model, {}).get(version), b.get(model, {}).get(version)
+            if x is None or y is None:
+                found.append(Difference(record_id, model, version, "(model result)", x, y))
+                continue
+            for key in sorted(set(x) | set(y)):
+                if key not in x or key not in y or dumps(x[key]) != dumps(y[key]):
+                    found.append(Difference(record_id, model, version, key, x.get(key), y.get(key)))
+    return found
+
+
+def compare_runs(original: RunDirectory, replay: RunDirectory, batches: int, id_field: str) -> tuple[int, list]:
+    """(documents compared, differences) between two runs of the same batches, batch by batch."""
+    count, differences = 0, []
+    for batch in range(batches):
+        path = replay.results_path(batch)
+        theirs = list(read_jsonl(path)) if path.is_file() else []
+        ours = list(read_jsonl(original.results_path(batch)))
+        for position in range(max(len(ours), len(theirs))):
+            a = ours[position] if position < len(ours) else {}
+            b = theirs[position] if position < len(theirs) else {}
+            count += 1
+            differences += _compare_documents(a, b, id_field)
+    return count, differences
+
+
+def replay_run(run_dir: str | Path, out: str | Path | None = None,
+               parameters: Mapping[str, Any] | None = None) -> ReplayReport:
+    """Re-run the kept run `run_dir` and compare every result document with the original.
+
+    The replay is a new run directory `<run_id>-replay-<UTC time>` in `out`
+    (default: `RUN_DIR/replays`, so a folder of runs never takes a replay
+    for the live run). `parameters` supplies credentials the manifest could
+    not record. Raises ReplayRefused, before anything runs,
+    naming the file when a batch or result file is missing or a notebook or
+    artifact differs from the recorded hash.
+    """
+    run = RunDirectory(run_dir)
+    manifest = run.read_manifest()
+    batches = _check_files(run, manifest)
+    sources = _check_notebooks(run, manifest)
+    values = _parameters(manifest, parameters or {})
+    if manifest.get("bundle") and not Path(manifest["bundle"]).is_dir():
+        raise ReplayRefused(f"{manifest['bundle']}: the bundle run {manifest['run_id']} scored with is gone")
+    out = Path(out) if out else run.root / "replays"
+    replay_id = f"{manifest['run_id']}-replay-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mlsm-replay-", dir=out) as scratch:
+        records = Path(scratch) / "batches.jsonl"
+        write_jsonl(records, (r for b in range(batches) for r in read_jsonl(run.batch_path(b))))
+        replayed = _rerun(manifest, sources, records, out, replay_id, values)
+    replay = RunDirectory(out / replay_id)
+    count, differences = compare_runs(run, replay, batches, manifest.get("id_field", "id"))
+    return ReplayReport(manifest["run_id"], replay.root, replayed["status"], manifest["status"], count, differences)
+
+
+def format_replay(report: ReplayReport) -> str:
+    """A few lines for the terminal: identical, or the differences (the first `MAX_SHOWN`)."""
+    lines = [f"replayed run {report.run_id} as {report.replay_dir} ({report.replay_status})",
+             f"compared {report.documents} result document(s); ignored fields that differ by design: "
+             + ", ".join(report.ignored)]
+    if report.identical:
+        lines.append("identical: every result document matches the original")
+        return "\n".join(lines)
+    if report.replay_status != report.original_status:
+        lines.append(f"the run {report.original_status}, the replay {report.replay_status}: see "
+                     f"{report.replay_dir / 'manifest.json'}")
+    lines.append(f"{len(report.differences)} difference(s):")
+    lines += [f"  {d}" for d in report.differences[:MAX_SHOWN]]
+    if len(report.differences) > MAX_SHOWN:
+        lines.append(f"  ... and {len(report.differences) - MAX_SHOWN} more")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+
+from conftest import NOTEBOOKS
+from mlsm_nb.audit.replay import ReplayRefused, replay_run
+from mlsm_nb.cli import main
+from mlsm_nb.leads import generate_leads
+from mlsm_nb.run.orchestrate import run_notebooks
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+def copy_notebooks(folder):
+    target = folder / "notebooks"
+    shutil.copytree(NOTEBOOKS, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return target
+
+
+def leads_file(folder, count=50):
+    path = folder / "leads.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(count, seed=8)))
+    return path
+
+
+def edit_score_cell(path, old, new):
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "score" in c.metadata.get("tags", []))
+    assert old in cell.source
+    cell.source = cell.source.replace(old, new)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def inprocess_run(tmp_path):
+    notebooks = copy_notebooks(tmp_path)
+    run_notebooks([notebooks], leads_file(tmp_path), out=tmp_path / "runs", run_id="ip", batch_size=20,
+                  engine="inprocess")
+    return tmp_path / "runs" / "ip", notebooks
+
+
+@pytest.mark.slow
+def test_replay_of_the_example_papermill_run_is_bit_identical_and_a_changed_artifact_is_refused(tmp_path):
+    notebooks = copy_notebooks(tmp_path)
+    run_notebooks([notebooks], leads_file(tmp_path, 40), out=tmp_path / "runs", run_id="pm", batch_size=20)
+    run_dir = tmp_path / "runs" / "pm"
+    traced = cli("trace", "lead-8-0000025", "--run", run_dir)  # batch 1: its executed notebook is named
+    executed = run_dir / "executed" / "champion@1.0.0" / "batch-00001.ipynb"
+    assert f"executed  {executed} (ok)" in traced.output and executed.is_file()
+    result = cli("replay", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "compared 40 result document(s); ignored fields that differ by design: run_id, _timestamp, _current" \
+        in result.output
+    assert "identical: every result document matches the original" in result.output
+    replays = list((run_dir / "replays").iterdir())
+    assert len(replays) == 1 and (replays[0] / "executed" / "lead_lr@1.0.0" / "batch-00001.ipynb").is_file()
+    (notebooks / "lead_lr.coef.json").write_text((notebooks / "lead_lr.coef.json").read_text().replace("0", "1", 1))
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {notebooks / 'lead_lr.coef.json'}: artifact of lead_lr@1.0.0 differs "
+                                    "from the one run pm used")
+    assert len(list((run_dir / "replays").iterdir())) == 1  # nothing ran
+
+
+def test_replay_in_process_is_identical(inprocess_run):
+    run_dir, _ = inprocess_run
+    report = replay_run(run_dir, run_dir.parent / "again")
+    assert report.identical and report.documents == 50 and report.replay_status == "succeeded"
+    assert json.loads((report.replay_dir / "manifest.json").read_text())["engine"] == "inprocess"
+
+
+def test_a_changed_notebook_is_refused_naming_it(inprocess_run):
+    run_dir, notebooks = inprocess_run
+    edit_score_cell(notebooks / "lead_rules.ipynb", "points", "pts")
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {notebooks / 'lead_rules.ipynb'}: production cells or artifacts of "
+                                    "lead_rules@1.0.0 differ from the ones run ip used (recorded sha256 ")
+    assert not (run_dir / "replays").exists()
+
+
+def test_differences_are_listed_by_id_model_and_key(inprocess_run):
+    run_dir, _ = inprocess_run
+    path = run_dir / "results" / "batch-00001.jsonl"
+    lines = path.read_text().splitlines()
+    document = json.loads(lines[3])
+    original = document["results"]["lead_lr"]["1.0.0"]["score"]
+    document["results"]["lead_lr"]["1.0.0"]["score"] = 0.5
+    lines[3] = json.dumps(document)
+    path.write_text("\n".join(lines) + "\n")
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert "1 difference(s):" in result.output
+    assert f"id '{document['id']}': lead_lr 1.0.0 score: 0.5 -> {original!r}" in result.output
+
+
+@pytest.mark.parametrize("missing", ["batches/batch-00001.jsonl", "results/batch-00002.jsonl"])
+def test_a_missing_file_is_named(inprocess_run, missing):
+    run_dir, _ = inprocess_run
+    (run_dir / missing).unlink()
+    with pytest.raises(ReplayRefused, match=f"{run_dir / missing}: missing from the run directory"):
+        replay_run(run_dir)
+    assert not (run_dir / "replays").exists()
+
+
+def test_a_missing_manifest_is_named(tmp_path):
+    result = cli("replay", tmp_path)
+    assert result.exit_code == 1 and f"{tmp_path / 'manifest.json'}: no readable run manifest" in result.output
+
+
+def test_replay_uses_the_recorded_bundle_and_asks_for_credentials(tmp_path):
+    from mlsm_nb.notebook.extract import extract_bundle
+
+    notebooks = copy_notebooks(tmp_path)
+    extract_bundle([notebooks], tmp_path / "bundle")
+    run_notebooks([notebooks], leads_file(tmp_path, 20), out=tmp_path / "runs", run_id="b", engine="inprocess",
+                  bundle=tmp_path / "bundle", parameters={"api_token": "s3cret"})
+    run_dir = tmp_path / "runs" / "b"
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert "parameter api_token was a credential (never recorded): pass it with --param api_token=..." in result.output
+    result = cli("replay", run_dir, "--param", "api_token=s3cret")
+    assert result.exit_code == 0, result.output
+    replayed = json.loads(next((run_dir / "replays").iterdir()).joinpath("manifest.json").read_text())
+    assert replayed["bundle"] == str(tmp_path / "bundle")
+    shutil.rmtree(tmp_path / "bundle")
+    assert "the bundle run b scored with is gone" in cli("replay", run_dir, "--param", "api_token=x").output
