@@ -130,7 +130,10 @@ def _magic_line(source: str) -> int | None:
 
 
 def _ipython_line(tree: ast.Module) -> int | None:
-    """The first line that reaches IPython (`get_ipython().system(...)` is a shell escape too)."""
+    """The first line that reaches IPython (`get_ipython().system(...)` is a shell escape too).
+
+    `from IPython.display import ...` is allowed: showing outputs in the executed notebook is harmless.
+    """
     for node in ast.walk(tree):
         name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
                 else None)
@@ -138,7 +141,7 @@ def _ipython_line(tree: ast.Module) -> int | None:
             return node.lineno
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            if any(m.split(".")[0] == "IPython" for m in modules):
+            if any(m.split(".")[0] == "IPython" and m != "IPython.display" for m in modules):
                 return node.lineno
     return None
 

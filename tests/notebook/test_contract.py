@@ -4,7 +4,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import GOOD_CELLS, NOTEBOOKS, TEMPLATES, replace_cell
+from conftest import GOOD_CELLS, NOTEBOOKS, TEMPLATES, replace_cell, write_notebook
 from mlsm_nb.cli import main
 from mlsm_nb.notebook.contract import inspect_notebook
 
@@ -74,6 +74,8 @@ BAD_CELLS = {
                        "cell 0 [version]: version '1\\x00' must be a string such as"),
     "get_ipython_system": (replace_cell(GOOD_CELLS, "setup", 'get_ipython().system("id")'),
                            "cell 2 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
+    "import_ipython": (replace_cell(GOOD_CELLS, "setup", "from IPython import get_ipython"),
+                       "cell 2 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
     "code_in_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = []\nopen("x", "w")'),
                          "cell 5 [examples]: line 2: only `examples = [...]` (a literal list) belong"),
     # Tag typos (issue 16): the cell that carries the unknown tag, and the tag meant.
@@ -250,3 +252,9 @@ def test_untracked_artifact_in_a_repository(tmp_path, make_notebook):
             f"lack it; `git add {tmp_path / 'w.json'}` and commit") in result.output
     subprocess.run(["git", "add", "w.json"], cwd=tmp_path, check=True)
     assert lint(path).exit_code == 0
+
+
+def test_ipython_display_is_allowed_in_production_cells(tmp_path):
+    path = write_notebook(tmp_path / "shows.ipynb",
+                          replace_cell(GOOD_CELLS, "setup", "from IPython.display import display\nFACTOR = 2"))
+    assert inspect_notebook(path)[1] == []
