@@ -67,7 +67,7 @@ def test_values_bson_cannot_encode(mongo_db):
 
 
 def test_run_models_all_alias_stores_with_mlsm_keywords(mongo_db):
-    model = Model("m", {"x": int}, "1", lambda d, r: {"score": d["x"] / 10}, "active")
+    model = Model("m", {"x": int}, "1", lambda data, results: {"score": data["x"] / 10}, "active")
     records = [{"lead": f"L{i}", "data": {"x": i}} for i in range(3)]
     RunModelsAll([model], records, db=mongo_db, collection="scores", dbIdentifier="lead")
     RunModelsAll([model], [dict(r) for r in records], db=mongo_db, collection="scores", dbIdentifier="lead")
