@@ -108,7 +108,7 @@ class Model:
         if problem is not None:
             return error_entry(*problem)
         try:
-            out = self.fcn(data=dict(inputs), results=results)
+            out = self.fcn(data=inputs.copy() if type(inputs) is dict else dict(inputs), results=results)
         except Exception as exc:  # noqa: BLE001 - a model's bug must not stop the run
             return {"_error": str(exc), "_error_kind": "score_raised", "_error_type": type(exc).__name__}
         if type(out) is not dict:
