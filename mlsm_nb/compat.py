@@ -9,6 +9,7 @@ docs/coming-from-mlsm.md lists every deliberate difference from MLSM.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +18,8 @@ from .core.model import Model, SummaryModel
 from .exceptions import ConfigError, RecordError, SummaryModelListException
 
 __all__ = ["Model", "SummaryModel", "RunModels", "RunModelsAll", "SummaryModelListException"]
+
+log = logging.getLogger(__name__)
 
 
 def _has_input(model: Model, data: Mapping) -> bool:
@@ -74,35 +77,26 @@ def RunModelsAll(models: Sequence[Model], records, summaryModels: Sequence[Summa
         scored.append(record)
         stamps.append(int(time.time()))
     if storing:
-        _store(db, collection, dbIdentifier, scored, stamps)
+        _store(db, collection, dbIdentifier, plan_run(models, summaryModels), scored, stamps)
     return scored
 
 
-def _store(db, collection: str, id_field: str, records: Sequence[dict], stamps: Sequence[int]) -> None:
-    """Store scored records with MLSM's `_current` meaning: each write is one run, in record order.
+def _store(db, collection: str, id_field: str, models: Sequence[Model], records: Sequence[dict],
+           stamps: Sequence[int]) -> None:
+    """Store the call's scored records as one run through the store's `ResultSink` interface.
 
-    The k-th write holds the k-th occurrence of each id, so a repeated id is
-    stored once per occurrence with the later one live, and no write holds
-    two ids that print alike (``1`` and ``"1"``), whatever keys the store derives.
+    Run order makes MLSM's meaning hold: a call is newer than every call
+    before it, and within it a later record is newer than an earlier one, so a
+    repeated id is stored each time with the later one live. What MongoDB
+    cannot hold as scored is stored as that record's error and logged.
     """
+    from .store.base import store_as_run
     from .store.mongo import MongoStore
-    from .store.rundir import new_run_id
 
-    store = MongoStore.from_database(db, results_collection=collection, id_field=id_field)
-    for generation in _generations(records, id_field):
-        run_id = new_run_id()
-        store.write_results({id_field: records[i][id_field], "run_id": run_id, "_timestamp": stamps[i],
-                             "_current": 0, "results": records[i]["results"]} for i in generation)
-
-
-def _generations(records: Sequence[Mapping], id_field: str) -> list[list[int]]:
-    """Positions of `records` grouped by occurrence: the k-th list holds each id's k-th appearance."""
-    seen: dict[str, int] = {}
-    generations: list[list[int]] = []
-    for position, record in enumerate(records):
-        occurrence = seen.get(text := str(record[id_field]), 0)
-        seen[text] = occurrence + 1
-        if occurrence == len(generations):
-            generations.append([])
-        generations[occurrence].append(position)
-    return generations
+    sink = MongoStore.from_database(db, results_collection=collection, id_field=id_field)
+    documents = ({id_field: record[id_field], "_timestamp": stamp, "results": record["results"]}
+                 for record, stamp in zip(records, stamps))
+    entries = [{"name": m.name, "version": m.version, "status": m.status, "kind": m.kind} for m in models]
+    _, problems = store_as_run(sink, documents, models=entries, source="RunModelsAll")
+    for problem in problems:
+        log.warning("RunModelsAll: %s", problem)

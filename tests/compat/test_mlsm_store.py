@@ -6,6 +6,7 @@ import pytest
 
 from mlsm_nb import Model, RunModelsAll, SummaryModel
 from mlsm_nb.exceptions import RecordError
+from mlsm_nb.store import MongoStore
 
 V = "0.0.0"
 
@@ -35,6 +36,7 @@ def test_stored_document_shape(mongo_db):
     returned = store(mongo_db, [{"id": 7, "data": {"x": 2}, "source": "crm"}])
     (doc,) = mongo_db.results.find()
     assert set(doc) == {"_id", "id", "run_id", "_timestamp", "_current", "results"}
+    assert doc["_id"]["run"] == doc["run_id"] and (doc["_id"]["batch"], doc["_id"]["n"]) == (0, 0)
     assert doc["id"] == 7 and doc["_current"] == 0 and isinstance(doc["run_id"], str)
     assert before <= doc["_timestamp"] <= int(time.time()) and isinstance(doc["_timestamp"], int)
     assert doc["results"] == {"m": {V: {"score": 4, "_status": "active"}},
@@ -42,12 +44,17 @@ def test_stored_document_shape(mongo_db):
     assert returned[0]["results"] == doc["results"] and returned[0]["source"] == "crm"
 
 
-def test_current_counts_up_over_calls_and_other_ids_are_untouched(mongo_db):
+def scores_newest_first(db, record_id):
+    return [d["results"]["m"][V]["score"] for d in MongoStore.from_database(db).history(record_id)]
+
+
+def test_current_is_zero_for_the_newest_and_larger_for_older_ones(mongo_db):
     for x in (1, 2, 3):
         store(mongo_db, [{"id": "a", "data": {"x": x}}])
     store(mongo_db, [{"id": "b", "data": {"x": 9}}])
-    history = sorted((d["_current"], d["results"]["m"][V]["score"]) for d in mongo_db.results.find({"id": "a"}))
-    assert history == [(0, 6), (1, 4), (2, 2)]
+    by_current = sorted((d["_current"], d["results"]["m"][V]["score"]) for d in mongo_db.results.find({"id": "a"}))
+    assert [score for _, score in by_current] == [6, 4, 2]
+    assert by_current[0][0] == 0 < by_current[1][0] < by_current[2][0]
     assert [d["_current"] for d in mongo_db.results.find({"id": "b"})] == [0]
 
 
@@ -55,8 +62,9 @@ def test_an_id_repeated_in_one_call_is_stored_each_time_the_later_live(mongo_db)
     store(mongo_db, [{"id": 1, "data": {"x": 0}}])
     store(mongo_db, [{"id": 1, "data": {"x": 1}}, {"id": 2, "data": {"x": 5}}, {"id": 1, "data": {"x": 2}},
                      {"id": 1, "data": {"x": 3}}])
-    history = sorted((d["_current"], d["results"]["m"][V]["score"]) for d in mongo_db.results.find({"id": 1}))
-    assert history == [(0, 6), (1, 4), (2, 2), (3, 0)]
+    assert mongo_db.results.count_documents({"id": 1}) == 4
+    assert [d["results"]["m"][V]["score"] for d in live(mongo_db, 1)] == [6]
+    assert scores_newest_first(mongo_db, 1) == [6, 4, 2, 0]
     assert [d["results"]["m"][V]["score"] for d in live(mongo_db, 2)] == [10]
 
 
@@ -92,7 +100,8 @@ def test_a_collection_mlsm_wrote_first_is_continued(mongo_db):
         {"id": 2, "_current": 0, "_timestamp": 1481700000, "results": {"m": {V: {"score": 2, "_status": "draft"}}}},
     ])
     store(mongo_db, [{"id": 1, "data": {"x": 5}}])
-    assert sorted(d["_current"] for d in mongo_db.results.find({"id": 1})) == [0, 1, 2]
+    by_current = sorted((d["_current"], d["results"]["m"][V]["score"]) for d in mongo_db.results.find({"id": 1}))
+    assert [score for _, score in by_current] == [10, 1, 0] and by_current[0][0] == 0
     assert live(mongo_db, 1)[0]["results"]["m"][V]["score"] == 10
     assert [d["results"]["m"][V]["score"] for d in live(mongo_db, 2)] == [2]
 
@@ -107,3 +116,25 @@ def test_a_record_without_its_id_stores_nothing(mongo_db):
     with pytest.raises(RecordError, match="record #1: has no id field 'id'"):
         store(mongo_db, [{"id": 1, "data": {"x": 1}}, {"data": {"x": 2}}])
     assert mongo_db.results.count_documents({}) == 0
+
+
+def test_each_call_is_recorded_as_a_run_with_its_models(mongo_db):
+    store(mongo_db, [{"id": 1, "data": {"x": 1}}])
+    store(mongo_db, [{"id": 1, "data": {"x": 2}}])
+    runs = list(mongo_db.runs.find())
+    assert [r["source"] for r in runs] == ["RunModelsAll", "RunModelsAll"]
+    assert {d["run_id"] for d in mongo_db.results.find()} == {r["_id"] for r in runs}
+    registry = {(m["name"], m["version"]): m for m in mongo_db.models.find()}
+    assert set(registry) == {("m", V), ("testSummary", V)} and len(registry[("m", V)]["runs"]) == 2
+
+
+def test_a_result_mongodb_cannot_hold_is_stored_as_its_error_and_logged(mongo_db, caplog):
+    opaque = Model("m", {"x": int}, V, lambda data, results: {"score": object()} if data["x"] else {"score": 0})
+    with caplog.at_level("WARNING", logger="mlsm_nb.compat"):
+        returned = RunModelsAll([opaque], [{"id": "bad", "data": {"x": 1}}, {"id": "ok", "data": {"x": 0}}],
+                                db=mongo_db, collection="results", dbIdentifier="id")
+    stored = {d["id"]: d["results"]["m"][V] for d in mongo_db.results.find()}
+    assert stored["ok"] == {"score": 0, "_status": "draft"}
+    assert stored["bad"]["_error_kind"] == "bad_output" and "cannot be stored in MongoDB" in stored["bad"]["_error"]
+    assert "RunModelsAll: record 'bad': stored as its error" in caplog.text
+    assert type(returned[0]["results"]["m"][V]["score"]) is object  # the caller still gets what was scored
