@@ -194,7 +194,13 @@ def _dependency(owner: str, version: str, dep: Any) -> dict:
 
 
 def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> "Model":
-    """A Model or SummaryModel from declarations (literals) and the executed namespace."""
+    """A Model or SummaryModel from declarations (literals) and the executed namespace.
+
+    The name follows the notebook rule (`NAME_PATTERN`): it becomes file and folder names.
+    """
+    if not isinstance(declared["name"], str) or not NAME_PATTERN.match(declared["name"]):
+        raise NotebookError(provenance.get("source", "?"),
+                            f"name {declared['name']!r} must match [a-z][a-z0-9_]* (lower case, digits, underscores)")
     common = dict(name=declared["name"], version=declared["version"], fcn=namespace["score"],
                   status=declared["status"], score_frame=namespace.get("score_frame"),
                   provenance=provenance)

@@ -128,3 +128,13 @@ def test_model_test_answers_false_or_reports_the_failing_generated_input():
                                              r"on input \{'size': 0\}") as info:
         model.test(raise_on_failure=True)
     assert info.value.failures and all(case["size"] == 0 for case, _ in info.value.failures)
+
+
+def test_models_built_from_notebook_declarations_keep_the_notebook_naming_rule():
+    from mlsm_nb.core.model import build_model
+    from mlsm_nb.exceptions import NotebookError
+
+    declared = {"name": "../Lead Rules", "version": "1", "status": "draft", "kind": "model", "fields": {}}
+    with pytest.raises(NotebookError, match=r"bundle/m.py: name '../Lead Rules' must match \[a-z\]"):
+        build_model(declared, {"score": double}, {"source": "bundle/m.py"})
+    assert build_model({**declared, "name": "lead_rules"}, {"score": double}, {}).name == "lead_rules"
