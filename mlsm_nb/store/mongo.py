@@ -9,13 +9,15 @@ Run order and ``_current``
 --------------------------
 A run's place in run order is its manifest's ``started_at``, then its run id
 (a run started later is newer); within a run, the batch, then the position in
-the batch. A result document's ``_id`` is that place::
+the batch. A result document's ``_id`` is that place, as one string::
 
-    {"started": <started_at in microseconds since 1970>, "run": run_id, "batch": b, "n": i}
+    "<started_at in microseconds since 1970, 17 digits>:<run id>:<batch>:<position>"
 
-so writing a batch again never duplicates a document, no run id (``:`` and
-all) or record id can make two ``_id`` collide, and a record id's size never
-touches the ``_id`` index.
+so writing a batch again never duplicates a document; no two places give one
+``_id`` (the first part and the last two are digits, so a run id holding
+``:`` is read back whole); and the record id is not part of it, so its size
+or type never touches the ``_id`` index. (A string rather than a document:
+servers look string ``_id`` up directly, and documents not always.)
 
 ``_current`` is 0 for the one live document of an id: its newest in run order.
 A superseded document's ``_current`` is ``1 - started / 10**16``, a number
@@ -51,7 +53,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import WriteConcern
+from pymongo import UpdateMany, WriteConcern
 
 from ..files import dumps
 from ..redact import redact_text
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE = "mlsm"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 16 * 1024  # BSON's limit, less room for the wire envelope
 _QUERY_BYTES = 8 * 1024 * 1024  # ids per `$in` query, well under the 16 MiB command limit
+_QUERY_IDS = 100  # ids per `$in` query: some servers match `$in` in time that grows with its square
 _DUPLICATE_KEY = 11000
 _ORDER_SCALE = 10**16  # microseconds; 10**16 µs after 1970 is in the year 2286
 
@@ -122,11 +125,21 @@ def superseded_value(started: int) -> float:
     return (_ORDER_SCALE - min(max(started, 0), _ORDER_SCALE - 1)) / _ORDER_SCALE
 
 
-def _order(document_id: Any) -> tuple | None:
-    """A stored `_id`'s place in run order; None for documents written before (MLSM's, older mlsm-nb's)."""
-    if isinstance(document_id, Mapping) and set(document_id) == {"started", "run", "batch", "n"}:
-        return document_id["started"], document_id["run"], document_id["batch"], document_id["n"]
-    return None
+def document_id(started: int, run_id: str, batch: int, n: int) -> str:
+    """The `_id` of a run's `n`-th document of `batch` (see the module docstring)."""
+    return f"{started:017d}:{run_id}:{batch}:{n}"
+
+
+def _order(stored_id: Any) -> tuple | None:
+    """A stored `_id`'s place in run order (started, run id, batch, position); None for
+    documents written before (MLSM's ObjectIds, older mlsm-nb's "run:id")."""
+    if not isinstance(stored_id, str):
+        return None
+    started, _, rest = stored_id.partition(":")
+    parts = rest.rsplit(":", 2)
+    if len(started) != 17 or not started.isdigit() or len(parts) != 3 or not (parts[1] + parts[2]).isdigit():
+        return None
+    return int(started), parts[0], int(parts[1]), int(parts[2])
 
 
 def _superseded_value_of(document: Mapping) -> float:
@@ -190,12 +203,12 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
 
 
-def _by_size(values: Sequence, limit: int) -> Iterator[list]:
-    """`values` in lists whose BSON size stays under `limit` (ids for one `$in` query)."""
+def _for_in(values: Sequence) -> Iterator[list]:
+    """`values` in lists for one `$in` query each: at most `_QUERY_IDS`, under `_QUERY_BYTES`."""
     chunk, size = [], 0
     for value in values:
         value_size = len(bson.encode({"v": value}))
-        if chunk and size + value_size > limit:
+        if chunk and (size + value_size > _QUERY_BYTES or len(chunk) == _QUERY_IDS):
             yield chunk
             chunk, size = [], 0
         chunk.append(value)
@@ -329,7 +342,7 @@ class MongoStore(ResultSink):
         raw = []
         for n, document in enumerate(documents):
             encoded, problem = encode({
-                "_id": {"started": started, "run": run_id, "batch": batch, "n": n}, **document, "run_id": run_id,
+                "_id": document_id(started, run_id, batch, n), **document, "run_id": run_id,
                 "_timestamp": document.get("_timestamp", int(time.time())),
                 "_current": 0 if n in incoming_live else superseded})
             if problem:
@@ -337,9 +350,10 @@ class MongoStore(ResultSink):
             if encoded is not None:
                 raw.append(encoded)
         written = self._insert(raw, problems)
-        for value, ids in losers.items():
-            self._retry("update of _current", lambda: self.results.update_many(
-                {"_id": {"$in": ids}, "_current": 0}, {"$set": {"_current": value}}))
+        updates = [UpdateMany({"_id": {"$in": chunk}}, {"$set": {"_current": value}})
+                   for value, ids in losers.items() for chunk in _for_in(ids)]
+        if updates:
+            self._retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
         self._retry("record of the stored batch", lambda: self.batches.update_one(
             {"run_id": run_id, "batch": batch},
             {"$set": {"documents": written, "stored_at": dt.datetime.now(dt.timezone.utc)}}, upsert=True))
@@ -352,8 +366,11 @@ class MongoStore(ResultSink):
             "read of stored batches", lambda: list(self.batches.find({"run_id": run_id})))}
         if not recorded:
             return set()
-        counted = {c["_id"]: c["n"] for c in self._retry("count of results", lambda: list(self.results.aggregate(
-            [{"$match": {"run_id": run_id}}, {"$group": {"_id": "$_id.batch", "n": {"$sum": 1}}}])))}
+        counted: dict[int, int] = defaultdict(int)
+        for document in self._retry("read of results", lambda: list(self.results.find({"run_id": run_id}, {"_id": 1}))):
+            order = _order(document["_id"])
+            if order and order[1] == run_id:
+                counted[order[2]] += 1
         return {batch for batch, documents in recorded.items() if counted.get(batch, 0) == documents}
 
     def finish_run(self, manifest: Mapping) -> None:
@@ -377,7 +394,7 @@ class MongoStore(ResultSink):
         """The live documents (`_current: 0`) of `ids`, by `id_key` (more than one after a crash)."""
         found: dict[tuple, list[dict]] = defaultdict(list)
         storable = [i for i in ids if len(bson.encode({"v": i})) < MAX_DOCUMENT_BYTES]  # others cannot be stored
-        for chunk in _by_size(storable, _QUERY_BYTES):
+        for chunk in _for_in(storable):
             cursor = self._retry("read of live results", lambda: list(self.results.find(
                 {self.id_field: {"$in": chunk}, "_current": 0}, {"_id": 1, self.id_field: 1, "_timestamp": 1})))
             for document in cursor:
