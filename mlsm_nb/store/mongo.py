@@ -291,12 +291,13 @@ class MongoStore(ResultSink):
         raise AssertionError("unreachable")
 
     def ensure_indexes(self) -> None:
-        """Indexes the queries need: (id, _current) and run_id on results; (name, version) on
+        """Indexes the queries need: (_current, id) and run_id on results; (name, version) on
         models; (run_id, batch) on stored_batches."""
         if self._indexed:
             return
         self._retry("index creation", lambda: (
-            self.results.create_index([(self.id_field, 1), ("_current", 1)], name="id_current"),
+            # `_current` first: reading the live documents of some ids scans those, never their history
+            self.results.create_index([("_current", 1), (self.id_field, 1)], name="current_id"),
             self.results.create_index("run_id", name="run_id"),
             self.batches.create_index([("run_id", 1), ("batch", 1)], name="run_batch", unique=True),
             self.models.create_index([("name", 1), ("version", 1)], name="name_version", unique=True)))

@@ -201,7 +201,7 @@ def test_finish_run_records_the_manifest_and_registers_models(mongo_db):
     entry = mongo_db.models.find_one({"name": "lead_lr"})
     assert entry["runs"] == ["r"] and entry["sha256"] == "ab" * 32 and "ran_at" in entry
     indexes = mongo_db.results.index_information()
-    assert "id_current" in indexes and "run_id" in indexes
+    assert "current_id" in indexes and "run_id" in indexes
 
 
 def test_write_batch_before_open_run_is_a_clear_error(mongo_db):
