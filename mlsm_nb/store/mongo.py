@@ -325,20 +325,17 @@ class MongoStore(ResultSink):
             newest[id_key(document[self.id_field])] = n
         live = self._live([documents[n][self.id_field] for n in newest.values()])
 
-        losers: dict[float, list] = defaultdict(list)
+        losers: dict[float, list] = defaultdict(list)  # superseded value -> `_id`s of live documents it replaces
         incoming_live: set[int] = set()
         for key, n in newest.items():
-            mine = (started, run_id, batch, n)
-            others = [d for d in live.get(key, ()) if _order(d["_id"]) != mine]
-            if all(_order(d["_id"]) is None or _order(d["_id"]) < mine for d in others):
+            mine = document_id(started, run_id, batch, n)
+            documents_live = live.get(key, [])
+            winner = max([mine, *(d["_id"] for d in documents_live)], key=lambda i: _order(i) or ())
+            if winner == mine:
                 incoming_live.add(n)
-                for d in others:
+            for d in documents_live:  # every other live document, this one too if stored before and beaten
+                if d["_id"] != winner:
                     losers[_superseded_value_of(d)].append(d["_id"])
-            else:  # a newer run is live: keep it, and supersede any other live document
-                newest_live = max(others, key=lambda d: _order(d["_id"]) or ())
-                for d in others:
-                    if d is not newest_live:
-                        losers[_superseded_value_of(d)].append(d["_id"])
 
         raw = []
         for n, document in enumerate(documents):

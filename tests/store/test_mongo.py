@@ -7,7 +7,7 @@ from pymongo import monitoring
 
 from mlsm_nb.cli import main
 from mlsm_nb.store.base import store_as_run
-from mlsm_nb.store.mongo import MongoStore, StoreError, superseded_value
+from mlsm_nb.store.mongo import MongoStore, StoreError, document_id, started_micros, superseded_value
 from servers import SecantusServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,17 @@ def test_a_crash_between_insert_and_supersede_is_completed_by_writing_again(mong
     assert store.stored_batches("b") == {0}
     assert set(live(mongo_db).values()) == {"b"} and len(live(mongo_db)) == 4
     assert mongo_db.results.count_documents({}) == 8
+
+
+def test_an_older_run_rewriting_a_batch_it_left_live_leaves_the_newer_live(mongo_db):
+    store = opened(mongo_db, ("old", DAY1), ("new", DAY2))
+    store.write_batch("new", 0, [doc(1, 0.2)])
+    # a crashed attempt of the older run, racing the newer one, had inserted its document live
+    mongo_db.results.insert_one({"_id": document_id(started_micros(DAY1), "old", 0, 0), **doc(1, 0.1),
+                                 "run_id": "old", "_current": 0})
+    store.write_batch("old", 0, [doc(1, 0.1)])
+    assert live(mongo_db) == {(1, "int"): "new"}
+    assert mongo_db.results.count_documents({}) == 2
 
 
 def test_one_and_string_one_are_two_records(mongo_db):
