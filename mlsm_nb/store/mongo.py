@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -106,6 +107,7 @@ def _scrub(message: str, uri: str) -> str:
             secrets.update(piece for part in list(secrets) for piece in part.split(separator) if len(piece) >= 3)
     for secret in sorted(secrets, key=len, reverse=True):
         message = message.replace(secret, "***")
+    message = message.split(" (configured timeouts")[0]  # pymongo's topology dump says nothing more to a person
     return redact_text(message).splitlines()[0][:300] if message else ""
 
 
@@ -472,5 +474,5 @@ class MongoStore(ResultSink):
 
 def _newest_first(document: Mapping) -> tuple:
     """Sort key: `_current` ascending; within one run (an id repeated), the later position first."""
-    order = _order(document["_id"])
-    return (document["_current"], -order[2], -order[3]) if order else (document["_current"], 0, 0)
+    order, current = _order(document["_id"]), document.get("_current", math.inf)
+    return (current, -order[2], -order[3]) if order else (current, 0, 0)
