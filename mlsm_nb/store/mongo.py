@@ -9,13 +9,15 @@ Run order and ``_current``
 --------------------------
 A run's place in run order is its manifest's ``started_at``, then its run id
 (a run started later is newer); within a run, the batch, then the position in
-the batch. A result document's ``_id`` is that place::
+the batch. A result document's ``_id`` is that place, as one string::
 
-    {"started": <started_at in microseconds since 1970>, "run": run_id, "batch": b, "n": i}
+    "<started_at in microseconds since 1970, 17 digits>:<run id>:<batch>:<position>"
 
-so writing a batch again never duplicates a document, no run id (``:`` and
-all) or record id can make two ``_id`` collide, and a record id's size never
-touches the ``_id`` index.
+so writing a batch again never duplicates a document; no two places give one
+``_id`` (the first part and the last two are digits, so a run id holding
+``:`` is read back whole); and the record id is not part of it, so its size
+or type never touches the ``_id`` index. (A string rather than a document:
+servers look string ``_id`` up directly, and documents not always.)
 
 ``_current`` is 0 for the one live document of an id: its newest in run order.
 A superseded document's ``_current`` is ``1 - started / 10**16``, a number
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,7 +54,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import WriteConcern
+from pymongo import UpdateMany, WriteConcern
 
 from ..files import dumps
 from ..redact import redact_text
@@ -62,6 +65,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE = "mlsm"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 16 * 1024  # BSON's limit, less room for the wire envelope
 _QUERY_BYTES = 8 * 1024 * 1024  # ids per `$in` query, well under the 16 MiB command limit
+_QUERY_IDS = 100  # ids per `$in` query: some servers match `$in` in time that grows with its square
 _DUPLICATE_KEY = 11000
 _ORDER_SCALE = 10**16  # microseconds; 10**16 µs after 1970 is in the year 2286
 
@@ -103,6 +107,7 @@ def _scrub(message: str, uri: str) -> str:
             secrets.update(piece for part in list(secrets) for piece in part.split(separator) if len(piece) >= 3)
     for secret in sorted(secrets, key=len, reverse=True):
         message = message.replace(secret, "***")
+    message = message.split(" (configured timeouts")[0]  # pymongo's topology dump says nothing more to a person
     return redact_text(message).splitlines()[0][:300] if message else ""
 
 
@@ -122,11 +127,21 @@ def superseded_value(started: int) -> float:
     return (_ORDER_SCALE - min(max(started, 0), _ORDER_SCALE - 1)) / _ORDER_SCALE
 
 
-def _order(document_id: Any) -> tuple | None:
-    """A stored `_id`'s place in run order; None for documents written before (MLSM's, older mlsm-nb's)."""
-    if isinstance(document_id, Mapping) and set(document_id) == {"started", "run", "batch", "n"}:
-        return document_id["started"], document_id["run"], document_id["batch"], document_id["n"]
-    return None
+def document_id(started: int, run_id: str, batch: int, n: int) -> str:
+    """The `_id` of a run's `n`-th document of `batch` (see the module docstring)."""
+    return f"{started:017d}:{run_id}:{batch}:{n}"
+
+
+def _order(stored_id: Any) -> tuple | None:
+    """A stored `_id`'s place in run order (started, run id, batch, position); None for
+    documents written before (MLSM's ObjectIds, older mlsm-nb's "run:id")."""
+    if not isinstance(stored_id, str):
+        return None
+    started, _, rest = stored_id.partition(":")
+    parts = rest.rsplit(":", 2)
+    if len(started) != 17 or not started.isdigit() or len(parts) != 3 or not (parts[1] + parts[2]).isdigit():
+        return None
+    return int(started), parts[0], int(parts[1]), int(parts[2])
 
 
 def _superseded_value_of(document: Mapping) -> float:
@@ -190,12 +205,12 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
 
 
-def _by_size(values: Sequence, limit: int) -> Iterator[list]:
-    """`values` in lists whose BSON size stays under `limit` (ids for one `$in` query)."""
+def _for_in(values: Sequence) -> Iterator[list]:
+    """`values` in lists for one `$in` query each: at most `_QUERY_IDS`, under `_QUERY_BYTES`."""
     chunk, size = [], 0
     for value in values:
         value_size = len(bson.encode({"v": value}))
-        if chunk and size + value_size > limit:
+        if chunk and (size + value_size > _QUERY_BYTES or len(chunk) == _QUERY_IDS):
             yield chunk
             chunk, size = [], 0
         chunk.append(value)
@@ -278,12 +293,13 @@ class MongoStore(ResultSink):
         raise AssertionError("unreachable")
 
     def ensure_indexes(self) -> None:
-        """Indexes the queries need: (id, _current) and run_id on results; (name, version) on
+        """Indexes the queries need: (_current, id) and run_id on results; (name, version) on
         models; (run_id, batch) on stored_batches."""
         if self._indexed:
             return
         self._retry("index creation", lambda: (
-            self.results.create_index([(self.id_field, 1), ("_current", 1)], name="id_current"),
+            # `_current` first: reading the live documents of some ids scans those, never their history
+            self.results.create_index([("_current", 1), (self.id_field, 1)], name="current_id"),
             self.results.create_index("run_id", name="run_id"),
             self.batches.create_index([("run_id", 1), ("batch", 1)], name="run_batch", unique=True),
             self.models.create_index([("name", 1), ("version", 1)], name="name_version", unique=True)))
@@ -311,25 +327,22 @@ class MongoStore(ResultSink):
             newest[id_key(document[self.id_field])] = n
         live = self._live([documents[n][self.id_field] for n in newest.values()])
 
-        losers: dict[float, list] = defaultdict(list)
+        losers: dict[float, list] = defaultdict(list)  # superseded value -> `_id`s of live documents it replaces
         incoming_live: set[int] = set()
         for key, n in newest.items():
-            mine = (started, run_id, batch, n)
-            others = [d for d in live.get(key, ()) if _order(d["_id"]) != mine]
-            if all(_order(d["_id"]) is None or _order(d["_id"]) < mine for d in others):
+            mine = document_id(started, run_id, batch, n)
+            documents_live = live.get(key, [])
+            winner = max([mine, *(d["_id"] for d in documents_live)], key=lambda i: _order(i) or ())
+            if winner == mine:
                 incoming_live.add(n)
-                for d in others:
+            for d in documents_live:  # every other live document, this one too if stored before and beaten
+                if d["_id"] != winner:
                     losers[_superseded_value_of(d)].append(d["_id"])
-            else:  # a newer run is live: keep it, and supersede any other live document
-                newest_live = max(others, key=lambda d: _order(d["_id"]) or ())
-                for d in others:
-                    if d is not newest_live:
-                        losers[_superseded_value_of(d)].append(d["_id"])
 
         raw = []
         for n, document in enumerate(documents):
             encoded, problem = encode({
-                "_id": {"started": started, "run": run_id, "batch": batch, "n": n}, **document, "run_id": run_id,
+                "_id": document_id(started, run_id, batch, n), **document, "run_id": run_id,
                 "_timestamp": document.get("_timestamp", int(time.time())),
                 "_current": 0 if n in incoming_live else superseded})
             if problem:
@@ -337,9 +350,10 @@ class MongoStore(ResultSink):
             if encoded is not None:
                 raw.append(encoded)
         written = self._insert(raw, problems)
-        for value, ids in losers.items():
-            self._retry("update of _current", lambda: self.results.update_many(
-                {"_id": {"$in": ids}, "_current": 0}, {"$set": {"_current": value}}))
+        updates = [UpdateMany({"_id": {"$in": chunk}}, {"$set": {"_current": value}})
+                   for value, ids in losers.items() for chunk in _for_in(ids)]
+        if updates:
+            self._retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
         self._retry("record of the stored batch", lambda: self.batches.update_one(
             {"run_id": run_id, "batch": batch},
             {"$set": {"documents": written, "stored_at": dt.datetime.now(dt.timezone.utc)}}, upsert=True))
@@ -352,8 +366,11 @@ class MongoStore(ResultSink):
             "read of stored batches", lambda: list(self.batches.find({"run_id": run_id})))}
         if not recorded:
             return set()
-        counted = {c["_id"]: c["n"] for c in self._retry("count of results", lambda: list(self.results.aggregate(
-            [{"$match": {"run_id": run_id}}, {"$group": {"_id": "$_id.batch", "n": {"$sum": 1}}}])))}
+        counted: dict[int, int] = defaultdict(int)
+        for document in self._retry("read of results", lambda: list(self.results.find({"run_id": run_id}, {"_id": 1}))):
+            order = _order(document["_id"])
+            if order and order[1] == run_id:
+                counted[order[2]] += 1
         return {batch for batch, documents in recorded.items() if counted.get(batch, 0) == documents}
 
     def finish_run(self, manifest: Mapping) -> None:
@@ -377,7 +394,7 @@ class MongoStore(ResultSink):
         """The live documents (`_current: 0`) of `ids`, by `id_key` (more than one after a crash)."""
         found: dict[tuple, list[dict]] = defaultdict(list)
         storable = [i for i in ids if len(bson.encode({"v": i})) < MAX_DOCUMENT_BYTES]  # others cannot be stored
-        for chunk in _by_size(storable, _QUERY_BYTES):
+        for chunk in _for_in(storable):
             cursor = self._retry("read of live results", lambda: list(self.results.find(
                 {self.id_field: {"$in": chunk}, "_current": 0}, {"_id": 1, self.id_field: 1, "_timestamp": 1})))
             for document in cursor:
@@ -457,5 +474,5 @@ class MongoStore(ResultSink):
 
 def _newest_first(document: Mapping) -> tuple:
     """Sort key: `_current` ascending; within one run (an id repeated), the later position first."""
-    order = _order(document["_id"])
-    return (document["_current"], -order[2], -order[3]) if order else (document["_current"], 0, 0)
+    order, current = _order(document["_id"]), document.get("_current", math.inf)
+    return (current, -order[2], -order[3]) if order else (current, 0, 0)
