@@ -36,7 +36,7 @@ def test_stored_document_shape(mongo_db):
     returned = store(mongo_db, [{"id": 7, "data": {"x": 2}, "source": "crm"}])
     (doc,) = mongo_db.results.find()
     assert set(doc) == {"_id", "id", "run_id", "_timestamp", "_current", "results"}
-    assert doc["_id"]["run"] == doc["run_id"] and (doc["_id"]["batch"], doc["_id"]["n"]) == (0, 0)
+    assert doc["_id"].endswith(f":{doc['run_id']}:0:0")  # its place in run order: start:run:batch:position
     assert doc["id"] == 7 and doc["_current"] == 0 and isinstance(doc["run_id"], str)
     assert before <= doc["_timestamp"] <= int(time.time()) and isinstance(doc["_timestamp"], int)
     assert doc["results"] == {"m": {V: {"score": 4, "_status": "active"}},
