@@ -55,6 +55,8 @@ def test_current_is_zero_for_the_newest_and_larger_for_older_ones(mongo_db):
     by_current = sorted((d["_current"], d["results"]["m"][V]["score"]) for d in mongo_db.results.find({"id": "a"}))
     assert [score for _, score in by_current] == [6, 4, 2]
     assert by_current[0][0] == 0 < by_current[1][0] < by_current[2][0]
+    assert all(set(d) == {"_id", "id", "run_id", "_timestamp", "_current", "results"}  # nothing undocumented
+               for d in mongo_db.results.find())
     assert [d["_current"] for d in mongo_db.results.find({"id": "b"})] == [0]
 
 
