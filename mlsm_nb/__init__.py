@@ -14,6 +14,8 @@ _WHERE = {
     "run_models_all": ".core.engine",
     "iter_models_all": ".core.engine",
     "RunModelsAll": ".compat",
+    "RunModels": ".compat",
+    "SummaryModelListException": ".exceptions",
     "MlsmError": ".exceptions",
     "load_notebook": ".notebook.extract",
     "load_bundle": ".notebook.extract",

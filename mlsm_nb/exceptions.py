@@ -6,7 +6,9 @@ field), so the CLI can print it as is::
     MlsmError                  root of everything mlsm-nb raises
     ├── ConfigError            a model or run is set up wrongly (duplicate model,
     │   │                      unknown dependency, bad field spec)
-    │   └── FieldSpecError     a `fields` entry that cannot be understood
+    │   ├── FieldSpecError     a `fields` entry that cannot be understood
+    │   └── SummaryModelListException  a summary model needs results that no
+    │                          model of the run produces (MLSM's name)
     ├── RecordError            a record that cannot be scored at all (not a
     │                          mapping, no id); carries its position and id
     ├── NotebookError          a notebook breaks the contract; carries path,
@@ -15,7 +17,9 @@ field), so the CLI can print it as is::
     └── ModelTestError         Model.test() found generated inputs that fail
 
 Failures of one model on one record are not exceptions: they become
-``{"_error": ..., "_error_kind": ...}`` result entries (see ``ERROR_KINDS``).
+``{"_error": ..., "_error_kind": ...}`` result entries (see ``ERROR_KINDS``);
+when the score function raised, ``_error`` is the exception's message (as
+MLSM stored it) and ``_error_type`` its class name.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class FieldSpecError(ConfigError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(f"field {field!r}: {message}")
+
+
+class SummaryModelListException(ConfigError):
+    """A summary model needs results of a model (name, version) that the run does not include."""
 
 
 class RecordError(MlsmError):
@@ -85,8 +93,14 @@ class ModelTestError(MlsmError):
         first_input, first_error = failures[0]
         super().__init__(
             f"model {model}: {len(failures)} generated input(s) failed; first: "
-            f"{first_error['_error_kind']}: {first_error['_error']} on input {first_input!r}"
+            f"{first_error['_error_kind']}: {describe_error(first_error)} on input {first_input!r}"
         )
+
+
+def describe_error(entry) -> str:
+    """An error entry's message for people: ``ZeroDivisionError: division by zero`` when the score raised."""
+    kind = entry.get("_error_type")
+    return f"{kind}: {entry['_error']}" if kind else str(entry["_error"])
 
 
 def format_location(path, cell: int | None = None, tag: str | None = None) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .validate.checks import CheckResult
-from .exceptions import ConfigError
+from .exceptions import ConfigError, describe_error
 from .core.fields import FieldSpec, generate_inputs
 from .core.model import Model
 
@@ -211,7 +211,7 @@ def render_entry(entry: Mapping) -> str:
     """A result entry as HTML: the outputs, or the error and its kind in red."""
     if "_error" in entry:
         return (f"<div class='mlsm-error' style='color:#b00020'><b>_error_kind: {html.escape(entry['_error_kind'])}"
-                f"</b><br>_error: {html.escape(str(entry['_error']))}</div>")
+                f"</b><br>_error: {html.escape(describe_error(entry))}</div>")
     rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
                    f"<td class='mlsm-out-{html.escape(str(k))}'>{html.escape(str(v))}</td></tr>"
                    for k, v in entry.items())

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..exceptions import ConfigError, RecordError
+from ..exceptions import ConfigError, RecordError, SummaryModelListException
 from .model import Model, SummaryModel
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,9 @@ BadRecordPolicy = str | Callable[[RecordError, Any], None]
 def plan_run(models: Sequence[Model], summary_models: Sequence[SummaryModel] = ()) -> tuple[Model, ...]:
     """Check a run's configuration and return the models in execution order.
 
-    Raises ConfigError for a duplicate (name, version), a non-model, or a
-    summary model needing results that no earlier model in the run produces.
+    Raises ConfigError for a duplicate (name, version) or a non-model, and
+    SummaryModelListException (a ConfigError) for a summary model needing
+    results that no earlier model in the run produces.
     """
     plan = tuple(models) + tuple(summary_models)
     seen: set[tuple[str, str]] = set()
@@ -35,7 +36,7 @@ def plan_run(models: Sequence[Model], summary_models: Sequence[SummaryModel] = (
             raise ConfigError(f"model {model.name} {model.version} appears twice in the run")
         for dep in getattr(model, "models", ()):
             if (dep["name"], dep["version"]) not in seen:
-                raise ConfigError(
+                raise SummaryModelListException(
                     f"summary model {model.name} {model.version} needs {dep['name']} {dep['version']}, "
                     "which is not among the models run before it")
         seen.add(model.key)
@@ -65,15 +66,16 @@ def _progress(records: Iterable, enabled: bool, total: int | None) -> Iterable:
 
 
 def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
-                    summary_models: Sequence[SummaryModel] = (), *, id_field: str = "id",
+                    summary_models: Sequence[SummaryModel] = (), *, id_field: str | None = "id",
                     progress: bool = False, total: int | None = None,
                     on_bad_record: BadRecordPolicy = "warn") -> Iterator[dict]:
     """Yield each record with its `results`, as the records stream in.
 
     A record that cannot be scored at all (not a mapping, no id, no `data`
     mapping) is handed to `on_bad_record`: "warn" (log and skip, the default),
-    "skip", "raise", or a callable ``(RecordError, record)``. The configuration
-    is checked before the first record is read.
+    "skip", "raise", or a callable ``(RecordError, record)``; with
+    ``id_field=None`` records need no id (MLSM's RunModelsAll without a
+    database). The configuration is checked before the first record is read.
     """
     steps = tuple(model.execute for model in plan_run(models, summary_models))
     reject = _bad_record_handler(on_bad_record)
@@ -83,8 +85,8 @@ def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
                 reject(RecordError(f"is a {type(record).__name__}, not a mapping", position), record)
                 continue
             record = dict(record)
-        record_id = record.get(id_field)
-        if record_id is None:
+        record_id = None if id_field is None else record.get(id_field)
+        if record_id is None and id_field is not None:
             reject(RecordError(f"has no id field {id_field!r}", position), record)
             continue
         data = record.get("data")

@@ -1,15 +1,24 @@
 """`Model` and `SummaryModel`: a score function with a name, version, status and fields.
 
-MLSM's meanings, with its defects fixed:
+MLSM's meanings (the function is called as ``fcn(data=..., results=...)``;
+``execute`` fills ``results[name][version]``; ``test()`` answers True/False),
+with its defects fixed:
 
 - results live at ``results[name][version]``; a model never resets the other
   versions of its name (MLSM's `results[name] = {}` made versions overwrite
   each other);
 - inputs are checked against the compiled field specs (type, nullability,
   bounds, allowed values), not only for presence;
+- the function gets its own copy of its inputs, so a model that changes
+  `data` changes neither the caller's record nor the next model's inputs;
 - a failure becomes that model's ``{"_error", "_error_kind"}`` entry for that
-  record instead of an exception that stops the run; a summary model whose
+  record instead of an exception that stops the run (``_error`` is MLSM's
+  bare message; ``_error_type`` names the exception); a summary model whose
   dependency is missing or failed gets ``missing_dependency``.
+
+Names and versions are any non-empty strings, as MLSM accepted them; the
+stricter `NAME_PATTERN` is the notebook contract's rule (a notebook's name
+becomes file and folder names).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
-from ..exceptions import ConfigError, ModelTestError, NotebookError
+from ..exceptions import ConfigError, ModelTestError, NotebookError, describe_error
 from .fields import compile_validator, generate_inputs, parse_fields
 
 STATUSES = ("draft", "active", "retired")
@@ -31,8 +40,8 @@ def error_entry(kind: str, message: str) -> dict:
 
 
 def _check_identity(name: Any, version: Any, status: Any, fcn: Any) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ConfigError(f"model name {name!r} must match [a-z][a-z0-9_]*")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"model name must be a non-empty string, got {name!r}")
     if not isinstance(version, str) or not version.strip():
         raise ConfigError(f"model {name}: version must be a non-empty string, got {version!r}")
     if status not in STATUSES:
@@ -42,7 +51,7 @@ def _check_identity(name: Any, version: Any, status: Any, fcn: Any) -> None:
 
 
 class Model:
-    """A scoring model: ``fcn(data, results) -> dict`` over declared `fields`.
+    """A scoring model: ``fcn(data=..., results=...) -> dict`` over declared `fields`.
 
     `provenance` is filled in when the model comes from a notebook or bundle
     (path, sha256, git commit, extraction time); `score_frame` is the optional
@@ -99,9 +108,9 @@ class Model:
         if problem is not None:
             return error_entry(*problem)
         try:
-            out = self.fcn(inputs, results)
+            out = self.fcn(data=inputs.copy() if type(inputs) is dict else dict(inputs), results=results)
         except Exception as exc:  # noqa: BLE001 - a model's bug must not stop the run
-            return error_entry("score_raised", f"{type(exc).__name__}: {exc}")
+            return {"_error": str(exc), "_error_kind": "score_raised", "_error_type": type(exc).__name__}
         if type(out) is not dict:
             if not isinstance(out, Mapping):
                 return error_entry("bad_output", f"score returned {type(out).__name__}, expected dict")
@@ -121,21 +130,22 @@ class Model:
             slot[self.version] = entry
         return results
 
-    def test(self, random_count: int = 50, seed: int = 0) -> int:
-        """Score inputs generated from `fields` (typical, edge and random cases).
+    def test(self, random_count: int = 50, seed: int = 0, *, raise_on_failure: bool = False) -> bool:
+        """MLSM's self-check: does the model score inputs generated from `fields`?
 
-        Returns the number of inputs checked; raises ModelTestError listing
-        every generated input on which the model raised or returned a non-dict.
+        Tries typical, edge and random legal inputs (MLSM tried one). Returns
+        True when every one scores, else False; with ``raise_on_failure=True``
+        a failure raises ModelTestError, whose `failures` lists each failing
+        input with its error entry.
         """
         failures = []
-        cases = generate_inputs(self.specs, random_count=random_count, seed=seed)
-        for case in cases:
+        for case in generate_inputs(self.specs, random_count=random_count, seed=seed):
             entry = self._entry(case, self._test_results())
             if "_error" in entry:
                 failures.append((case, entry))
-        if failures:
+        if failures and raise_on_failure:
             raise ModelTestError(f"{self.name} {self.version}", failures)
-        return len(cases)
+        return not failures
 
     def _test_results(self) -> dict:
         return {}
@@ -155,8 +165,6 @@ class SummaryModel(Model):
         super().__init__(name, fields, version, fcn, status, **kwargs)
         self.models = [_dependency(name, version, m) for m in models]
         self._needs = tuple((m["name"], m["version"]) for m in self.models)
-        if not self.models:
-            raise ConfigError(f"summary model {name} {version}: `models` is empty")
 
     def _entry(self, data: Any, results: dict) -> dict:
         for name, version in self._needs:
@@ -166,7 +174,7 @@ class SummaryModel(Model):
                 return error_entry("missing_dependency", f"needs results of {name} {version}, which did not run")
             if "_error" in found:
                 return error_entry("missing_dependency",
-                                   f"{name} {version} failed on this record: {found['_error']}")
+                                   f"{name} {version} failed on this record: {describe_error(found)}")
         if not self.specs:
             data = data if isinstance(data, Mapping) else {}
         return super()._entry(data, results)
@@ -186,7 +194,13 @@ def _dependency(owner: str, version: str, dep: Any) -> dict:
 
 
 def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> "Model":
-    """A Model or SummaryModel from declarations (literals) and the executed namespace."""
+    """A Model or SummaryModel from declarations (literals) and the executed namespace.
+
+    The name follows the notebook rule (`NAME_PATTERN`): it becomes file and folder names.
+    """
+    if not isinstance(declared["name"], str) or not NAME_PATTERN.match(declared["name"]):
+        raise NotebookError(provenance.get("source", "?"),
+                            f"name {declared['name']!r} must match [a-z][a-z0-9_]* (lower case, digits, underscores)")
     common = dict(name=declared["name"], version=declared["version"], fcn=namespace["score"],
                   status=declared["status"], score_frame=namespace.get("score_frame"),
                   provenance=provenance)

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..exceptions import describe_error
 from ..files import read_jsonl
 from ..store.rundir import RunDirectory, model_key
 
@@ -47,7 +48,7 @@ class ModelReport:
         if kind:
             self.errors[kind] += 1
             if len(self.error_examples) < ERROR_EXAMPLES:
-                self.error_examples.append({"id": record_id, "kind": kind, "message": entry.get("_error", "")})
+                self.error_examples.append({"id": record_id, "kind": kind, "message": describe_error(entry)})
             return
         score = entry.get("score")
         if isinstance(score, (int, float)) and not isinstance(score, bool) and not math.isnan(score):

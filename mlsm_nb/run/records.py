@@ -116,7 +116,7 @@ def read_records(path: str | Path, id_field: str = "id") -> Iterator[tuple[int, 
     readers = {"jsonl": lambda: _json_lines(path), "csv": lambda: _csv(path, id_field),
                "parquet": lambda: _parquet(path, id_field)}
     rows = readers[kind]()
-    seen: set = set()
+    seen: dict = {}  # id -> line of its first appearance
     count = 0
     for number, record in rows:
         count += 1
@@ -125,7 +125,7 @@ def read_records(path: str | Path, id_field: str = "id") -> Iterator[tuple[int, 
         raise InputFileError(f"{path}: the file holds no records")
 
 
-def _checked(number: int, record: Any, id_field: str, seen: set) -> dict | Rejected:
+def _checked(number: int, record: Any, id_field: str, seen: dict) -> dict | Rejected:
     if isinstance(record, Rejected):
         return record
     if not isinstance(record, dict):
@@ -138,6 +138,6 @@ def _checked(number: int, record: Any, id_field: str, seen: set) -> dict | Rejec
     if not isinstance(record.get("data"), dict):
         return Rejected(number, "'data' must be an object", record_id)
     if record_id in seen:
-        return Rejected(number, f"duplicate id {record_id!r} (already seen earlier in the file)", record_id)
-    seen.add(record_id)
+        return Rejected(number, f"duplicate id {record_id!r} (first on line {seen[record_id]})", record_id)
+    seen[record_id] = number
     return record

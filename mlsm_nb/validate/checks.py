@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.engine import run_models_all
-from ..exceptions import MlsmError
+from ..exceptions import MlsmError, describe_error
 from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
 from ..notebook.contract import NotebookSpec
@@ -118,7 +118,7 @@ def check_robustness(spec: NotebookSpec, model: Model, dependencies: Sequence[Mo
             failure = _fails(model, case["data"], case["results"])
             if failure:
                 return CheckResult(name, "robustness", "failed",
-                                   f"{failure['_error_kind']}: {failure['_error']} with model results "
+                                   f"{failure['_error_kind']}: {describe_error(failure)} with model results "
                                    f"{_short(case['results'])}", time.perf_counter() - started)
         return CheckResult(name, "robustness", "passed", f"{len(cases)} generated model results",
                            time.perf_counter() - started, {"inputs": len(cases)})
@@ -127,14 +127,14 @@ def check_robustness(spec: NotebookSpec, model: Model, dependencies: Sequence[Mo
         failure = _fails(model, data)
         if failure:
             return CheckResult(name, "robustness", "failed",
-                               f"{failure['_error_kind']}: {failure['_error']} on input {_short(data)}",
+                               f"{failure['_error_kind']}: {describe_error(failure)} on input {_short(data)}",
                                time.perf_counter() - started)
     failure_input = _hypothesis_failure(model, max_examples)
     seconds = time.perf_counter() - started
     if failure_input is not None:
         failure = _fails(model, failure_input) or {"_error_kind": "score_raised", "_error": "flaky failure"}
         return CheckResult(name, "robustness", "failed",
-                           f"{failure['_error_kind']}: {failure['_error']} on input {_short(failure_input)} "
+                           f"{failure['_error_kind']}: {describe_error(failure)} on input {_short(failure_input)} "
                            "(smallest failing input found by hypothesis)", seconds)
     return CheckResult(name, "robustness", "passed",
                        f"{len(cases)} edge and random inputs, {max_examples} hypothesis examples", seconds,
@@ -163,7 +163,7 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
         entry = model.execute(example["data"], dict(example.get("results", {})))[model.name][model.version]
         if "_error" in entry:
             return CheckResult(name, "examples", "failed",
-                               f"example {number}: {entry['_error_kind']}: {entry['_error']}",
+                               f"example {number}: {entry['_error_kind']}: {describe_error(entry)}",
                                time.perf_counter() - started)
         wrong = {k: entry.get(k, "<missing>") for k, v in example["expected"].items()
                  if not close_enough(v, entry.get(k))}

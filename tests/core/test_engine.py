@@ -3,8 +3,8 @@ from collections import OrderedDict
 
 import pytest
 
-from mlsm_nb import Model, RunModelsAll, SummaryModel, iter_models_all, run_models_all
-from mlsm_nb.exceptions import ERROR_KINDS, ConfigError, RecordError
+from mlsm_nb import Model, SummaryModel, iter_models_all, run_models_all
+from mlsm_nb.exceptions import ERROR_KINDS, ConfigError, RecordError, SummaryModelListException
 from mlsm_nb.leads import LEAD_FIELDS, generate_leads
 
 
@@ -44,7 +44,7 @@ def test_models_then_summary_on_every_record():
 def test_one_failing_model_on_one_record_loses_nothing_else():
     out = run_models_all([A, B], records(5), [S])
     failed = out[3]["results"]
-    assert failed["b"]["1"] == {"_error": "ValueError: three is unlucky", "_error_kind": "score_raised"}
+    assert failed["b"]["1"] == {"_error": "three is unlucky", "_error_kind": "score_raised", "_error_type": "ValueError"}
     assert failed["a"]["1"]["score"] == 0.3
     assert failed["best"]["1"]["_error_kind"] == "missing_dependency"
     assert all("_error" not in r["results"]["best"]["1"] for i, r in enumerate(out) if i != 3)
@@ -115,7 +115,7 @@ def test_configuration_errors_before_any_record():
 
     with pytest.raises(ConfigError, match="model a 1 appears twice"):
         run_models_all([A, Model("a", {}, "1", score_x)], never())
-    with pytest.raises(ConfigError, match="needs b 1, which is not among the models run before it"):
+    with pytest.raises(SummaryModelListException, match="needs b 1, which is not among the models run before it"):
         run_models_all([A], never(), [S])
     with pytest.raises(ConfigError, match="expected Model"):
         run_models_all([score_x], never())
@@ -129,20 +129,13 @@ def test_records_get_results_in_place_as_mlsm_documented():
     assert recs[1]["results"]["a"]["1"]["score"] == 0.1
 
 
-def test_run_models_all_alias_with_mlsm_keywords():
-    out = RunModelsAll([A, B], records(2), summaryModels=[S], verbose=False)
-    assert out[1]["results"]["best"]["1"]["score"] == 1.0
-    with pytest.raises(ConfigError, match="db, collection and dbIdentifier"):
-        RunModelsAll([A], records(1), db=object())
-
-
 def test_progress_bar_reports_records(capsys):
     run_models_all([A], records(5), progress=True)
     assert "5/5" in capsys.readouterr().err
 
 
 def test_lead_generator_is_seeded_and_valid_for_the_lead_fields():
-    model = Model("lead", LEAD_FIELDS, "1", lambda d, r: {"score": 0.0})
+    model = Model("lead", LEAD_FIELDS, "1", lambda data, results: {"score": 0.0})
     leads = list(generate_leads(500, seed=7))
     assert leads == list(generate_leads(500, seed=7))
     assert leads != list(generate_leads(500, seed=8))
@@ -150,3 +143,27 @@ def test_lead_generator_is_seeded_and_valid_for_the_lead_fields():
     assert all("_error" not in r["results"]["lead"]["1"] for r in run_models_all([model], leads))
     nested = next(generate_leads(1, nested_models=[("lead", "1"), ("lead", "2")]))
     assert set(nested["data"]["lead"]) == {"1", "2"}
+
+
+def test_a_model_that_changes_its_data_changes_neither_the_record_nor_the_next_model():
+    def vandal(data, results):
+        data["x"] = -1
+        data.pop("y", None)
+        return {"score": 0.0}
+
+    def reader(data, results):
+        return {"seen": (data["x"], data.get("y"))}
+
+    recs = [{"id": 1, "data": {"x": 5, "y": 6}},
+            {"id": 2, "data": {"v": {"1": {"x": 7, "y": 8}}, "r": {"1": {"x": 7, "y": 8}}}}]
+    out = run_models_all([Model("v", {"x": int}, "1", vandal), Model("r", {"x": int}, "1", reader)], recs)
+    assert [r["results"]["r"]["1"]["seen"] for r in out] == [(5, 6), (7, 8)]
+    assert recs[0]["data"] == {"x": 5, "y": 6}
+    assert recs[1]["data"]["v"]["1"] == {"x": 7, "y": 8}
+
+
+def test_records_need_no_id_when_id_field_is_none():
+    out = run_models_all([A], [{"data": {"x": 1}}, {"id": None, "data": {"x": 2}}], id_field=None)
+    assert [r["results"]["a"]["1"]["score"] for r in out] == [0.1, 0.2]
+    with pytest.raises(RecordError, match=r"record #0: 'data' must be a mapping, got NoneType"):
+        run_models_all([A], [{"x": 1}], id_field=None, on_bad_record="raise")

@@ -18,7 +18,7 @@ def test_execute_stores_result_with_status_and_returns_results():
 def test_two_versions_of_one_model_keep_separate_results():
     # MLSM reset results[name] = {} and so the second version erased the first.
     v1 = Model("m", {"x": int}, "1.0", double)
-    v2 = Model("m", {"x": int}, "2.0", lambda d, r: {"score": d["x"] * 3})
+    v2 = Model("m", {"x": int}, "2.0", lambda data, results: {"score": data["x"] * 3})
     results = {}
     v1.execute({"x": 2}, results)
     v2.execute({"x": 2}, results)
@@ -29,16 +29,16 @@ def test_two_versions_of_one_model_keep_separate_results():
 def test_wrong_type_does_not_reach_the_score_function():
     # MLSM only checked presence: "12" went straight into the model.
     calls = []
-    model = Model("m", {"x": int}, "1.0", lambda d, r: calls.append(d) or {"score": 1})
+    model = Model("m", {"x": int}, "1.0", lambda data, results: calls.append(data) or {"score": 1})
     results = model.execute({"x": "12"}, {})
     assert calls == []
     assert results["m"]["1.0"] == {"_error": "field 'x': expected int, got str '12'", "_error_kind": "bad_type"}
 
 
 @pytest.mark.parametrize("fcn, kind, words", [
-    (lambda d, r: 1 / 0, "score_raised", "ZeroDivisionError: division by zero"),
-    (lambda d, r: 0.5, "bad_output", "score returned float, expected dict"),
-    (lambda d, r: None, "bad_output", "score returned NoneType"),
+    (lambda data, results: 1 / 0, "score_raised", "division by zero"),
+    (lambda data, results: 0.5, "bad_output", "score returned float, expected dict"),
+    (lambda data, results: None, "bad_output", "score returned NoneType"),
 ])
 def test_score_failures_become_error_entries(fcn, kind, words):
     entry = Model("m", {"x": int}, "1.0", fcn).execute({"x": 1}, {})["m"]["1.0"]
@@ -62,14 +62,16 @@ def test_nested_layout_without_this_version_is_missing_field():
 
 def test_returned_dict_is_not_mutated():
     shared = {"score": 1}
-    model = Model("m", {}, "1", lambda d, r: shared)
+    model = Model("m", {}, "1", lambda data, results: shared)
     model.execute({}, {})
     assert shared == {"score": 1}
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"name": "Lead Rules"}, "must match"),
+    ({"name": ""}, "model name must be a non-empty string, got ''"),
+    ({"name": None}, "model name must be a non-empty string, got None"),
     ({"version": 1}, "version must be a non-empty string"),
+    ({"version": " "}, "version must be a non-empty string"),
     ({"status": "prod"}, "status 'prod' is not one of draft, active, retired"),
     ({"fcn": "score"}, "fcn must be callable"),
 ])
@@ -109,17 +111,30 @@ def test_summary_models_given_as_model_objects_and_validation():
     assert SummaryModel("s", [a], "1", champion).models == [{"name": "a", "version": "1"}]
     with pytest.raises(ConfigError, match="needs string 'name' and 'version'"):
         SummaryModel("s", [{"name": "a"}], "1", champion)
-    with pytest.raises(ConfigError, match="is empty"):
-        SummaryModel("s", [], "1", champion)
+    assert SummaryModel("s", [], "1", champion).models == []  # MLSM accepted a summary of nothing
 
 
 def test_model_test_passes_for_a_robust_model():
-    model = Model("m", {"x": {"type": "int", "min": 0}, "t": str}, "1", lambda d, r: {"score": d["x"] + len(d["t"])})
-    assert model.test() > 10
+    model = Model("m", {"x": {"type": "int", "min": 0}, "t": str}, "1",
+                  lambda data, results: {"score": data["x"] + len(data["t"])})
+    assert model.test() is True
+    assert model.test(raise_on_failure=True) is True
 
 
-def test_model_test_reports_the_failing_generated_input():
-    model = Model("m", {"size": {"type": "int", "min": 0}}, "1", lambda d, r: {"score": 1 / d["size"]})
-    with pytest.raises(ModelTestError, match=r"score_raised: ZeroDivisionError.*on input \{'size': 0\}") as info:
-        model.test()
-    assert all(case["size"] == 0 for case, _ in info.value.failures)
+def test_model_test_answers_false_or_reports_the_failing_generated_input():
+    model = Model("m", {"size": {"type": "int", "min": 0}}, "1", lambda data, results: {"score": 1 / data["size"]})
+    assert model.test() is False
+    with pytest.raises(ModelTestError, match=r"score_raised: ZeroDivisionError: division by zero "
+                                             r"on input \{'size': 0\}") as info:
+        model.test(raise_on_failure=True)
+    assert info.value.failures and all(case["size"] == 0 for case, _ in info.value.failures)
+
+
+def test_models_built_from_notebook_declarations_keep_the_notebook_naming_rule():
+    from mlsm_nb.core.model import build_model
+    from mlsm_nb.exceptions import NotebookError
+
+    declared = {"name": "../Lead Rules", "version": "1", "status": "draft", "kind": "model", "fields": {}}
+    with pytest.raises(NotebookError, match=r"bundle/m.py: name '../Lead Rules' must match \[a-z\]"):
+        build_model(declared, {"score": double}, {"source": "bundle/m.py"})
+    assert build_model({**declared, "name": "lead_rules"}, {"score": double}, {}).name == "lead_rules"

@@ -41,7 +41,7 @@ def test_bad_lines_are_rejected_with_line_number_and_reason(tmp_path):
     reasons = {b.line: b.reason for b in bad}
     assert reasons[2].startswith("not valid JSON")
     assert reasons[3] == "no id field 'id'"
-    assert reasons[4].startswith("duplicate id 'a'")
+    assert reasons[4] == "duplicate id 'a' (first on line 1)"
     assert reasons[5].startswith("a record must be a JSON object")
     assert reasons[6] == "'data' must be an object"
 
