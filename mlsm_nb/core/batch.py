@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 
 from .model import Model, error_entry
+from .output import output_problem
 
 
 @dataclass
@@ -65,8 +66,8 @@ def _frame_entries(model: Model, datas: Sequence[Mapping], notes: list[str]) -> 
             notes.append(f"score_frame failed ({type(exc).__name__}: {exc}); scored record by record")
             return None
         for i, values in zip(positions, out.to_dict("records")):
-            values["_status"] = model.status
-            entries[i] = values
+            problem = output_problem(values)
+            entries[i] = error_entry("bad_output", problem) if problem else {**values, "_status": model.status}
     return entries
 
 
