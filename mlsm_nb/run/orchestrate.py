@@ -127,8 +127,8 @@ def _production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbf
 
 def _secrets_cell(names: Sequence[str]) -> nbformat.NotebookNode:
     lines = ["# credentials come from the environment, never written into this notebook",
-             "import os as _mlsm_os"]
-    lines += [f"{name} = _mlsm_os.environ[{secret_env(name)!r}]" for name in names]
+             "import json as _mlsm_json, os as _mlsm_os"]
+    lines += [f"{name} = _mlsm_json.loads(_mlsm_os.environ[{secret_env(name)!r}])" for name in names]
     cell = nbformat.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["mlsm-runner"]
     return cell
@@ -145,7 +145,7 @@ class _Run:
         self.manifest = manifest
         self.id_field = id_field
         self.store = store
-        secrets = {k: str(v) for k, v in parameters.items() if is_secret(k, v)}
+        secrets = {k: v for k, v in parameters.items() if is_secret(k, v)}
         self.executor = Executor(
             run_root=str(run_dir.root.resolve()), engine=engine, timeout=timeout,
             sources={key: str(spec.path.resolve()) for key, spec in self.specs.items()},

@@ -8,11 +8,12 @@ UTF-16, not gzip or not Parquet despite its name, no id column).
 
 Tabular files are flat: the id column plus one column per field. CSV cells
 are read as text and converted one by one: ids stay strings exactly as
-written (leading zeros, any number of digits); a field declared `int`,
-`float` or `bool` (`types`) is converted to it when its text is one, and left
-as text otherwise (the model then rejects that one row); an undeclared column
-becomes a number when its text is one. An empty cell is None, and so is
-`NA`/`NaN`/`null` outside `str` fields. Parquet columns keep their types;
+written (leading zeros, any number of digits); a field declared `str`
+(`types`) keeps its text, even empty; one declared `int`, `float` or `bool`
+is converted to it when its text is one and left as text otherwise (the
+model then rejects that one row); an undeclared column becomes a number or
+a bool when its text is one. Outside `str` fields an empty cell (or `NA`,
+`NaN`, `null`) is None. Parquet columns keep their types;
 values JSON cannot hold (timestamps, decimals) are converted like CSV text.
 """
 
@@ -107,15 +108,16 @@ def _guess(text: str) -> Any:
     return value
 
 
-_CONVERT = {"int": _int_or_text, "float": _float_or_text, "bool": _bool_or_text, "str": None}
+_CONVERT = {"int": _int_or_text, "float": _float_or_text, "bool": _bool_or_text}
 
 
 def _from_text(kind: str | None, text: str) -> Any:
     """A cell's value from its text, by the field's declared type (None: undeclared)."""
-    if text == "" or (kind != "str" and text in _MISSING_TEXT):
+    if kind == "str":
+        return text
+    if text in _MISSING_TEXT:
         return None
-    convert = _CONVERT[kind] if kind else _guess
-    return text if convert is None else convert(text)
+    return (_CONVERT[kind] if kind else _guess)(text)
 
 
 # -- files ----------------------------------------------------------------------------------

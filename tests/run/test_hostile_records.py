@@ -129,7 +129,7 @@ def test_one_empty_int_cell_affects_one_row(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("id,x,label\na,1,p\nb,,q\nc,3,\n")
     good, _ = collect(path, types={"x": "int", "label": "str"})
-    assert [r["data"] for r in good] == [{"x": 1, "label": "p"}, {"x": None, "label": "q"}, {"x": 3, "label": None}]
+    assert [r["data"] for r in good] == [{"x": 1, "label": "p"}, {"x": None, "label": "q"}, {"x": 3, "label": ""}]
     assert all(type(r["data"]["x"]) is int for r in good if r["data"]["x"] is not None)
 
 
@@ -141,7 +141,7 @@ def test_cells_are_converted_by_the_declared_types(tmp_path):
     assert [r["data"] for r in good] == [
         {"n": 7, "f": 7.0, "b": True, "s": "007", "free": 7},
         {"n": "x", "f": 1000.0, "b": False, "s": "NA", "free": 2.5},  # "x" for an int: the model says bad_type
-        {"n": "1.5", "f": None, "b": "maybe", "s": None, "free": None},
+        {"n": "1.5", "f": None, "b": "maybe", "s": "", "free": None},
     ]
     assert type(good[0]["data"]["f"]) is float
 
@@ -203,3 +203,15 @@ def test_a_17mb_id_is_rejected_with_its_line(tmp_path):
     assert [r["id"] for r in good] == [0, 1, 2]
     assert bad[2].reason == "id field 'id' is 17,000,000 bytes long; the limit is 1,024"
     assert bad[2].to_dict() == {"line": 2, "id": None, "reason": bad[2].reason}
+
+
+def test_a_csv_of_the_example_leads_reads_back_exactly_with_the_notebooks_field_types(tmp_path):
+    from conftest import NOTEBOOKS
+    from mlsm_nb.leads import generate_leads
+    from mlsm_nb.notebook.contract import find_notebooks, lint_notebook
+
+    leads = list(generate_leads(500, seed=3))
+    path = tmp_path / "leads.csv"
+    pd.DataFrame([{"id": lead["id"], **lead["data"]} for lead in leads]).to_csv(path, index=False)
+    types = declared_types(lint_notebook(p).fields for p in find_notebooks([NOTEBOOKS]))
+    assert collect(path, types=types) == (leads, {})
