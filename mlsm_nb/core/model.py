@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable
 
 from ..exceptions import ConfigError, ModelTestError, NotebookError
 from .fields import compile_validator, generate_inputs, parse_fields
-from .output import output_problem
 
 STATUSES = ("draft", "active", "retired")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -107,9 +106,6 @@ class Model:
             if not isinstance(out, Mapping):
                 return error_entry("bad_output", f"score returned {type(out).__name__}, expected dict")
             out = dict(out)
-        problem = output_problem(out)
-        if problem is not None:
-            return error_entry("bad_output", problem)
         return {**out, "_status": self.status}
 
     def execute(self, data: Any, results: dict) -> dict:

@@ -1,6 +1,8 @@
 """Check a model's output for one record: it must be storable as JSON, as results are.
 
-Checked where each result entry is made, so a value JSON cannot hold (a
+Checked by `score_batch` for each entry of a batch (the results both run
+engines write), and available to anything else that stores results
+(`output_problem`), so a value JSON cannot hold (a
 `Decimal`, a `timedelta`, a `complex`, an integer beyond 64 bits, a tuple key,
 nesting deeper than 254 levels) or a NaN/Infinity (which JSON would store as
 `null`) is that record's `bad_output`, never its batch's failure.
@@ -31,7 +33,7 @@ def _not_finite(value: Any, path: str) -> str | None:
 
 
 def output_problem(out: Mapping) -> str | None:
-    """Why `out` (what `score` returned) cannot be stored, or None when it can."""
+    """Why `out` (a result entry, or what `score` returned) cannot be stored as JSON, or None."""
     try:
         encoded = dumps(out)
     except (TypeError, orjson.JSONEncodeError) as exc:

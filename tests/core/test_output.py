@@ -46,14 +46,14 @@ def test_one_bad_output_costs_one_record(kind):
 
 
 def test_the_message_names_where_the_bad_number_is():
-    entry = MODEL.execute({"kind": "nested_inf"}, {})["m"]["1"]
+    entry, = score_batch(MODEL, [{"data": {"kind": "nested_inf"}}]).entries
     assert entry["_error"] == "score returned a number JSON cannot hold: output['score'][1]['deep'] is inf"
 
 
 def test_numpy_values_and_none_are_fine():
     model = Model("n", {}, "1", lambda data, results: {"a": np.float32(0.5), "b": np.int64(3), "c": None,
                                                         "d": np.array([1.0, 2.0])})
-    assert "_error" not in model.execute({}, {})["n"]["1"]
+    assert "_error" not in score_batch(model, [{"data": {}}]).entries[0]
 
 
 def test_score_frame_outputs_are_checked_per_record():
