@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 MAX_ID_BYTES = 1024
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 def id_problem(record_id: Any, id_field: str) -> str | None:
@@ -27,14 +27,15 @@ def id_problem(record_id: Any, id_field: str) -> str | None:
                     f"the limit is {MAX_ID_BYTES:,}")
         return None
     if kind is int:
-        if not _INT64[0] <= record_id <= _INT64[1]:
+        if not INT64[0] <= record_id <= INT64[1]:
             return f"integer id field {id_field!r} does not fit in 64 bits; use a string id"
         return None
     if record_id is None:
         return f"has no id field {id_field!r}"
     if isinstance(record_id, str):  # a str subclass: its text is the id
         return id_problem(str(record_id), id_field)
-    return f"id field {id_field!r} must be a string or an integer, got {kind.__name__}"
+    hint = " (JSON integers beyond 64 bits are read as floats: write such ids as strings)" if kind is float else ""
+    return f"id field {id_field!r} must be a string or an integer, got {kind.__name__}{hint}"
 
 
 def record_problem(record: Any, id_field: str | None = "id") -> str | None:

@@ -10,8 +10,9 @@ Tabular files are flat: the id column plus one column per field. CSV cells
 are read as text and converted one by one: ids stay strings exactly as
 written (leading zeros, any number of digits); a field declared `str`
 (`types`) keeps its text, even empty; one declared `int`, `float` or `bool`
-is converted to it when its text is one and left as text otherwise (the
-model then rejects that one row); an undeclared column becomes a number or
+is converted to it when its text is one (`3.0` is an int: pandas writes an
+int column with a missing cell so) and left as text otherwise (the model
+then rejects that one row); an undeclared column becomes a number or
 a bool when its text is one. Outside `str` fields an empty cell (or `NA`,
 `NaN`, `null`) is None. Parquet columns keep their types;
 values JSON cannot hold (timestamps, decimals) are converted like CSV text.
@@ -33,7 +34,7 @@ from typing import Any, Iterator
 import orjson
 
 from ..core.fields import parse_fields
-from ..core.records import record_problem, usable_id
+from ..core.records import INT64, record_problem, usable_id
 from ..exceptions import FieldSpecError, MlsmError
 from ..files import dumps
 
@@ -42,7 +43,6 @@ DEEP = 200  # fewer opening brackets than this cannot nest past orjson's 254 lev
 _MISSING_TEXT = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
 _INT_TEXT = re.compile(r"[+-]?\d+\Z")
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
 _CUT_SHORT = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
@@ -79,12 +79,12 @@ def declared_types(fields: Iterable[Mapping | None]) -> dict[str, str]:
 
 # -- text to values -------------------------------------------------------------------------
 
-def _int_or_text(text: str) -> Any:
+def _int64(text: str) -> int | None:
+    """The integer an integer's text holds, if it fits in 64 bits."""
     if _INT_TEXT.match(text.strip()):
         value = int(text)
-        if _INT64[0] <= value <= _INT64[1]:
-            return value
-    return text
+        return value if INT64[0] <= value <= INT64[1] else None
+    return None
 
 
 def _float_or_text(text: str) -> Any:
@@ -95,16 +95,27 @@ def _float_or_text(text: str) -> Any:
     return value if math.isfinite(value) else text
 
 
+def _int_or_text(text: str) -> Any:
+    value = _int64(text)
+    if value is not None:
+        return value
+    number = _float_or_text(text)  # "3.0": what pandas writes for an int column with a missing cell
+    if type(number) is float and number.is_integer() and INT64[0] <= number <= INT64[1]:
+        return int(number)
+    return text
+
+
 def _bool_or_text(text: str) -> Any:
     return _BOOL_TEXT.get(text.strip().lower(), text)
 
 
-def _guess(text: str) -> Any:
-    value = _int_or_text(text)
-    if value is text:
-        value = _float_or_text(text)
+def _undeclared(text: str) -> Any:
+    value = _int64(text)
+    if value is not None:
+        return value
+    value = _float_or_text(text)
     if value is text and text.strip().lower() in ("true", "false"):
-        value = _BOOL_TEXT[text.strip().lower()]
+        return _BOOL_TEXT[text.strip().lower()]
     return value
 
 
@@ -117,7 +128,7 @@ def _from_text(kind: str | None, text: str) -> Any:
         return text
     if text in _MISSING_TEXT:
         return None
-    return (_CONVERT[kind] if kind else _guess)(text)
+    return (_CONVERT[kind] if kind else _undeclared)(text)
 
 
 # -- files ----------------------------------------------------------------------------------

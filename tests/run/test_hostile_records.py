@@ -215,3 +215,12 @@ def test_a_csv_of_the_example_leads_reads_back_exactly_with_the_notebooks_field_
     pd.DataFrame([{"id": lead["id"], **lead["data"]} for lead in leads]).to_csv(path, index=False)
     types = declared_types(lint_notebook(p).fields for p in find_notebooks([NOTEBOOKS]))
     assert collect(path, types=types) == (leads, {})
+
+
+def test_a_pandas_written_int_column_with_one_missing_cell_affects_one_row(tmp_path):
+    path = tmp_path / "r.csv"
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "n": [1, None, 3]})  # pandas makes it float: 1.0, , 3.0
+    frame.to_csv(path, index=False)
+    good, bad = collect(path, types={"n": "int"})
+    assert [r["data"]["n"] for r in good] == [1, None, 3] and bad == {}
+    assert type(good[0]["data"]["n"]) is int
