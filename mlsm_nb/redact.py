@@ -1,31 +1,85 @@
-"""Keep credentials out of executed notebooks, manifests and logs."""
+"""Keep credentials out of executed notebooks, manifests and logs.
+
+A value is secret by its key (`password`, `pwd`, `token`, ... at any depth of a
+dict parameter) or by its look (a URI with a password, a token format). Text
+(errors, logs) keeps its words but loses URI passwords, `key=value` secrets
+and, when given, the run's known secret values.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 REDACTED = "***"
-_SECRET_NAME = re.compile(r"pass(word)?|secret|token|api_?key|credential|private_?key", re.I)
-_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.I)
+_SECRET_WORDS = r"pass(?:word|wd|phrase)?|pwd|secret|token|api_?key|credential|private_?key"
+_SECRET_NAME = re.compile(_SECRET_WORDS, re.I)
+# The password runs to the line's last "@": a password with an unescaped "/", space or "@" is
+# still hidden whole (at worst some text after it goes too; showing a piece of it is worse).
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^\n]*)@", re.I)
+_KEY_VALUE = re.compile(rf"""(?P<key>[\w.-]*(?:{_SECRET_WORDS})[\w.-]*["']?\s*[=:]\s*)"""
+                        r"""(?P<value>"[^"]*"|'[^']*'|[^\s&;,"'}\]]+)""", re.I)
 _TOKEN_VALUE = re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,}"
                           r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})\b")
 
 
+def _looks_secret(text: str) -> bool:
+    return bool(_URI_PASSWORD.search(text) or _TOKEN_VALUE.search(text) or _KEY_VALUE.search(text))
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with secrets replaced by *** at any depth: by key in mappings, by look in strings."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _SECRET_NAME.search(str(k)) else redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    if isinstance(value, str) and _looks_secret(value):
+        return REDACTED
+    return value
+
+
 def is_secret(name: str, value: Any) -> bool:
-    """True when a parameter looks like a credential, by its name or its value."""
-    if _SECRET_NAME.search(name):
+    """True when a parameter is or holds a credential, by its name or anything in its value."""
+    if _SECRET_NAME.search(str(name)):
         return True
-    return isinstance(value, str) and bool(_URI_PASSWORD.search(value) or _TOKEN_VALUE.search(value))
-
-
-def redact_text(text: str) -> str:
-    """`text` with URI passwords and token-looking values replaced by ***."""
-    text = _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-    return _TOKEN_VALUE.sub(REDACTED, text)
+    if isinstance(value, Mapping):
+        return any(is_secret(k, v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(is_secret("", v) for v in value)
+    return isinstance(value, str) and _looks_secret(value)
 
 
 def redact_parameters(parameters: Mapping[str, Any]) -> dict:
-    """Parameters as they may be recorded: credentials replaced by ***."""
-    return {k: (REDACTED if is_secret(k, v) else v) for k, v in parameters.items()}
+    """Parameters as they may be recorded: credentials replaced by *** at any depth."""
+    return redact_value(dict(parameters))
+
+
+def _leaves(value: Any) -> Iterable[str]:
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif value is not None and not isinstance(value, bool) and len(str(value)) >= 4:
+        yield str(value)
+
+
+def redact_text(text: str, known: Any = ()) -> str:
+    """`text` with URI passwords, `key=value` secrets, token-looking values and the
+    `known` secret values (any nesting; e.g. a run's credential parameters) replaced by ***."""
+    for secret in sorted(set(_leaves(known)), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    text = _KEY_VALUE.sub(lambda m: f"{m['key']}{REDACTED}", text)
+    return _TOKEN_VALUE.sub(REDACTED, text)
+
+
+def safe_uri(uri: str) -> str:
+    """A connection string fit to print: no user, no password, no secret options."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return REDACTED  # not a URI: nothing of it can be shown safely
+    host = rest.rsplit("@", 1)[-1]
+    return redact_text(f"{scheme}://{REDACTED + '@' if '@' in rest else ''}{host}")

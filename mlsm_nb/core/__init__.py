@@ -18,6 +18,8 @@ _WHERE = {
     "plan_run": ".engine",
     "score_batch": ".batch",
     "BatchOutcome": ".batch",
+    "record_problem": ".records",
+    "output_problem": ".output",
 }
 
 __all__ = list(_WHERE)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..exceptions import ConfigError, RecordError, SummaryModelListException
 from .model import Model, SummaryModel
+from .records import record_problem, usable_id
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +72,22 @@ def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
                     on_bad_record: BadRecordPolicy = "warn") -> Iterator[dict]:
     """Yield each record with its `results`, as the records stream in.
 
-    A record that cannot be scored at all (not a mapping, no id, no `data`
-    mapping) is handed to `on_bad_record`: "warn" (log and skip, the default),
-    "skip", "raise", or a callable ``(RecordError, record)``; with
-    ``id_field=None`` records need no id (MLSM's RunModelsAll without a
-    database). The configuration is checked before the first record is read.
+    A record that cannot be scored at all (see `core.records`: not a mapping,
+    no valid id, no `data` mapping; with `id_field=None` no id is needed) is
+    handed to `on_bad_record`: "warn" (log and skip, the default), "skip",
+    "raise", or a callable ``(RecordError, record)``. The configuration is
+    checked before the first record is read.
     """
     steps = tuple(model.execute for model in plan_run(models, summary_models))
     reject = _bad_record_handler(on_bad_record)
     for position, record in enumerate(_progress(records, progress, total)):
+        problem = record_problem(record, id_field)
+        if problem is not None:
+            reject(RecordError(problem, position, usable_id(record, id_field)), record)
+            continue
         if type(record) is not dict:
-            if not isinstance(record, Mapping):
-                reject(RecordError(f"is a {type(record).__name__}, not a mapping", position), record)
-                continue
             record = dict(record)
-        record_id = None if id_field is None else record.get(id_field)
-        if record_id is None and id_field is not None:
-            reject(RecordError(f"has no id field {id_field!r}", position), record)
-            continue
-        data = record.get("data")
-        if type(data) is not dict and not isinstance(data, Mapping):
-            reject(RecordError(f"'data' must be a mapping, got {type(data).__name__}", position, record_id), record)
-            continue
+        data = record["data"]
         results: dict = {}
         for step in steps:
             step(data, results)

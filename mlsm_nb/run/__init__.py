@@ -6,6 +6,7 @@ _WHERE = {
     "run_notebooks": ".orchestrate",
     "read_records": ".records",
     "Rejected": ".records",
+    "declared_types": ".records",
     "InputFileError": ".records",
 }
 

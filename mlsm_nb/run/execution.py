@@ -7,6 +7,7 @@ of the in-process engine are loaded once per process and cached.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -57,7 +58,7 @@ class Executor:
     needs: dict[str, list[str]]
     labels: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
     status: str | None = None
     bundle: str | None = None
 
@@ -134,7 +135,7 @@ class Executor:
         import papermill
 
         for name, value in self.secrets.items():
-            os.environ[secret_env(name)] = value  # kernels inherit the environment
+            os.environ[secret_env(name)] = json.dumps(value)  # kernels inherit the environment
         run = self.run
         parameters = {**self.parameters, "mlsm_batch_path": str(run.batch_path(batch)),
                       "mlsm_output_path": str(run.output_path(key, batch)),
@@ -160,7 +161,7 @@ class Executor:
         name = getattr(exc, "ename", type(exc).__name__)
         value = getattr(exc, "evalue", str(exc))
         message = (str(value).strip().splitlines() or [""])[0]
-        return redact_text(f"{where}: batch {batch}: {name}: {message}"[:500])
+        return redact_text(f"{where}: batch {batch}: {name}: {message}", self.secrets)[:500]
 
     def write_failure(self, key: str, batch: int, error: str) -> None:
         """Give every record of the batch a `notebook_failed` entry for this model."""

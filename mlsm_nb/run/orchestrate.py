@@ -31,7 +31,7 @@ from ..notebook.extract import check_dependencies, git_info
 from ..files import file_sha256, read_jsonl, write_jsonl
 from ..notebook.gitflow import forced_status
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook, read_notebook
-from .records import Rejected, check_records_file, read_records
+from .records import Rejected, check_records_file, declared_types, read_records
 from ..redact import is_secret, redact_parameters, redact_text
 from .execution import Executor, secret_env
 from .merge import Merger, Tally
@@ -128,8 +128,8 @@ def _production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbf
 
 def _secrets_cell(names: Sequence[str]) -> nbformat.NotebookNode:
     lines = ["# credentials come from the environment, never written into this notebook",
-             "import os as _mlsm_os"]
-    lines += [f"{name} = _mlsm_os.environ[{secret_env(name)!r}]" for name in names]
+             "import json as _mlsm_json, os as _mlsm_os"]
+    lines += [f"{name} = _mlsm_json.loads(_mlsm_os.environ[{secret_env(name)!r}])" for name in names]
     cell = nbformat.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["mlsm-runner"]
     return cell
@@ -146,7 +146,7 @@ class _Run:
         self.manifest = manifest
         self.id_field = id_field
         self.store = store
-        secrets = {k: str(v) for k, v in parameters.items() if is_secret(k, v)}
+        secrets = {k: v for k, v in parameters.items() if is_secret(k, v)}
         self.executor = Executor(
             run_root=str(run_dir.root.resolve()), engine=engine, timeout=timeout,
             sources={key: str(spec.path.resolve()) for key, spec in self.specs.items()},
@@ -177,23 +177,28 @@ class _Run:
             self.manifest["store_error"] = redact_text(f"batch {batch}: {exc}")
 
 
-def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
+def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int,
+                   types: Mapping[str, str] | None = None) -> dict:
     """Stream the records file into batch files and rejected.jsonl; returns the input summary."""
-    batch, count, batches, rejected = [], 0, 0, []
-    for line, record in read_records(records, id_field):
-        if isinstance(record, Rejected):
-            rejected.append(record.to_dict())
-            continue
-        batch.append(record)
-        count += 1
-        if len(batch) == batch_size:
-            write_jsonl(run.batch_path(batches), batch)
-            batches, batch = batches + 1, []
-    if batch:
-        write_jsonl(run.batch_path(batches), batch)
-        batches += 1
-    write_jsonl(run.rejected_path, rejected)
-    return {"records": count, "rejected": len(rejected), "batches": batches, "complete": True}
+    summary = {"records": 0, "batches": 0}
+
+    def rejections():  # streamed to rejected.jsonl as they come: never all held in memory
+        batch = []
+        for line, record in read_records(records, id_field, types):
+            if isinstance(record, Rejected):
+                yield record.to_dict()
+                continue
+            batch.append(record)
+            summary["records"] += 1
+            if len(batch) == batch_size:
+                write_jsonl(run.batch_path(summary["batches"]), batch)
+                summary["batches"], batch = summary["batches"] + 1, []
+        if batch:
+            write_jsonl(run.batch_path(summary["batches"]), batch)
+            summary["batches"] += 1
+
+    rejected = write_jsonl(run.rejected_path, rejections())
+    return {"records": summary["records"], "rejected": rejected, "batches": summary["batches"], "complete": True}
 
 
 def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
@@ -280,7 +285,8 @@ def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "ru
             _verify_stored(store, manifest)
             store.record_run(manifest)
         if not manifest["input"].get("complete"):
-            manifest["input"].update(_split_batches(run_dir, records, id_field, batch_size))
+            manifest["input"].update(_split_batches(run_dir, records, id_field, batch_size,
+                                                    declared_types(s.fields for s in specs)))
             run_dir.write_manifest(manifest)
         state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field, store, status,
                      Path(bundle) if bundle else None)

@@ -1,28 +1,53 @@
-"""Read input records (JSON Lines, CSV, Parquet), reject bad ones, write JSON Lines.
+"""Read input records (JSON Lines, CSV, Parquet) line by line, rejecting bad lines one at a time.
 
-Tabular files are flat: the id column plus one column per field. Missing
-values (NaN, empty cells) become None and numpy scalars become Python values,
-so a record reads the same whatever file it came from.
+Every line stands alone: one that cannot be decoded, parsed or written back
+(not UTF-8, not JSON, nested too deeply, a bad id, a ragged row) is a
+`Rejected` with its line number and reason, and reading goes on. Only a file
+that cannot be read at all raises InputFileError (missing, a directory, empty,
+UTF-16, not gzip or not Parquet despite its name, no id column).
+
+Tabular files are flat: the id column plus one column per field. CSV cells
+are read as text and converted one by one: ids stay strings exactly as
+written (leading zeros, any number of digits); a field declared `str`
+(`types`) keeps its text, even empty; one declared `int`, `float` or `bool`
+is converted to it when its text is one (`3.0` is an int: pandas writes an
+int column with a missing cell so) and left as text otherwise (the model
+then rejects that one row); an undeclared column becomes a number or
+a bool when its text is one. Outside `str` fields an empty cell (or `NA`,
+`NaN`, `null`) is None. Parquet columns keep their types;
+values JSON cannot hold (timestamps, decimals) are converted like CSV text.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import gzip
 import math
+import re
+import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import orjson
 
-from ..exceptions import MlsmError
-from ..files import to_native
+from ..core.fields import parse_fields
+from ..core.records import INT64, record_problem, usable_id
+from ..exceptions import FieldSpecError, MlsmError
+from ..files import dumps
 
 TABULAR_CHUNK = 50_000
+DEEP = 200  # fewer opening brackets than this cannot nest past orjson's 254 levels: no need to check
+_MISSING_TEXT = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
+_INT_TEXT = re.compile(r"[+-]?\d+\Z")
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+_CUT_SHORT = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
 class InputFileError(MlsmError):
-    """A records file that cannot be read at all (missing, empty, no id column)."""
+    """A records file that cannot be read at all (missing, empty, wrong format, no id column)."""
 
 
 @dataclass
@@ -37,88 +62,249 @@ class Rejected:
         return {"line": self.line, "id": self.record_id, "reason": self.reason}
 
 
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def declared_types(fields: Iterable[Mapping | None]) -> dict[str, str]:
+    """Field name -> type name over several models' `fields`; a field declared with two types is left out."""
+    types: dict[str, str] = {}
+    conflicting: set[str] = set()
+    for model_fields in fields:
+        try:
+            specs = parse_fields(model_fields or {})
+        except FieldSpecError:
+            continue  # lint reports it; the reader only loses a type hint
+        for spec in specs:
+            if types.setdefault(spec.name, spec.type) != spec.type:
+                conflicting.add(spec.name)
+    return {name: kind for name, kind in types.items() if name not in conflicting}
 
 
-def _native(value: Any) -> Any:
-    value = to_native(value)
-    return None if isinstance(value, float) and math.isnan(value) else value
+# -- text to values -------------------------------------------------------------------------
+
+def _int64(text: str) -> int | None:
+    """The integer an integer's text holds, if it fits in 64 bits."""
+    if _INT_TEXT.match(text.strip()):
+        value = int(text)
+        return value if INT64[0] <= value <= INT64[1] else None
+    return None
+
+
+def _float_or_text(text: str) -> Any:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
+
+
+def _int_or_text(text: str) -> Any:
+    value = _int64(text)
+    if value is not None:
+        return value
+    number = _float_or_text(text)  # "3.0": what pandas writes for an int column with a missing cell
+    if type(number) is float and number.is_integer() and INT64[0] <= number <= INT64[1]:
+        return int(number)
+    return text
+
+
+def _bool_or_text(text: str) -> Any:
+    return _BOOL_TEXT.get(text.strip().lower(), text)
+
+
+def _undeclared(text: str) -> Any:
+    value = _int64(text)
+    if value is not None:
+        return value
+    value = _float_or_text(text)
+    if value is text and text.strip().lower() in ("true", "false"):
+        return _BOOL_TEXT[text.strip().lower()]
+    return value
+
+
+_CONVERT = {"int": _int_or_text, "float": _float_or_text, "bool": _bool_or_text}
+
+
+def _from_text(kind: str | None, text: str) -> Any:
+    """A cell's value from its text, by the field's declared type (None: undeclared)."""
+    if kind == "str":
+        return text
+    if text in _MISSING_TEXT:
+        return None
+    return (_CONVERT[kind] if kind else _undeclared)(text)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+def _is_gzip(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _cut_short(number: int, exc: BaseException) -> Rejected:
+    return Rejected(number, f"the compressed file is cut short or corrupt here ({exc}); "
+                            "nothing after this line could be read")
+
+
+def _json_problem(line: bytes, exc: Exception) -> str:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8 (byte 0x{line[bad.start]:02x} at column {bad.start + 1})"
+    return f"not valid JSON: {exc}"
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    with _open_text(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    number = 0
+    with _open_binary(path) as f:
+        try:
+            for number, line in enumerate(f, 1):
+                if number == 1 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    yield number, Rejected(number, _json_problem(line, exc))
+                    continue
+                if line.count(b"[") + line.count(b"{") >= DEEP:
+                    try:
+                        dumps(record)
+                    except (TypeError, orjson.JSONEncodeError) as exc:
+                        yield number, Rejected(number, f"nested too deeply to be stored as JSON ({exc})")
+                        continue
+                yield number, record
+        except _CUT_SHORT as exc:
+            yield number + 1, _cut_short(number + 1, exc)
+
+
+def _csv(path: Path, id_field: str, types: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
+    text = gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") if _is_gzip(path) \
+        else open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    with text as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        if not header:
+            raise InputFileError(f"{path}: the file is empty (the first line must be the header)")
+        if id_field not in header:
+            raise InputFileError(f"{path}: no id column {id_field!r} (columns: {', '.join(header)})")
+        at = header.index(id_field)
+        kinds = [types.get(name) for name in header]
+        number = rows.line_num
+        while True:
+            start = number + 1
             try:
-                yield number, orjson.loads(line)
-            except ValueError as exc:
-                yield number, Rejected(number, f"not valid JSON: {exc}")
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                number = rows.line_num
+                yield start, Rejected(start, f"not valid CSV: {exc}")
+                continue
+            except _CUT_SHORT as exc:
+                yield start, _cut_short(start, exc)
+                return
+            number = rows.line_num
+            if not row:
+                continue
+            yield start, _csv_row(start, row, header, kinds, at, id_field)
 
 
-def _table_rows(frames: Iterable, id_field: str, path: Path) -> Iterator[tuple[int, Any]]:
-    number = 1  # the header is line 1
-    for frame in frames:
-        if id_field not in frame.columns:
-            raise InputFileError(f"{path}: no id column {id_field!r} (columns: {', '.join(map(str, frame.columns))})")
-        columns = [c for c in frame.columns if c != id_field]
-        for row in frame.itertuples(index=False, name=None):
-            number += 1
-            values = dict(zip(frame.columns, map(_native, row)))
-            yield number, {id_field: values[id_field], "data": {c: values[c] for c in columns}}
-
-
-def _csv(path: Path, id_field: str):
-    import pandas as pd
-
+def _csv_row(number: int, row: list[str], header: list[str], kinds: list, at: int, id_field: str) -> Any:
+    if len(row) != len(header):
+        return Rejected(number, f"has {len(row)} cells where the header has {len(header)}")
     try:
-        chunks = pd.read_csv(path, chunksize=TABULAR_CHUNK, keep_default_na=True)
-        yield from _table_rows(chunks, id_field, path)
-    except pd.errors.EmptyDataError:
-        raise InputFileError(f"{path}: the file is empty") from None
+        "".join(row).encode("utf-8")
+    except UnicodeEncodeError:
+        return Rejected(number, "not valid UTF-8")
+    if not row[at].strip():
+        return Rejected(number, f"the id cell {id_field!r} is empty")
+    data = {name: _from_text(kind, cell) for i, (name, kind, cell) in enumerate(zip(header, kinds, row)) if i != at}
+    return {id_field: row[at], "data": data}
 
 
-def _parquet(path: Path, id_field: str):
+def _parquet_value(kind: str | None, value: Any) -> Any:
+    if value is None or type(value) in (str, int, bool):
+        return value
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return _from_text(kind, text)
+
+
+def _parquet(path: Path, id_field: str, types: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    batches = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=TABULAR_CHUNK))
-    yield from _table_rows(batches, id_field, path)
+    try:
+        table = pq.ParquetFile(path)
+        names = table.schema_arrow.names
+        if id_field not in names:
+            raise InputFileError(f"{path}: no id column {id_field!r} (columns: {', '.join(names)})")
+        number = 1  # line 1 is the header, as in CSV
+        for batch in table.iter_batches(batch_size=TABULAR_CHUNK):
+            for row in batch.to_pylist():
+                number += 1
+                record_id = _parquet_value(None, row.pop(id_field))
+                yield number, {id_field: record_id,
+                               "data": {name: _parquet_value(types.get(name), v) for name, v in row.items()}}
+    except (pa.ArrowException, OSError) as exc:
+        raise InputFileError(f"{path}: not a readable Parquet file: {exc}") from None
 
 
 _FORMATS = {(".jsonl", ".jsonl.gz", ".ndjson"): "jsonl", (".csv", ".csv.gz"): "csv", (".parquet",): "parquet"}
 
 
+def _first_bytes(path: Path, kind: str) -> bytes:
+    try:
+        with _open_binary(path) as f:
+            return f.read(4)
+    except gzip.BadGzipFile:
+        raise InputFileError(f"{path}: not a gzip file, though its name ends in .gz") from None
+    except (EOFError, zlib.error) as exc:
+        raise InputFileError(f"{path}: the compressed file is cut short or corrupt ({exc})") from None
+
+
 def check_records_file(path: str | Path) -> str:
     """The format of a records file ("jsonl", "csv", "parquet"); InputFileError if unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory; give a records file")
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: the file is empty")
-    for endings, kind in _FORMATS.items():
-        if path.name.lower().endswith(endings):
-            return kind
-    raise InputFileError(f"{path}: unknown records format; use .jsonl, .jsonl.gz, .csv or .parquet")
+    kind = next((k for endings, k in _FORMATS.items() if path.name.lower().endswith(endings)), None)
+    if kind is None:
+        raise InputFileError(f"{path}: unknown records format; use .jsonl, .jsonl.gz, .csv, .csv.gz or .parquet")
+    start = _first_bytes(path, kind)
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputFileError(f"{path}: the file is UTF-16 text; records files must be UTF-8 "
+                             "(convert it, e.g. iconv -f UTF-16 -t UTF-8)")
+    if kind == "parquet" and start != b"PAR1":
+        raise InputFileError(f"{path}: not a Parquet file, though its name ends in .parquet")
+    return kind
 
 
-def read_records(path: str | Path, id_field: str = "id") -> Iterator[tuple[int, dict | Rejected]]:
+def read_records(path: str | Path, id_field: str = "id",
+                 types: Mapping[str, str] | None = None) -> Iterator[tuple[int, dict | Rejected]]:
     """Yield (line number, record) or (line number, Rejected) for each input line.
 
-    Raises InputFileError for a missing or empty file, an unknown format, or a
-    table without the id column. Records need the id and a `data` mapping; ids
-    must be unique within the file.
+    `types` (field name -> "int", "float", "str" or "bool", see `declared_types`)
+    converts tabular cells by the models' field specs. Raises InputFileError
+    for a file that cannot be read at all; a bad line is a Rejected. Records
+    follow `core.records`' rules; ids must be unique within the file (`1` and
+    `"1"` are two ids).
     """
     path = Path(path)
     kind = check_records_file(path)
-    readers = {"jsonl": lambda: _json_lines(path), "csv": lambda: _csv(path, id_field),
-               "parquet": lambda: _parquet(path, id_field)}
-    rows = readers[kind]()
+    types = dict(types or {})
+    readers = {"jsonl": lambda: _json_lines(path), "csv": lambda: _csv(path, id_field, types),
+               "parquet": lambda: _parquet(path, id_field, types)}
     seen: dict = {}  # id -> line of its first appearance
     count = 0
-    for number, record in rows:
+    for number, record in readers[kind]():
         count += 1
         yield number, _checked(number, record, id_field, seen)
     if count == 0:
@@ -128,15 +314,10 @@ def read_records(path: str | Path, id_field: str = "id") -> Iterator[tuple[int, 
 def _checked(number: int, record: Any, id_field: str, seen: dict) -> dict | Rejected:
     if isinstance(record, Rejected):
         return record
-    if not isinstance(record, dict):
-        return Rejected(number, f"a record must be a JSON object, got {type(record).__name__}")
-    record_id = record.get(id_field)
-    if record_id is None:
-        return Rejected(number, f"no id field {id_field!r}")
-    if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
-        return Rejected(number, f"id must be a string or an integer, got {type(record_id).__name__}", record_id)
-    if not isinstance(record.get("data"), dict):
-        return Rejected(number, "'data' must be an object", record_id)
+    problem = record_problem(record, id_field)
+    if problem is not None:
+        return Rejected(number, problem, usable_id(record, id_field))
+    record_id = record[id_field]  # a str or an int: 1 and "1" are two ids
     if record_id in seen:
         return Rejected(number, f"duplicate id {record_id!r} (first on line {seen[record_id]})", record_id)
     seen[record_id] = number

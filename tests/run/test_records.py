@@ -40,10 +40,10 @@ def test_bad_lines_are_rejected_with_line_number_and_reason(tmp_path):
     assert [r["id"] for r in good] == ["a", "d"]
     reasons = {b.line: b.reason for b in bad}
     assert reasons[2].startswith("not valid JSON")
-    assert reasons[3] == "no id field 'id'"
+    assert reasons[3] == "has no id field 'id'"
     assert reasons[4] == "duplicate id 'a' (first on line 1)"
-    assert reasons[5].startswith("a record must be a JSON object")
-    assert reasons[6] == "'data' must be an object"
+    assert reasons[5] == "is a list, not a mapping"
+    assert reasons[6] == "'data' must be a mapping, got int"
 
 
 def test_csv_and_parquet_are_flat_with_none_for_missing(tmp_path):

@@ -1,0 +1,67 @@
+"""A score output JSON cannot hold is that record's bad_output, never its batch's failure."""
+
+import datetime
+import decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsm_nb import Model
+from mlsm_nb.core.batch import score_batch
+from mlsm_nb.files import dumps
+
+BAD = {
+    "decimal": decimal.Decimal("0.5"),
+    "timedelta": datetime.timedelta(days=1),
+    "complex": 1j,
+    "huge": 2 ** 64,
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "-inf": float("-inf"),
+    "numpy_nan": np.float64("nan"),
+    "nested_inf": [0.5, {"deep": float("inf")}],
+}
+
+
+def per_record(data, results):
+    kind = data["kind"]
+    if kind == "tuple_key":
+        return {"score": 0.5, "by": {(1, 2): 0.5}}
+    return {"score": BAD.get(kind, 0.25)}
+
+
+MODEL = Model("m", {"kind": str}, "1", per_record)
+KINDS = [*BAD, "tuple_key"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_bad_output_costs_one_record(kind):
+    records = [{"id": 1, "data": {"kind": "ok"}}, {"id": 2, "data": {"kind": kind}}, {"id": 3, "data": {"kind": "ok"}}]
+    outcome = score_batch(MODEL, records)
+    good, bad, after = outcome.entries
+    assert good == after == {"score": 0.25, "_status": "draft"}
+    assert bad["_error_kind"] == "bad_output" and "JSON cannot hold" in bad["_error"]
+    dumps(outcome.entries)  # the batch can be written
+
+
+def test_the_message_names_where_the_bad_number_is():
+    entry, = score_batch(MODEL, [{"data": {"kind": "nested_inf"}}]).entries
+    assert entry["_error"] == "score returned a number JSON cannot hold: output['score'][1]['deep'] is inf"
+
+
+def test_numpy_values_and_none_are_fine():
+    model = Model("n", {}, "1", lambda data, results: {"a": np.float32(0.5), "b": np.int64(3), "c": None,
+                                                        "d": np.array([1.0, 2.0])})
+    assert "_error" not in score_batch(model, [{"data": {}}]).entries[0]
+
+
+def test_score_frame_outputs_are_checked_per_record():
+    def frame(df):
+        return pd.DataFrame({"score": [0.5, np.nan, 0.7]}, index=df.index)
+
+    model = Model("f", {"x": int}, "1", lambda d, r: {"score": 0.5}, score_frame=frame)
+    outcome = score_batch(model, [{"data": {"x": i}} for i in range(3)])
+    assert outcome.method == "score_frame"
+    assert [e.get("_error_kind") for e in outcome.entries] == [None, "bad_output", None]
+    assert outcome.entries[0] == {"score": 0.5, "_status": "draft"}
