@@ -304,12 +304,14 @@ def _print_run_summary(manifest: dict, out: str) -> None:
               help="Largest request body in bytes (larger: 413).")
 @click.option("--max-records", default=10_000, show_default=True, type=click.IntRange(min=1),
               help="Most records in one request (more: 413).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a client may take to send a request body (slower: 408).")
 @click.option("--poll", "poll_seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.05),
               help="Seconds between looks at BUNDLE_DIR for a new bundle.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @handle_errors
-def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, poll_seconds,
-          access_log):
+def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, body_timeout,
+          poll_seconds, access_log):
     """Serve the models of an extracted bundle over HTTP, swapping in new bundles.
 
     Set MLSM_SERVE_TOKEN to require `Authorization: Bearer <token>` on everything but /health.
@@ -320,8 +322,8 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
     from .serve.server import serve as run_server
 
     settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,
-                             max_records=max_records, poll_seconds=poll_seconds, id_field=id_field,
-                             mongo_uri=mongo_uri, mongo_db=mongo_db)
+                             max_records=max_records, body_timeout=body_timeout, poll_seconds=poll_seconds,
+                             id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db)
 
     def ready(bundle):
         models = ", ".join(f"{m.name}@{m.version}" + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)

@@ -103,12 +103,10 @@ class ServedBundle:
                 rejected.append({"position": position, "id": checked.record_id, "reason": checked.reason})
         entries: dict[tuple[str, str], list[dict]] = {}
         outcomes = []
-        for model in plan or self.plan:
+        for model in (plan or self.plan) if good else ():
             needs = {(d["name"], d["version"]): entries[d["name"], d["version"]] for d in getattr(model, "models", ())}
-            outcome = score_batch(model, good, needs) if good else None
-            if outcome is not None:
-                entries[model.key] = outcome.entries
-                outcomes.append(outcome)
+            outcomes.append(score_batch(model, good, needs))
+            entries[model.key] = outcomes[-1].entries
         timestamp = int(time.time())
         documents = []
         for i, record in enumerate(good):
