@@ -114,8 +114,9 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
         from .storage import ResultBuffer
 
         uri, database, id_field = settings.mongo_uri, settings.mongo_db, settings.id_field
-        buffer = ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field), id_field=id_field)
-    run_id = "serve"
+        buffer = ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field),
+                              bundle=switch.current.sha256)
+    run_id = buffer.run_id if buffer else "serve"
 
     def authorized(request: Request) -> bool:
         if not settings.token:

@@ -1,14 +1,13 @@
 """Store served results through a `ResultSink` (MongoDB) without ever making a response wait for it.
 
-Responses only put their documents in a buffer; a writer thread stores them in
-bulk. The buffer is cut into small runs (``serve-<session>-<n>``, one
-`open_run` / `write_batch` / `finish_run` each, run order = time order), and a
-run never holds one id twice, so a lead scored again later supersedes its
-earlier score (`_current`) exactly as a later batch run would. A batch that
-cannot be stored (database down at start or mid-traffic) stays in the buffer
-and is retried until it is stored: nothing the server acknowledged is dropped
-while it runs. `close()` stores what it can in a bounded time and says how
-many documents it could not.
+A server process is one run (``serve-<start>-<pid>``): responses only put their
+documents in a buffer, and a writer thread stores them in bulk, one
+`write_batch` per flush (batches numbered in order, so a lead scored again
+later is the newer result, `_current` as in batch runs). A batch that cannot be
+stored (database down at start or mid-traffic) stays in the buffer and is
+retried until it is stored: nothing the server acknowledged is dropped while it
+runs. `close()` stores what it can in a bounded time, records the finished run
+and says how many documents it could not store.
 """
 
 from __future__ import annotations
@@ -28,45 +27,31 @@ from ..redact import redact_text
 log = logging.getLogger(__name__)
 
 
-def _precise_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-class _Run:
-    def __init__(self, run_id: str, id_field: str):
-        self.run_id = run_id
-        self.started_at = _precise_now()
-        self.opened = time.monotonic()
-        self.documents: list[dict] = []
-        self.ids: set = set()
-        self.id_field = id_field
-
-    def manifest(self, status: str = "running") -> dict:
-        return {"run_id": self.run_id, "started_at": self.started_at, "engine": "serve", "status": status,
-                "mlsm_nb_version": __version__, "host": socket.gethostname(),
-                "input": {"records": len(self.documents), "batches": 1, "rejected": 0}}
-
-
 class ResultBuffer:
     """Buffered, bulk, non-blocking storing of result documents into a ResultSink.
 
-    `open_sink` makes the sink (e.g. ``lambda: MongoStore.connect(uri)``); it
-    is called by the writer thread, again after a failure, so a database that
-    is down when the server starts is simply stored to later.
+    `open_sink` makes the sink (e.g. ``lambda: MongoStore.connect(uri)``); the
+    writer thread calls it, and again after a failure, so a database that is
+    down when the server starts is simply stored to later.
     """
 
-    def __init__(self, open_sink: Callable, *, id_field: str = "id", flush_seconds: float = 1.0,
-                 batch_size: int = 5000, retry_seconds: float = 1.0):
+    def __init__(self, open_sink: Callable, *, flush_seconds: float = 1.0, batch_size: int = 5000,
+                 retry_seconds: float = 1.0, bundle: str | None = None):
         self.open_sink = open_sink
-        self.id_field = id_field
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
-        self.session = f"serve-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
+        started = dt.datetime.now(dt.timezone.utc)
+        self.run_id = f"serve-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
+        self.manifest = {"run_id": self.run_id, "started_at": started.isoformat(timespec="microseconds"),
+                         "engine": "serve", "status": "running", "bundle": bundle, "host": socket.gethostname(),
+                         "mlsm_nb_version": __version__}
         self._sink = None
-        self._seq = 0
-        self._open: _Run | None = None
-        self._ready: deque[_Run] = deque()
+        self._opened = False
+        self._batch = 0
+        self._open: list[dict] = []
+        self._open_since = time.monotonic()
+        self._ready: deque[tuple[int, list[dict]]] = deque()
         self._lock = threading.Condition()
         self._stopping = False
         self.stored = 0
@@ -76,34 +61,32 @@ class ResultBuffer:
         self._thread.start()
 
     def add(self, documents: Sequence[dict]) -> None:
-        """Give each document its run id and queue it; returns at once."""
+        """Queue documents for storing; returns at once."""
+        if not documents:
+            return
         with self._lock:
-            for document in documents:
-                run = self._open
-                key = document[self.id_field]
-                if run is None or key in run.ids or len(run.documents) >= self.batch_size:
-                    run = self._cut()
-                document["run_id"] = run.run_id
-                run.documents.append(document)
-                run.ids.add(key)
-            self._lock.notify()
+            if not self._open:
+                self._open_since = time.monotonic()
+            self._open.extend(documents)
+            if len(self._open) >= self.batch_size:
+                self._cut()
+                self._lock.notify()
 
-    def _cut(self) -> _Run:
-        """Close the open run (caller holds the lock) and open the next."""
-        if self._open is not None and self._open.documents:
-            self._ready.append(self._open)
-        self._seq += 1
-        self._open = _Run(f"{self.session}-{self._seq:06d}", self.id_field)
-        return self._open
+    def _cut(self) -> None:
+        """Make the open documents the next numbered batch (caller holds the lock)."""
+        if self._open:
+            self._ready.append((self._batch, self._open))
+            self._batch += 1
+            self._open = []
 
     @property
     def pending(self) -> int:
         with self._lock:
-            return sum(len(r.documents) for r in self._ready) + (len(self._open.documents) if self._open else 0)
+            return sum(len(docs) for _, docs in self._ready) + len(self._open)
 
     def status(self) -> dict:
-        """For /health: documents waiting, stored so far, the last error (None once storing works again)."""
-        return {"pending": self.pending, "stored": self.stored, "error": self.last_error,
+        """For /health: the run, documents waiting, stored so far, the last error (None once storing works)."""
+        return {"run_id": self.run_id, "pending": self.pending, "stored": self.stored, "error": self.last_error,
                 "error_at": self.last_error_at}
 
     def _write_loop(self) -> None:
@@ -111,15 +94,14 @@ class ResultBuffer:
             with self._lock:
                 if not self._ready:
                     self._lock.wait(self.flush_seconds)
-                if self._open is not None and self._open.documents and (
-                        self._stopping or time.monotonic() - self._open.opened >= self.flush_seconds):
+                if self._open and (self._stopping or time.monotonic() - self._open_since >= self.flush_seconds):
                     self._cut()
                 if not self._ready:
                     if self._stopping:
                         return
                     continue
-                run = self._ready[0]
-            if self._store(run):
+                batch, documents = self._ready[0]
+            if self._store(batch, documents):
                 with self._lock:
                     self._ready.popleft()
             elif self._stopping:
@@ -127,32 +109,43 @@ class ResultBuffer:
             else:
                 time.sleep(self.retry_seconds)
 
-    def _store(self, run: _Run) -> bool:
+    def _store(self, batch: int, documents: list[dict]) -> bool:
         try:
             if self._sink is None:
                 self._sink = self.open_sink()
-            self._sink.open_run(run.manifest())
-            self._sink.write_batch(run.run_id, 0, run.documents)
-            self._sink.finish_run(run.manifest("succeeded"))
+            if not self._opened:
+                self._sink.open_run(self.manifest)
+                self._opened = True
+            self._sink.write_batch(self.run_id, batch, documents)
         except Exception as exc:  # noqa: BLE001 - keep the batch, try again; never lose it
             message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if message != self.last_error:
                 log.error("storing served results failed (%d waiting, kept for retry): %s", self.pending, message)
-            self.last_error, self.last_error_at = message, _precise_now()
+            self.last_error, self.last_error_at = message, dt.datetime.now(dt.timezone.utc).isoformat()
             return False
-        self.stored += len(run.documents)
+        self.stored += len(documents)
         if self.last_error:
-            log.warning("storing served results works again")
+            log.warning("storing served results works again (%d stored)", self.stored)
         self.last_error = None
         return True
 
     def close(self, timeout: float = 10.0) -> int:
-        """Store what is buffered, waiting at most `timeout` seconds; returns documents left unstored."""
+        """Store what is buffered, waiting at most `timeout` seconds, and record the finished run.
+
+        Returns the number of documents left unstored (logged as an error).
+        """
         with self._lock:
             self._stopping = True
             self._lock.notify()
         self._thread.join(timeout)
         left = self.pending
         if left:
-            log.error("%d served result document(s) were not stored in time: %s", left, self.last_error)
+            log.error("%d served result document(s) were not stored before shutdown: %s", left, self.last_error)
+        elif self._opened:
+            try:
+                self._sink.finish_run({**self.manifest, "status": "succeeded", "ended_at":
+                                       dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                       "input": {"records": self.stored, "batches": self._batch, "rejected": 0}})
+            except Exception as exc:  # noqa: BLE001 - the results are stored; only the run record is missing
+                log.error("recording the finished serve run failed: %s", redact_text(str(exc)))
         return left
