@@ -58,7 +58,8 @@ class ServedBundle:
         """The bundle in service, as /health and the live page show it."""
         origin = {k: self.manifest[k] for k in ("repository", "branch", "commit", "created_at") if k in self.manifest}
         return {"sha256": self.sha256, "path": self.path, "loaded_at": self.loaded_at, **origin,
-                "models": [f"{m.name}@{m.version}" for m in self.plan]}
+                "models": [f"{m.name}@{m.version}" for m in self.plan],
+                "draft": [f"{m.name}@{m.version}" for m in self.plan if m.status == "draft"]}
 
     def find(self, name: str, version: str | None = None) -> Model | None:
         """The model `name` (at `version`; without one: its only or only active version)."""

@@ -26,6 +26,10 @@ function showBundle(state) {
   if (state.refused) refused.textContent = `Refused a new bundle at ${state.refused.at}: ${state.refused.error}`;
 }
 
+function short(value) {
+  return Number.isInteger(value) ? String(value) : Number(value).toPrecision(4);
+}
+
 function chart(points) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", "0 0 300 90");
@@ -55,12 +59,18 @@ function showModels(state) {
     const info = state.recent[key] || {records: 0, scores: [], errors: {}};
     const card = el("article", undefined, "model");
     card.dataset.model = key;
-    card.append(el("h3", key), chart(info.scores));
-    const last = info.scores.length ? info.scores[info.scores.length - 1][1] : "–";
-    card.append(el("p", `${info.records} records scored; last score ${last}`, "facts"));
+    const title = el("h3", key);
+    if (state.bundle.draft.includes(key)) title.append(" ", el("span", "draft", "draft"));
+    card.append(title, chart(info.scores));
+    const values = info.scores.map((p) => p[1]);
+    const facts = `${info.records} records scored` + (values.length
+      ? `; last ${short(values[values.length - 1])}, range ${short(Math.min(...values))} to ${short(Math.max(...values))}`
+      : "");
+    card.append(el("p", facts, "facts"));
     const errors = Object.entries(info.errors);
     const total = errors.reduce((n, [, count]) => n + count, 0);
-    const text = total ? `${total} errors: ` + errors.map(([kind, n]) => `${n} ${kind}`).join(", ") : "0 errors";
+    const text = `${total} ${total === 1 ? "error" : "errors"}` +
+      (total ? ": " + errors.map(([kind, n]) => `${n} ${kind}`).join(", ") : "");
     card.append(el("p", text, total ? "facts errors" : "facts"));
     cards.push(card);
   }
