@@ -319,6 +319,9 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
     import os
 
     from .serve.app import ServeSettings
+
+    if not click.get_current_context().obj.get("debug"):
+        logging.getLogger("mlsm_nb.serve").setLevel(logging.INFO)  # swaps and refusals belong in the log
     from .serve.server import serve as run_server
 
     settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,

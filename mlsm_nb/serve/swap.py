@@ -69,7 +69,7 @@ class BundleSwitch:
                 return {"outcome": "unchanged", "bundle": bundle.sha256}
             old, self.current = self.current, bundle
             self.swaps += 1
-            log.warning("bundle swapped: %s -> %s (%s)", old.sha256[:12], bundle.sha256[:12], bundle.path)
+            log.info("bundle swapped: %s -> %s (%s)", old.sha256[:12], bundle.sha256[:12], bundle.path)
             self.on_change("swapped", bundle)
             return {"outcome": "swapped", "bundle": bundle.sha256, "previous": old.sha256}
 
