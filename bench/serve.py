@@ -119,10 +119,32 @@ def start_minimal(bundle: Path, workers: int) -> tuple[str, subprocess.Popen]:
     return url, process
 
 
-def wrk(url: str, body: Path, script: Path, seconds: float, connections: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by process `pid` and its children (the workers), from /proc."""
+    def own(stat: str) -> tuple[int, float]:
+        fields = stat.rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    total = own(Path(f"/proc/{pid}/stat").read_text())[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent, used = own((entry / "stat").read_text())
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                total += used
+    return total
+
+
+def wrk(url: str, body: Path, script: Path, seconds: int, connections: int, pid: int) -> dict:
+    """Load `url` with wrk; also the server's CPU seconds per request (steadier than rates on a busy machine)."""
+    cpu = cpu_seconds(pid)
     result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url + "/score"],
                             capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body)}, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["cpu_per_request"] = (cpu_seconds(pid) - cpu) / max(1, out["requests"])
+    return out
 
 
 async def swaps_under_load(url: str, link: Path, bundles: list[Path], swaps: int, clients: int) -> dict:
@@ -175,8 +197,8 @@ async def swaps_under_load(url: str, link: Path, bundles: list[Path], swaps: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -200,12 +222,12 @@ def main() -> None:
         servers = {"serve": start_serve(link, args.workers), "minimal": start_minimal(tmp / "a", args.workers)}
         try:
             results: dict = {name: {"one": [], "thousand": []} for name in servers}
-            for url, _ in servers.values():  # warm up: first calls import and compile
-                wrk(url, one, script, 1, args.connections)
+            for url, process in servers.values():  # warm up: first calls import and compile
+                wrk(url, one, script, 1, args.connections, process.pid)
             for _ in range(args.rounds):
-                for name, (url, _) in servers.items():
-                    results[name]["one"].append(wrk(url, one, script, args.seconds, args.connections))
-                    results[name]["thousand"].append(wrk(url, thousand, script, args.seconds, 2))
+                for name, (url, process) in servers.items():
+                    results[name]["one"].append(wrk(url, one, script, args.seconds, args.connections, process.pid))
+                    results[name]["thousand"].append(wrk(url, thousand, script, args.seconds, 2, process.pid))
             print(f"workers: {args.workers}, rounds: {args.rounds}, {args.seconds:g} s per measurement, "
                   f"{args.connections} connections (2 for 1,000-record requests)")
             ratios_one, ratios_k = [], []
@@ -223,6 +245,13 @@ def main() -> None:
                 errors = sum(x["errors"] for x in one_runs + k_runs)
                 print(f"{name:8} one-record: {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms | "
                       f"1,000-record: {recs:8.0f} records/s | non-2xx/socket errors: {errors}")
+            cpu = {n: {size: statistics.median(x["cpu_per_request"] for x in results[n][size])
+                       for size in ("one", "thousand")} for n in servers}
+            print(f"server CPU per request, serve/minimal (minimal/serve = the throughput ratio when CPU-bound): "
+                  f"one-record {cpu['serve']['one'] * 1e3:.2f} / {cpu['minimal']['one'] * 1e3:.2f} ms "
+                  f"(ratio {cpu['minimal']['one'] / cpu['serve']['one']:.2f}); 1,000-record "
+                  f"{cpu['serve']['thousand'] * 1e3:.1f} / {cpu['minimal']['thousand'] * 1e3:.1f} ms "
+                  f"(ratio {cpu['minimal']['thousand'] / cpu['serve']['thousand']:.2f})")
             print(f"throughput ratio serve/minimal, one-record requests: {statistics.median(ratios_one):.2f} "
                   f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_one)}; target >= 0.8)")
             print(f"throughput ratio serve/minimal, 1,000-record requests: {statistics.median(ratios_k):.2f} "

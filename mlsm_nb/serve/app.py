@@ -159,7 +159,7 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
         if buffer is not None:
             buffer.add(scored.documents)
         metrics.observe_scores(scored.outcomes, len(scored.rejected))
-        recent.add(scored.documents, time.time())
+        recent.add(scored.outcomes, time.time())
         return bundle, scored
 
     @endpoint("/score")

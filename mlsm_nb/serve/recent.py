@@ -18,21 +18,20 @@ class RecentScores:
         self._records: Counter = Counter()
         self._lock = threading.Lock()
 
-    def add(self, documents, timestamp: float) -> None:
-        """Take the `score` (and error kind) of every model's entry of the result documents."""
+    def add(self, outcomes, timestamp: float) -> None:
+        """Count one request's scoring (a BatchOutcome per model) and keep its last numeric `score`s."""
         with self._lock:
-            for document in documents:
-                for name, versions in document["results"].items():
-                    for version, entry in versions.items():
-                        key = f"{name}@{version}"
-                        self._records[key] += 1
-                        kind = entry.get("_error_kind")
-                        if kind:
-                            self._errors.setdefault(key, Counter())[kind] += 1
-                            continue
-                        score = entry.get("score")
-                        if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
-                            self._scores.setdefault(key, deque(maxlen=self.size)).append((timestamp, score))
+            for outcome in outcomes:
+                key = f"{outcome.model}@{outcome.version}"
+                self._records[key] += len(outcome.entries)
+                errors = outcome.error_counts()
+                if errors:
+                    self._errors.setdefault(key, Counter()).update(errors)
+                window = self._scores.setdefault(key, deque(maxlen=self.size))
+                for entry in outcome.entries[-self.size:]:
+                    score = entry.get("score")
+                    if type(score) in (int, float) and score == score:
+                        window.append((timestamp, score))
 
     def snapshot(self) -> dict:
         """JSON-ready: per model@version its recent [time, score] pairs, records and errors by kind."""
