@@ -9,7 +9,9 @@ two servers within each round; the ratios are medians of per-round ratios.
 
 1. one-record requests: throughput ratio serve / minimal (target >= 0.8), p50 and p99 latency;
 2. 1,000-record requests: records per second, and the ratio;
-3. 10 hot swaps under load (async httpx clients sending 50-record requests while the
+3. the same two apps called in this process through ASGI (no sockets): CPU per request, the figure
+   that holds best on a shared machine;
+4. 10 hot swaps under load (async httpx clients sending 50-record requests while the
    bundle symlink is switched between two bundles whose models differ in status):
    failed requests and mixed responses (target 0 and 0).
 
@@ -194,6 +196,53 @@ async def swaps_under_load(url: str, link: Path, bundles: list[Path], swaps: int
     return counts
 
 
+async def _post(app, body: bytes) -> None:
+    """One POST /score straight through an ASGI app (no socket, no server)."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    status = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {"type": "http", "method": "POST", "path": "/score", "raw_path": b"/score", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+             "root_path": "", "app": app}
+    await app(scope, receive, send)
+    assert status == [200], status
+
+
+def in_process_cpu(bundle: Path, bodies: dict[str, bytes], rounds: int) -> dict:
+    """CPU ms per request of both apps called in this process, alternating (best of `rounds`)."""
+    from mlsm_nb.serve.app import ServeSettings, create_app
+
+    os.environ["BENCH_BUNDLE"] = str(bundle)
+    apps = {"serve": create_app(ServeSettings(str(bundle))), "minimal": minimal_app()}
+    out: dict = {}
+
+    async def measure():
+        for size, body in bodies.items():
+            repeat = 1000 if size == "one" else 20
+            for app in apps.values():
+                for _ in range(5):
+                    await _post(app, body)
+            for _ in range(rounds):
+                for name, app in apps.items():
+                    started = time.process_time()
+                    for _ in range(repeat):
+                        await _post(app, body)
+                    used = (time.process_time() - started) / repeat * 1e3
+                    out.setdefault(size, {}).setdefault(name, []).append(used)
+
+    asyncio.run(measure())
+    return {size: {name: min(times) for name, times in by_app.items()} for size, by_app in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -256,6 +305,12 @@ def main() -> None:
                   f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_one)}; target >= 0.8)")
             print(f"throughput ratio serve/minimal, 1,000-record requests: {statistics.median(ratios_k):.2f} "
                   f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_k)})")
+            steady = in_process_cpu(tmp / "a", {"one": one.read_bytes(), "thousand": thousand.read_bytes()}, 3)
+            print(f"in-process CPU per request (ASGI calls, no sockets), serve / minimal: "
+                  f"one-record {steady['one']['serve']:.3f} / {steady['one']['minimal']:.3f} ms "
+                  f"(ratio {steady['one']['minimal'] / steady['one']['serve']:.2f}); 1,000-record "
+                  f"{steady['thousand']['serve']:.1f} / {steady['thousand']['minimal']:.1f} ms "
+                  f"(ratio {steady['thousand']['minimal'] / steady['thousand']['serve']:.2f})")
             swap = asyncio.run(swaps_under_load(servers["serve"][0], link, [tmp / "a", tmp / "b"], 10, 4))
             print(f"10 hot swaps under load: {swap['requests']} requests, {swap['failed']} failed, "
                   f"{swap['mixed']} mixed, {swap['bundles_seen']} bundles answered (target 0 failed, 0 mixed)")
