@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -32,7 +32,7 @@ def lead_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(lead_bundle):
     server = ServeServer(lead_bundle, "--max-body", "4000000", "--max-records", "5000",
-                         "--body-timeout", "2").start()
+                         "--body-timeout", "5").start()
     yield server
     server.stop()
 
@@ -201,13 +201,13 @@ def test_a_slow_client_gets_408_and_does_not_hold_up_others(server):
     with socket.create_connection(("127.0.0.1", server.port)) as slow:
         slow.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{\"id\": ")
-        started = time.monotonic()
         assert post(server, "/score", next(generate_leads(1))).status_code == 200
-        assert time.monotonic() - started < 2
-        slow.settimeout(20)
+        waiting, _, _ = select.select([slow], [], [], 0)
+        assert waiting == []  # answered while the slow client was still being waited for
+        slow.settimeout(30)
         answer = slow.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 408")
-    assert "did not arrive within 2 s" in answer
+    assert "did not arrive within 5 s" in answer
 
 
 def test_a_model_output_that_is_not_json_is_500_without_traceback(tmp_path):
