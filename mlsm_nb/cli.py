@@ -418,5 +418,50 @@ def approve(name, version, notebook, by, require, mongo_uri, mongo_db, mongo_col
                                            else "optional"))
 
 
+@main.command()
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also store served results in MongoDB (buffered; "
+              "a database outage never blocks a response). The URI is never written anywhere.")
+@click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
+@click.option("--id-field", default="id", show_default=True, help="The records' identifier field.")
+@click.option("--max-body", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+              help="Largest request body in bytes (larger: 413).")
+@click.option("--max-records", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="Most records in one request (more: 413).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a client may take to send a request body (slower: 408).")
+@click.option("--poll", "poll_seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.05),
+              help="Seconds between looks at BUNDLE_DIR for a new bundle.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
+@handle_errors
+def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, body_timeout,
+          poll_seconds, access_log):
+    """Serve the models of an extracted bundle over HTTP, swapping in new bundles.
+
+    Set MLSM_SERVE_TOKEN to require `Authorization: Bearer <token>` on everything but /health.
+    """
+    import os
+
+    from .serve.app import ServeSettings
+
+    if not click.get_current_context().obj.get("debug"):
+        logging.getLogger("mlsm_nb.serve").setLevel(logging.INFO)  # swaps and refusals belong in the log
+    from .serve.server import serve as run_server
+
+    settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,
+                             max_records=max_records, body_timeout=body_timeout, poll_seconds=poll_seconds,
+                             id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db)
+
+    def ready(bundle):
+        models = ", ".join(f"{m.name}@{m.version}" + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)
+        click.echo(f"serving bundle {bundle.sha256[:12]} ({models}) on http://{host}:{port} "
+                   f"with {workers} worker(s); watching {bundle_dir}", err=True)
+
+    run_server(settings, host=host, port=port, workers=workers, access_log=access_log, on_ready=ready)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

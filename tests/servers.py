@@ -68,3 +68,51 @@ class SecantusServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+class ServeServer:
+    """`mlsm-nb serve BUNDLE_DIR` as a subprocess on a free loopback port, driven over HTTP."""
+
+    def __init__(self, bundle_dir: Path, *args: str, env: dict | None = None, log_dir: Path | None = None):
+        import os
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [str(Path(sys.executable).with_name("mlsm-nb")), "serve", str(bundle_dir),
+                        "--port", str(self.port), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = Path(log_dir or bundle_dir).parent / f"serve-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "ServeServer":
+        import httpx
+
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlsm-nb serve exited with {self.process.returncode}: {self.output()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"mlsm-nb serve did not answer within {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode if self.process else None
+        self.process = None
+        return code

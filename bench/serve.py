@@ -1,0 +1,324 @@
+"""Serving overhead: `mlsm-nb serve` vs a minimal Starlette app calling the same score functions directly.
+
+Both run on uvicorn with the same number of workers over the same bundle (the
+example notebooks: lead_rules 1.0.0 and 2.0.0, lead_lr 1.0.0, champion 1.0.0);
+the minimal app is `minimal_app` below: parse JSON, `score_batch` per model in
+run order, nest the results, dump JSON, nothing else (no checks, metrics, swap,
+limits or token). Load comes from wrk (Debian's `wrk`), alternating between the
+two servers within each round; the ratios are medians of per-round ratios.
+
+1. one-record requests: throughput ratio serve / minimal (target >= 0.8), p50 and p99 latency;
+2. 1,000-record requests: records per second, and the ratio;
+3. the same two apps called in this process through ASGI (no sockets): CPU per request, the figure
+   that holds best on a shared machine;
+4. 10 hot swaps under load (async httpx clients sending 50-record requests while the
+   bundle symlink is switched between two bundles whose models differ in status):
+   failed requests and mixed responses (target 0 and 0).
+
+    .venv/bin/python bench/serve.py [--workers N] [--rounds R] [--seconds S] [--connections C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+MLSM_NB = str(Path(sys.executable).with_name("mlsm-nb"))
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BENCH_BODY")):read("*a")
+function done(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout))
+end
+"""
+
+
+def minimal_app():
+    """The baseline: the same score functions (`score_batch` per model) behind one Starlette route."""
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from mlsm_nb.core.batch import score_batch
+    from mlsm_nb.notebook import load_bundle
+
+    models = load_bundle(os.environ["BENCH_BUNDLE"])
+
+    async def score(request):
+        body = orjson.loads(await request.body())
+        records = body if isinstance(body, list) else [body]
+        entries = {}
+        for model in models:
+            needs = {(d["name"], d["version"]): entries[d["name"], d["version"]] for d in getattr(model, "models", ())}
+            entries[model.key] = score_batch(model, records, needs).entries
+        documents = []
+        for i, record in enumerate(records):
+            results = {}
+            for model in models:
+                results.setdefault(model.name, {})[model.version] = entries[model.key][i]
+            documents.append({"id": record["id"], "results": results})
+        return Response(orjson.dumps({"documents": documents}), media_type="application/json")
+
+    return Starlette(routes=[Route("/score", score, methods=["POST"])])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, process: subprocess.Popen, probe: str = "/health") -> None:
+    import httpx
+
+    for _ in range(300):
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            httpx.post(url + "/score", content=b"{}", timeout=2) if probe == "/score" else httpx.get(url + probe)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def start_serve(bundle: Path, workers: int) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    process = subprocess.Popen([MLSM_NB, "serve", str(bundle), "--port", str(port), "--workers", str(workers),
+                                "--poll", "0.2"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_up(url, process)
+    return url, process
+
+
+def start_minimal(bundle: Path, workers: int) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).parent), "--factory",
+                                "serve:minimal_app", "--port", str(port), "--workers", str(workers),
+                                "--log-level", "warning", "--no-access-log"],
+                               env={**os.environ, "BENCH_BUNDLE": str(bundle)}, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_up(url, process, "/score")
+    return url, process
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by process `pid` and its children (the workers), from /proc."""
+    def own(stat: str) -> tuple[int, float]:
+        fields = stat.rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    total = own(Path(f"/proc/{pid}/stat").read_text())[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent, used = own((entry / "stat").read_text())
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                total += used
+    return total
+
+
+def wrk(url: str, body: Path, script: Path, seconds: int, connections: int, pid: int) -> dict:
+    """Load `url` with wrk; also the server's CPU seconds per request (steadier than rates on a busy machine)."""
+    cpu = cpu_seconds(pid)
+    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url + "/score"],
+                            capture_output=True, text=True, env={**os.environ, "BENCH_BODY": str(body)}, check=True)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["cpu_per_request"] = (cpu_seconds(pid) - cpu) / max(1, out["requests"])
+    return out
+
+
+async def swaps_under_load(url: str, link: Path, bundles: list[Path], swaps: int, clients: int) -> dict:
+    """Switch `link` between `bundles` `swaps` times while clients score; count failures and mixed answers."""
+    import httpx
+
+    from mlsm_nb.leads import generate_leads
+
+    leads = list(generate_leads(50, seed=3))
+    stop = asyncio.Event()
+    counts = {"requests": 0, "failed": 0, "mixed": 0}
+    statuses: dict[str, set] = {}
+
+    async def client():
+        async with httpx.AsyncClient(timeout=60) as http:
+            while not stop.is_set():
+                try:
+                    response = await http.post(url + "/score", json=leads)
+                except httpx.HTTPError:
+                    counts["failed"] += 1
+                    continue
+                counts["requests"] += 1
+                if response.status_code != 200:
+                    counts["failed"] += 1
+                    continue
+                body = response.json()
+                seen = {d["results"]["lead_lr"]["1.0.0"]["_status"] for d in body["documents"]}
+                statuses.setdefault(body["bundle"], set()).update(seen)
+                if len(seen) != 1 or response.headers["x-mlsm-bundle"] != body["bundle"]:
+                    counts["mixed"] += 1
+
+    async def swapper():
+        async with httpx.AsyncClient(timeout=60) as http:
+            for i in range(swaps):
+                before = (await http.get(url + "/health")).json()["bundle"]["sha256"]
+                tmp = link.with_name("current.new")
+                tmp.symlink_to(bundles[(i + 1) % len(bundles)])
+                os.replace(tmp, link)
+                while (await http.get(url + "/health")).json()["bundle"]["sha256"] == before:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+        stop.set()
+
+    await asyncio.gather(swapper(), *(client() for _ in range(clients)))
+    counts["bundles_seen"] = len(statuses)
+    counts["mixed"] += sum(len(s) != 1 for s in statuses.values())  # one bundle answered with two statuses
+    return counts
+
+
+async def _post(app, body: bytes) -> None:
+    """One POST /score straight through an ASGI app (no socket, no server)."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    status = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {"type": "http", "method": "POST", "path": "/score", "raw_path": b"/score", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+             "root_path": "", "app": app}
+    await app(scope, receive, send)
+    assert status == [200], status
+
+
+def in_process_cpu(bundle: Path, bodies: dict[str, bytes], rounds: int) -> dict:
+    """CPU ms per request of both apps called in this process, alternating (best of `rounds`)."""
+    from mlsm_nb.serve.app import ServeSettings, create_app
+
+    os.environ["BENCH_BUNDLE"] = str(bundle)
+    apps = {"serve": create_app(ServeSettings(str(bundle))), "minimal": minimal_app()}
+    out: dict = {}
+
+    async def measure():
+        for size, body in bodies.items():
+            repeat = 1000 if size == "one" else 20
+            for app in apps.values():
+                for _ in range(5):
+                    await _post(app, body)
+            for _ in range(rounds):
+                for name, app in apps.items():
+                    started = time.process_time()
+                    for _ in range(repeat):
+                        await _post(app, body)
+                    used = (time.process_time() - started) / repeat * 1e3
+                    out.setdefault(size, {}).setdefault(name, []).append(used)
+
+    asyncio.run(measure())
+    return {size: {name: min(times) for name, times in by_app.items()} for size, by_app in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("needs wrk: apt-get install wrk")
+    from mlsm_nb.leads import generate_leads
+    from mlsm_nb.notebook.extract import extract_bundle
+
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp = Path(tmp)
+        extract_bundle([NOTEBOOKS], tmp / "a")
+        extract_bundle([NOTEBOOKS], tmp / "b", status_override="draft", status_reason="bench: the other bundle")
+        link = tmp / "current"
+        link.symlink_to(tmp / "a")
+        script = tmp / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        one = tmp / "one.json"
+        one.write_text(json.dumps(next(generate_leads(1, seed=8))))
+        thousand = tmp / "thousand.json"
+        thousand.write_text(json.dumps(list(generate_leads(1000, seed=9))))
+
+        servers = {"serve": start_serve(link, args.workers), "minimal": start_minimal(tmp / "a", args.workers)}
+        try:
+            results: dict = {name: {"one": [], "thousand": []} for name in servers}
+            for url, process in servers.values():  # warm up: first calls import and compile
+                wrk(url, one, script, 1, args.connections, process.pid)
+            for _ in range(args.rounds):
+                for name, (url, process) in servers.items():
+                    results[name]["one"].append(wrk(url, one, script, args.seconds, args.connections, process.pid))
+                    results[name]["thousand"].append(wrk(url, thousand, script, args.seconds, 2, process.pid))
+            print(f"workers: {args.workers}, rounds: {args.rounds}, {args.seconds:g} s per measurement, "
+                  f"{args.connections} connections (2 for 1,000-record requests)")
+            ratios_one, ratios_k = [], []
+            for r in range(args.rounds):
+                rate = {n: results[n]["one"][r]["requests"] / results[n]["one"][r]["seconds"] for n in servers}
+                ratios_one.append(rate["serve"] / rate["minimal"])
+                rate = {n: results[n]["thousand"][r]["requests"] / results[n]["thousand"][r]["seconds"] for n in servers}
+                ratios_k.append(rate["serve"] / rate["minimal"])
+            for name in servers:
+                one_runs, k_runs = results[name]["one"], results[name]["thousand"]
+                rps = statistics.median(x["requests"] / x["seconds"] for x in one_runs)
+                p50 = statistics.median(x["p50_us"] for x in one_runs) / 1000
+                p99 = statistics.median(x["p99_us"] for x in one_runs) / 1000
+                recs = statistics.median(1000 * x["requests"] / x["seconds"] for x in k_runs)
+                errors = sum(x["errors"] for x in one_runs + k_runs)
+                print(f"{name:8} one-record: {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms | "
+                      f"1,000-record: {recs:8.0f} records/s | non-2xx/socket errors: {errors}")
+            cpu = {n: {size: statistics.median(x["cpu_per_request"] for x in results[n][size])
+                       for size in ("one", "thousand")} for n in servers}
+            print(f"server CPU per request, serve/minimal (minimal/serve = the throughput ratio when CPU-bound): "
+                  f"one-record {cpu['serve']['one'] * 1e3:.2f} / {cpu['minimal']['one'] * 1e3:.2f} ms "
+                  f"(ratio {cpu['minimal']['one'] / cpu['serve']['one']:.2f}); 1,000-record "
+                  f"{cpu['serve']['thousand'] * 1e3:.1f} / {cpu['minimal']['thousand'] * 1e3:.1f} ms "
+                  f"(ratio {cpu['minimal']['thousand'] / cpu['serve']['thousand']:.2f})")
+            print(f"throughput ratio serve/minimal, one-record requests: {statistics.median(ratios_one):.2f} "
+                  f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_one)}; target >= 0.8)")
+            print(f"throughput ratio serve/minimal, 1,000-record requests: {statistics.median(ratios_k):.2f} "
+                  f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_k)})")
+            steady = in_process_cpu(tmp / "a", {"one": one.read_bytes(), "thousand": thousand.read_bytes()}, 3)
+            print(f"in-process CPU per request (ASGI calls, no sockets), serve / minimal: "
+                  f"one-record {steady['one']['serve']:.3f} / {steady['one']['minimal']:.3f} ms "
+                  f"(ratio {steady['one']['minimal'] / steady['one']['serve']:.2f}); 1,000-record "
+                  f"{steady['thousand']['serve']:.1f} / {steady['thousand']['minimal']:.1f} ms "
+                  f"(ratio {steady['thousand']['minimal'] / steady['thousand']['serve']:.2f})")
+            swap = asyncio.run(swaps_under_load(servers["serve"][0], link, [tmp / "a", tmp / "b"], 10, 4))
+            print(f"10 hot swaps under load: {swap['requests']} requests, {swap['failed']} failed, "
+                  f"{swap['mixed']} mixed, {swap['bundles_seen']} bundles answered (target 0 failed, 0 mixed)")
+        finally:
+            for _, process in servers.values():
+                process.terminate()
+                process.wait(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""One loaded bundle, ready to serve: its models in run order, its manifest and hash.
+
+A `ServedBundle` is built whole and never changed afterwards, so a request that
+took a reference to one scores every record with the same models, whatever
+swap happens meanwhile. Scoring is the batch runs' core: `score_batch` per
+model in run order, the merge of entries into `results[name][version]`, so a
+record scores identically whether served or run in a batch.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..clock import utc_now
+from ..core.batch import score_batch
+from ..core.engine import plan_run
+from ..core.fields import PARSE_LOCK
+from ..core.model import Model
+from ..exceptions import BundleError, MlsmError
+from ..notebook.extract import MANIFEST, load_bundle
+from ..run.records import _checked as check_record
+
+
+@dataclass
+class Scored:
+    """What scoring a request's records gave: result documents, rejected records, counts per model."""
+
+    documents: list[dict]
+    rejected: list[dict]
+    outcomes: list = field(default_factory=list)  # BatchOutcome per model, in run order
+
+
+@dataclass(frozen=True)
+class ServedBundle:
+    """An extracted bundle loaded and checked; `sha256` is the hash of its manifest."""
+
+    path: str
+    sha256: str
+    manifest: Mapping
+    plan: tuple[Model, ...]
+    loaded_at: str
+    parameters: Mapping = field(default_factory=dict)  # (name, version) -> the parameters cell's defaults
+
+    @cached_property
+    def keys(self) -> dict[tuple[str, str], Model]:
+        return {model.key: model for model in self.plan}
+
+    def describe(self) -> dict:
+        """The bundle in service, as /health and the live page show it."""
+        origin = {k: self.manifest[k] for k in ("repository", "branch", "commit", "created_at") if k in self.manifest}
+        return {"sha256": self.sha256, "path": self.path, "loaded_at": self.loaded_at, **origin,
+                "models": [f"{m.name}@{m.version}" for m in self.plan],
+                "draft": [f"{m.name}@{m.version}" for m in self.plan if m.status == "draft"]}
+
+    def find(self, name: str, version: str | None = None) -> Model | None:
+        """The model `name` (at `version`; without one: its only or only active version)."""
+        if version is not None:
+            return self.keys.get((name, version))
+        versions = [m for m in self.plan if m.name == name]
+        if len(versions) > 1:
+            versions = [m for m in versions if m.status == "active"]
+        return versions[0] if len(versions) == 1 else None
+
+    def describe_model(self, model: Model, detail: bool = False) -> dict:
+        """A model as /models lists it; with `detail`, its fields as JSON Schema and its parameters."""
+        provenance = {k: model.provenance[k] for k in ("sha256", "git_commit", "source", "extracted_at")
+                      if k in model.provenance}
+        out = {"name": model.name, "version": model.version, "status": model.status, "kind": model.kind,
+               "draft": model.status == "draft", "provenance": provenance}
+        if model.kind == "summary":
+            out["models"] = [dict(m) for m in model.models]
+        if detail:
+            out["fields"] = fields_schema(model)
+            out["parameters"] = dict(self.parameters.get(model.key, {}))
+        return out
+
+    def plan_for(self, model: Model) -> tuple[Model, ...]:
+        """`model` and, for a summary, the models it needs, in run order."""
+        needed = {model.key}
+        for candidate in reversed(self.plan):
+            if candidate.key in needed:
+                needed.update((d["name"], d["version"]) for d in getattr(candidate, "models", ()))
+        return tuple(m for m in self.plan if m.key in needed)
+
+    def score(self, records: Sequence[Any], *, id_field: str = "id", run_id: str = "serve",
+              plan: Sequence[Model] | None = None) -> Scored:
+        """Score `records` (the batch record format) into result documents; never raises for a record."""
+        seen: set = set()
+        good, rejected = [], []
+        for position, record in enumerate(records):
+            checked = check_record(position, record, id_field, seen)
+            if isinstance(checked, dict):
+                good.append(checked)
+            else:
+                rejected.append({"position": position, "id": checked.record_id, "reason": checked.reason})
+        entries: dict[tuple[str, str], list[dict]] = {}
+        outcomes = []
+        for model in (plan or self.plan) if good else ():
+            needs = {(d["name"], d["version"]): entries[d["name"], d["version"]] for d in getattr(model, "models", ())}
+            outcomes.append(score_batch(model, good, needs))
+            entries[model.key] = outcomes[-1].entries
+        timestamp = int(time.time())
+        documents = []
+        for i, record in enumerate(good):
+            results: dict = {}
+            for model in plan or self.plan:
+                results.setdefault(model.name, {})[model.version] = entries[model.key][i]
+            documents.append({id_field: record[id_field], "run_id": run_id, "_timestamp": timestamp,
+                              "_current": 0, "results": results})
+        return Scored(documents, rejected, outcomes)
+
+
+_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
+
+
+def fields_schema(model: Model) -> dict:
+    """A model's declared fields as a JSON Schema (draft 2020-12) object schema."""
+    properties, required = {}, []
+    for spec in model.specs:
+        prop: dict = {"type": [_JSON_TYPES[spec.type], "null"] if spec.nullable else _JSON_TYPES[spec.type]}
+        if spec.min is not None:
+            prop["minimum"] = spec.min
+        if spec.max is not None:
+            prop["maximum"] = spec.max
+        if spec.allowed is not None:
+            prop["enum"] = list(spec.allowed)
+        properties[spec.name] = prop
+        if spec.required:
+            required.append(spec.name)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "properties": properties, "required": required}
+
+
+def manifest_signature(bundle_dir: str | Path) -> tuple | None:
+    """What changes when a new bundle lands in `bundle_dir` (None: no manifest there now)."""
+    path = Path(bundle_dir)
+    try:
+        real = path.resolve(strict=True)
+        stat = (real / MANIFEST).stat()
+    except OSError:
+        return None
+    return str(real), stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def load_served_bundle(bundle_dir: str | Path) -> ServedBundle:
+    """Load and check the bundle at `bundle_dir` (following a symlink); BundleError if it cannot serve.
+
+    Checks: the manifest reads, every module and artifact matches its hash and
+    runs, the models form a valid run (no duplicates, every summary's models
+    present), and the manifest did not change while loading.
+    """
+    real = Path(bundle_dir).resolve()
+    manifest_path = real / MANIFEST
+    try:
+        raw = manifest_path.read_bytes()
+        manifest = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{bundle_dir}: no readable {MANIFEST} ({exc})") from None
+    if not isinstance(manifest, dict) or not manifest.get("models"):
+        raise BundleError(f"{bundle_dir}: {MANIFEST} lists no models")
+    try:
+        models = load_bundle(real)
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"{bundle_dir}: {MANIFEST} is malformed ({type(exc).__name__}: {exc})") from None
+    plan = plan_run([m for m in models if m.kind != "summary"], [m for m in models if m.kind == "summary"])
+    try:
+        if manifest_path.read_bytes() != raw:
+            raise BundleError(f"{bundle_dir}: the bundle changed while it was loading; will load it again")
+    except OSError as exc:
+        raise BundleError(f"{bundle_dir}: the bundle went away while it was loading ({exc})") from None
+    parameters = {(e["name"], e["version"]): module_parameters((real / e["module"]).read_text())
+                  for e in manifest["models"]}
+    return ServedBundle(str(real), hashlib.sha256(raw).hexdigest(), manifest, plan, utc_now(), parameters)
+
+
+_CELL_MARKER = re.compile(r"^# --- cell \d+ \[(\w+)\] ---$", re.MULTILINE)
+
+
+def module_parameters(module_text: str) -> dict:
+    """The defaults of the `parameters` cell of an extracted module (read with `ast`, never run).
+
+    A value that is not a literal is given as its source text.
+    """
+    parts = _CELL_MARKER.split(module_text)
+    sources = [source for tag, source in zip(parts[1::2], parts[2::2]) if tag == "parameters"]
+    if not sources:
+        return {}
+    with PARSE_LOCK:
+        tree = ast.parse(sources[0])
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                found[node.targets[0].id] = ast.unparse(node.value)
+    return found
+
+
+def load_error_line(exc: BaseException) -> str:
+    """One line for a bundle that could not be loaded (mlsm-nb's message, else the exception's name)."""
+    if isinstance(exc, MlsmError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the scoring service (prometheus_client).
+
+With several worker processes, prometheus_client's multiprocess mode adds up
+every worker's counts: `serve` sets PROMETHEUS_MULTIPROC_DIR for the workers
+and /metrics reads all of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ServeMetrics:
+    """Requests, latency, records scored and errors by model, version and kind, bundle swaps."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mlsm_serve_requests", "HTTP requests answered", ["path", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("mlsm_serve_request_seconds", "Time to answer a request", ["path"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.records = Counter("mlsm_serve_records", "Records scored, by model", ["model", "version"],
+                               registry=self.registry)
+        self.errors = Counter("mlsm_serve_record_errors", "Records a model failed on, by error kind",
+                              ["model", "version", "kind"], registry=self.registry)
+        self.rejected = Counter("mlsm_serve_rejected_records", "Records that could not be scored at all",
+                                registry=self.registry)
+        self.bundle_events = Counter("mlsm_serve_bundle_loads", "Bundle loads by outcome (swapped, refused)",
+                                     ["outcome"], registry=self.registry)
+
+    def observe_request(self, path: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(path, method, str(status)).inc()
+        self.latency.labels(path).observe(seconds)
+
+    def observe_scores(self, outcomes, rejected: int) -> None:
+        """Count one request's scoring (BatchOutcome per model)."""
+        for outcome in outcomes:
+            self.records.labels(outcome.model, outcome.version).inc(len(outcome.entries))
+            for kind, n in outcome.error_counts().items():
+                self.errors.labels(outcome.model, outcome.version, kind).inc(n)
+        if rejected:
+            self.rejected.inc(rejected)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every worker's metrics."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,151 @@
+"""Store served results through a `ResultSink` (MongoDB) without ever making a response wait for it.
+
+A server process is one run (``serve-<start>-<pid>``): responses only put their
+documents in a buffer, and a writer thread stores them in bulk, one
+`write_batch` per flush (batches numbered in order, so a lead scored again
+later is the newer result, `_current` as in batch runs). A batch that cannot be
+stored (database down at start or mid-traffic) stays in the buffer and is
+retried until it is stored: nothing the server acknowledged is dropped while it
+runs. `close()` stores what it can in a bounded time, records the finished run
+and says how many documents it could not store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from .._version import __version__
+from ..redact import redact_text
+
+log = logging.getLogger(__name__)
+
+
+class ResultBuffer:
+    """Buffered, bulk, non-blocking storing of result documents into a ResultSink.
+
+    `open_sink` makes the sink (e.g. ``lambda: MongoStore.connect(uri)``); the
+    writer thread calls it, and again after a failure, so a database that is
+    down when the server starts is simply stored to later.
+    """
+
+    def __init__(self, open_sink: Callable, *, flush_seconds: float = 1.0, batch_size: int = 5000,
+                 retry_seconds: float = 1.0, bundle: str | None = None):
+        self.open_sink = open_sink
+        self.flush_seconds = flush_seconds
+        self.batch_size = batch_size
+        self.retry_seconds = retry_seconds
+        started = dt.datetime.now(dt.timezone.utc)
+        self.run_id = f"serve-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
+        self.manifest = {"run_id": self.run_id, "started_at": started.isoformat(timespec="microseconds"),
+                         "engine": "serve", "status": "running", "bundle": bundle, "host": socket.gethostname(),
+                         "mlsm_nb_version": __version__}
+        self._sink = None
+        self._opened = False
+        self._batch = 0
+        self._open: list[dict] = []
+        self._open_since = time.monotonic()
+        self._ready: deque[tuple[int, list[dict]]] = deque()
+        self._lock = threading.Condition()
+        self._stopping = False
+        self.stored = 0
+        self.last_error: str | None = None
+        self.last_error_at: str | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="mlsm-serve-store", daemon=True)
+        self._thread.start()
+
+    def add(self, documents: Sequence[dict]) -> None:
+        """Queue documents for storing; returns at once."""
+        if not documents:
+            return
+        with self._lock:
+            if not self._open:
+                self._open_since = time.monotonic()
+            self._open.extend(documents)
+            if len(self._open) >= self.batch_size:
+                self._cut()
+                self._lock.notify()
+
+    def _cut(self) -> None:
+        """Make the open documents the next numbered batch (caller holds the lock)."""
+        if self._open:
+            self._ready.append((self._batch, self._open))
+            self._batch += 1
+            self._open = []
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return sum(len(docs) for _, docs in self._ready) + len(self._open)
+
+    def status(self) -> dict:
+        """For /health: the run, documents waiting, stored so far, the last error (None once storing works)."""
+        return {"run_id": self.run_id, "pending": self.pending, "stored": self.stored, "error": self.last_error,
+                "error_at": self.last_error_at}
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._ready:
+                    self._lock.wait(self.flush_seconds)
+                if self._open and (self._stopping or time.monotonic() - self._open_since >= self.flush_seconds):
+                    self._cut()
+                if not self._ready:
+                    if self._stopping:
+                        return
+                    continue
+                batch, documents = self._ready[0]
+            if self._store(batch, documents):
+                with self._lock:
+                    self._ready.popleft()
+            elif self._stopping:
+                return
+            else:
+                time.sleep(self.retry_seconds)
+
+    def _store(self, batch: int, documents: list[dict]) -> bool:
+        try:
+            if self._sink is None:
+                self._sink = self.open_sink()
+            if not self._opened:
+                self._sink.open_run(self.manifest)
+                self._opened = True
+            self._sink.write_batch(self.run_id, batch, documents)
+        except Exception as exc:  # noqa: BLE001 - keep the batch, try again; never lose it
+            message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            if message != self.last_error:
+                log.error("storing served results failed (%d waiting, kept for retry): %s", self.pending, message)
+            self.last_error, self.last_error_at = message, dt.datetime.now(dt.timezone.utc).isoformat()
+            return False
+        self.stored += len(documents)
+        if self.last_error:
+            log.warning("storing served results works again (%d stored)", self.stored)
+        self.last_error = None
+        return True
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Store what is buffered, waiting at most `timeout` seconds, and record the finished run.
+
+        Returns the number of documents left unstored (logged as an error).
+        """
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._thread.join(timeout)
+        left = self.pending
+        if left:
+            log.error("%d served result document(s) were not stored before shutdown: %s", left, self.last_error)
+        elif self._opened:
+            try:
+                self._sink.finish_run({**self.manifest, "status": "succeeded", "ended_at":
+                                       dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                       "input": {"records": self.stored, "batches": self._batch, "rejected": 0}})
+            except Exception as exc:  # noqa: BLE001 - the results are stored; only the run record is missing
+                log.error("recording the finished serve run failed: %s", redact_text(str(exc)))
+        return left

@@ -1,0 +1,100 @@
+"""Hot swap: watch BUNDLE_DIR, load a new bundle in the background, switch atomically.
+
+The bundle in service is one reference (`BundleSwitch.current`); a request reads
+it once and scores everything with that object, so requests in flight finish on
+the old set and no response mixes two bundles. A new bundle is loaded and
+checked off the event loop and only then put in place; one that fails is
+refused (logged, shown by /health) and the old one stays. Loads never overlap:
+a reload asked for during a load waits for it, then looks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..clock import utc_now
+from .bundle import ServedBundle, load_error_line, load_served_bundle, manifest_signature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Refusal:
+    """A bundle that was not put in service, and why."""
+
+    at: str
+    error: str
+    signature: tuple | None
+
+    def as_dict(self) -> dict:
+        return {"at": self.at, "error": self.error}
+
+
+class BundleSwitch:
+    """The bundle in service and the background loads that replace it."""
+
+    def __init__(self, bundle_dir: str | Path, initial: ServedBundle, on_change=None):
+        self.bundle_dir = Path(bundle_dir)
+        self.current = initial
+        self.signature = manifest_signature(bundle_dir)
+        self.refused: Refusal | None = None
+        self.swaps = 0
+        self.on_change = on_change or (lambda outcome, bundle: None)
+        self._lock = asyncio.Lock()
+
+    async def reload(self, force: bool = False) -> dict:
+        """Load the bundle now at BUNDLE_DIR if it changed (or `force`); returns what happened.
+
+        The outcome is "swapped", "unchanged" or "refused" (with the error).
+        """
+        async with self._lock:
+            signature = manifest_signature(self.bundle_dir)
+            if signature is None:
+                return self._refuse(None, f"{self.bundle_dir}: no manifest.json there (yet); still serving "
+                                          f"{self.current.sha256[:12]}")
+            if not force and signature == self.signature:
+                return {"outcome": "unchanged", "bundle": self.current.sha256}
+            if not force and self.refused and signature == self.refused.signature:
+                return {"outcome": "refused", "bundle": self.current.sha256, "error": self.refused.error}
+            try:
+                bundle = await asyncio.to_thread(load_served_bundle, self.bundle_dir)
+            except Exception as exc:  # noqa: BLE001 - any failure of a bundle's code refuses it
+                return self._refuse(signature, load_error_line(exc))
+            self.signature = signature
+            self.refused = None
+            if bundle.sha256 == self.current.sha256:
+                return {"outcome": "unchanged", "bundle": bundle.sha256}
+            old, self.current = self.current, bundle
+            self.swaps += 1
+            log.info("bundle swapped: %s -> %s (%s)", old.sha256[:12], bundle.sha256[:12], bundle.path)
+            self.on_change("swapped", bundle)
+            return {"outcome": "swapped", "bundle": bundle.sha256, "previous": old.sha256}
+
+    def _refuse(self, signature: tuple | None, error: str) -> dict:
+        if not (self.refused and self.refused.error == error):
+            log.error("bundle refused, still serving %s: %s", self.current.sha256[:12], error)
+            self.on_change("refused", self.current)
+        self.refused = Refusal(utc_now(), error, signature)
+        return {"outcome": "refused", "bundle": self.current.sha256, "error": error}
+
+    async def watch(self, interval: float) -> None:
+        """Poll BUNDLE_DIR's manifest every `interval` seconds and reload when it changes."""
+        while True:
+            await asyncio.sleep(interval)
+            signature = manifest_signature(self.bundle_dir)
+            if signature is None or signature == self.signature:
+                continue
+            if self.refused and signature == self.refused.signature:
+                continue
+            try:
+                await self.reload()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                log.exception("bundle watcher")
+
+    def health(self) -> dict:
+        """The swap's state for /health."""
+        return {"bundle": self.current.describe(), "swaps": self.swaps,
+                "refused": self.refused.as_dict() if self.refused else None}
