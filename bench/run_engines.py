@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: mlsm-nb's default")
     parser.add_argument("--memory", action="store_true", help="also compare peak memory at N/5 and N records")
     args = parser.parse_args()
-    from mlsm_nb.run.orchestrate import DEFAULT_BATCH_SIZE
+    from mlsm_nb.run.settings import DEFAULT_BATCH_SIZE
 
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     with tempfile.TemporaryDirectory(prefix="mlsm-bench-") as tmp:

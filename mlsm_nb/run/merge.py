@@ -38,7 +38,7 @@ class Merger:
                 for key, entry in zip(keys, entries):
                     name, version = self.models[key]
                     results.setdefault(name, {})[version] = entry
-                    tallies[key].add(entry)
+                    tallies[key].add(entry, record[self.id_field])
                 yield {self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
                        "_current": 0, "results": results}
 
@@ -46,23 +46,30 @@ class Merger:
         return {key: tally.as_dict() for key, tally in tallies.items()}
 
 
+EXAMPLES = 3  # record ids and error lines kept per model, for the run's summary
+
+
 class Tally:
-    """Per-model counts over result entries: records, errors by kind, numeric `score` range and sum."""
+    """Per-model counts over result entries: records, errors by kind (with a few examples),
+    numeric `score` range and sum."""
 
     def __init__(self, data: Mapping | None = None):
         data = data or {}
         self.records = data.get("records", 0)
         self.errors: dict[str, int] = dict(data.get("errors", {}))
+        self.examples: list = list(data.get("examples", []))
         self.scored = data.get("scored", 0)
         self.score_sum = data.get("score_sum", 0.0)
         self.score_min = data.get("score_min")
         self.score_max = data.get("score_max")
 
-    def add(self, entry: Mapping) -> None:
+    def add(self, entry: Mapping, record_id=None) -> None:
         self.records += 1
         kind = entry.get("_error_kind")
         if kind:
             self.errors[kind] = self.errors.get(kind, 0) + 1
+            if len(self.examples) < EXAMPLES:
+                self.examples.append({"id": record_id, "kind": kind, "error": str(entry.get("_error", ""))[:300]})
         score = entry.get("score")
         if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
             self.scored += 1
@@ -74,14 +81,25 @@ class Tally:
         self.records += other.records
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
+        self.examples = (self.examples + other.examples)[:EXAMPLES]
         self.scored += other.scored
         self.score_sum += other.score_sum
         for bound, pick in (("score_min", min), ("score_max", max)):
             values = [v for v in (getattr(self, bound), getattr(other, bound)) if v is not None]
             setattr(self, bound, pick(values) if values else None)
 
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def error_rate(self) -> float:
+        """Share of records with an error entry (0 when there are no records)."""
+        return self.error_count / self.records if self.records else 0.0
+
     def as_dict(self) -> dict:
-        out = {"records": self.records, "errors": self.errors, "scored": self.scored,
+        out = {"records": self.records, "errors": self.errors, "error_rate": round(self.error_rate, 6),
+               "examples": self.examples, "scored": self.scored,
                "score_sum": self.score_sum, "score_min": self.score_min, "score_max": self.score_max}
         if self.scored:
             out["score_mean"] = self.score_sum / self.scored
