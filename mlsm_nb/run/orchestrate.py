@@ -169,10 +169,9 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
         manifest = run_dir.read_manifest()
         _check_same_run(manifest, notebooks, records, settings)
         manifest.update(status=RUNNING, resumed_at=utc_now(), ended_at=None)
-        manifest.pop("store_error", None)
+        for stale in ("store_error", "error", "verdict"):
+            manifest.pop(stale, None)
         return manifest
-    if run_dir.root.exists():
-        raise ConfigError(f"{run_dir.root}: run directory exists; pass --resume to finish it, or another --run-id")
     return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": utc_now(), "ended_at": None,
             "started_by": _started_by(), **settings, "notebooks": notebooks,
             "input": {"path": redact_text(str(records)), "sha256": file_sha256(records)},
@@ -232,6 +231,16 @@ def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | 
     for name in ("out", "run_id", "resume"):
         recorded.pop(name)
     check_records_file(records)
+    if not settings.resume:
+        run_dir.create()
+    elif not run_dir.manifest_path.is_file():
+        raise ConfigError(f"{run_dir.root}: no run to resume (no manifest.json)")
+    with run_dir.lock():
+        return _run_locked(specs, records, settings, run_dir, recorded, store, status, workers, on_progress)
+
+
+def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirectory, recorded: dict, store,
+                status: str | None, workers: int, on_progress) -> dict:
     manifest = _open_run(run_dir, settings.resume, specs, records, recorded)
     manifest["mongodb"] = {"database": store.db.name, "results": store.results.name} if store else None
     keys = [model_key(s.name, s.version) for s in specs]
@@ -255,7 +264,13 @@ def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | 
     except BaseException as exc:
         manifest.update(status=INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED,
                         ended_at=utc_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
-        run_dir.write_manifest(manifest)
+        try:
+            run_dir.write_manifest(manifest)
+        except OSError:
+            pass  # e.g. the disk is full: the manifest on disk says "running", which resume finishes
+        if isinstance(exc, OSError):
+            raise MlsmError(f"{run_dir.root}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+                            "free the space or fix the folder, then --resume") from exc
         raise
     return manifest
 
@@ -319,14 +334,21 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
     manifest, run = state.manifest, state.run
     batches = manifest["input"]["batches"]
     needs = state.executor.needs
-    done = {(k, b) for k in keys for b in range(batches) if _intact(state, k, b)}
-    todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
-    merged = {b for b in range(batches) if run.results_path(b).is_file() and all((k, b) in done for k in keys)}
-    total, finished = len(keys) * batches, len(done)
     batch_stats: dict[str, dict] = manifest.setdefault("batch_stats", {})
+    done = set()
+    for batch in range(batches):
+        for key in keys:  # models before the summaries that consume them: a re-run model re-runs its summaries
+            if _intact(state, key, batch) and all((dep, batch) in done for dep in needs[key]):
+                done.add((key, batch))
+    todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
+    complete = {b for b in range(batches) if all((k, b) in done for k in keys)}
+    merged = {b for b in complete if run.results_path(b).is_file() and str(b) in batch_stats}
+    total, finished = len(keys) * batches, len(done)
     running: dict[Any, tuple[str, int]] = {}
     pool = DaskPool(scheduler) if scheduler else ThreadPool(workers)
     try:
+        for batch in sorted(complete - merged):  # executions done, merge lost (killed in between, or deleted)
+            running[pool.submit(state.merger.merge, batch)] = (_MERGE, batch)
         while todo or running:
             # An execution starts as soon as the executions it needs (same batch) are done.
             for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
@@ -346,9 +368,9 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
                 manifest["executions"].setdefault(key, {})[str(batch)] = entry
                 done.add((key, batch))
                 finished += 1
+                run.write_manifest(manifest)  # the execution is recorded before anything builds on it
                 if all((k, batch) in done for k in keys) and batch not in merged:
                     running[pool.submit(state.merger.merge, batch)] = (_MERGE, batch)
-                run.write_manifest(manifest)
                 if on_progress:
                     on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
                                               entry.get("records", 0), entry.get("errors", 0),

@@ -13,13 +13,16 @@ Layout of ``<out>/<run_id>/``::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-from ..exceptions import MlsmError
+from ..exceptions import ConfigError, MlsmError
 from ..files import read_jsonl, write_json
 
 MANIFEST = "manifest.json"
@@ -33,6 +36,12 @@ def new_run_id() -> str:
 def model_key(name: str, version: str) -> str:
     """`name@version`, how a model is named in paths and manifests."""
     return f"{name}@{version}"
+
+
+def split_model_key(key: str) -> tuple[str, str]:
+    """(name, version) of a `name@version` key (model names hold no "@")."""
+    name, _, version = key.partition("@")
+    return name, version
 
 
 class RunDirectory:
@@ -63,6 +72,35 @@ class RunDirectory:
     @property
     def rejected_path(self) -> Path:
         return self.root / "rejected.jsonl"
+
+    def create(self) -> None:
+        """Make the directory of a new run; ConfigError if it exists (another run has this id)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir()
+        except FileExistsError:
+            raise ConfigError(f"{self.root}: run directory exists; pass --resume to finish it, "
+                              "or another --run-id") from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock while it runs; ConfigError if another process holds it."""
+        path = self.root / ".lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise ConfigError(f"{self.root}: run {self.root.name} is being run by another mlsm-nb process "
+                                  f"(pid {f.read().strip() or '?'}); wait for it, or stop it first") from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def prepare(self, keys) -> None:
         """Create the folders a run writes into."""
