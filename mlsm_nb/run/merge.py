@@ -8,10 +8,11 @@ the counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..files import read_jsonl, write_jsonl
+from ..files import read_jsonl
+from ..store.base import ResultSink
 from ..store.rundir import RunDirectory
 
 
@@ -24,25 +25,26 @@ class Merger:
     id_field: str
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
-    def merge(self, batch: int) -> dict:
-        """Write the batch's result documents; returns per-model counts (see `Tally`)."""
+    def merge(self, batch: int, sinks: Sequence[ResultSink] = ()) -> dict:
+        """Build the batch's result documents in memory and hand them to the run directory and to
+        `sinks`; returns per-model counts (see `Tally`)."""
         run = RunDirectory(self.run_root)
         keys = list(self.models)
         outputs = [read_jsonl(run.output_path(k, batch)) for k in keys]
         tallies = {key: Tally() for key in keys}
         timestamp = int(time.time())
 
-        def documents():
-            for record, *entries in zip(read_jsonl(run.batch_path(batch)), *outputs):
-                results: dict = {}
-                for key, entry in zip(keys, entries):
-                    name, version = self.models[key]
-                    results.setdefault(name, {})[version] = entry
-                    tallies[key].add(entry, record[self.id_field])
-                yield {self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
-                       "_current": 0, "results": results}
-
-        write_jsonl(run.results_path(batch), documents())
+        documents = []
+        for record, *entries in zip(read_jsonl(run.batch_path(batch)), *outputs):
+            results: dict = {}
+            for key, entry in zip(keys, entries):
+                name, version = self.models[key]
+                results.setdefault(name, {})[version] = entry
+                tallies[key].add(entry, record[self.id_field])
+            documents.append({self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
+                              "_current": 0, "results": results})
+        for sink in (run, *sinks):
+            sink.write_batch(self.run_id, batch, documents)
         return {key: tally.as_dict() for key, tally in tallies.items()}
 
 

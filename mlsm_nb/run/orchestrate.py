@@ -383,7 +383,7 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
     totals = {key: Tally() for key in keys}
-    for per_model in batch_stats.values():
+    for _, per_model in sorted(batch_stats.items(), key=lambda item: int(item[0])):  # same sums whatever the order
         for key, counts in per_model.items():
             totals[key].merge(Tally(counts))
     manifest.update(failed_executions=failed, models={key: tally.as_dict() for key, tally in totals.items()})

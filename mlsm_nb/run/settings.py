@@ -60,6 +60,10 @@ class RunSettings:
             raise ConfigError("--resume needs the --run-id of the run to finish")
         if self.bundle and self.engine != "inprocess":
             raise ConfigError("--bundle scores in-process: use it with --engine inprocess")
+        if self.bundle and self.parameters:
+            raise ConfigError(f"--bundle scores with the models as extracted, so --param "
+                              f"{', '.join(sorted(self.parameters))} would not apply; run the notebooks "
+                              "without --bundle to set parameters")
 
     @classmethod
     def default(cls, name: str) -> Any:

@@ -22,8 +22,11 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from collections.abc import Mapping, Sequence
+
 from ..exceptions import ConfigError, MlsmError
-from ..files import read_jsonl, write_json
+from ..files import read_jsonl, write_json, write_jsonl
+from .base import ResultSink
 
 MANIFEST = "manifest.json"
 
@@ -44,8 +47,14 @@ def split_model_key(key: str) -> tuple[str, str]:
     return name, version
 
 
-class RunDirectory:
-    """Paths and manifest of one run (`root` is ``<out>/<run_id>``)."""
+class RunDirectory(ResultSink):
+    """Paths and manifest of one run (`root` is ``<out>/<run_id>``); the run's first `ResultSink`.
+
+    It is the only owner of the run's paths and of `name@version` keys
+    (`model_key`, `split_model_key`): other parts ask it, never build them.
+    """
+
+    name = "run directory"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -118,6 +127,19 @@ class RunDirectory:
 
     def write_manifest(self, manifest: dict) -> None:
         write_json(self.manifest_path, manifest)
+
+    def open_run(self, manifest: Mapping) -> None:
+        (self.root / "results").mkdir(parents=True, exist_ok=True)
+
+    def write_batch(self, run_id: str, batch: int, documents: Sequence[Mapping]) -> None:
+        """Write ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
+        write_jsonl(self.results_path(batch), documents)
+
+    def stored_batches(self, run_id: str) -> set[int]:
+        return {int(p.stem.split("-")[1]) for p in (self.root / "results").glob("batch-*.jsonl")}
+
+    def finish_run(self, manifest: Mapping) -> None:
+        self.write_manifest(dict(manifest))
 
     def results(self) -> Iterator[dict]:
         """The result documents of every finished batch, batch by batch."""

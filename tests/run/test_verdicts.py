@@ -158,3 +158,12 @@ def test_results_keep_id_types(tmp_path, make_notebook):
     assert run(make_notebook(), "--records", path, "--out", tmp_path, "--run-id", "i",
                "--engine", "inprocess").exit_code == 0
     assert [d["id"] for d in read_results(tmp_path / "i")] == [1, "1"]
+
+
+def test_bundle_refuses_parameters_it_cannot_apply(tmp_path, make_notebook):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    result = run(with_parameters(make_notebook), "--records", records(tmp_path), "--engine", "inprocess",
+                 "--bundle", bundle, "--param", "threshold=0.7")
+    assert result.exit_code == 1
+    assert "--bundle scores with the models as extracted, so --param threshold would not apply" in result.output
