@@ -6,12 +6,14 @@ An engine is an object with:
 - ``prepare(executor, specs)``: called once per run, in the orchestrating
   process, before any batch (load and check models, write production notebooks);
   raises `ConfigError` when the run cannot start;
-- ``execute(executor, key, batch) -> dict``: scores the batch's records with the
-  model `key`, writes the model's entries to ``run.output_path(key, batch)``
-  (one line per record, batch order) and returns extra fields for the
-  execution's manifest entry. It runs in a pool thread or on a Dask worker, so
-  it reads only the picklable `Executor`. A failure raises; the executor turns
-  it into that execution's `notebook_failed`.
+- ``kept(executor, key, batch) -> dict``: where the execution's audit
+  artifacts go (e.g. the executed notebook), recorded in its manifest entry
+  whether it succeeds or fails;
+- ``execute(executor, key, batch)``: scores the batch's records with the
+  model `key` and writes the model's entries to ``run.output_path(key, batch)``
+  (one line per record, batch order). It runs in a pool thread or on a Dask
+  worker, so it reads only the picklable `Executor`. A failure raises; the
+  executor turns it into that execution's `notebook_failed`.
 
 `register(name, engine)` adds one; `get_engine(name)` finds it, or raises a
 `ConfigError` naming the known ones.
@@ -35,7 +37,9 @@ class Engine(Protocol):
 
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None: ...
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> dict: ...
+    def kept(self, executor: "Executor", key: str, batch: int) -> dict: ...
+
+    def execute(self, executor: "Executor", key: str, batch: int) -> None: ...
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -43,8 +47,9 @@ _ENGINES: dict[str, Engine] = {}
 
 def register(name: str, engine: Engine) -> None:
     """Make `engine` available as `--engine name`."""
-    if not callable(getattr(engine, "execute", None)) or not callable(getattr(engine, "prepare", None)):
-        raise ConfigError(f"engine {name!r} must have prepare() and execute() methods")
+    missing = [m for m in ("prepare", "kept", "execute") if not callable(getattr(engine, m, None))]
+    if missing:
+        raise ConfigError(f"engine {name!r} has no {', '.join(missing)} method")
     _ENGINES[name] = engine
 
 
@@ -75,7 +80,11 @@ class PapermillEngine:
             key = model_key(spec.name, spec.version)
             nbformat.write(production_notebook(spec, sorted(executor.secrets)), executor.run.notebook_path(key))
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> dict:
+    def kept(self, executor: "Executor", key: str, batch: int) -> dict:
+        run = executor.run
+        return {"executed": str(run.executed_path(key, batch).relative_to(run.root))}
+
+    def execute(self, executor: "Executor", key: str, batch: int) -> None:
         import papermill
 
         from .kernels import kernel_manager_class
@@ -93,7 +102,6 @@ class PapermillEngine:
             parameters=parameters, kernel_name="python3", progress_bar=False, log_output=False,
             execution_timeout=executor.timeout, kernel_manager_class=kernel_manager_class(env),
             resources={"metadata": {"path": str(Path(executor.sources[key]).parent)}})
-        return {"executed": str(run.executed_path(key, batch).relative_to(run.root))}
 
 
 class InProcessEngine:
@@ -104,13 +112,15 @@ class InProcessEngine:
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
         executor.models()  # a bad bundle or notebook fails the run before any batch
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> dict:
+    def kept(self, executor: "Executor", key: str, batch: int) -> dict:
+        return {}
+
+    def execute(self, executor: "Executor", key: str, batch: int) -> None:
         from .runtime import score_file_batch
 
         run = executor.run
         score_file_batch(executor.models()[key], str(run.batch_path(batch)), str(run.output_path(key, batch)),
                          executor.dependencies(key, batch))
-        return {}
 
 
 register("papermill", PapermillEngine())

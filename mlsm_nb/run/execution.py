@@ -110,8 +110,10 @@ class Executor:
         started = time.perf_counter()
         entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": _worker_name()}
         output = run.output_path(key, batch)
+        engine = get_engine(self.engine)
+        entry.update(engine.kept(self, key, batch))
         try:
-            entry.update(get_engine(self.engine).execute(self, key, batch))
+            engine.execute(self, key, batch)
             if not output.is_file():
                 raise MlsmError("the runner cell did not write the model's outputs")
             entry.update(_output_facts(output))

@@ -9,6 +9,7 @@ from conftest import GOOD_CELLS, replace_cell
 from mlsm_nb.cli import main
 from mlsm_nb.exceptions import ConfigError
 from mlsm_nb.run.engines import get_engine
+from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.run.settings import RunSettings
 from mlsm_nb.store.rundir import read_results
 
@@ -167,3 +168,32 @@ def test_bundle_refuses_parameters_it_cannot_apply(tmp_path, make_notebook):
                  "--bundle", bundle, "--param", "threshold=0.7")
     assert result.exit_code == 1
     assert "--bundle scores with the models as extracted, so --param threshold would not apply" in result.output
+
+
+def test_an_engine_is_registered_by_name_and_checked(tmp_path, make_notebook):
+    from mlsm_nb.run import engines
+
+    class Constant:
+        """A kernel-free engine: every record scores 1."""
+
+        def prepare(self, executor, specs):
+            pass
+
+        def kept(self, executor, key, batch):
+            return {"engine": "constant"}
+
+        def execute(self, executor, key, batch):
+            run = executor.run
+            lines = run.batch_path(batch).read_text().count("\n")
+            run.output_path(key, batch).write_text('{"score": 1}\n' * lines)
+
+    with pytest.raises(ConfigError, match="engine 'half' has no kept, execute method"):
+        engines.register("half", type("Half", (), {"prepare": lambda self, e, s: None})())
+    engines.register("constant", Constant())
+    try:
+        manifest = run_notebooks([make_notebook()], records(tmp_path, 5), out=tmp_path, run_id="k",
+                                 engine="constant", batch_size=2)
+    finally:
+        del engines._ENGINES["constant"]
+    assert manifest["status"] == "succeeded" and manifest["executions"]["tiny@1.0"]["0"]["engine"] == "constant"
+    assert [d["results"]["tiny"]["1.0"] for d in read_results(tmp_path / "k")] == [{"score": 1}] * 5
