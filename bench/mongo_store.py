@@ -1,20 +1,26 @@
-"""MongoDB store vs one plain insert_many of the same documents, on the same server.
+"""MongoStore vs a plain insert_many of the same documents, run after run, on the same server.
 
-Result documents of N leads (default 200,000) scored by the example notebooks.
-Prints, measured in one run against the same server:
-- first run into an empty collection: MongoStore.write_results / plain insert_many (target <= 1.5);
-- a second run superseding every id of a smaller set (bumps `_current` of the old documents);
-- MLSM's pattern (update_many + insert_one per record, unindexed) on 2,000 records, for comparison.
+Ten runs (`--runs`) over the same 100,000 ids (`--records`), result documents
+scored by the example notebooks. For each run, side by side on one server:
+- plain: one `insert_many` of the run's documents into a collection with no
+  index but `_id` (it grows run by run, as the store's does);
+- store: the run stored through the `ResultSink` interface, as `mlsm-nb run`
+  does (`open_run`, `write_batch` per batch of `--batch-size`, `finish_run`),
+  superseding the previous run's live document of every id.
+Prints each run's times and the ratio store / plain (target <= 1.5 for every
+run, the tenth included: storing must not get slower as history grows), and
+checks that exactly one document per id is live, from the newest run.
 
 The server is `--uri` or, by default, SecantusDB started on a free loopback port (tests/servers.py).
 
-    .venv/bin/python bench/mongo_store.py [--records N] [--supersede M] [--uri URI]
+    .venv/bin/python bench/mongo_store.py [--records N] [--runs R] [--batch-size B] [--uri URI]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
 import sys
 import tempfile
 import time
@@ -30,13 +36,12 @@ from mlsm_nb.leads import generate_leads  # noqa: E402
 from mlsm_nb.store.mongo import MongoStore  # noqa: E402
 
 
-def result_documents(count: int, run_id: str) -> list[dict]:
+def result_documents(count: int) -> list[dict]:
     notebooks = ROOT / "notebooks"
     models = [load_notebook(notebooks / n) for n in ("lead_rules.ipynb", "lead_rules_v2.ipynb", "lead_lr.ipynb")]
     summary = load_notebook(notebooks / "champion.ipynb")
     scored = run_models_all(models, generate_leads(count, seed=5), [summary])
-    return [{"id": r["id"], "run_id": run_id, "_timestamp": int(time.time()), "_current": 0,
-             "results": r["results"]} for r in scored]
+    return [{"id": r["id"], "_timestamp": int(time.time()), "results": r["results"]} for r in scored]
 
 
 def timed(action) -> float:
@@ -45,21 +50,20 @@ def timed(action) -> float:
     return time.perf_counter() - start
 
 
-def mlsm_pattern(collection, documents) -> float:
-    """MLSM's RunModelsAll storage: $inc _current of the id's documents, then insert_one."""
-    def store():
-        for doc in documents:
-            collection.update_many({"id": doc["id"]}, {"$inc": {"_current": 1}})
-            collection.insert_one({"id": doc["id"], "_current": 0, "_timestamp": doc["_timestamp"],
-                                   "results": doc["results"]})
-    return timed(store)
+def store_run(store: MongoStore, run_id: str, started_at: str, documents: list[dict], batch_size: int) -> None:
+    """Store one run's documents as the run path does."""
+    manifest = {"run_id": run_id, "started_at": started_at, "status": "running"}
+    store.open_run(manifest)
+    for batch, start in enumerate(range(0, len(documents), batch_size)):
+        store.write_batch(run_id, batch, [{**d, "run_id": run_id} for d in documents[start:start + batch_size]])
+    store.finish_run({**manifest, "status": "succeeded"})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--supersede", type=int, default=10_000)
-    parser.add_argument("--mlsm", type=int, default=2_000)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--uri")
     args = parser.parse_args()
     server = None
@@ -72,29 +76,26 @@ def main() -> None:
         client = pymongo.MongoClient(args.uri)
         db = client["mlsm_bench"]
         client.drop_database(db.name)
-        documents = result_documents(args.records, "run-1")
-        print(f"{len(documents):,} result documents of 4 models each; server {args.uri.split('@')[-1]}")
-
-        plain = timed(lambda: db.plain.insert_many(copy.deepcopy(documents), ordered=False))
+        documents = result_documents(args.records)
         store = MongoStore.from_database(db, results_collection="stored")
-        first = timed(lambda: store.write_results(documents))
-        print(f"plain insert_many:           {plain:7.1f} s ({len(documents) / plain:,.0f} docs/s)")
-        print(f"store, first run:            {first:7.1f} s ({len(documents) / first:,.0f} docs/s)")
-        print(f"ratio store/insert_many:     {first / plain:.2f} (target <= 1.5)")
-
-        some = [dict(d, run_id="run-2") for d in documents[: args.supersede]]
-        plain_some = timed(lambda: db.plain2.insert_many(copy.deepcopy(some), ordered=False))
-        second = timed(lambda: store.write_results(some))
-        assert store.results.count_documents({"run_id": "run-1", "_current": 1}) == len(some)
-        print(f"store, second run superseding {len(some):,} ids: {second:.1f} s vs insert_many {plain_some:.1f} s "
-              f"(ratio {second / plain_some:.2f})")
-
-        mlsm_docs = documents[: args.mlsm]
-        mlsm = mlsm_pattern(db.mlsm, mlsm_docs)
-        mlsm_again = mlsm_pattern(db.mlsm, mlsm_docs)
-        print(f"MLSM pattern, {len(mlsm_docs):,} records: {len(mlsm_docs) / mlsm:,.0f} records/s on an empty "
-              f"collection, {len(mlsm_docs) / mlsm_again:,.0f} records/s superseding them "
-              f"(store: {len(documents) / first:,.0f} and {len(some) / second:,.0f} records/s)")
+        first_start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        print(f"{len(documents):,} result documents of 4 models each, {args.runs} runs, batches of "
+              f"{args.batch_size:,}; server {args.uri.split('@')[-1]}")
+        print(f"{'run':>4} {'plain s':>8} {'store s':>8} {'ratio':>6}")
+        worst = 0.0
+        for run in range(1, args.runs + 1):
+            run_id = f"run-{run:02d}"
+            plain_docs = [{**d, "run_id": run_id, "_current": 0} for d in copy.deepcopy(documents)]
+            plain = timed(lambda: db.plain.insert_many(plain_docs, ordered=False))
+            started_at = (first_start + dt.timedelta(days=run)).isoformat()
+            stored = timed(lambda: store_run(store, run_id, started_at, documents, args.batch_size))
+            worst = max(worst, stored / plain)
+            print(f"{run:>4} {plain:8.1f} {stored:8.1f} {stored / plain:6.2f}", flush=True)
+        live = store.results.count_documents({"_current": 0})
+        newest = store.results.count_documents({"_current": 0, "run_id": f"run-{args.runs:02d}"})
+        assert live == newest == len(documents), (live, newest)
+        print(f"worst ratio store/insert_many: {worst:.2f} (target <= 1.5); {live:,} live documents, "
+              f"all from the newest run")
         client.drop_database(db.name)
     finally:
         if server:

@@ -5,6 +5,7 @@ from .._lazy import lazy_exports
 _WHERE = {
     "ResultSink": ".base",
     "StoreError": ".base",
+    "store_as_run": ".base",
     "RunDirectory": ".rundir",
     "read_results": ".rundir",
     "MongoStore": ".mongo",

@@ -1,17 +1,44 @@
-"""MongoDB storage: results (MLSM's `_current`/`_timestamp`), runs, and the model registry.
+"""MongoDB storage: result documents, runs, and the model registry.
 
-Result documents keep DESIGN's shape; their `_id` is ``"<run_id>:<id>"``, so
-writing a batch again (a re-run, a resume) never creates a second document
-for the same (id, run). Storing a batch is two idempotent bulk steps:
+Collections of one database: the results (``results`` unless named), ``runs``
+(one document per run: its manifest), ``models`` (the registry, one document
+per name and version) and ``stored_batches`` (one document per batch stored
+completely, with how many documents it wrote).
 
-1. when other runs have stored results in the collection, every older document
-   of the batch's ids gets ``_current += 1`` once for this run (the filter
-   ``_bumped_by != run_id`` makes a repeat a no-op);
-2. the new documents are inserted unordered with ``_current: 0``; duplicate-key
-   errors (already stored) are ignored.
+Run order and ``_current``
+--------------------------
+A run's place in run order is its manifest's ``started_at``, then its run id
+(a run started later is newer); within a run, the batch, then the position in
+the batch. A result document's ``_id`` is that place, as one string::
 
-So after a run exactly one document per id has ``_current: 0``, and a crash
-between batches leaves a state that storing the same batches again completes.
+    "<started_at in microseconds since 1970, 17 digits>:<run id>:<batch>:<position>"
+
+so writing a batch again never duplicates a document; no two places give one
+``_id`` (the first part and the last two are digits, so a run id holding
+``:`` is read back whole); and the record id is not part of it, so its size
+or type never touches the ``_id`` index. (A string rather than a document:
+servers look string ``_id`` up directly, and documents not always.)
+
+``_current`` is 0 for the one live document of an id: its newest in run order.
+A superseded document's ``_current`` is ``1 - started / 10**16``, a number
+between 0 and 1 fixed by its own run's start and smaller for newer runs (about
+0.82 for runs started in 2026). Sorting an id's documents by ``_current``
+lists them newest first, and documents MLSM wrote (1, 2, ... for older ones)
+sort after them. Superseding a document never renumbers older ones, so storing
+a run touches the documents it inserts and, at most, the one live document per
+id it replaces: its cost does not grow with the history of its ids.
+
+Storing a batch:
+
+1. read the live documents of the batch's ids;
+2. insert the batch's documents (unordered, one bulk; already stored ones are
+   skipped), each with ``_current`` 0 when it is the newest of its id, else its
+   superseded value: an older run stored or resumed late never becomes live;
+3. supersede the live documents it replaced (one update per superseded run);
+4. record the batch and its count in ``stored_batches``.
+
+A crash between the steps leaves a state that writing the batch again
+completes (step 1 then finds two live documents for an id and keeps the newest).
 Transient errors (network blips, primary step-down) are retried, boundedly.
 """
 
@@ -20,21 +47,26 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
+from pymongo import UpdateMany, WriteConcern
 
 from ..files import dumps
 from ..redact import redact_text
-from .base import StoreError
+from .base import ResultSink, StoreError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "mlsm"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 16 * 1024  # BSON's limit, less room for the wire envelope
+_QUERY_BYTES = 8 * 1024 * 1024  # ids per `$in` query, well under the 16 MiB command limit
+_QUERY_IDS = 100  # ids per `$in` query: some servers match `$in` in time that grows with its square
 _DUPLICATE_KEY = 11000
+_ORDER_SCALE = 10**16  # microseconds; 10**16 µs after 1970 is in the year 2286
 
 
 def _transient() -> tuple[type[Exception], ...]:
@@ -43,10 +75,102 @@ def _transient() -> tuple[type[Exception], ...]:
     return AutoReconnect, NetworkTimeout, NotPrimaryError, ServerSelectionTimeoutError
 
 
-def encode(document: Mapping) -> RawBSONDocument:
-    """BSON for a result document; numpy values and sets are converted where the meaning is
-    clear, and a result that still cannot be encoded or is over BSON's size limit becomes
-    that record's `_error` (never a failed batch)."""
+def safe_uri(uri: str) -> str:
+    """The URI's scheme and hosts, with the user name but never the password.
+
+    Written for URIs pymongo refuses too: the credentials end at the last ``@``
+    before the hosts, however many ``/``, ``@``, ``:`` or spaces the password holds.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return "<not a mongodb:// URI>"
+    userinfo, at, hosts = rest.rpartition("@")
+    hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+    if not at:
+        return f"{scheme}://{hosts}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user if colon and '/' not in user else '***'}:***@{hosts}"
+
+
+def _scrub(message: str, uri: str) -> str:
+    """`message` with every piece of the URI's credentials replaced by ***; first line only."""
+    from urllib.parse import unquote_plus
+
+    _, _, rest = uri.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    secrets = set()
+    if at:
+        password = userinfo.partition(":")[2] or userinfo
+        secrets = {userinfo, password, unquote_plus(password)}
+        for separator in "/@: ?":  # the pieces pymongo cuts a badly escaped password into
+            secrets.update(piece for part in list(secrets) for piece in part.split(separator) if len(piece) >= 3)
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return redact_text(message).splitlines()[0][:300] if message else ""
+
+
+def started_micros(started_at: str) -> int:
+    """A manifest's ``started_at`` (ISO 8601) as microseconds since 1970, UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(str(started_at))
+    except ValueError:
+        raise StoreError(f"run manifest: started_at {started_at!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+
+
+def superseded_value(started: int) -> float:
+    """``_current`` of a superseded document whose run started `started` µs after 1970."""
+    return (_ORDER_SCALE - min(max(started, 0), _ORDER_SCALE - 1)) / _ORDER_SCALE
+
+
+def document_id(started: int, run_id: str, batch: int, n: int) -> str:
+    """The `_id` of a run's `n`-th document of `batch` (see the module docstring)."""
+    return f"{started:017d}:{run_id}:{batch}:{n}"
+
+
+def _order(stored_id: Any) -> tuple | None:
+    """A stored `_id`'s place in run order (started, run id, batch, position); None for
+    documents written before (MLSM's ObjectIds, older mlsm-nb's "run:id")."""
+    if not isinstance(stored_id, str):
+        return None
+    started, _, rest = stored_id.partition(":")
+    parts = rest.rsplit(":", 2)
+    if len(started) != 17 or not started.isdigit() or len(parts) != 3 or not (parts[1] + parts[2]).isdigit():
+        return None
+    return int(started), parts[0], int(parts[1]), int(parts[2])
+
+
+def _superseded_value_of(document: Mapping) -> float:
+    order = _order(document["_id"])
+    if order is not None:
+        return superseded_value(order[0])
+    timestamp = document.get("_timestamp")  # written before: older than any run here, by its own time
+    if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
+        return superseded_value(int(timestamp * 1_000_000))
+    return 1.0
+
+
+def id_key(value: Any) -> tuple:
+    """A key under which two ids are equal exactly when MongoDB matches them as equal:
+    ``1`` and ``"1"`` differ, ``True`` and ``1`` differ, ``1`` and ``1.0`` are the same number."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return ("other", bson.encode({"v": value}))
+
+
+def encode(document: Mapping) -> tuple[RawBSONDocument | None, str | None]:
+    """BSON for a result document, and what went wrong with it (None when nothing did).
+
+    numpy values and sets are converted where the meaning is clear; a result that still
+    cannot be encoded, or is over BSON's size limit, is stored as that record's `_error`
+    (never a failed batch). The document is None when even that cannot be stored (its id
+    alone is too large)."""
     try:
         raw = bson.encode(document)
     except (bson.errors.InvalidDocument, OverflowError):
@@ -55,26 +179,52 @@ def encode(document: Mapping) -> RawBSONDocument:
 
             raw = bson.encode(orjson.loads(dumps(document)))
         except (TypeError, ValueError, bson.errors.InvalidDocument, OverflowError) as exc:
-            return RawBSONDocument(bson.encode(_replace_results(document, "bad_output",
-                                                               f"result cannot be stored in MongoDB: {exc}")))
+            return _as_error(document, f"result cannot be stored in MongoDB: {exc}")
     if len(raw) > MAX_DOCUMENT_BYTES:
-        return RawBSONDocument(bson.encode(_replace_results(
-            document, "bad_output", f"result document is {len(raw):,} bytes, over BSON's 16 MiB limit")))
-    return RawBSONDocument(raw)
+        return _as_error(document, f"result document is {len(raw):,} bytes, over BSON's 16 MiB limit")
+    return RawBSONDocument(raw), None
 
 
-def _replace_results(document: Mapping, kind: str, message: str) -> dict:
-    results = {name: {version: {"_error": message, "_error_kind": kind} for version in versions}
-               for name, versions in document.get("results", {}).items()}
-    return {**{k: v for k, v in document.items() if k != "results"}, "results": results}
+def _as_error(document: Mapping, message: str) -> tuple[RawBSONDocument | None, str]:
+    """The document with each result replaced by `message` as a `bad_output` error."""
+    results = {name: {version: {"_error": message, "_error_kind": "bad_output"} for version in versions}
+               for name, versions in (document.get("results") or {}).items()}
+    try:
+        raw = bson.encode({**{k: v for k, v in document.items() if k != "results"}, "results": results})
+    except (bson.errors.InvalidDocument, OverflowError):
+        raw = None
+    if raw is None or len(raw) > MAX_DOCUMENT_BYTES:
+        return None, f"not stored in MongoDB: {message}, and its id alone is too large to store"
+    return RawBSONDocument(raw), f"stored as its error: {message}"
 
 
-class MongoStore:
-    """Results, runs and model registry in one MongoDB database.
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
+
+
+def _for_in(values: Sequence) -> Iterator[list]:
+    """`values` in lists for one `$in` query each: at most `_QUERY_IDS`, under `_QUERY_BYTES`."""
+    chunk, size = [], 0
+    for value in values:
+        value_size = len(bson.encode({"v": value}))
+        if chunk and (size + value_size > _QUERY_BYTES or len(chunk) == _QUERY_IDS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value)
+        size += value_size
+    if chunk:
+        yield chunk
+
+
+class MongoStore(ResultSink):
+    """Results, runs and model registry in one MongoDB database; a `ResultSink`.
 
     Create with `connect(uri)` (checks the server and credentials at once) or
     `from_database(db)` (an existing pymongo Database, as MLSM's RunModelsAll had).
     """
+
+    name = "mongodb"
 
     def __init__(self, database, *, results_collection: str = "results", id_field: str = "id",
                  retries: int = 5, retry_wait: float = 0.5):
@@ -82,30 +232,37 @@ class MongoStore:
         self.results = database[results_collection]
         self.runs = database["runs"]
         self.models = database["models"]
+        # journaled: once a batch is recorded as stored, it and every write before it survive a crash
+        self.batches = database.get_collection("stored_batches", write_concern=WriteConcern(w=1, j=True))
         self.id_field = id_field
         self.retries = retries
         self.retry_wait = retry_wait
         self._indexed = False
+        self._started: dict[str, int] = {}
 
     @classmethod
     def connect(cls, uri: str, database: str | None = None, *, timeout_ms: int = 5000, **options) -> "MongoStore":
         """Connect and check the server answers and accepts the credentials; StoreError if not.
 
-        The error message never contains the password.
+        The error message names the server but never holds the password, however
+        it is written (escaped or not).
         """
         from pymongo import MongoClient
-        from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+        from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
-        safe = redact_text(uri)
+        safe = safe_uri(uri)
         try:
             client = MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
                                  appname="mlsm-nb")
             name = database or (client.get_default_database(DEFAULT_DATABASE).name)
             client[name].list_collection_names()
+        except (InvalidURI, ValueError) as exc:
+            raise StoreError(f"MongoDB URI {safe} is not valid: {_scrub(str(exc), uri)} (write a password "
+                             "holding / @ : % or spaces percent-escaped)") from None
         except OperationFailure as exc:
-            raise StoreError(f"MongoDB at {safe} refused the request: {redact_text(str(exc.details or exc))}") from None
-        except (ConfigurationError, PyMongoError, ValueError) as exc:
-            raise StoreError(f"MongoDB at {safe} is not reachable: {redact_text(str(exc)).splitlines()[0][:300]}") from None
+            raise StoreError(f"MongoDB at {safe} refused the request: {_scrub(str(exc.details or exc), uri)}") from None
+        except (ConfigurationError, PyMongoError) as exc:
+            raise StoreError(f"MongoDB at {safe} is not reachable: {_scrub(str(exc), uri)}") from None
         return cls(client[name], **options)
 
     @classmethod
@@ -116,9 +273,9 @@ class MongoStore:
     def close(self) -> None:
         self.db.client.close()
 
-    # -- writes ---------------------------------------------------------------
-
     def _retry(self, what: str, operation: Callable[[], Any]) -> Any:
+        from pymongo.errors import PyMongoError
+
         for attempt in range(1, self.retries + 1):
             try:
                 return operation()
@@ -129,75 +286,157 @@ class MongoStore:
                 log.warning("MongoDB %s failed (%s); retrying (%d/%d)", what, type(exc).__name__, attempt,
                             self.retries)
                 time.sleep(self.retry_wait * attempt)
+            except PyMongoError as exc:
+                raise StoreError(f"MongoDB {what} failed: {redact_text(str(exc)).splitlines()[0][:300]}") from None
         raise AssertionError("unreachable")
 
     def ensure_indexes(self) -> None:
-        """Indexes the queries need: (id, _current) and run_id on results; (name, version) on models."""
+        """Indexes the queries need: (id, _current) and run_id on results; (name, version) on
+        models; (run_id, batch) on stored_batches."""
         if self._indexed:
             return
         self._retry("index creation", lambda: (
             self.results.create_index([(self.id_field, 1), ("_current", 1)], name="id_current"),
             self.results.create_index("run_id", name="run_id"),
+            self.batches.create_index([("run_id", 1), ("batch", 1)], name="run_batch", unique=True),
             self.models.create_index([("name", 1), ("version", 1)], name="name_version", unique=True)))
         self._indexed = True
 
-    def _others_stored(self, run_id: str) -> bool:
-        return self._retry("read of results", lambda: self.results.find_one(
-            {"run_id": {"$ne": run_id}}, {"_id": 1})) is not None
+    # -- ResultSink -------------------------------------------------------------
 
-    def write_results(self, documents: Iterable[Mapping], chunk_size: int = 5000) -> int:
-        """Store result documents (DESIGN's shape, all of one run); idempotent per run id.
+    def open_run(self, manifest: Mapping) -> None:
+        """Create the indexes and record the run (its manifest, status as given)."""
+        self._started[manifest["run_id"]] = started_micros(manifest["started_at"])
+        self.ensure_indexes()
+        self._record_run(manifest)
 
-        Returns the number of documents handed in.
-        """
-        from pymongo import UpdateMany
+    def write_batch(self, run_id: str, batch: int, documents: Sequence[Mapping]) -> list[str]:
+        """Store one batch's result documents; idempotent per (run_id, batch). See the module
+        docstring for the steps. Returns one line per record stored only as its `_error` (or,
+        when even its id is too large for MongoDB, not stored)."""
+        started = self._run_started(run_id)
+        superseded = superseded_value(started)
+        problems: list[str] = []
+        documents = list(documents)
+
+        newest: dict[tuple, int] = {}  # the last position of each id in the batch
+        for n, document in enumerate(documents):
+            newest[id_key(document[self.id_field])] = n
+        live = self._live([documents[n][self.id_field] for n in newest.values()])
+
+        losers: dict[float, list] = defaultdict(list)
+        incoming_live: set[int] = set()
+        for key, n in newest.items():
+            mine = (started, run_id, batch, n)
+            others = [d for d in live.get(key, ()) if _order(d["_id"]) != mine]
+            if all(_order(d["_id"]) is None or _order(d["_id"]) < mine for d in others):
+                incoming_live.add(n)
+                for d in others:
+                    losers[_superseded_value_of(d)].append(d["_id"])
+            else:  # a newer run is live: keep it, and supersede any other live document
+                newest_live = max(others, key=lambda d: _order(d["_id"]) or ())
+                for d in others:
+                    if d is not newest_live:
+                        losers[_superseded_value_of(d)].append(d["_id"])
+
+        raw = []
+        for n, document in enumerate(documents):
+            encoded, problem = encode({
+                "_id": document_id(started, run_id, batch, n), **document, "run_id": run_id,
+                "_timestamp": document.get("_timestamp", int(time.time())),
+                "_current": 0 if n in incoming_live else superseded})
+            if problem:
+                problems.append(f"record {_describe(document[self.id_field])}: {problem}")
+            if encoded is not None:
+                raw.append(encoded)
+        written = self._insert(raw, problems)
+        updates = [UpdateMany({"_id": {"$in": chunk}}, {"$set": {"_current": value}})
+                   for value, ids in losers.items() for chunk in _for_in(ids)]
+        if updates:
+            self._retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
+        self._retry("record of the stored batch", lambda: self.batches.update_one(
+            {"run_id": run_id, "batch": batch},
+            {"$set": {"documents": written, "stored_at": dt.datetime.now(dt.timezone.utc)}}, upsert=True))
+        return problems
+
+    def stored_batches(self, run_id: str) -> set[int]:
+        """The batches of `run_id` stored completely: recorded as stored, and as many documents
+        on the server as were written (a server that lost writes in a crash shows fewer)."""
+        recorded = {m["batch"]: m["documents"] for m in self._retry(
+            "read of stored batches", lambda: list(self.batches.find({"run_id": run_id})))}
+        if not recorded:
+            return set()
+        counted: dict[int, int] = defaultdict(int)
+        for document in self._retry("read of results", lambda: list(self.results.find({"run_id": run_id}, {"_id": 1}))):
+            order = _order(document["_id"])
+            if order and order[1] == run_id:
+                counted[order[2]] += 1
+        return {batch for batch, documents in recorded.items() if counted.get(batch, 0) == documents}
+
+    def finish_run(self, manifest: Mapping) -> None:
+        """Record the run's final manifest and register its models (``manifest["notebooks"]``,
+        else ``manifest["models"]``) with the event "ran"."""
+        self._record_run(manifest)
+        self.register_models(manifest.get("notebooks") or manifest.get("models") or (),
+                             run_id=manifest["run_id"], event="ran")
+
+    # -- the steps ----------------------------------------------------------------
+
+    def _run_started(self, run_id: str) -> int:
+        if run_id not in self._started:
+            run = self._retry("read of the run", lambda: self.runs.find_one({"_id": run_id}, {"started_at": 1}))
+            if not run or "started_at" not in run:
+                raise StoreError(f"MongoDB: run {run_id!r} was not opened (open_run before write_batch)")
+            self._started[run_id] = started_micros(run["started_at"])
+        return self._started[run_id]
+
+    def _live(self, ids: Sequence) -> dict[tuple, list[dict]]:
+        """The live documents (`_current: 0`) of `ids`, by `id_key` (more than one after a crash)."""
+        found: dict[tuple, list[dict]] = defaultdict(list)
+        storable = [i for i in ids if len(bson.encode({"v": i})) < MAX_DOCUMENT_BYTES]  # others cannot be stored
+        for chunk in _for_in(storable):
+            cursor = self._retry("read of live results", lambda: list(self.results.find(
+                {self.id_field: {"$in": chunk}, "_current": 0}, {"_id": 1, self.id_field: 1, "_timestamp": 1})))
+            for document in cursor:
+                found[id_key(document[self.id_field])].append(document)
+        return found
+
+    def _insert(self, raw: list[RawBSONDocument], problems: list[str]) -> int:
+        """Insert unordered; documents already there are fine; a document the server refuses is
+        stored as its error (or reported). Returns how many documents the batch has on the server."""
         from pymongo.errors import BulkWriteError
 
-        self.ensure_indexes()
-        count, supersede = 0, None
-        chunk: list[dict] = []
+        refused: list[tuple[RawBSONDocument, str]] = []
 
-        def flush():
-            nonlocal supersede
-            rid = chunk[0]["run_id"]
-            if supersede is None:
-                supersede = self._others_stored(rid)
-            if supersede:
-                bumps = [UpdateMany({self.id_field: d[self.id_field], "run_id": {"$ne": rid},
-                                     "_bumped_by": {"$ne": rid}},
-                                    {"$inc": {"_current": 1}, "$set": {"_bumped_by": rid}}) for d in chunk]
-                self._retry("update of _current", lambda: self.results.bulk_write(bumps, ordered=False))
-            raw = [encode({"_id": f"{d['run_id']}:{d[self.id_field]}", **d, "_current": 0}) for d in chunk]
+        def insert(documents):
+            try:
+                self.results.insert_many(documents, ordered=False)
+            except BulkWriteError as exc:
+                for error in exc.details.get("writeErrors", []):
+                    if error.get("code") != _DUPLICATE_KEY:
+                        refused.append((documents[error["index"]], error.get("errmsg", "refused")[:300]))
 
-            def insert():
-                try:
-                    self.results.insert_many(raw, ordered=False)
-                except BulkWriteError as exc:
-                    others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != _DUPLICATE_KEY]
-                    if others:
-                        raise StoreError(f"MongoDB refused {len(others)} result document(s): "
-                                         f"{others[0].get('errmsg', '')[:300]}") from None
+        if raw:
+            self._retry("insert of results", lambda: insert(raw))
+        retry = []
+        for document, message in refused:
+            as_error, problem = _as_error(document, f"MongoDB refused it: {message}")
+            if as_error is not None:
+                retry.append(as_error)
+            problems.append(f"record {_describe(document[self.id_field])}: {problem}")
+        refused_before, refused[:] = len(refused), []
+        if retry:
+            self._retry("insert of results", lambda: insert(retry))
+        for document, message in refused:
+            problems.append(f"record {_describe(document[self.id_field])}: not stored in MongoDB: {message}")
+        return len(raw) - refused_before + len(retry) - len(refused)
 
-            self._retry("insert of results", insert)
-            chunk.clear()
+    def _record_run(self, manifest: Mapping) -> None:
+        document = {k: v for k, v in manifest.items() if k != "batch_stats"}
+        self._retry("write of the run", lambda: self.runs.replace_one(
+            {"_id": manifest["run_id"]}, {**document, "_id": manifest["run_id"]}, upsert=True))
 
-        for document in documents:
-            chunk.append(document)
-            count += 1
-            if len(chunk) >= chunk_size:
-                flush()
-        if chunk:
-            flush()
-        return count
-
-    def record_run(self, manifest: Mapping) -> None:
-        """Upsert a run's manifest (already redacted) into `runs`, keyed by run id."""
-        document = {k: v for k, v in manifest.items() if k not in ("batch_stats",)}
-        self._retry("write of the run", lambda: self.runs.replace_one({"_id": manifest["run_id"]},
-                                                                      {"_id": manifest["run_id"], **document},
-                                                                      upsert=True))
-
-    def register_models(self, entries: Sequence[Mapping], *, run_id: str | None = None, event: str) -> None:
+    def register_models(self, entries: Iterable[Mapping], *, run_id: str | None = None, event: str) -> None:
         """Upsert registry documents per (name, version); `event` ("extracted", "validated", "ran") is timestamped."""
         from pymongo import UpdateOne
 
@@ -214,12 +453,13 @@ class MongoStore:
             self.ensure_indexes()
             self._retry("write of the model registry", lambda: self.models.bulk_write(operations, ordered=False))
 
-    # -- queries for consumers --------------------------------------------------
+    # -- queries for consumers ----------------------------------------------------
 
     def current_results(self, ids: Iterable) -> dict:
-        """The live result document of each id (``_current: 0``), by id."""
+        """The live result document of each id (``_current: 0``), by id (ids keep their type)."""
         ids = list(ids)
-        found = self.results.find({self.id_field: {"$in": ids}, "_current": 0})
+        found = self._retry("read of results", lambda: list(self.results.find({self.id_field: {"$in": ids},
+                                                                               "_current": 0})))
         return {doc[self.id_field]: doc for doc in found}
 
     def count_run(self, run_id: str) -> int:
@@ -227,5 +467,12 @@ class MongoStore:
         return self._retry("count of results", lambda: self.results.count_documents({"run_id": run_id}))
 
     def history(self, record_id) -> list[dict]:
-        """Every stored result of one id, newest first."""
-        return list(self.results.find({self.id_field: record_id}).sort("_current", 1))
+        """Every stored result of one id, newest first (``_current`` ascending)."""
+        found = self._retry("read of results", lambda: list(self.results.find({self.id_field: record_id})))
+        return sorted(found, key=_newest_first)
+
+
+def _newest_first(document: Mapping) -> tuple:
+    """Sort key: `_current` ascending; within one run (an id repeated), the later position first."""
+    order = _order(document["_id"])
+    return (document["_current"], -order[2], -order[3]) if order else (document["_current"], 0, 0)
