@@ -261,16 +261,16 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
     store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field)
     reporter = progress_reporter(sys.stderr.isatty() if progress is None else progress)
     try:
-        manifest = run_notebooks(paths, records, settings, store=store, on_progress=reporter)
+        manifest = run_notebooks(paths, records, settings, sinks=[store] if store else [], on_progress=reporter)
     except KeyboardInterrupt:
         reporter.close()
         _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {settings.run_id or '<run id>'}", 130)
     reporter.close()
-    _print_run_summary(manifest, settings.out)
+    _print_run_summary(manifest, settings.out, store)
     sys.exit(exit_code(manifest["status"]))
 
 
-def _print_run_summary(manifest: dict, out: str) -> None:
+def _print_run_summary(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
     root = Path(out) / manifest["run_id"]
@@ -296,13 +296,15 @@ def _print_run_summary(manifest: dict, out: str) -> None:
     if manifest["engine"] == "papermill":
         click.echo(f"  executed notebooks: {root / 'executed'}")
     click.echo(f"  manifest: {root / 'manifest.json'}")
-    if manifest.get("mongodb"):
-        where = f"{manifest['mongodb']['database']}.{manifest['mongodb']['results']}"
+    if store is not None:
+        where = f"{store.db.name}.{store.results.name}"
         if manifest.get("store_error"):
             click.echo(f"error: results not all stored in MongoDB ({where}): {manifest['store_error']}; "
                        "run again with --resume to store them", err=True)
         else:
             click.echo(f"  MongoDB:  {where}")
+        for problem in manifest.get("store_problems", [])[:5]:
+            click.echo(f"warning: MongoDB: {problem}", err=True)
 
 
 def _print_verdict(manifest: dict, root) -> None:

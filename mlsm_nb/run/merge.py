@@ -8,11 +8,10 @@ the counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..files import read_jsonl
-from ..store.base import ResultSink
 from ..store.rundir import RunDirectory
 
 
@@ -25,9 +24,10 @@ class Merger:
     id_field: str
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
-    def merge(self, batch: int, sinks: Sequence[ResultSink] = ()) -> dict:
-        """Build the batch's result documents in memory and hand them to the run directory and to
-        `sinks`; returns per-model counts (see `Tally`)."""
+    def merge(self, batch: int, keep: bool = False) -> dict:
+        """Build the batch's result documents in memory and write them to the run directory; returns
+        ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
+        run's other sinks, when the merge ran in this process)."""
         run = RunDirectory(self.run_root)
         keys = list(self.models)
         outputs = [read_jsonl(run.output_path(k, batch)) for k in keys]
@@ -43,9 +43,11 @@ class Merger:
                 tallies[key].add(entry, record[self.id_field])
             documents.append({self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
                               "_current": 0, "results": results})
-        for sink in (run, *sinks):
-            sink.write_batch(self.run_id, batch, documents)
-        return {key: tally.as_dict() for key, tally in tallies.items()}
+        run.write_batch(self.run_id, batch, documents)
+        merged = {"models": {key: tally.as_dict() for key, tally in tallies.items()}}
+        if keep:
+            merged["documents"] = documents
+        return merged
 
 
 EXAMPLES = 3  # record ids and error lines kept per model, for the run's summary

@@ -31,7 +31,7 @@ from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
 from ..notebook.extract import check_dependencies, git_info
 from ..notebook.gitflow import forced_status
 from ..redact import is_secret, redact_parameters, redact_text
-from ..store.mongo import MongoStore
+from ..store.base import ResultSink
 from ..store.rundir import RunDirectory, model_key, new_run_id
 from .engines import get_engine
 from .execution import Executor
@@ -103,15 +103,15 @@ def _order(specs: Sequence[NotebookSpec]) -> list[NotebookSpec]:
 
 
 class _Run:
-    """One run's state: notebooks, run directory, manifest, store, and the executor."""
+    """One run's state: notebooks, run directory, manifest, sinks, and the executor."""
 
     def __init__(self, specs, run_dir: RunDirectory, manifest: dict, settings: RunSettings,
-                 store: MongoStore | None = None, status: str | None = None):
+                 sinks: Sequence[ResultSink] = (), status: str | None = None):
         self.specs = {model_key(s.name, s.version): s for s in specs}
         self.run = run_dir
         self.manifest = manifest
         self.settings = settings
-        self.store = store
+        self.sinks = list(sinks)
         parameters = settings.parameters
         secrets = {k: str(v) for k, v in parameters.items() if is_secret(k, v)}
         self.executor = Executor(
@@ -124,19 +124,45 @@ class _Run:
         get_engine(settings.engine).prepare(self.executor, specs)
         self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
+        self.held: dict[str, set[int]] = {}
 
-    def store_batch(self, batch: int) -> None:
-        """Store a merged batch in MongoDB; after one failure the run stops trying (resume stores it)."""
-        stored = self.manifest.setdefault("stored", {})
-        if self.store is None or stored.get(str(batch)) or self.manifest.get("store_error"):
-            return
-        from pymongo.errors import PyMongoError
+    def open_sinks(self) -> None:
+        """Open the run in every sink and ask each which batches it really holds (resume stores the rest)."""
+        for sink in self.sinks:
+            self._guard(sink, "opening the run", lambda: (sink.open_run(self.manifest),
+                                                          self.held.__setitem__(sink.name, sink.stored_batches(
+                                                              self.manifest["run_id"]))))
+
+    def store_batch(self, batch: int, documents: Sequence | None = None) -> None:
+        """Hand a merged batch to every sink that lacks it (from memory when given, else from the run
+        directory); after a sink fails, the run stops trying it (resume stores the rest)."""
+        for sink in self.sinks:
+            if sink.name not in self.held or batch in self.held[sink.name]:
+                continue
+            docs = documents if documents is not None else list(read_jsonl(self.run.results_path(batch)))
+
+            def write():
+                problems = sink.write_batch(self.manifest["run_id"], batch, docs)
+                self.held[sink.name].add(batch)
+                if problems:
+                    kept = self.manifest.setdefault("store_problems", [])
+                    kept += [redact_text(p) for p in problems[:max(0, 20 - len(kept))]]
+
+            self._guard(sink, f"batch {batch}", write)
+
+    def finish_sinks(self) -> None:
+        for sink in self.sinks:
+            if sink.name in self.held:
+                self._guard(sink, "the run record", lambda: sink.finish_run(self.manifest))
+
+    def _guard(self, sink: ResultSink, what: str, action) -> None:
+        from pymongo.errors import PyMongoError  # a sink may let a driver error through
 
         try:
-            self.store.write_results(read_jsonl(self.run.results_path(batch)))
-            stored[str(batch)] = True
+            action()
         except (MlsmError, PyMongoError) as exc:
-            self.manifest["store_error"] = redact_text(f"batch {batch}: {exc}")
+            self.held.pop(sink.name, None)
+            self.manifest.setdefault("store_error", redact_text(f"{sink.name}: {what}: {exc}"))
 
 
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int) -> dict:
@@ -201,7 +227,7 @@ def _show(value) -> str:
 
 
 def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | None = None, *,
-                  store: MongoStore | None = None, on_progress: Callable[[ExecutionDone], None] | None = None,
+                  sinks: Sequence[ResultSink] = (), on_progress: Callable[[ExecutionDone], None] | None = None,
                   **options: Any) -> dict:
     """Run model notebooks then summary notebooks over the records; returns the manifest.
 
@@ -211,8 +237,8 @@ def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | 
     manifest's `status` is "succeeded", "succeeded with errors" (every model's
     error rate within `max_error_rate`) or "failed" (see `verdict`);
     "interrupted" when stopped. `on_progress(ExecutionDone)` is called after
-    each execution. With a MongoDB `store`, each merged batch is also stored
-    there, the manifest goes to its `runs` and the models to its registry.
+    each execution. Each merged batch goes, from memory, to the run
+    directory and to every other `ResultSink` in `sinks` (e.g. MongoDB).
     Raises ConfigError or InputFileError before any notebook runs when the
     setup or the records file is unusable. `options` (RunSettings' fields)
     are a shorthand for ``settings=RunSettings(**options)``.
@@ -236,30 +262,27 @@ def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | 
     elif not run_dir.manifest_path.is_file():
         raise ConfigError(f"{run_dir.root}: no run to resume (no manifest.json)")
     with run_dir.lock():
-        return _run_locked(specs, records, settings, run_dir, recorded, store, status, workers, on_progress)
+        return _run_locked(specs, records, settings, run_dir, recorded, sinks, status, workers, on_progress)
 
 
-def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirectory, recorded: dict, store,
+def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirectory, recorded: dict, sinks,
                 status: str | None, workers: int, on_progress) -> dict:
     manifest = _open_run(run_dir, settings.resume, specs, records, recorded)
-    manifest["mongodb"] = {"database": store.db.name, "results": store.results.name} if store else None
+    manifest["sinks"] = [sink.name for sink in sinks]
     keys = [model_key(s.name, s.version) for s in specs]
     run_dir.prepare(keys)
     run_dir.write_manifest(manifest)
     try:
-        if store:
-            _verify_stored(store, manifest)
-            store.record_run(manifest)
         if not manifest["input"].get("complete"):
             manifest["input"].update(_split_batches(run_dir, records, settings.id_field, settings.batch_size))
             run_dir.write_manifest(manifest)
-        state = _Run(specs, run_dir, manifest, settings, store, status)
+        state = _Run(specs, run_dir, manifest, settings, sinks, status)
+        state.open_sinks()
         _execute_all(state, keys, workers, on_progress, settings.scheduler)
         manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)
         manifest["ended_at"] = utc_now()
-        if store and not manifest.get("store_error"):
-            _finish_in_store(store, manifest)
-            manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)
+        state.finish_sinks()
+        manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)  # a sink may have failed
         run_dir.write_manifest(manifest)
     except BaseException as exc:
         manifest.update(status=INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED,
@@ -283,29 +306,6 @@ def _read_notebooks(paths: Sequence) -> list[NotebookSpec]:
     specs = [lint_notebook(p) for p in notebooks]
     check_dependencies(specs)
     return _order(specs)
-
-
-def _verify_stored(store: MongoStore, manifest: dict) -> None:
-    """On resume, forget "stored" marks the database does not bear out (a server that lost
-    acknowledged writes in a crash); storing is idempotent, so those batches are simply stored again."""
-    stored = manifest.get("stored") or {}
-    if not stored:
-        return
-    size, total = manifest["batch_size"], manifest["input"]["records"]
-    expected = sum(min(size, total - int(b) * size) for b in stored)
-    if store.count_run(manifest["run_id"]) != expected:
-        manifest["stored"] = {}
-
-
-def _finish_in_store(store: MongoStore, manifest: dict) -> None:
-    """Register the models and the run in MongoDB; a failure fails the run (resume finishes it)."""
-    from pymongo.errors import PyMongoError
-
-    try:
-        store.register_models(manifest["notebooks"], run_id=manifest["run_id"], event="ran")
-        store.record_run(manifest)
-    except (MlsmError, PyMongoError) as exc:
-        manifest["store_error"] = redact_text(f"run record: {exc}")
 
 
 def _intact(state: _Run, key: str, batch: int) -> bool:
@@ -346,9 +346,10 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
     total, finished = len(keys) * batches, len(done)
     running: dict[Any, tuple[str, int]] = {}
     pool = DaskPool(scheduler) if scheduler else ThreadPool(workers)
+    keep = bool(state.sinks) and not scheduler  # a thread's merge hands its documents to the sinks in memory
     try:
         for batch in sorted(complete - merged):  # executions done, merge lost (killed in between, or deleted)
-            running[pool.submit(state.merger.merge, batch)] = (_MERGE, batch)
+            running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
         while todo or running:
             # An execution starts as soon as the executions it needs (same batch) are done.
             for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
@@ -359,9 +360,10 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
             for future in pool.wait_any(running):
                 key, batch = running.pop(future)
                 if key is _MERGE:  # the batch's result documents are written
-                    batch_stats[str(batch)] = pool.result(future)
+                    merge = pool.result(future)
+                    batch_stats[str(batch)] = merge["models"]
                     merged.add(batch)
-                    state.store_batch(batch)
+                    state.store_batch(batch, merge.get("documents"))
                     run.write_manifest(manifest)
                     continue
                 entry = _outcome(state, pool, future, key, batch)
@@ -370,7 +372,7 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
                 finished += 1
                 run.write_manifest(manifest)  # the execution is recorded before anything builds on it
                 if all((k, batch) in done for k in keys) and batch not in merged:
-                    running[pool.submit(state.merger.merge, batch)] = (_MERGE, batch)
+                    running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
                 if on_progress:
                     on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
                                               entry.get("records", 0), entry.get("errors", 0),

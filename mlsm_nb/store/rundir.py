@@ -131,9 +131,10 @@ class RunDirectory(ResultSink):
     def open_run(self, manifest: Mapping) -> None:
         (self.root / "results").mkdir(parents=True, exist_ok=True)
 
-    def write_batch(self, run_id: str, batch: int, documents: Sequence[Mapping]) -> None:
+    def write_batch(self, run_id: str, batch: int, documents: Sequence[Mapping]) -> list[str]:
         """Write ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
         write_jsonl(self.results_path(batch), documents)
+        return []
 
     def stored_batches(self, run_id: str) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in (self.root / "results").glob("batch-*.jsonl")}
