@@ -13,11 +13,10 @@ run that was interrupted or partly failed.
 from __future__ import annotations
 
 import getpass
-import logging
 import os
 import platform
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -41,8 +40,6 @@ from .pools import DaskPool, ThreadPool
 from .records import Rejected, check_records_file, read_records
 from .settings import RunSettings
 from .verdict import FAILED, INTERRUPTED, RUNNING, judge
-
-log = logging.getLogger(__name__)
 
 _PACKAGES = ("papermill", "nbclient", "nbformat", "ipykernel", "pandas", "numpy", "pyarrow", "pymongo")
 
