@@ -182,6 +182,7 @@ def test_secrets_never_reach_the_run_directory(tmp_path, make_notebook):
         if file.is_file():
             assert planted not in file.read_text(errors="replace"), file
     assert manifest_of(run_dir)["parameters"] == {"db_uri": "***", "api_token": "***", "threshold": 0.7}
+    assert not [name for name in os.environ if name.startswith("MLSM_PARAM_")]  # only the kernels' env had them
 
 
 def test_resume_repeats_only_what_is_missing(tmp_path, leads_file):
