@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TextIO
 
@@ -9,29 +10,31 @@ from .orchestrate import ExecutionDone
 
 
 class ProgressBar:
-    """A tqdm bar over executions, with the records scored and errors so far."""
+    """A tqdm bar over executions, with the records scored and errors so far; drawn from the first
+    finished execution on (an error before any execution prints alone)."""
 
     def __init__(self, stream: TextIO | None = None):
-        import shutil
-
-        from tqdm import tqdm
-
-        # A terminal that reports no size (0x0, e.g. under `script`) would hide tqdm's bar.
-        size = shutil.get_terminal_size((100, 20))
-        self._bar = tqdm(total=0, unit="exec", desc="executions", file=stream or sys.stderr,
-                         ncols=size.columns, nrows=size.lines)
+        self._stream = stream or sys.stderr
+        self._bar = None
         self._records = self._errors = 0
 
     def __call__(self, event: ExecutionDone) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            # A terminal that reports no size (0x0, e.g. under `script`) would hide tqdm's bar.
+            size = shutil.get_terminal_size((100, 20))
+            self._bar = tqdm(total=event.total, unit="exec", desc="executions", file=self._stream,
+                             ncols=size.columns, nrows=size.lines)
         self._records += event.records
         self._errors += event.errors
-        self._bar.total = event.total
         self._bar.n = event.done
         self._bar.set_postfix_str(f"{self._records:,} records, {self._errors:,} errors", refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 class ProgressLines:
