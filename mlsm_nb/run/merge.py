@@ -25,7 +25,7 @@ class Merger:
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
     def merge(self, batch: int, keep: bool = False) -> dict:
-        """Build the batch's result documents in memory and write them to the run directory; returns
+        """Write the batch's result documents to the run directory; returns
         ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
         run's other sinks, when the merge ran in this process)."""
         run = RunDirectory(self.run_root)
@@ -34,19 +34,23 @@ class Merger:
         tallies = {key: Tally() for key in keys}
         timestamp = int(time.time())
 
-        documents = []
-        for record, *entries in zip(read_jsonl(run.batch_path(batch)), *outputs):
-            results: dict = {}
-            for key, entry in zip(keys, entries):
-                name, version = self.models[key]
-                results.setdefault(name, {})[version] = entry
-                tallies[key].add(entry, record[self.id_field])
-            documents.append({self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
-                              "_current": 0, "results": results})
-        run.write_batch(self.run_id, batch, documents)
+        def documents():
+            for record, *entries in zip(read_jsonl(run.batch_path(batch)), *outputs):
+                results: dict = {}
+                for key, entry in zip(keys, entries):
+                    name, version = self.models[key]
+                    results.setdefault(name, {})[version] = entry
+                    tallies[key].add(entry, record[self.id_field])
+                yield {self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
+                       "_current": 0, "results": results}
+
+        # Streamed unless other sinks want the documents: a batch of live documents costs memory and
+        # makes the garbage collector scan them all, slowing every thread.
+        kept = list(documents()) if keep else None
+        run.write_batch(self.run_id, batch, kept if keep else documents())
         merged = {"models": {key: tally.as_dict() for key, tally in tallies.items()}}
         if keep:
-            merged["documents"] = documents
+            merged["documents"] = kept
         return merged
 
 

@@ -78,12 +78,12 @@ def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, leads):
     run_dir = RunDirectory(tmp_path / "s")
     manifest = run_dir.read_manifest()
     manifest["executions"]["lead_lr@1.0.0"]["2"]["status"] = "failed"
-    champion_before = manifest["executions"]["champion@1.0.0"]["2"]["started_at"]
-    untouched = manifest["executions"]["champion@1.0.0"]["1"]["started_at"]
+    for batch in ("1", "2"):
+        manifest["executions"]["champion@1.0.0"][batch]["started_at"] = "before the resume"
     run_dir.write_manifest(manifest)
     after = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="s", resume=True, **OPTIONS)
-    assert after["executions"]["champion@1.0.0"]["2"]["started_at"] != champion_before
-    assert after["executions"]["champion@1.0.0"]["1"]["started_at"] == untouched
+    assert after["executions"]["champion@1.0.0"]["2"]["started_at"] != "before the resume"  # ran again
+    assert after["executions"]["champion@1.0.0"]["1"]["started_at"] == "before the resume"  # kept
 
 
 def test_a_second_process_on_the_same_run_is_refused(tmp_path, leads):
