@@ -202,72 +202,85 @@ def _parse_param(text: str) -> tuple[str, object]:
         return name, raw
 
 
+def _setting(name: str, *decls: str, **options):
+    """A `run` option whose default and help come from RunSettings (one declaration for CLI and library)."""
+    from .run.settings import RunSettings
+
+    options.setdefault("default", RunSettings.default(name))
+    options.setdefault("show_default", options["default"] is not None)
+    return click.option(*(decls or [f"--{name.replace('_', '-')}"]), name, help=RunSettings.help(name), **options)
+
+
+def _engine_names() -> list[str]:
+    from .run.engines import engine_names
+
+    return engine_names()
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--records", required=True, type=click.Path(), help="JSON Lines (.jsonl, .jsonl.gz), CSV or Parquet.")
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Folder that holds run directories.")
-@click.option("--run-id", help="Name of the run directory (default: UTC time + random suffix).")
-@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Records per batch.")
-@click.option("--workers", default=None, type=click.IntRange(min=1), help="Parallel executions (default: cores).")
-@click.option("--id-field", default="id", show_default=True, help="The records' identifier field.")
-@click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds a notebook cell may run.")
-@click.option("--resume", is_flag=True, help="Finish the run --run-id: skip executions already done and intact.")
-@click.option("--engine", default="papermill", show_default=True, type=click.Choice(["papermill", "inprocess"]),
-              help="papermill: execute the notebooks (audit path); inprocess: extracted models, no kernels.")
+@click.option("--records", type=click.Path(), help="JSON Lines (.jsonl, .jsonl.gz), CSV or Parquet.")
+@_setting("out", type=click.Path(file_okay=False))
+@_setting("run_id")
+@_setting("batch_size", type=click.IntRange(min=1))
+@_setting("workers", type=click.IntRange(min=1))
+@_setting("id_field")
+@_setting("timeout", type=float)
+@_setting("resume", is_flag=True)
+@_setting("engine", type=click.Choice(_engine_names()))
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Override a notebook parameter (JSON value or string; repeatable). Credentials are "
-                   "passed through the environment, never written into notebooks or the manifest.")
-@click.option("--branch", help="Git branch the notebooks come from; git-flow rules may force status draft.")
-@click.option("--bundle", type=click.Path(file_okay=False, exists=True),
-              help="With --engine inprocess: score with this extracted bundle of the notebooks.")
-@click.option("--scheduler", help="Run executions on Dask: a scheduler address (tcp://host:8786) or local:N "
-              "for a LocalCluster of N worker processes. Needs pip install 'mlsm-nb[dask]'.")
+              help="Set a notebook parameter (JSON value or string; repeatable); the name must be one a "
+                   "notebook's `parameters` cell defines (see --list-params). Credentials go to each kernel's "
+                   "environment, never into notebooks or the manifest.")
+@_setting("branch")
+@_setting("bundle", type=click.Path(file_okay=False, exists=True))
+@_setting("scheduler")
+@_setting("max_error_rate", type=click.FloatRange(0, 1))
 @click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also store results, the run and the model "
               "registry in MongoDB (or set MLSM_MONGO_URI). The URI is never written anywhere.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
 @click.option("--mongo-collection", default="results", show_default=True, help="Results collection.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar, or one line per finished execution (default: a bar when stderr is a terminal).")
+@click.option("--list-params", is_flag=True, help="List the parameters the notebooks define, with defaults; run nothing.")
 @handle_errors
-def run(paths, records, out, run_id, batch_size, workers, id_field, timeout, resume, engine, params,
-        branch, bundle, scheduler, mongo_uri, mongo_db, mongo_collection, progress):
-    """Run model notebooks, then summary notebooks, over record batches."""
-    from .run.orchestrate import DEFAULT_BATCH_SIZE, run_notebooks
+def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress, list_params, **settings):
+    """Run model notebooks, then summary notebooks, over record batches.
 
-    store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=id_field)
+    Exit 0 when the run succeeded (possibly "with errors": every model's error
+    rate within --max-error-rate), 1 when it failed, 2 for a usage error, 130
+    when interrupted.
+    """
+    from .run.orchestrate import run_notebooks
+    from .run.parameters import list_parameters
+    from .run.progress import progress_reporter
+    from .run.settings import RunSettings
+    from .run.verdict import exit_code
 
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="exec", desc="notebooks x batches")
-
-    def on_progress(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    if list_params:
+        for notebook, name, default in list_parameters(paths):
+            click.echo(f"{name} = {default}    ({notebook})")
+        return
+    if not records:
+        raise click.UsageError("Missing option '--records'.")
+    settings = RunSettings(parameters=dict(_parse_param(p) for p in params), **settings)
+    store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field)
+    reporter = progress_reporter(sys.stderr.isatty() if progress is None else progress)
     try:
-        manifest = run_notebooks(
-            paths, records, out=out, run_id=run_id, batch_size=batch_size or DEFAULT_BATCH_SIZE, workers=workers,
-            id_field=id_field, timeout=timeout, resume=resume, engine=engine,
-            parameters=dict(_parse_param(p) for p in params), store=store, branch=branch, bundle=bundle, scheduler=scheduler,
-            on_progress=on_progress if bar else None)
+        manifest = run_notebooks(paths, records, settings, sinks=[store] if store else [], on_progress=reporter)
     except KeyboardInterrupt:
-        _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {run_id or '<run id>'}", 130)
-    finally:
-        if bar:
-            bar.close()
-    _print_run_summary(manifest, out)
-    sys.exit(0 if manifest["status"] == "succeeded" else 1)
+        reporter.close()
+        _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {settings.run_id or '<run id>'}", 130)
+    reporter.close()
+    _print_run_summary(manifest, settings.out, store)
+    sys.exit(exit_code(manifest["status"]))
 
 
-def _print_run_summary(manifest: dict, out: str) -> None:
+def _print_run_summary(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
     root = Path(out) / manifest["run_id"]
-    data = manifest["input"]
+    data, verdict = manifest["input"], manifest["verdict"]
     click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
     if manifest.get("status_override"):
         click.echo(f"  every model ran as {manifest['status_override']['status']}: "
@@ -279,22 +292,43 @@ def _print_run_summary(manifest: dict, out: str) -> None:
         if stats["scored"]:
             line += f", score mean {stats['score_mean']:.3f} (min {stats['score_min']:.3f}, max {stats['score_max']:.3f})"
         errors = ", ".join(f"{n} {kind}" for kind, n in sorted(stats["errors"].items()))
-        click.echo(line + (f", errors: {errors}" if errors else ""))
+        click.echo(line + (f", errors: {errors} ({stats['error_rate']:.1%})" if errors else ""))
     for key, batches in sorted(manifest["executions"].items()):
         for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
             if entry["status"] != "ok":
                 click.echo(f"error: {entry['error']}", err=True)
+    _print_verdict(manifest, root)
     click.echo(f"  results:  {root / 'results'}")
     if manifest["engine"] == "papermill":
         click.echo(f"  executed notebooks: {root / 'executed'}")
     click.echo(f"  manifest: {root / 'manifest.json'}")
-    if manifest.get("mongodb"):
-        where = f"{manifest['mongodb']['database']}.{manifest['mongodb']['results']}"
+    if store is not None:
+        where = f"{store.db.name}.{store.results.name}"
         if manifest.get("store_error"):
             click.echo(f"error: results not all stored in MongoDB ({where}): {manifest['store_error']}; "
                        "run again with --resume to store them", err=True)
         else:
             click.echo(f"  MongoDB:  {where}")
+        for problem in manifest.get("store_problems", [])[:5]:
+            click.echo(f"warning: MongoDB: {problem}", err=True)
+
+
+def _print_verdict(manifest: dict, root) -> None:
+    """The models with errors, worst first, with a few record ids and error lines; why a run failed."""
+    verdict, models = manifest["verdict"], manifest["models"]
+    limit = verdict["max_error_rate"]
+    for key in verdict["models_with_errors"][:5]:
+        stats = models[key]
+        over = key in verdict["models_over"]
+        click.echo(f"{'error' if over else 'warning'}: {key}: {stats['error_rate']:.1%} of records have errors "
+                   f"({'over' if over else 'within'} --max-error-rate {limit:g})", err=True)
+        for example in stats.get("examples", []):
+            click.echo(f"    id {example['id']!r}: {example['kind']}: {example['error']}", err=True)
+    if verdict["no_records"]:
+        click.echo("error: no record could be scored (every input line was rejected)", err=True)
+    elif verdict["rejected_over"]:
+        click.echo(f"error: {verdict['rejected_rate']:.1%} of input lines were rejected "
+                   f"(over --max-error-rate {limit:g}); see {root / 'rejected.jsonl'}", err=True)
 
 
 # -- audit: trace, replay, outcomes, approve ------------------------------------------------------

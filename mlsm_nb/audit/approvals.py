@@ -78,9 +78,13 @@ def set_approvals_required(database: AuditDatabase, required: bool, *, by: str |
     database.set_approvals_required(required, by or _who(), utc_now())
 
 
-def check_approvals(store, specs: Sequence, forced_status: str | None = None) -> None:
+def check_approvals(sinks: Sequence, specs: Sequence, forced_status: str | None = None) -> None:
     """Refuse (ConfigError) to run a notebook as `active` without an approval for its sha256,
-    when `store`'s registry requires approvals. No store, or every model forced to draft: nothing to check."""
+    when the registry of a MongoDB among the run's `sinks` requires approvals. No MongoDB, or every
+    model forced to draft: nothing to check."""
+    from ..store.mongo import MongoStore
+
+    store = next((sink for sink in sinks if isinstance(sink, MongoStore)), None)
     if store is None or forced_status == "draft":
         return
     active = [spec for spec in specs if spec.status == "active"]

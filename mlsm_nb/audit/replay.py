@@ -123,13 +123,17 @@ def _parameters(manifest: dict, given: Mapping[str, Any]) -> dict:
 
 def _rerun(manifest: dict, sources: list[Path], records: Path, out: Path, run_id: str,
            parameters: Mapping[str, Any]) -> dict:
-    """Run the notebooks again as the manifest says they ran (the one place that calls the run path)."""
-    from ..run.orchestrate import run_notebooks
+    """Run the notebooks again with the settings the manifest recorded (the one place that calls the run
+    path); only where it writes, its run id and the credentials differ. A Dask scheduler is not reused."""
+    from dataclasses import fields
 
-    return run_notebooks(sources, records, out=out, run_id=run_id, batch_size=manifest["batch_size"],
-                         id_field=manifest.get("id_field", "id"), timeout=manifest.get("timeout", 600),
-                         engine=manifest["engine"], parameters=parameters, branch=manifest.get("branch"),
-                         bundle=manifest.get("bundle"), workers=manifest.get("workers"))
+    from ..run.orchestrate import run_notebooks
+    from ..run.settings import RunSettings
+
+    mine = {"out", "run_id", "resume", "parameters", "scheduler"}
+    recorded = {f.name: manifest[f.name] for f in fields(RunSettings) if f.name in manifest and f.name not in mine}
+    return run_notebooks(sources, records, RunSettings(**recorded, out=str(out), run_id=run_id,
+                                                       parameters=dict(parameters)))
 
 
 def _compare_documents(original: dict, replayed: dict, id_field: str) -> list[Difference]:

@@ -4,6 +4,11 @@ from .._lazy import lazy_exports
 
 _WHERE = {
     "run_notebooks": ".orchestrate",
+    "RunSettings": ".settings",
+    "ExecutionDone": ".orchestrate",
+    "register": ".engines",
+    "get_engine": ".engines",
+    "list_parameters": ".parameters",
     "read_records": ".records",
     "Rejected": ".records",
     "declared_types": ".records",

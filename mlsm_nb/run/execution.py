@@ -7,8 +7,7 @@ of the in-process engine are loaded once per process and cached.
 
 from __future__ import annotations
 
-import json
-import os
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,19 +18,14 @@ import nbformat
 
 from ..clock import utc_now
 from ..exceptions import ConfigError, MlsmError
-from ..files import file_sha256, read_jsonl, write_jsonl
+from ..files import write_jsonl
 from ..core.model import Model, error_entry
 from ..redact import redact_text
-from .runtime import score_file_batch
 from ..store.rundir import RunDirectory, model_key
+from .engines import get_engine
 
 _MODELS: dict[tuple, dict[str, Model]] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-def secret_env(name: str) -> str:
-    """The environment variable that carries the credential parameter `name` to kernels."""
-    return f"MLSM_PARAM_{name.upper()}"
 
 
 def _worker_name() -> str:
@@ -47,8 +41,8 @@ def _worker_name() -> str:
 class Executor:
     """Runs one (notebook, batch) of a run; plain data only, so it pickles to Dask workers.
 
-    `secrets` (credential parameters) live only in memory: kernels get them
-    through the environment, never written into a notebook or manifest.
+    `secrets` (credential parameters) live only in memory: each kernel gets them
+    in its own environment, never written into a notebook, manifest or `os.environ`.
     """
 
     run_root: str
@@ -109,43 +103,26 @@ class Executor:
     def execute(self, key: str, batch: int, *_after) -> dict:
         """Run one (notebook, batch); returns its manifest entry. Never raises for a failure.
 
-        Extra arguments are ignored: Dask passes the executions this one waits for.
+        The entry holds the execution's `records` and `errors` counts. Extra
+        arguments are ignored: Dask passes the executions this one waits for.
         """
         run = self.run
         started = time.perf_counter()
         entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": _worker_name()}
         output = run.output_path(key, batch)
+        engine = get_engine(self.engine)
+        entry.update(engine.kept(self, key, batch))
         try:
-            if self.engine == "inprocess":
-                score_file_batch(self.models()[key], str(run.batch_path(batch)), str(output),
-                                 self.dependencies(key, batch))
-            else:
-                entry["executed"] = str(run.executed_path(key, batch).relative_to(run.root))
-                self._papermill(key, batch)
+            engine.execute(self, key, batch)
             if not output.is_file():
                 raise MlsmError("the runner cell did not write the model's outputs")
-            entry["output_sha256"] = file_sha256(output)
+            entry.update(_output_facts(output))
         except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
             entry.update(status="failed", error=self.describe(exc, key, batch))
-            self.write_failure(key, batch, entry["error"])
+            entry.update(records=self.write_failure(key, batch, entry["error"]))
+            entry["errors"] = entry["records"]
         entry["seconds"] = round(time.perf_counter() - started, 3)
         return entry
-
-    def _papermill(self, key: str, batch: int) -> None:
-        import papermill
-
-        for name, value in self.secrets.items():
-            os.environ[secret_env(name)] = json.dumps(value)  # kernels inherit the environment
-        run = self.run
-        parameters = {**self.parameters, "mlsm_batch_path": str(run.batch_path(batch)),
-                      "mlsm_output_path": str(run.output_path(key, batch)),
-                      "mlsm_dependencies": self.dependencies(key, batch), "mlsm_status": self.status}
-        # The kernel's working directory is set through nbclient's resources, not papermill's
-        # `cwd`, which changes the whole process's directory and so is unsafe in threads.
-        papermill.execute_notebook(
-            str(run.notebook_path(key)), str(run.executed_path(key, batch)),
-            parameters=parameters, kernel_name="python3", progress_bar=False, log_output=False,
-            execution_timeout=self.timeout, resources={"metadata": {"path": str(Path(self.sources[key]).parent)}})
 
     def describe(self, exc: BaseException, key: str, batch: int) -> str:
         """One line naming the notebook cell (index and tag in the source notebook) that failed."""
@@ -155,6 +132,9 @@ class Executor:
             cells = nbformat.read(executed, as_version=4).cells
             failed = next((c for c in cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))),
                           None)
+            if failed is None:  # a timeout leaves no error output: the last cell papermill started is the one
+                started = [c for c in cells if c.metadata.get("papermill", {}).get("start_time")]
+                failed = started[-1] if started else None
             if failed is not None:
                 origin = failed.metadata.get("mlsm")
                 where += f":cell {origin['source_cell']} [{origin['tag']}]" if origin else " (runner cell)"
@@ -163,8 +143,25 @@ class Executor:
         message = (str(value).strip().splitlines() or [""])[0]
         return redact_text(f"{where}: batch {batch}: {name}: {message}", self.secrets)[:500]
 
-    def write_failure(self, key: str, batch: int, error: str) -> None:
-        """Give every record of the batch a `notebook_failed` entry for this model."""
-        size = sum(1 for _ in read_jsonl(self.run.batch_path(batch)))
+    def write_failure(self, key: str, batch: int, error: str) -> int:
+        """Give every record of the batch a `notebook_failed` entry for this model; returns how many."""
+        size = _count_lines(self.run.batch_path(batch))
         failed = error_entry("notebook_failed", error)
-        write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
+        return write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _output_facts(path: Path) -> dict:
+    """sha256, record count and error count of a model's output file, in one read (no JSON parsing:
+    every entry is one line, and only an error entry holds the key `_error_kind`)."""
+    digest, records, errors = hashlib.sha256(), 0, 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+            records += chunk.count(b"\n")
+            errors += chunk.count(b'"_error_kind":')
+    return {"output_sha256": digest.hexdigest(), "records": records, "errors": errors}

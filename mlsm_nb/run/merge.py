@@ -11,7 +11,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..files import read_jsonl, write_jsonl
+from ..exceptions import describe_error
+from ..files import read_jsonl
 from ..store.rundir import RunDirectory
 
 
@@ -24,8 +25,10 @@ class Merger:
     id_field: str
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
-    def merge(self, batch: int) -> dict:
-        """Write the batch's result documents; returns per-model counts (see `Tally`)."""
+    def merge(self, batch: int, keep: bool = False) -> dict:
+        """Write the batch's result documents to the run directory; returns
+        ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
+        run's other sinks, when the merge ran in this process)."""
         run = RunDirectory(self.run_root)
         keys = list(self.models)
         outputs = [read_jsonl(run.output_path(k, batch)) for k in keys]
@@ -38,31 +41,44 @@ class Merger:
                 for key, entry in zip(keys, entries):
                     name, version = self.models[key]
                     results.setdefault(name, {})[version] = entry
-                    tallies[key].add(entry)
+                    tallies[key].add(entry, record[self.id_field])
                 yield {self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
                        "_current": 0, "results": results}
 
-        write_jsonl(run.results_path(batch), documents())
-        return {key: tally.as_dict() for key, tally in tallies.items()}
+        # Streamed unless other sinks want the documents: a batch of live documents costs memory and
+        # makes the garbage collector scan them all, slowing every thread.
+        kept = list(documents()) if keep else None
+        run.write_batch(self.run_id, batch, kept if keep else documents())
+        merged = {"models": {key: tally.as_dict() for key, tally in tallies.items()}}
+        if keep:
+            merged["documents"] = kept
+        return merged
+
+
+EXAMPLES = 3  # record ids and error lines kept per model, for the run's summary
 
 
 class Tally:
-    """Per-model counts over result entries: records, errors by kind, numeric `score` range and sum."""
+    """Per-model counts over result entries: records, errors by kind (with a few examples),
+    numeric `score` range and sum."""
 
     def __init__(self, data: Mapping | None = None):
         data = data or {}
         self.records = data.get("records", 0)
         self.errors: dict[str, int] = dict(data.get("errors", {}))
+        self.examples: list = list(data.get("examples", []))
         self.scored = data.get("scored", 0)
         self.score_sum = data.get("score_sum", 0.0)
         self.score_min = data.get("score_min")
         self.score_max = data.get("score_max")
 
-    def add(self, entry: Mapping) -> None:
+    def add(self, entry: Mapping, record_id=None) -> None:
         self.records += 1
         kind = entry.get("_error_kind")
         if kind:
             self.errors[kind] = self.errors.get(kind, 0) + 1
+            if len(self.examples) < EXAMPLES:
+                self.examples.append({"id": record_id, "kind": kind, "error": describe_error(entry)[:300]})
         score = entry.get("score")
         if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
             self.scored += 1
@@ -74,14 +90,25 @@ class Tally:
         self.records += other.records
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
+        self.examples = (self.examples + other.examples)[:EXAMPLES]
         self.scored += other.scored
         self.score_sum += other.score_sum
         for bound, pick in (("score_min", min), ("score_max", max)):
             values = [v for v in (getattr(self, bound), getattr(other, bound)) if v is not None]
             setattr(self, bound, pick(values) if values else None)
 
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def error_rate(self) -> float:
+        """Share of records with an error entry (0 when there are no records)."""
+        return self.error_count / self.records if self.records else 0.0
+
     def as_dict(self) -> dict:
-        out = {"records": self.records, "errors": self.errors, "scored": self.scored,
+        out = {"records": self.records, "errors": self.errors, "error_rate": round(self.error_rate, 6),
+               "examples": self.examples, "scored": self.scored,
                "score_sum": self.score_sum, "score_min": self.score_min, "score_max": self.score_max}
         if self.scored:
             out["score_mean"] = self.score_sum / self.scored

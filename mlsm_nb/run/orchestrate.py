@@ -13,57 +13,51 @@ run that was interrupted or partly failed.
 from __future__ import annotations
 
 import getpass
-import logging
 import os
 import platform
 import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import nbformat
-
 from .._version import __version__
+from ..audit.approvals import check_approvals
 from ..clock import utc_now
 from ..exceptions import ConfigError, MlsmError
-from ..notebook.extract import check_dependencies, git_info
 from ..files import file_sha256, read_jsonl, write_jsonl
+from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
+from ..notebook.extract import check_dependencies, git_info
 from ..notebook.gitflow import forced_status
-from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook, read_notebook
-from .records import Rejected, check_records_file, declared_types, read_records
 from ..redact import is_secret, redact_parameters, redact_text
-from .execution import Executor, secret_env
-from .merge import Merger, Tally
-from .pools import DaskPool, ThreadPool
-from ..store.mongo import MongoStore
+from ..store.base import ResultSink
 from ..store.rundir import RunDirectory, model_key, new_run_id
-from ..audit.approvals import check_approvals
+from .engines import get_engine
+from .execution import Executor
+from .merge import Merger, Tally
+from .parameters import check_parameters
+from .pools import DaskPool, ThreadPool
+from .records import Rejected, check_records_file, declared_types, read_records
+from .settings import RunSettings
+from .verdict import FAILED, INTERRUPTED, RUNNING, judge
 
-log = logging.getLogger(__name__)
-
-ENGINES = ("papermill", "inprocess")
-DEFAULT_BATCH_SIZE = 50_000
 _PACKAGES = ("papermill", "nbclient", "nbformat", "ipykernel", "pandas", "numpy", "pyarrow", "pymongo")
 
-_RUNNER_SOURCE = """\
-# mlsm-nb runner: score this batch with the model defined above and save its outputs
-from mlsm_nb.run.runtime import run_in_notebook
 
-mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies, mlsm_status)"""
-_SHOW_SOURCE = "mlsm_summary.show()"
+@dataclass(frozen=True)
+class ExecutionDone:
+    """What `on_progress` gets after each finished execution."""
 
-
-class _RunnerParameterNoise(logging.Filter):
-    """Drop papermill's warnings about the runner's own parameters (expected, not the author's)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Passed unknown parameter: mlsm_")
-                    or message.startswith("Input notebook does not contain a cell with tag 'parameters'"))
-
-
-logging.getLogger("papermill").addFilter(_RunnerParameterNoise())
+    key: str
+    notebook: str
+    batch: int
+    status: str
+    records: int
+    errors: int
+    seconds: float
+    done: int
+    total: int
 
 
 def _versions() -> dict:
@@ -106,75 +100,67 @@ def _order(specs: Sequence[NotebookSpec]) -> list[NotebookSpec]:
     return ordered
 
 
-def _production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbformat.NotebookNode:
-    """The notebook papermill runs: production cells, secret loading, the runner's cells."""
-    source = read_notebook(spec.path)
-    nb = nbformat.v4.new_notebook(metadata=source.metadata)
-    for cell in spec.cells:
-        code = nbformat.v4.new_code_cell(cell.source)
-        code.metadata["tags"] = [cell.tag]
-        code.metadata["mlsm"] = {"source_cell": cell.index, "tag": cell.tag}
-        nb.cells.append(code)
-        if cell.tag == "parameters" and secret_names:
-            nb.cells.append(_secrets_cell(secret_names))
-    if secret_names and spec.cell("parameters") is None:
-        nb.cells.insert(0, _secrets_cell(secret_names))
-    for text in (_RUNNER_SOURCE, _SHOW_SOURCE):
-        runner = nbformat.v4.new_code_cell(text)
-        runner.metadata["tags"] = ["mlsm-runner"]
-        nb.cells.append(runner)
-    return nb
-
-
-def _secrets_cell(names: Sequence[str]) -> nbformat.NotebookNode:
-    lines = ["# credentials come from the environment, never written into this notebook",
-             "import json as _mlsm_json, os as _mlsm_os"]
-    lines += [f"{name} = _mlsm_json.loads(_mlsm_os.environ[{secret_env(name)!r}])" for name in names]
-    cell = nbformat.v4.new_code_cell("\n".join(lines))
-    cell.metadata["tags"] = ["mlsm-runner"]
-    return cell
-
-
 class _Run:
-    """One run's state: notebooks, run directory, manifest, store, and the executor."""
+    """One run's state: notebooks, run directory, manifest, sinks, and the executor."""
 
-    def __init__(self, specs, run_dir: RunDirectory, manifest: dict, engine: str, parameters: Mapping,
-                 timeout: float, id_field: str, store: MongoStore | None = None, status: str | None = None,
-                 bundle: Path | None = None):
+    def __init__(self, specs, run_dir: RunDirectory, manifest: dict, settings: RunSettings,
+                 sinks: Sequence[ResultSink] = (), status: str | None = None):
         self.specs = {model_key(s.name, s.version): s for s in specs}
         self.run = run_dir
         self.manifest = manifest
-        self.id_field = id_field
-        self.store = store
+        self.settings = settings
+        self.sinks = list(sinks)
+        parameters = settings.parameters
         secrets = {k: v for k, v in parameters.items() if is_secret(k, v)}
         self.executor = Executor(
-            run_root=str(run_dir.root.resolve()), engine=engine, timeout=timeout,
+            run_root=str(run_dir.root.resolve()), engine=settings.engine, timeout=settings.timeout,
             sources={key: str(spec.path.resolve()) for key, spec in self.specs.items()},
             labels={key: str(spec.path) for key, spec in self.specs.items()},
             needs={key: [model_key(m["name"], m["version"]) for m in spec.models] for key, spec in self.specs.items()},
             parameters={k: v for k, v in parameters.items() if k not in secrets}, secrets=secrets,
-            status=status, bundle=str(bundle.resolve()) if bundle else None)
-        if engine == "inprocess":
-            self.executor.check_models()  # a bad bundle or notebook fails the run before any batch
-        else:
-            for key, spec in self.specs.items():
-                nbformat.write(_production_notebook(spec, sorted(secrets)), run_dir.notebook_path(key))
-
-        self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=id_field,
+            status=status, bundle=str(Path(settings.bundle).resolve()) if settings.bundle else None)
+        get_engine(settings.engine).prepare(self.executor, specs)
+        self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
+        self.held: dict[str, set[int]] = {}
 
-    def store_batch(self, batch: int) -> None:
-        """Store a merged batch in MongoDB; after one failure the run stops trying (resume stores it)."""
-        stored = self.manifest.setdefault("stored", {})
-        if self.store is None or stored.get(str(batch)) or self.manifest.get("store_error"):
-            return
-        from pymongo.errors import PyMongoError
+    def open_sinks(self) -> None:
+        """Open the run in every sink and ask each which batches it really holds (resume stores the rest)."""
+        for sink in self.sinks:
+            self._guard(sink, "opening the run", lambda: (sink.open_run(self.manifest),
+                                                          self.held.__setitem__(sink.name, sink.stored_batches(
+                                                              self.manifest["run_id"]))))
+
+    def store_batch(self, batch: int, documents: Sequence | None = None) -> None:
+        """Hand a merged batch to every sink that lacks it (from memory when given, else from the run
+        directory); after a sink fails, the run stops trying it (resume stores the rest)."""
+        for sink in self.sinks:
+            if sink.name not in self.held or batch in self.held[sink.name]:
+                continue
+            docs = documents if documents is not None else list(read_jsonl(self.run.results_path(batch)))
+
+            def write():
+                problems = sink.write_batch(self.manifest["run_id"], batch, docs)
+                self.held[sink.name].add(batch)
+                if problems:
+                    kept = self.manifest.setdefault("store_problems", [])
+                    kept += [redact_text(p) for p in problems[:max(0, 20 - len(kept))]]
+
+            self._guard(sink, f"batch {batch}", write)
+
+    def finish_sinks(self) -> None:
+        for sink in self.sinks:
+            if sink.name in self.held:
+                self._guard(sink, "the run record", lambda: sink.finish_run(self.manifest))
+
+    def _guard(self, sink: ResultSink, what: str, action) -> None:
+        from pymongo.errors import PyMongoError  # a sink may let a driver error through
 
         try:
-            self.store.write_results(read_jsonl(self.run.results_path(batch)))
-            stored[str(batch)] = True
+            action()
         except (MlsmError, PyMongoError) as exc:
-            self.manifest["store_error"] = redact_text(f"batch {batch}: {exc}")
+            self.held.pop(sink.name, None)
+            self.manifest.setdefault("store_error", redact_text(f"{sink.name}: {what}: {exc}"))
 
 
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int,
@@ -210,119 +196,121 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
     notebooks = _notebook_entries(specs)
     if resume:
         manifest = run_dir.read_manifest()
-        before = {(n["name"], n["version"]): n["sha256"] for n in manifest["notebooks"]}
-        now = {(n["name"], n["version"]): n["sha256"] for n in notebooks}
-        if before != now:
-            raise ConfigError(f"{run_dir.root}: the notebooks differ from the ones this run started with; "
-                              "resume with the same notebooks, or start a new run")
-        if manifest["input"].get("sha256") not in (None, file_sha256(records)):
-            raise ConfigError(f"{records}: the records file changed since run {manifest['run_id']} started")
-        manifest.update(status="running", resumed_at=utc_now())
-        manifest.pop("store_error", None)
+        _check_same_run(manifest, notebooks, records, settings)
+        manifest.update(status=RUNNING, resumed_at=utc_now(), ended_at=None)
+        for stale in ("store_error", "error", "verdict"):
+            manifest.pop(stale, None)
         return manifest
-    if run_dir.root.exists():
-        raise ConfigError(f"{run_dir.root}: run directory exists; pass --resume to finish it, or another --run-id")
-    return {"run_id": run_dir.root.name, "status": "running", "started_at": utc_now(), "ended_at": None,
+    return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": utc_now(), "ended_at": None,
             "started_by": _started_by(), **settings, "notebooks": notebooks,
             "input": {"path": redact_text(str(records)), "sha256": file_sha256(records)},
             "executions": {}, "versions": _versions()}
 
 
-def run_notebooks(paths: Sequence, records: str | Path, *, out: str | Path = "runs", run_id: str | None = None,
-                  batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None, id_field: str = "id",
-                  timeout: float = 600, resume: bool = False, engine: str = "papermill",
-                  parameters: Mapping[str, Any] | None = None, store: MongoStore | None = None,
-                  branch: str | None = None, bundle: str | Path | None = None, scheduler: str | None = None,
-                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+def _check_same_run(manifest: dict, notebooks: list[dict], records: Path, settings: dict) -> None:
+    """ConfigError naming the first thing that differs from what the run started with."""
+    where = f"run {manifest['run_id']}"
+    before = {(n["name"], n["version"]): n["sha256"] for n in manifest["notebooks"]}
+    now = {(n["name"], n["version"]): n["sha256"] for n in notebooks}
+    if before != now:
+        changed = sorted(f"{name} {version}" for name, version in set(before) ^ set(now)) or sorted(
+            f"{name} {version}" for (name, version), digest in now.items() if before[name, version] != digest)
+        raise ConfigError(f"{where}: the notebooks differ from the ones it started with ({', '.join(changed)}); "
+                          "resume with the same notebooks and artifacts, or start a new run")
+    if manifest["input"].get("sha256") not in (None, file_sha256(records)):
+        raise ConfigError(f"{records}: the records file changed since {where} started")
+    for name in (*RunSettings.result_settings(), "status_override"):
+        if name in settings and manifest.get(name) != settings[name]:
+            raise ConfigError(f"{where}: {name} differs from the run's ({_show(manifest.get(name))} at the start, "
+                              f"{_show(settings[name])} now); resume with the same settings, or start a new run")
+
+
+def _show(value) -> str:
+    return "none" if value is None else repr(value)
+
+
+def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | None = None, *,
+                  sinks: Sequence[ResultSink] = (), on_progress: Callable[[ExecutionDone], None] | None = None,
+                  **options: Any) -> dict:
     """Run model notebooks then summary notebooks over the records; returns the manifest.
 
-    Results, executed notebooks and the manifest go to ``<out>/<run_id>/``.
-    A failed execution is recorded (and its records get `notebook_failed`)
-    while everything else goes on; the manifest's `status` is "succeeded"
-    only when every execution succeeded. `on_progress(done, total)` is called
-    after each execution. With a MongoDB `store`, each merged batch is also
-    stored there, the manifest goes to its `runs` and the models to its
-    registry. `scheduler` ("local:N" or a Dask scheduler address) runs the
-    executions as Dask tasks; the run directory must be on a path the workers
-    share. `branch` applies the git-flow rules (see `gitflow`): on a
-    development branch every model runs as draft. `bundle` (in-process engine
-    only) scores with an extracted bundle of these notebooks. Raises
-    ConfigError or InputFileError before any notebook runs when the setup or
-    the records file is unusable.
+    Results, executed notebooks and the manifest go to ``<out>/<run_id>/``
+    (see `RunSettings` for every option). A failed execution is recorded (its
+    records get `notebook_failed`) while everything else goes on. The
+    manifest's `status` is "succeeded", "succeeded with errors" (every model's
+    error rate within `max_error_rate`) or "failed" (see `verdict`);
+    "interrupted" when stopped. `on_progress(ExecutionDone)` is called after
+    each execution. Each merged batch goes, from memory, to the run
+    directory and to every other `ResultSink` in `sinks` (e.g. MongoDB).
+    Raises ConfigError or InputFileError before any notebook runs when the
+    setup or the records file is unusable. `options` (RunSettings' fields)
+    are a shorthand for ``settings=RunSettings(**options)``.
     """
-    if engine not in ENGINES:
-        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
-    if resume and not run_id:
-        raise ConfigError("--resume needs the --run-id of the run to finish")
-    if bundle and engine != "inprocess":
-        raise ConfigError("--bundle scores in-process: use it with --engine inprocess")
+    if settings and options:
+        raise TypeError("pass either settings or RunSettings' fields as keyword arguments, not both")
+    settings = settings or RunSettings(**options)
     records = Path(records)
+    specs = _read_notebooks(paths)
+    check_parameters(specs, settings.parameters)
+    run_dir = RunDirectory(Path(settings.out) / (settings.run_id or new_run_id()))
+    workers = settings.workers or os.cpu_count() or 1
+    status, reason = forced_status(settings.branch)
+    check_approvals(sinks, specs, status)  # a registry that requires approvals refuses unapproved active versions
+    recorded = {**asdict(settings), "workers": workers, "parameters": redact_parameters(settings.parameters),
+                "status_override": {"status": status, "reason": reason} if status else None}
+    for name in ("out", "run_id", "resume"):
+        recorded.pop(name)
+    check_records_file(records)
+    if not settings.resume:
+        run_dir.create()
+    elif not run_dir.manifest_path.is_file():
+        raise ConfigError(f"{run_dir.root}: no run to resume (no manifest.json)")
+    with run_dir.lock():
+        return _run_locked(specs, records, settings, run_dir, recorded, sinks, status, workers, on_progress)
+
+
+def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirectory, recorded: dict, sinks,
+                status: str | None, workers: int, on_progress) -> dict:
+    manifest = _open_run(run_dir, settings.resume, specs, records, recorded)
+    manifest["sinks"] = [sink.name for sink in sinks]
+    keys = [model_key(s.name, s.version) for s in specs]
+    run_dir.prepare(keys)
+    run_dir.write_manifest(manifest)
+    try:
+        if not manifest["input"].get("complete"):
+            manifest["input"].update(_split_batches(run_dir, records, settings.id_field, settings.batch_size,
+                                                    declared_types(s.fields for s in specs)))
+            run_dir.write_manifest(manifest)
+        state = _Run(specs, run_dir, manifest, settings, sinks, status)
+        state.open_sinks()
+        _execute_all(state, keys, workers, on_progress, settings.scheduler)
+        manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)
+        manifest["ended_at"] = utc_now()
+        state.finish_sinks()
+        manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)  # a sink may have failed
+        run_dir.write_manifest(manifest)
+    except BaseException as exc:
+        manifest.update(status=INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED,
+                        ended_at=utc_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
+        try:
+            run_dir.write_manifest(manifest)
+        except OSError:
+            pass  # e.g. the disk is full: the manifest on disk says "running", which resume finishes
+        if isinstance(exc, OSError):
+            raise MlsmError(f"{run_dir.root}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+                            "free the space or fix the folder, then --resume") from exc
+        raise
+    return manifest
+
+
+def _read_notebooks(paths: Sequence) -> list[NotebookSpec]:
+    """The notebooks' specs, models first, then summaries after the models they need."""
     notebooks = find_notebooks(paths)
     if not notebooks:
         raise ConfigError(f"no notebooks found in {', '.join(map(str, paths))}")
     specs = [lint_notebook(p) for p in notebooks]
     check_dependencies(specs)
-    specs = _order(specs)
-    parameters = dict(parameters or {})
-    run_dir = RunDirectory(Path(out) / (run_id or new_run_id()))
-    workers = workers or os.cpu_count() or 1
-    status, reason = forced_status(branch)
-    check_approvals(store, specs, status)  # audit: an unapproved active version refuses the run
-    settings = {"engine": engine, "batch_size": batch_size, "workers": workers, "id_field": id_field,
-                "timeout": timeout, "parameters": redact_parameters(parameters), "branch": branch,
-                "status_override": {"status": status, "reason": reason} if status else None,
-                "bundle": str(bundle) if bundle else None, "scheduler": scheduler}
-    check_records_file(records)
-    manifest = _open_run(run_dir, resume, specs, records, settings)
-    manifest["mongodb"] = {"database": store.db.name, "results": store.results.name} if store else None
-    keys = [model_key(s.name, s.version) for s in specs]
-    run_dir.prepare(keys)
-    run_dir.write_manifest(manifest)
-    try:
-        if store:
-            _verify_stored(store, manifest)
-            store.record_run(manifest)
-        if not manifest["input"].get("complete"):
-            manifest["input"].update(_split_batches(run_dir, records, id_field, batch_size,
-                                                    declared_types(s.fields for s in specs)))
-            run_dir.write_manifest(manifest)
-        state = _Run(specs, run_dir, manifest, engine, parameters, timeout, id_field, store, status,
-                     Path(bundle) if bundle else None)
-        _execute_all(state, keys, workers, on_progress, scheduler)
-        if store and not manifest.get("store_error"):
-            _finish_in_store(store, manifest)
-            run_dir.write_manifest(manifest)
-    except BaseException as exc:
-        manifest.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                        ended_at=utc_now(), error=redact_text(f"{type(exc).__name__}: {exc}"))
-        run_dir.write_manifest(manifest)
-        raise
-    return manifest
-
-
-def _verify_stored(store: MongoStore, manifest: dict) -> None:
-    """On resume, forget "stored" marks the database does not bear out (a server that lost
-    acknowledged writes in a crash); storing is idempotent, so those batches are simply stored again."""
-    stored = manifest.get("stored") or {}
-    if not stored:
-        return
-    size, total = manifest["batch_size"], manifest["input"]["records"]
-    expected = sum(min(size, total - int(b) * size) for b in stored)
-    if store.count_run(manifest["run_id"]) != expected:
-        manifest["stored"] = {}
-
-
-def _finish_in_store(store: MongoStore, manifest: dict) -> None:
-    """Register the models and the run in MongoDB; a failure fails the run (resume finishes it)."""
-    from pymongo.errors import PyMongoError
-
-    try:
-        store.register_models(manifest["notebooks"], run_id=manifest["run_id"], event="ran")
-        store.record_run(manifest)
-    except (MlsmError, PyMongoError) as exc:
-        manifest.update(status="failed", store_error=redact_text(f"run record: {exc}"))
+    return _order(specs)
 
 
 def _intact(state: _Run, key: str, batch: int) -> bool:
@@ -341,22 +329,32 @@ def _outcome(state: _Run, pool, future, key: str, batch: int) -> dict:
         return pool.result(future)
     except Exception as exc:  # noqa: BLE001 - e.g. distributed's KilledWorker
         error = state.executor.describe(exc, key, batch)
-        state.executor.write_failure(key, batch, error)
-        return {"status": "failed", "error": error, "worker": "lost", "seconds": None}
+        records = state.executor.write_failure(key, batch, error)
+        return {"status": "failed", "error": error, "worker": "lost", "seconds": None, "records": records,
+                "errors": records}
 
 
 def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, scheduler: str | None = None) -> None:
+    """Run every execution not done yet, merge each batch when its executions are done; count per model."""
     manifest, run = state.manifest, state.run
     batches = manifest["input"]["batches"]
     needs = state.executor.needs
-    done = {(k, b) for k in keys for b in range(batches) if _intact(state, k, b)}
-    todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
-    merged = {b for b in range(batches) if run.results_path(b).is_file() and all((k, b) in done for k in keys)}
-    total, finished = len(keys) * batches, len(done)
     batch_stats: dict[str, dict] = manifest.setdefault("batch_stats", {})
+    done = set()
+    for batch in range(batches):
+        for key in keys:  # models before the summaries that consume them: a re-run model re-runs its summaries
+            if _intact(state, key, batch) and all((dep, batch) in done for dep in needs[key]):
+                done.add((key, batch))
+    todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
+    complete = {b for b in range(batches) if all((k, b) in done for k in keys)}
+    merged = {b for b in complete if run.results_path(b).is_file() and str(b) in batch_stats}
+    total, finished = len(keys) * batches, len(done)
     running: dict[Any, tuple[str, int]] = {}
     pool = DaskPool(scheduler) if scheduler else ThreadPool(workers)
+    keep = bool(state.sinks) and not scheduler  # a thread's merge hands its documents to the sinks in memory
     try:
+        for batch in sorted(complete - merged):  # executions done, merge lost (killed in between, or deleted)
+            running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
         while todo or running:
             # An execution starts as soon as the executions it needs (same batch) are done.
             for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
@@ -367,19 +365,23 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
             for future in pool.wait_any(running):
                 key, batch = running.pop(future)
                 if key is _MERGE:  # the batch's result documents are written
-                    batch_stats[str(batch)] = pool.result(future)
+                    merge = pool.result(future)
+                    batch_stats[str(batch)] = merge["models"]
                     merged.add(batch)
-                    state.store_batch(batch)
+                    state.store_batch(batch, merge.get("documents"))
                     run.write_manifest(manifest)
                     continue
-                manifest["executions"].setdefault(key, {})[str(batch)] = _outcome(state, pool, future, key, batch)
+                entry = _outcome(state, pool, future, key, batch)
+                manifest["executions"].setdefault(key, {})[str(batch)] = entry
                 done.add((key, batch))
                 finished += 1
+                run.write_manifest(manifest)  # the execution is recorded before anything builds on it
                 if all((k, batch) in done for k in keys) and batch not in merged:
-                    running[pool.submit(state.merger.merge, batch)] = (_MERGE, batch)
-                run.write_manifest(manifest)
+                    running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
                 if on_progress:
-                    on_progress(finished, total)
+                    on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
+                                              entry.get("records", 0), entry.get("errors", 0),
+                                              entry.get("seconds") or 0.0, finished, total))
     except BaseException:
         pool.close(cancel=True)
         raise
@@ -388,10 +390,7 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
     totals = {key: Tally() for key in keys}
-    for per_model in batch_stats.values():
+    for _, per_model in sorted(batch_stats.items(), key=lambda item: int(item[0])):  # same sums whatever the order
         for key, counts in per_model.items():
             totals[key].merge(Tally(counts))
-    succeeded = not failed and not manifest.get("store_error")
-    manifest.update(status="succeeded" if succeeded else "failed", ended_at=utc_now(), failed_executions=failed,
-                    models={key: tally.as_dict() for key, tally in totals.items()})
-    run.write_manifest(manifest)
+    manifest.update(failed_executions=failed, models={key: tally.as_dict() for key, tally in totals.items()})

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from ..core.batch import BatchOutcome, score_batch
 from ..files import read_jsonl, write_jsonl
 from ..core.model import Model, build_model
+from ..store.rundir import split_model_key
 
 SAMPLE_SIZE = 5
 
@@ -30,8 +31,7 @@ def load_dependencies(paths: Mapping[str, str]) -> dict[tuple[str, str], list[di
     """Entries of the models a summary needs, from their output files ("name@version" -> path)."""
     loaded = {}
     for key, path in paths.items():
-        name, _, version = key.partition("@")
-        loaded[name, version] = list(read_jsonl(Path(path)))
+        loaded[split_model_key(key)] = list(read_jsonl(Path(path)))
     return loaded
 
 

@@ -13,14 +13,20 @@ Layout of ``<out>/<run_id>/``::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-from ..exceptions import MlsmError
-from ..files import read_jsonl, write_json
+from collections.abc import Mapping, Sequence
+
+from ..exceptions import ConfigError, MlsmError
+from ..files import read_jsonl, write_json, write_jsonl
+from .base import ResultSink
 
 MANIFEST = "manifest.json"
 
@@ -35,8 +41,20 @@ def model_key(name: str, version: str) -> str:
     return f"{name}@{version}"
 
 
-class RunDirectory:
-    """Paths and manifest of one run (`root` is ``<out>/<run_id>``)."""
+def split_model_key(key: str) -> tuple[str, str]:
+    """(name, version) of a `name@version` key (model names hold no "@")."""
+    name, _, version = key.partition("@")
+    return name, version
+
+
+class RunDirectory(ResultSink):
+    """Paths and manifest of one run (`root` is ``<out>/<run_id>``); the run's first `ResultSink`.
+
+    It is the only owner of the run's paths and of `name@version` keys
+    (`model_key`, `split_model_key`): other parts ask it, never build them.
+    """
+
+    name = "run directory"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -64,6 +82,35 @@ class RunDirectory:
     def rejected_path(self) -> Path:
         return self.root / "rejected.jsonl"
 
+    def create(self) -> None:
+        """Make the directory of a new run; ConfigError if it exists (another run has this id)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir()
+        except FileExistsError:
+            raise ConfigError(f"{self.root}: run directory exists; pass --resume to finish it, "
+                              "or another --run-id") from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock while it runs; ConfigError if another process holds it."""
+        path = self.root / ".lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise ConfigError(f"{self.root}: run {self.root.name} is being run by another mlsm-nb process "
+                                  f"(pid {f.read().strip() or '?'}); wait for it, or stop it first") from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def prepare(self, keys) -> None:
         """Create the folders a run writes into."""
         for sub in ("batches", "results", "notebooks"):
@@ -80,6 +127,20 @@ class RunDirectory:
 
     def write_manifest(self, manifest: dict) -> None:
         write_json(self.manifest_path, manifest)
+
+    def open_run(self, manifest: Mapping) -> None:
+        (self.root / "results").mkdir(parents=True, exist_ok=True)
+
+    def write_batch(self, run_id: str, batch: int, documents: Sequence[Mapping]) -> list[str]:
+        """Write ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
+        write_jsonl(self.results_path(batch), documents)
+        return []
+
+    def stored_batches(self, run_id: str) -> set[int]:
+        return {int(p.stem.split("-")[1]) for p in (self.root / "results").glob("batch-*.jsonl")}
+
+    def finish_run(self, manifest: Mapping) -> None:
+        self.write_manifest(dict(manifest))
 
     def results(self) -> Iterator[dict]:
         """The result documents of every finished batch, batch by batch."""

@@ -113,20 +113,35 @@ def test_a_missing_manifest_is_named(tmp_path):
     assert result.exit_code == 1 and f"{tmp_path / 'manifest.json'}: no readable run manifest" in result.output
 
 
-def test_replay_uses_the_recorded_bundle_and_asks_for_credentials(tmp_path):
+def test_replay_uses_the_recorded_bundle(tmp_path):
     from mlsm_nb.notebook.extract import extract_bundle
 
     notebooks = copy_notebooks(tmp_path)
     extract_bundle([notebooks], tmp_path / "bundle")
     run_notebooks([notebooks], leads_file(tmp_path, 20), out=tmp_path / "runs", run_id="b", engine="inprocess",
-                  bundle=tmp_path / "bundle", parameters={"api_token": "s3cret"})
+                  bundle=str(tmp_path / "bundle"))
     run_dir = tmp_path / "runs" / "b"
+    result = cli("replay", run_dir)
+    assert result.exit_code == 0, result.output
+    replayed = json.loads(next((run_dir / "replays").iterdir()).joinpath("manifest.json").read_text())
+    assert replayed["bundle"] == str(tmp_path / "bundle")
+    shutil.rmtree(tmp_path / "bundle")
+    assert "the bundle run b scored with is gone" in cli("replay", run_dir).output
+
+
+def test_replay_asks_for_credentials_it_never_recorded(tmp_path):
+    notebooks = copy_notebooks(tmp_path)
+    champion = notebooks / "champion.ipynb"
+    nb = nbformat.read(champion, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "\napi_token = None"
+    nbformat.write(nb, champion)
+    run_notebooks([notebooks], leads_file(tmp_path, 20), out=tmp_path / "runs", run_id="c", engine="inprocess",
+                  parameters={"api_token": "s3cret"})
+    run_dir = tmp_path / "runs" / "c"
     result = cli("replay", run_dir)
     assert result.exit_code == 1
     assert "parameter api_token was a credential (never recorded): pass it with --param api_token=..." in result.output
     result = cli("replay", run_dir, "--param", "api_token=s3cret")
     assert result.exit_code == 0, result.output
-    replayed = json.loads(next((run_dir / "replays").iterdir()).joinpath("manifest.json").read_text())
-    assert replayed["bundle"] == str(tmp_path / "bundle")
-    shutil.rmtree(tmp_path / "bundle")
-    assert "the bundle run b scored with is gone" in cli("replay", run_dir, "--param", "api_token=x").output
+    assert "s3cret" not in (run_dir / "manifest.json").read_text()

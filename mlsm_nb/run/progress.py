@@ -1,0 +1,57 @@
+"""Showing a run's progress where people look: a bar in a terminal, one line per execution in a log."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import TextIO
+
+from .orchestrate import ExecutionDone
+
+
+class ProgressBar:
+    """A tqdm bar over executions, with the records scored and errors so far; drawn from the first
+    finished execution on (an error before any execution prints alone)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream or sys.stderr
+        self._bar = None
+        self._records = self._errors = 0
+
+    def __call__(self, event: ExecutionDone) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            # A terminal that reports no size (0x0, e.g. under `script`) would hide tqdm's bar.
+            size = shutil.get_terminal_size((100, 20))
+            self._bar = tqdm(total=event.total, unit="exec", desc="executions", file=self._stream,
+                             ncols=size.columns, nrows=size.lines)
+        self._records += event.records
+        self._errors += event.errors
+        self._bar.n = event.done
+        self._bar.set_postfix_str(f"{self._records:,} records, {self._errors:,} errors", refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class ProgressLines:
+    """One line per finished execution (for logs, Jenkins): notebook, batch, records, errors, seconds."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream or sys.stderr
+
+    def __call__(self, event: ExecutionDone) -> None:
+        failed = "" if event.status == "ok" else " FAILED"
+        print(f"[{event.done}/{event.total}] {event.key} batch {event.batch}{failed}: {event.records} records, "
+              f"{event.errors} errors, {event.seconds:.1f} s ({event.notebook})", file=self._stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_reporter(bar: bool) -> ProgressBar | ProgressLines:
+    """A bar (`bar` true, e.g. stderr is a terminal) or a line per execution."""
+    return ProgressBar() if bar else ProgressLines()

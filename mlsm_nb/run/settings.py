@@ -1,0 +1,88 @@
+"""`RunSettings`: every option of a run, declared once (type, default, help).
+
+The library takes a `RunSettings`; the CLI builds `mlsm-nb run`'s options from
+the same fields (`default` and `help`), so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import ConfigError
+
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_MAX_ERROR_RATE = 0.1
+
+
+def _option(default: Any, help: str, **extra) -> Any:
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **extra})
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class RunSettings:
+    """How one run goes. Fields marked ``result=True`` change results: a resume must repeat them exactly."""
+
+    out: str = _option("runs", "Folder that holds run directories.")
+    run_id: str | None = _option(None, "Name of the run directory (default: UTC time + random suffix).")
+    batch_size: int = _option(DEFAULT_BATCH_SIZE, "Records per batch.", result=True)
+    workers: int | None = _option(None, "Parallel executions (default: cores).")
+    id_field: str = _option("id", "The records' identifier field.", result=True)
+    timeout: float = _option(600.0, "Seconds a notebook cell (or an in-process batch) may run.")
+    resume: bool = _option(False, "Finish the run --run-id: skip executions already done and intact.")
+    engine: str = _option("papermill", "papermill: execute the notebooks (audit path); "
+                                       "inprocess: extracted models, no kernels.", result=True)
+    parameters: dict = _option({}, "Notebook parameters (names their `parameters` cells define).", result=True)
+    branch: str | None = _option(None, "Git branch the notebooks come from; git-flow rules may force status draft.",
+                                 result=True)
+    bundle: str | None = _option(None, "With --engine inprocess: score with this extracted bundle of the notebooks.",
+                                 result=True)
+    scheduler: str | None = _option(None, "Run executions on Dask: a scheduler address (tcp://host:8786) or "
+                                          "local:N for a LocalCluster of N worker processes. Needs "
+                                          "pip install 'mlsm-nb[dask]'.")
+    max_error_rate: float = _option(DEFAULT_MAX_ERROR_RATE,
+                                    "Largest share of a model's records (and of input lines rejected) that may "
+                                    "have errors before the run fails; 0 fails on any error, 1 never.")
+
+    def __post_init__(self) -> None:
+        from .engines import engine_names
+
+        # Paths may come as pathlib.Path from Python callers; the manifest records text.
+        self.out = str(self.out)
+        self.bundle = str(self.bundle) if self.bundle is not None else None
+        if self.engine not in engine_names():
+            raise ConfigError(f"unknown engine {self.engine!r}; known engines: {', '.join(engine_names())}")
+        if self.batch_size < 1:
+            raise ConfigError("batch size must be at least 1")
+        if not 0 <= self.max_error_rate <= 1:
+            raise ConfigError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
+        if self.resume and not self.run_id:
+            raise ConfigError("--resume needs the --run-id of the run to finish")
+        if self.bundle and self.engine != "inprocess":
+            raise ConfigError("--bundle scores in-process: use it with --engine inprocess")
+        if self.bundle and self.parameters:
+            raise ConfigError(f"--bundle scores with the models as extracted, so --param "
+                              f"{', '.join(sorted(self.parameters))} would not apply; run the notebooks "
+                              "without --bundle to set parameters")
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of the setting `name` (for the CLI's options)."""
+        spec = cls.spec(name)
+        return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls.spec(name).metadata["help"]
+
+    @classmethod
+    def spec(cls, name: str) -> dataclasses.Field:
+        return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+    @classmethod
+    def result_settings(cls) -> list[str]:
+        """The settings that change results."""
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get("result")]

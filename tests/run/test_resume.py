@@ -1,0 +1,95 @@
+"""Resume derives what is missing from what exists; one process per run directory."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import NOTEBOOKS
+from mlsm_nb.exceptions import ConfigError
+from mlsm_nb.leads import generate_leads
+from mlsm_nb.run.orchestrate import run_notebooks
+from mlsm_nb.store.rundir import RunDirectory, read_results
+
+OPTIONS = dict(batch_size=500, engine="inprocess", workers=2)
+
+
+@pytest.fixture(scope="module")
+def leads(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "leads.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(5000, seed=7)))
+    return path
+
+
+def comparable(run_dir):
+    return [(d["id"], d["results"]) for d in read_results(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(leads, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    manifest = run_notebooks([NOTEBOOKS], leads, out=out, run_id="whole", **OPTIONS)
+    assert manifest["status"] == "succeeded"
+    return out / "whole", manifest
+
+
+def test_a_lost_merge_is_merged_again(tmp_path, leads, uninterrupted):
+    run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="r", **OPTIONS)
+    (tmp_path / "r" / "results" / "batch-00004.jsonl").unlink()
+    manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="r", resume=True, **OPTIONS)
+    assert manifest["status"] == "succeeded"
+    assert comparable(tmp_path / "r") == comparable(uninterrupted[0])
+    assert {k: m["records"] for k, m in manifest["models"].items()} == {k: 5000 for k in manifest["models"]}
+
+
+KILL_BEFORE_MERGE = """
+import os, signal, sys
+from mlsm_nb.run import merge
+from mlsm_nb.run.orchestrate import run_notebooks
+
+original = merge.Merger.merge
+def merge_or_die(self, batch, *args):
+    if batch == 3:  # every execution of batch 3 is done: die before its results are written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, batch, *args)
+merge.Merger.merge = merge_or_die
+run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=500, engine="inprocess", workers=1)
+"""
+
+
+def test_killed_between_executions_and_merge_then_resumed_equals_an_uninterrupted_run(tmp_path, leads,
+                                                                                          uninterrupted):
+    killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_MERGE, str(NOTEBOOKS), str(leads), str(tmp_path)])
+    assert killed.returncode == -9
+    run_dir = tmp_path / "k"
+    before = json.loads((run_dir / "manifest.json").read_text())
+    assert before["status"] == "running"
+    assert all(before["executions"][key]["3"]["status"] == "ok" for key in before["executions"])
+    assert not (run_dir / "results" / "batch-00003.jsonl").exists()
+    manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="k", resume=True, **OPTIONS)
+    assert manifest["status"] == "succeeded"
+    assert comparable(run_dir) == comparable(uninterrupted[0])
+    assert manifest["models"] == {k: {**m} for k, m in uninterrupted[1]["models"].items()}
+
+
+def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, leads):
+    run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="s", **OPTIONS)
+    run_dir = RunDirectory(tmp_path / "s")
+    manifest = run_dir.read_manifest()
+    manifest["executions"]["lead_lr@1.0.0"]["2"]["status"] = "failed"
+    for batch in ("1", "2"):
+        manifest["executions"]["champion@1.0.0"][batch]["started_at"] = "before the resume"
+    run_dir.write_manifest(manifest)
+    after = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="s", resume=True, **OPTIONS)
+    assert after["executions"]["champion@1.0.0"]["2"]["started_at"] != "before the resume"  # ran again
+    assert after["executions"]["champion@1.0.0"]["1"]["started_at"] == "before the resume"  # kept
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path, leads):
+    run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="l", **OPTIONS)
+    with RunDirectory(tmp_path / "l").lock():
+        with pytest.raises(ConfigError, match=r"run l is being run by another mlsm-nb process \(pid \d+\)"):
+            run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="l", resume=True, **OPTIONS)
+    with pytest.raises(ConfigError, match="run directory exists; pass --resume"):
+        run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="l", **OPTIONS)
