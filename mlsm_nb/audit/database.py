@@ -29,8 +29,9 @@ class AuditDatabase:
         self.settings = store.db["settings"]
 
     def ensure_indexes(self) -> None:
-        """(id, _current) on results (the store's own index) and (id, label) on outcomes, unique."""
-        self.store.ensure_indexes()
+        """(id, _current) on results, so a trace reads an id's whole history through an index (the store's
+        own index leads with `_current`, for live reads); (id, label) on outcomes, unique."""
+        self.results.create_index([(self.id_field, 1), ("_current", 1)], name="id_current")
         self.outcomes.create_index([(self.id_field, 1), ("label", 1)], name="id_label", unique=True)
 
     # -- trace ------------------------------------------------------------------
@@ -110,11 +111,14 @@ class AuditDatabase:
 
 def open_database(uri: str, database: str | None = None, *, results_collection: str = "results",
                   id_field: str = "id") -> AuditDatabase:
-    """Connect (StoreError, without the password, when the server is unusable) and wrap the database."""
+    """Connect (StoreError, without the password, when the server is unusable), wrap the database and make
+    sure the indexes audit reads through exist."""
     from ..store.mongo import MongoStore
 
-    return AuditDatabase(MongoStore.connect(uri, database, results_collection=results_collection,
-                                            id_field=id_field))
+    audit = AuditDatabase(MongoStore.connect(uri, database, results_collection=results_collection,
+                                             id_field=id_field))
+    audit.ensure_indexes()
+    return audit
 
 
 def as_plain(value: Any) -> Any:

@@ -306,12 +306,14 @@ def read_records(path: str | Path, id_field: str = "id",
     count = 0
     for number, record in readers[kind]():
         count += 1
-        yield number, _checked(number, record, id_field, seen)
+        yield number, check_record(number, record, id_field, seen)
     if count == 0:
         raise InputFileError(f"{path}: the file holds no records")
 
 
-def _checked(number: int, record: Any, id_field: str, seen: dict) -> dict | Rejected:
+def check_record(number: int, record: Any, id_field: str, seen: dict) -> dict | Rejected:
+    """`record` if it is scorable and its id is new (`seen`: id -> line of its first appearance, updated),
+    else its `Rejected` line."""
     if isinstance(record, Rejected):
         return record
     problem = record_problem(record, id_field)

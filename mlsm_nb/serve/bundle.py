@@ -27,7 +27,7 @@ from ..core.fields import PARSE_LOCK
 from ..core.model import Model
 from ..exceptions import BundleError, MlsmError
 from ..notebook.extract import MANIFEST, load_bundle
-from ..run.records import _checked as check_record
+from ..run.records import check_record
 
 
 @dataclass
@@ -94,7 +94,7 @@ class ServedBundle:
     def score(self, records: Sequence[Any], *, id_field: str = "id", run_id: str = "serve",
               plan: Sequence[Model] | None = None) -> Scored:
         """Score `records` (the batch record format) into result documents; never raises for a record."""
-        seen: set = set()
+        seen: dict = {}
         good, rejected = [], []
         for position, record in enumerate(records):
             checked = check_record(position, record, id_field, seen)

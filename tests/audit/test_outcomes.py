@@ -160,7 +160,7 @@ def test_outcomes_in_mongodb_and_drift_across_runs(mongo_uri, tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     for run_id in ("m1", "m2"):
         run_notebooks([NOTEBOOKS], path, out=tmp_path / "runs", run_id=run_id, batch_size=100, engine="inprocess",
-                      store=store)
+                      sinks=[store])
     uri = f"{mongo_uri}/outcomes_test"
     csv = write_outcomes_csv(tmp_path / "o.csv", records)
     result = cli("outcomes", csv, "--label", "converted", "--mongo-uri", uri)
@@ -185,8 +185,10 @@ def test_outcomes_in_mongodb_and_drift_across_runs(mongo_uri, tmp_path):
     shifted = [{**d, "run_id": "m3", "results": {**d["results"], "lead_rules": {
         "1.0.0": {**d["results"]["lead_rules"]["1.0.0"], "score": d["results"]["lead_rules"]["1.0.0"]["score"] * 0.3 + 0.7}}}}
         for d in live]
-    store.write_results([{k: v for k, v in d.items() if k not in ("_id", "_bumped_by")} for d in shifted])
-    store.record_run({"run_id": "m3", "started_at": "2099-01-01T00:00:00+00:00", "status": "succeeded"})
+    m3 = {"run_id": "m3", "started_at": "2099-01-01T00:00:00+00:00", "status": "succeeded"}
+    store.open_run(m3)
+    store.write_batch("m3", 0, [{k: v for k, v in d.items() if k not in ("_id", "_current", "run_id")} for d in shifted])
+    store.finish_run(m3)
     runs = database.recent_runs(10)
     assert [r["_id"] for r in runs] == ["m1", "m2", "m3"]
     rows = {row["model"]: row for row in drift(runs, database.scores_of_runs(["m1", "m2", "m3"]))}

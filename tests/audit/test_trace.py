@@ -132,7 +132,7 @@ def test_trace_from_mongodb_costs_one_query_per_collection(runs, mongo_uri, tmp_
     store = MongoStore.from_database(client["trace_test"])
     leads = runs / "leads.jsonl"
     for run_id in ("m1", "m2"):
-        run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id=run_id, batch_size=25, engine="inprocess", store=store)
+        run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id=run_id, batch_size=25, engine="inprocess", sinks=[store])
     counter = FindCounter()
     watched = pymongo.MongoClient(mongo_uri, event_listeners=[counter])
     database = AuditDatabase(MongoStore.from_database(watched["trace_test"]))

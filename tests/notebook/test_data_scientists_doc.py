@@ -18,7 +18,7 @@ from conftest import ROOT
 
 DOC = ROOT / "docs" / "data-scientists.md"
 BLOCK = re.compile(r"<!-- run: (\w+) -->\n```console\n(.*?)```", re.S)
-TIMING = re.compile(r"(?m)^(  (?:ok  |FAIL|skip) \S+ +)\d+\.\ds")
+TIMING = re.compile(r"(?m)^(  (?:ok  |FAIL|skip) \S+) +\d+\.\ds")
 
 
 def edit(path: Path, change) -> None:

@@ -30,7 +30,9 @@ def run_cli(*args):
 def test_hostile_lines_cost_their_line_and_ids_keep_their_type(tmp_path, make_notebook, engine):
     records = tmp_path / "hostile.jsonl"
     records.write_bytes(b"\n".join(HOSTILE_LINES) + b"\n")
-    result = run_cli(make_notebook(), "--records", records, "--out", tmp_path, "--run-id", "h", "--engine", engine)
+    # half the lines are hostile: allow that share, so the verdict says "succeeded with errors"
+    result = run_cli(make_notebook(), "--records", records, "--out", tmp_path, "--run-id", "h", "--engine", engine,
+                     "--max-error-rate", "0.5")
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     rejected = [json.loads(line) for line in (tmp_path / "h" / "rejected.jsonl").read_text().splitlines()]
