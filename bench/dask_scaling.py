@@ -11,12 +11,11 @@ Prints the speed-up of 2 workers over 1 (target >= 1.6) and Dask with 1 worker o
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -38,9 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mlsm-bench-dask-") as tmp:
         tmp = Path(tmp)
         records = tmp / "leads.jsonl"
-        with open(records, "w") as f:
-            for record in generate_leads(args.records, seed=1):
-                f.write(json.dumps(record) + "\n")
+        save_leads(records, args.records, seed=1)
         local = timed_run(records, tmp, "local", args.batch_size, None)
         one = timed_run(records, tmp, "dask1", args.batch_size, "local:1")
         two = timed_run(records, tmp, "dask2", args.batch_size, "local:2")

@@ -12,14 +12,13 @@ largest resident set of the runner or any kernel): it must not grow with N.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +28,6 @@ start = time.perf_counter()
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
 print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
 """
-
-
-def write_leads(path: Path, count: int) -> None:
-    with open(path, "w") as f:
-        for record in generate_leads(count, seed=1):
-            f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 def measure(records: Path, out: Path, engine: str, batch_size: int, run_id: str) -> tuple[float, int]:
@@ -60,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mlsm-bench-") as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
-        write_leads(tmp / "leads.jsonl", args.records)
+        save_leads(tmp / "leads.jsonl", args.records, seed=1)
         print(f"generated {args.records:,} leads in {time.perf_counter() - started:.1f} s; batch size {batch_size:,}")
         inprocess, inprocess_rss = measure(tmp / "leads.jsonl", tmp / "runs", "inprocess", batch_size, "ip")
         papermill, papermill_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill", batch_size, "pm")

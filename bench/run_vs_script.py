@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from run_engines import write_leads
+from mlsm_nb.leads import save_leads
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mlsm-bench-") as tmp:
             tmp = Path(tmp)
             leads = tmp / "leads.jsonl"
-            write_leads(leads, count)
+            save_leads(leads, count, seed=1)
             ratios, runs, scripts = [], [], []
             for round_ in range(args.rounds):
                 script = timed([sys.executable, "-c", SCRIPT, notebooks, str(leads), str(tmp / "script.jsonl")])

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Iterator, Sequence, TextIO
 
 INDUSTRIES = ("software", "finance", "healthcare", "manufacturing", "retail", "education", "government", "telecom")
 COUNTRIES = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA", "AU", "NL")
@@ -85,10 +86,25 @@ def generate_leads(count: int, seed: int = 0, *, id_field: str = "id",
         yield {id_field: f"lead-{seed}-{i:07d}", "data": data}
 
 
+def write_leads(out: TextIO, count: int, seed: int = 0) -> None:
+    """Write `count` leads from `seed` to the text stream `out`, one JSON object per line."""
+    import json
+
+    for record in generate_leads(count, seed):
+        out.write(json.dumps(record) + "\n")
+
+
+def save_leads(path: str | Path, count: int, seed: int = 0) -> Path:
+    """Write `count` leads from `seed` to the JSON Lines file `path`; returns the path."""
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as out:
+        write_leads(out, count, seed)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m mlsm_nb.leads COUNT [--seed S] [--out FILE]`: write leads as JSON Lines."""
     import argparse
-    import json
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m mlsm_nb.leads", description=main.__doc__)
@@ -98,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     with out:
-        for record in generate_leads(args.count, args.seed):
-            out.write(json.dumps(record) + "\n")
+        write_leads(out, args.count, args.seed)
 
 
 if __name__ == "__main__":

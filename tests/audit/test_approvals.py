@@ -10,7 +10,7 @@ from conftest import NOTEBOOKS
 from mlsm_nb.audit.approvals import ApprovalError, approve
 from mlsm_nb.audit.database import AuditDatabase
 from mlsm_nb.cli import main
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 from mlsm_nb.notebook.contract import lint_notebook
 from mlsm_nb.store.mongo import MongoStore
 
@@ -34,7 +34,7 @@ def registry(mongo_uri, tmp_path):
     result = cli("extract", notebooks, "--out", tmp_path / "bundle", "--mongo-uri", uri, "--branch", "main")
     assert result.exit_code == 0, result.output
     leads = tmp_path / "leads.jsonl"
-    leads.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(20, seed=2)))
+    save_leads(leads, 20, seed=2)
     yield uri, client["approvals_test"], notebooks, leads
     client.drop_database("approvals_test")
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import NOTEBOOKS
 from mlsm_nb.audit.replay import ReplayRefused, replay_run
 from mlsm_nb.cli import main
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 
 
@@ -24,7 +24,7 @@ def copy_notebooks(folder):
 
 def leads_file(folder, count=50):
     path = folder / "leads.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(count, seed=8)))
+    save_leads(path, count, seed=8)
     return path
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import read_results
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def leads(tmp_path_factory):
     path = tmp_path_factory.mktemp("in") / "leads.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(240, seed=6)))
+    save_leads(path, 240, seed=6)
     return path
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import NOTEBOOKS
 from mlsm_nb.exceptions import ConfigError
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import RunDirectory, read_results
 
@@ -18,7 +18,7 @@ OPTIONS = dict(batch_size=500, engine="inprocess", workers=2)
 @pytest.fixture(scope="module")
 def leads(tmp_path_factory):
     path = tmp_path_factory.mktemp("in") / "leads.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(5000, seed=7)))
+    save_leads(path, 5000, seed=7)
     return path
 
 

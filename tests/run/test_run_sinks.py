@@ -1,13 +1,12 @@
 """A run's merged batches reach every ResultSink: a recording sink (fast) and MongoDB (real server)."""
 
-import json
 
 import pytest
 from click.testing import CliRunner
 
 from conftest import NOTEBOOKS
 from mlsm_nb.cli import main
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.base import ResultSink, StoreError
 from mlsm_nb.store.rundir import read_results
@@ -40,7 +39,7 @@ class Recording(ResultSink):
 @pytest.fixture(scope="module")
 def leads(tmp_path_factory):
     path = tmp_path_factory.mktemp("in") / "leads.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(300, seed=5)))
+    save_leads(path, 300, seed=5)
     return path
 
 

@@ -1,6 +1,5 @@
 """`mlsm-nb run` as a person runs it: in a terminal (a pseudo-terminal via `script`) and in a log."""
 
-import json
 import shutil
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import sys
 import pytest
 
 from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell
-from mlsm_nb.leads import generate_leads
+from mlsm_nb.leads import save_leads
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +17,7 @@ NOISE = ("Traceback", "without encryption", "KeyboardInterrupt", "zmq", "WARNING
 @pytest.fixture(scope="module")
 def leads(tmp_path_factory):
     path = tmp_path_factory.mktemp("in") / "leads.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in generate_leads(200, seed=3)))
+    save_leads(path, 200, seed=3)
     return path
 
 
