@@ -280,7 +280,7 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
     root = Path(out) / manifest["run_id"]
-    data, verdict = manifest["input"], manifest["verdict"]
+    data = manifest["input"]
     click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
     if manifest.get("status_override"):
         click.echo(f"  every model ran as {manifest['status_override']['status']}: "

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlparse
 import pytest
 from bs4 import BeautifulSoup
 
-from conftest import GOOD_CELLS, replace_cell, write_notebook
+from conftest import GOOD_CELLS, replace_cell
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
 from test_report import EVIL_ID, tiny_rows, write_records
