@@ -6,6 +6,7 @@ notebook and batch, and the standard library's json was most of a run's time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import threading
 
 import orjson
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 
 def to_native(value: Any) -> Any:
@@ -37,37 +38,52 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
-def _atomic(path: Path, write, mode: str = "w") -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """A file written in full or not at all: it replaces `path` when the block ends, and a failure
+    inside the block leaves neither a half file nor a .tmp."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves neither a half file nor a .tmp
+        tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
 
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (a reader never sees half a file)."""
-    _atomic(path, lambda f: f.write(json.dumps(value, indent=2, default=_json_default) + "\n"))
+    with atomic_file(path) as f:
+        f.write(json.dumps(value, indent=2, default=_json_default) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     """Write rows as JSON Lines atomically; returns how many."""
-    count = 0
-
-    def write(f):
-        nonlocal count
+    with jsonl_writer(path) as write:
         for row in rows:
-            f.write(dumps(row) + b"\n")
-            count += 1
+            write(row)
+    return write.count
 
-    _atomic(path, write, "wb")
-    return count
+
+class _RowWriter:
+    def __init__(self, f: IO[bytes]):
+        self._f = f
+        self.count = 0
+
+    def __call__(self, row: Any) -> None:
+        self._f.write(dumps(row) + b"\n")
+        self.count += 1
+
+
+@contextlib.contextmanager
+def jsonl_writer(path: Path) -> Iterator[_RowWriter]:
+    """`write(row)` one JSON line at a time (`write.count` so far); the file appears whole when the block ends."""
+    with atomic_file(path, "wb") as f:
+        yield _RowWriter(f)
 
 
 def read_jsonl(path: Path) -> Iterator[Any]:

@@ -111,6 +111,9 @@ class Model:
             out = self.fcn(data=inputs.copy() if type(inputs) is dict else dict(inputs), results=results)
         except Exception as exc:  # noqa: BLE001 - a model's bug must not stop the run
             return {"_error": str(exc), "_error_kind": "score_raised", "_error_type": type(exc).__name__}
+        except SystemExit as exc:  # sys.exit() in score costs this record, not the run or the batch
+            return {"_error": f"score called sys.exit({exc.code!r})", "_error_kind": "score_raised",
+                    "_error_type": "SystemExit"}
         if type(out) is not dict:
             if not isinstance(out, Mapping):
                 return error_entry("bad_output", f"score returned {type(out).__name__}, expected dict")

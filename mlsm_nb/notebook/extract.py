@@ -247,18 +247,14 @@ def check_dependencies(specs: list[NotebookSpec]) -> None:
                                 "given; add their notebooks to the paths", *_cell_at(spec, "models"))
 
 
-def load_bundle(bundle_dir: str | Path) -> list[Model]:
-    """The Model and SummaryModel objects of an extracted bundle, models first.
-
-    Raises BundleError when the manifest is missing or a module or artifact
-    no longer matches the hash the manifest recorded.
-    """
+def bundle_entries(bundle_dir: str | Path) -> list[dict]:
+    """The models a bundle's manifest lists (declarations and provenance), each module and artifact checked
+    against its recorded hash, without running any code; BundleError otherwise."""
     bundle_dir = Path(bundle_dir)
     try:
         manifest = json.loads((bundle_dir / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"{bundle_dir}: no readable {MANIFEST} ({exc})") from None
-    loaded = []
     for entry in manifest["models"]:
         module = bundle_dir / entry["module"]
         if not module.is_file() or file_sha256(module) != entry["module_sha256"]:
@@ -267,6 +263,19 @@ def load_bundle(bundle_dir: str | Path) -> list[Model]:
         for artifact, digest in entry.get("artifact_sha256", {}).items():
             if not (module.parent / artifact).is_file() or file_sha256(module.parent / artifact) != digest:
                 raise BundleError(f"{module.parent / artifact}: artifact missing or changed since extraction")
+    return manifest["models"]
+
+
+def load_bundle(bundle_dir: str | Path) -> list[Model]:
+    """The Model and SummaryModel objects of an extracted bundle, models first.
+
+    Raises BundleError when the manifest is missing or a module or artifact
+    no longer matches the hash the manifest recorded.
+    """
+    bundle_dir = Path(bundle_dir)
+    loaded = []
+    for entry in bundle_entries(bundle_dir):
+        module = bundle_dir / entry["module"]
         namespace = _new_namespace(entry["name"], entry["version"], str(module))
         with working_directory(module.parent.resolve()):
             try:

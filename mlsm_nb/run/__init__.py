@@ -5,7 +5,7 @@ from .._lazy import lazy_exports
 _WHERE = {
     "run_notebooks": ".orchestrate",
     "RunSettings": ".settings",
-    "ExecutionDone": ".orchestrate",
+    "ExecutionDone": ".progress",
     "register": ".engines",
     "get_engine": ".engines",
     "list_parameters": ".parameters",

@@ -1,19 +1,20 @@
-"""Engines: how one (notebook, batch) is scored. A registry of one shape, as papermill's.
+"""Engines: how a model scores a batch. A registry of one shape, as papermill's.
 
-An engine is an object with:
+An engine is an object with a ``name``, ``prepare(executor, specs)`` (called
+once per run, in the orchestrating process, before any batch: load and check
+models, write production notebooks; raises `ConfigError` when the run cannot
+start) and an ``in_memory`` flag (default False) saying which of two kinds it is:
 
-- ``name``;
-- ``prepare(executor, specs)``: called once per run, in the orchestrating
-  process, before any batch (load and check models, write production notebooks);
-  raises `ConfigError` when the run cannot start;
-- ``kept(executor, key, batch) -> dict``: where the execution's audit
-  artifacts go (e.g. the executed notebook), recorded in its manifest entry
-  whether it succeeds or fails;
-- ``execute(executor, key, batch)``: scores the batch's records with the
-  model `key` and writes the model's entries to ``run.output_path(key, batch)``
-  (one line per record, batch order). It runs in a pool thread or on a Dask
-  worker, so it reads only the picklable `Executor`. A failure raises; the
-  executor turns it into that execution's `notebook_failed`.
+- a file engine (``in_memory = False``, e.g. papermill) runs each
+  (notebook, batch) execution on its own, reading the batch file and writing
+  the model's entries to ``run.output_path(key, batch)`` (one line per record,
+  batch order): ``kept(executor, key, batch) -> dict`` says where the
+  execution's audit artifacts go (e.g. the executed notebook), and
+  ``execute(executor, key, batch)`` does it; it runs in a pool thread or on
+  a Dask worker and raises on failure (the executor records it);
+- an in-memory engine (``in_memory = True``, e.g. inprocess) scores records
+  it is handed: ``score(executor, key, records, dependencies) -> BatchOutcome``,
+  called in a worker process (or on a Dask worker) by `run.inmemory`.
 
 `register(name, engine)` adds one; `get_engine(name)` finds it, or raises a
 `ConfigError` naming the known ones.
@@ -22,25 +23,23 @@ An engine is an object with:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from ..core.batch import BatchOutcome
     from ..notebook.contract import NotebookSpec
     from .execution import Executor
 
 
 class Engine(Protocol):
     name: str
+    in_memory: bool
 
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None: ...
-
-    def kept(self, executor: "Executor", key: str, batch: int) -> dict: ...
-
-    def execute(self, executor: "Executor", key: str, batch: int) -> None: ...
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -48,7 +47,8 @@ _ENGINES: dict[str, Engine] = {}
 
 def register(name: str, engine: Engine) -> None:
     """Make `engine` available as `--engine name`."""
-    missing = [m for m in ("prepare", "kept", "execute") if not callable(getattr(engine, m, None))]
+    needed = ("prepare", "score") if getattr(engine, "in_memory", False) else ("prepare", "kept", "execute")
+    missing = [m for m in needed if not callable(getattr(engine, m, None))]
     if missing:
         raise ConfigError(f"engine {name!r} has no {', '.join(missing)} method")
     _ENGINES[name] = engine
@@ -70,6 +70,7 @@ class PapermillEngine:
     """Executes the production notebook with papermill: the audit path, one executed notebook per execution."""
 
     name = "papermill"
+    in_memory = False
 
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
         import nbformat
@@ -106,22 +107,20 @@ class PapermillEngine:
 
 
 class InProcessEngine:
-    """Scores with the extracted Model objects in this process (or the Dask worker's): no kernels."""
+    """Scores with the extracted Model objects, in memory, in worker processes: no kernels, no files between models."""
 
     name = "inprocess"
+    in_memory = True
 
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
-        executor.models()  # a bad bundle or notebook fails the run before any batch
+        if executor.bundle:  # a bundle that does not match the notebooks fails the run before any batch
+            executor.check_bundle()
 
-    def kept(self, executor: "Executor", key: str, batch: int) -> dict:
-        return {}
+    def score(self, executor: "Executor", key: str, records: Sequence[Mapping],
+              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> "BatchOutcome":
+        from ..core.batch import score_batch
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> None:
-        from .runtime import score_file_batch
-
-        run = executor.run
-        score_file_batch(executor.models()[key], str(run.batch_path(batch)), str(run.output_path(key, batch)),
-                         executor.dependencies(key, batch))
+        return score_batch(executor.model(key), records, dependencies)
 
 
 register("papermill", PapermillEngine())

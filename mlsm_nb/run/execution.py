@@ -1,8 +1,9 @@
 """One (notebook, batch) execution, as a picklable unit of work.
 
 `Executor` holds only plain data (paths, settings), so the same object runs
-executions in this process's threads or, pickled, on Dask workers; the models
-of the in-process engine are loaded once per process and cached.
+executions in this process's threads or, pickled, in worker processes and on
+Dask workers; the models of the in-process engine are loaded once per worker
+process and cached.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from ..redact import redact_text
 from ..store.rundir import RunDirectory, model_key
 from .engines import get_engine
 
-_MODELS: dict[tuple, dict[str, Model]] = {}
+_MODELS: dict[tuple, Model | MlsmError] = {}  # (settings, key) -> the model, or why it cannot load
 _MODELS_LOCK = threading.Lock()
 
 
-def _worker_name() -> str:
+def worker_name() -> str:
     try:
         from distributed import get_worker
 
@@ -64,38 +65,47 @@ class Executor:
         return (self.bundle, self.status, tuple(sorted(self.sources.items())), repr(sorted(self.parameters.items())),
                 tuple(sorted(self.secrets)))
 
-    def models(self) -> dict[str, Model]:
-        """The in-process engine's models, loaded once per process."""
-        key = self._cache_key()
+    def model(self, key: str) -> Model:
+        """The in-process engine's model `key`, loaded once per process: in a worker, since loading runs the
+        notebook's setup code. A model that cannot load raises the same error for every batch it is given."""
+        cache = (self._cache_key(), key)
         with _MODELS_LOCK:
-            if key not in _MODELS:
-                _MODELS[key] = self._load_models()
-            return _MODELS[key]
+            if cache not in _MODELS:
+                try:
+                    _MODELS[cache] = self._load_model(key)
+                except MlsmError as exc:
+                    _MODELS[cache] = exc
+            found = _MODELS[cache]
+        if isinstance(found, MlsmError):
+            raise found
+        return found
 
-    def check_models(self) -> None:
-        """Load the models now, so a bad notebook or bundle fails before any batch."""
-        self.models()
-
-    def _load_models(self) -> dict[str, Model]:
-        from ..notebook.extract import load_bundle, load_notebook
+    def check_bundle(self) -> None:
+        """ConfigError, before any batch, when the bundle lacks a model or was extracted from other notebooks
+        (read from its manifest: no model code runs here)."""
         from ..notebook.contract import lint_notebook
+        from ..notebook.extract import bundle_entries
 
-        parameters = {**self.parameters, **self.secrets}
+        try:
+            bundled = {model_key(e["name"], e["version"]): e for e in bundle_entries(self.bundle)}
+        except MlsmError as exc:
+            raise ConfigError(str(exc)) from None
+        for key, source in self.sources.items():
+            if key not in bundled:
+                raise ConfigError(f"{self.bundle}: the bundle has no model {key} (from {source})")
+            if bundled[key].get("sha256") != lint_notebook(source).sha256():
+                raise ConfigError(f"{self.bundle}: model {key} was extracted from a different version of "
+                                  f"{source}; extract the bundle again")
+
+    def _load_model(self, key: str) -> Model:
+        from ..notebook.extract import load_bundle, load_notebook
+
         if self.bundle:
-            bundled = {model_key(m.name, m.version): m for m in load_bundle(self.bundle)}
-            models = {}
-            for key, source in self.sources.items():
-                if key not in bundled:
-                    raise ConfigError(f"{self.bundle}: the bundle has no model {key} (from {source})")
-                if bundled[key].provenance.get("sha256") != lint_notebook(source).sha256():
-                    raise ConfigError(f"{self.bundle}: model {key} was extracted from a different version of "
-                                      f"{source}; extract the bundle again")
-                models[key] = bundled[key]
+            model = next(m for m in load_bundle(self.bundle) if model_key(m.name, m.version) == key)
         else:
-            models = {key: load_notebook(source, parameters) for key, source in self.sources.items()}
-        for model in models.values():
-            model.status = self.status or model.status
-        return models
+            model = load_notebook(self.sources[key], {**self.parameters, **self.secrets})
+        model.status = self.status or model.status
+        return model
 
     def dependencies(self, key: str, batch: int) -> dict[str, str]:
         return {dep: str(self.run.output_path(dep, batch)) for dep in self.needs[key]}
@@ -108,7 +118,7 @@ class Executor:
         """
         run = self.run
         started = time.perf_counter()
-        entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": _worker_name()}
+        entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": worker_name()}
         output = run.output_path(key, batch)
         engine = get_engine(self.engine)
         entry.update(engine.kept(self, key, batch))

@@ -8,7 +8,7 @@ the counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..exceptions import describe_error
@@ -26,17 +26,26 @@ class Merger:
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
     def merge(self, batch: int, keep: bool = False) -> dict:
-        """Write the batch's result documents to the run directory; returns
+        """Write the batch's result documents to the run directory from its batch and output files; returns
         ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
         run's other sinks, when the merge ran in this process)."""
         run = RunDirectory(self.run_root)
+        outputs = [read_jsonl(run.output_path(k, batch)) for k in self.models]
+        return self._write(run, batch, read_jsonl(run.batch_path(batch)), outputs, keep)
+
+    def merge_entries(self, batch: int, records: Iterable[Mapping], entries: Mapping[str, Sequence[dict]],
+                      keep: bool = False) -> dict:
+        """`merge`, from records and their models' entries in memory (key -> entries, batch order)."""
+        return self._write(RunDirectory(self.run_root), batch, records, [entries[k] for k in self.models], keep)
+
+    def _write(self, run: RunDirectory, batch: int, records: Iterable[Mapping], outputs: list[Iterable[dict]],
+               keep: bool) -> dict:
         keys = list(self.models)
-        outputs = [read_jsonl(run.output_path(k, batch)) for k in keys]
         tallies = {key: Tally() for key in keys}
         timestamp = int(time.time())
 
         def documents():
-            for record, *entries in zip(read_jsonl(run.batch_path(batch)), *outputs):
+            for record, *entries in zip(records, *outputs):
                 results: dict = {}
                 for key, entry in zip(keys, entries):
                     name, version = self.models[key]

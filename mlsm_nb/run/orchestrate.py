@@ -38,26 +38,13 @@ from .execution import Executor
 from .merge import Merger, Tally
 from .parameters import check_parameters
 from .pools import DaskPool, ThreadPool
-from .records import Rejected, check_records_file, declared_types, read_records
+from .progress import ExecutionDone
+from .inmemory import score_in_memory
+from .records import check_records_file, declared_types, read_batches
 from .settings import RunSettings
 from .verdict import FAILED, INTERRUPTED, RUNNING, judge
 
 _PACKAGES = ("papermill", "nbclient", "nbformat", "ipykernel", "pandas", "numpy", "pyarrow", "pymongo")
-
-
-@dataclass(frozen=True)
-class ExecutionDone:
-    """What `on_progress` gets after each finished execution."""
-
-    key: str
-    notebook: str
-    batch: int
-    status: str
-    records: int
-    errors: int
-    seconds: float
-    done: int
-    total: int
 
 
 def _versions() -> dict:
@@ -166,25 +153,10 @@ class _Run:
 def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int,
                    types: Mapping[str, str] | None = None) -> dict:
     """Stream the records file into batch files and rejected.jsonl; returns the input summary."""
-    summary = {"records": 0, "batches": 0}
-
-    def rejections():  # streamed to rejected.jsonl as they come: never all held in memory
-        batch = []
-        for line, record in read_records(records, id_field, types):
-            if isinstance(record, Rejected):
-                yield record.to_dict()
-                continue
-            batch.append(record)
-            summary["records"] += 1
-            if len(batch) == batch_size:
-                write_jsonl(run.batch_path(summary["batches"]), batch)
-                summary["batches"], batch = summary["batches"] + 1, []
-        if batch:
-            write_jsonl(run.batch_path(summary["batches"]), batch)
-            summary["batches"] += 1
-
-    rejected = write_jsonl(run.rejected_path, rejections())
-    return {"records": summary["records"], "rejected": rejected, "batches": summary["batches"], "complete": True}
+    summary: dict = {}
+    for batch, chunk in read_batches(records, id_field, batch_size, types, run.rejected_path, summary):
+        write_jsonl(run.batch_path(batch), chunk)
+    return summary
 
 
 def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
@@ -277,13 +249,17 @@ def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirecto
     run_dir.prepare(keys)
     run_dir.write_manifest(manifest)
     try:
-        if not manifest["input"].get("complete"):
-            manifest["input"].update(_split_batches(run_dir, records, settings.id_field, settings.batch_size,
-                                                    declared_types(s.fields for s in specs)))
+        types = declared_types(s.fields for s in specs)
+        in_memory = getattr(get_engine(settings.engine), "in_memory", False)
+        if not in_memory and not manifest["input"].get("complete"):
+            manifest["input"].update(_split_batches(run_dir, records, settings.id_field, settings.batch_size, types))
             run_dir.write_manifest(manifest)
         state = _Run(specs, run_dir, manifest, settings, sinks, status)
         state.open_sinks()
-        _execute_all(state, keys, workers, on_progress, settings.scheduler)
+        if in_memory:
+            _score_batches(state, records, types, keys, workers, on_progress)
+        else:
+            _execute_all(state, keys, workers, on_progress, settings.scheduler)
         manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)
         manifest["ended_at"] = utc_now()
         state.finish_sinks()
@@ -388,6 +364,30 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
     pool.close()
     for batch in sorted(merged):
         state.store_batch(batch)  # batches merged before a resume, not stored yet
+    _count(manifest, keys)
+
+
+def _score_batches(state: _Run, records: Path, types: Mapping[str, str], keys: list[str], workers: int,
+                   on_progress) -> None:
+    """The in-memory path (see `inmemory`): batches read, scored and merged in worker processes."""
+    finished = 0
+
+    def done(key: str, batch: int, entry: dict, total: int | None) -> None:
+        nonlocal finished
+        finished += 1
+        if on_progress:
+            on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
+                                      entry.get("records", 0), entry.get("errors", 0), entry.get("seconds") or 0.0,
+                                      finished, total))
+
+    for batch in sorted(score_in_memory(state, records, types, workers, done)):
+        state.store_batch(batch)  # batches merged before a resume, not stored yet
+    _count(state.manifest, keys)
+
+
+def _count(manifest: dict, keys: list[str]) -> None:
+    """The run's failed executions and per-model counts, from its executions and batches."""
+    batch_stats = manifest.get("batch_stats", {})
     failed = sum(1 for k in keys for e in manifest["executions"].get(k, {}).values() if e["status"] != "ok")
     totals = {key: Tally() for key in keys}
     for _, per_model in sorted(batch_stats.items(), key=lambda item: int(item[0])):  # same sums whatever the order

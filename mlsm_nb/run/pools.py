@@ -1,14 +1,21 @@
-"""Where executions run: this process's threads, or a Dask cluster.
+"""Where work runs: this process's threads, worker processes, or a Dask cluster.
 
-Both pools have the same small shape — `submit(fn, *args)`, `wait_any(futures)`,
-`result(future)`, `capacity`, `close()` — so the runner's scheduling loop is
-one piece of code. Dask is imported only when a scheduler is given.
+The pools have the same small shape — `submit(fn, *args, timeout=None)`,
+`wait_any(futures)`, `result(future)`, `capacity` (work to keep in flight),
+`close()` — so the runner's scheduling loops are one piece of code each. Dask
+is imported only when a scheduler is given.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import signal
+import sys
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from multiprocessing import connection
 from typing import Any, Callable
 
 from ..exceptions import ConfigError
@@ -23,8 +30,8 @@ class ThreadPool:
         self.capacity = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlsm-exec")
 
-    def submit(self, fn: Callable, *args) -> Any:
-        return self._pool.submit(fn, *args)
+    def submit(self, fn: Callable, *args, timeout: float | None = None) -> Any:
+        return self._pool.submit(fn, *args)  # the kernel enforces papermill's timeout
 
     def wait_any(self, futures) -> set:
         return wait(futures, return_when=FIRST_COMPLETED)[0]
@@ -34,6 +41,159 @@ class ThreadPool:
 
     def close(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class TaskLost(Exception):
+    """A task's worker process exited (with any code), crashed, or overran the task's timeout."""
+
+    def __init__(self, exitcode: int | None = None, timeout: float | None = None):
+        self.exitcode, self.timeout = exitcode, timeout
+        super().__init__(f"timed out after {timeout:g} s" if timeout is not None else f"exit code {exitcode}")
+
+
+def _die_with_the_runner(runner: int) -> None:
+    """A worker is killed when the runner dies (Linux), so a model's loop cannot outlive a killed run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != runner:  # the runner died before the line above
+        os._exit(1)
+
+
+def _serve(conn, runner: int) -> None:
+    """A worker process: run the tasks it is sent, one at a time, until the runner closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the workers
+    _die_with_the_runner(runner)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:  # the runner is done with this worker
+            return
+        fn, args = task
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - the runner decides what a failure means
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # noqa: BLE001 - e.g. an exception that does not pickle
+            conn.send((False, RuntimeError(f"the task's {'result' if reply[0] else 'error'} could not be sent "
+                                           f"back: {type(exc).__name__}: {exc}")))
+
+
+class _Worker:
+    def __init__(self, context):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, os.getpid()), daemon=True, name="mlsm-worker")
+        self.process.start()
+        child.close()
+        self.future: Future | None = None
+        self.deadline: float | None = None
+        self.timeout: float | None = None
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.kill()
+        self.process.join()
+
+
+class ProcessPool:
+    """Work in worker processes of this machine, one task each at a time.
+
+    A task whose worker exits (with any code, even 0: `os._exit`), crashes or overruns its `timeout`
+    is lost: its future raises `TaskLost`, the worker is killed and replaced, and the other tasks go
+    on. (pebble's pool, tried first, never completes a task whose worker exits with code 0, and
+    concurrent.futures' breaks the whole pool on any worker's death.) The pool is driven from one
+    thread: `wait_any` hands queued tasks to idle workers and collects replies.
+    """
+
+    def __init__(self, workers: int):
+        self.capacity = workers + 1  # one task queued while the workers are busy: they never wait for the reader
+        self._context = multiprocessing.get_context()
+        self._size = workers
+        self._workers: list[_Worker] = []
+        self._queue: deque = deque()
+
+    def submit(self, fn: Callable, *args, timeout: float | None = None) -> Future:
+        future: Future = Future()
+        self._queue.append((future, fn, args, timeout))
+        self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            idle = next((w for w in self._workers if w.future is None), None)
+            if idle is None:
+                if len(self._workers) == self._size:
+                    return
+                idle = _Worker(self._context)
+                self._workers.append(idle)
+            future, fn, args, timeout = self._queue.popleft()
+            try:
+                idle.conn.send((fn, args))
+            except (OSError, ValueError):  # the worker died while idle: replace it, try again
+                self._replace(idle)
+                self._queue.appendleft((future, fn, args, timeout))
+                continue
+            idle.future, idle.timeout = future, timeout
+            idle.deadline = time.monotonic() + timeout if timeout else None
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.stop()
+        self._workers.remove(worker)
+
+    def _lose(self, worker: _Worker, error: TaskLost) -> None:
+        future = worker.future
+        self._replace(worker)
+        future.set_exception(error)
+
+    def wait_any(self, futures) -> set:
+        while True:
+            self._dispatch()
+            done = {f for f in futures if f.done()}
+            if done:
+                return done
+            busy = [w for w in self._workers if w.future is not None]
+            deadlines = [w.deadline for w in busy if w.deadline is not None]
+            wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            ready = set(connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for))
+            for worker in busy:
+                if worker.conn in ready:
+                    try:
+                        ok, value = worker.conn.recv()
+                    except (EOFError, OSError):  # died mid-reply
+                        worker.process.join()
+                        self._lose(worker, TaskLost(exitcode=worker.process.exitcode))
+                        continue
+                    future, worker.future = worker.future, None
+                    future.set_result(value) if ok else future.set_exception(value)
+                elif worker.process.sentinel in ready:
+                    worker.process.join()
+                    self._lose(worker, TaskLost(exitcode=worker.process.exitcode))
+                elif worker.deadline is not None and time.monotonic() >= worker.deadline:
+                    self._lose(worker, TaskLost(timeout=worker.timeout))
+
+    def result(self, future) -> Any:
+        return future.result()
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the workers: at once when `cancel` (a hung model does not outlive the run), else when idle."""
+        for future, *_ in self._queue:
+            future.cancel()
+        self._queue.clear()
+        for worker in self._workers:
+            if cancel:
+                worker.stop()
+            else:
+                # A message, not the pipe's end: workers forked later hold copies of this end of the pipe.
+                worker.conn.send(None)
+                worker.process.join()
+                worker.conn.close()
+        self._workers.clear()
 
 
 class DaskPool:
@@ -66,9 +226,10 @@ class DaskPool:
                 self.client = Client(scheduler, timeout=30)
             except OSError as exc:
                 raise ConfigError(f"Dask scheduler {scheduler} is not reachable: {exc}") from None
-        self.capacity = 10**9  # Dask queues and places the tasks itself
+        # Enough tasks to keep every worker thread busy, and no more: each may hold a batch of records.
+        self.capacity = max(2, 2 * sum(self.client.nthreads().values()))
 
-    def submit(self, fn: Callable, *args) -> Any:
+    def submit(self, fn: Callable, *args, timeout: float | None = None) -> Any:  # Dask has no task timeout
         return self.client.submit(fn, *args, pure=False, retries=DASK_RETRIES)
 
     def wait_any(self, futures) -> set:

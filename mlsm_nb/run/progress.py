@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 from typing import TextIO
 
-from .orchestrate import ExecutionDone
+
+@dataclass(frozen=True)
+class ExecutionDone:
+    """What `on_progress` gets after each finished execution."""
+
+    key: str
+    notebook: str
+    batch: int
+    status: str
+    records: int
+    errors: int
+    seconds: float
+    done: int
+    total: int | None  # None while the records are still being read (the in-process engine streams them)
 
 
 class ProgressBar:
@@ -28,6 +42,7 @@ class ProgressBar:
                              ncols=size.columns, nrows=size.lines)
         self._records += event.records
         self._errors += event.errors
+        self._bar.total = event.total
         self._bar.n = event.done
         self._bar.set_postfix_str(f"{self._records:,} records, {self._errors:,} errors", refresh=False)
         self._bar.refresh()
@@ -45,7 +60,7 @@ class ProgressLines:
 
     def __call__(self, event: ExecutionDone) -> None:
         failed = "" if event.status == "ok" else " FAILED"
-        print(f"[{event.done}/{event.total}] {event.key} batch {event.batch}{failed}: {event.records} records, "
+        print(f"[{event.done}/{event.total or '?'}] {event.key} batch {event.batch}{failed}: {event.records} records, "
               f"{event.errors} errors, {event.seconds:.1f} s ({event.notebook})", file=self._stream, flush=True)
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ import orjson
 from ..core.fields import parse_fields
 from ..core.records import INT64, record_problem, usable_id
 from ..exceptions import FieldSpecError, MlsmError
-from ..files import dumps
+from ..files import dumps, jsonl_writer
 
 TABULAR_CHUNK = 50_000
 DEEP = 200  # fewer opening brackets than this cannot nest past orjson's 254 levels: no need to check
@@ -287,6 +287,22 @@ def check_records_file(path: str | Path) -> str:
     return kind
 
 
+def estimate_records(path: str | Path) -> int | None:
+    """About how many records a file holds, cheaply (for progress): its lines (no parsing), or a Parquet
+    file's row count; None for a compressed file."""
+    path = Path(path)
+    kind = check_records_file(path)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if _is_gzip(path):
+        return None
+    with open(path, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return max(0, lines - (kind == "csv"))
+
+
 def read_records(path: str | Path, id_field: str = "id",
                  types: Mapping[str, str] | None = None) -> Iterator[tuple[int, dict | Rejected]]:
     """Yield (line number, record) or (line number, Rejected) for each input line.
@@ -324,3 +340,25 @@ def check_record(number: int, record: Any, id_field: str, seen: dict) -> dict | 
         return Rejected(number, f"duplicate id {record_id!r} (first on line {seen[record_id]})", record_id)
     seen[record_id] = number
     return record
+
+
+def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,
+                 rejected_path: Path, summary: dict) -> Iterator[tuple[int, list[dict]]]:
+    """Yield (batch number, records) from the records file, read once; rejected lines are streamed to
+    `rejected_path` (complete when the generator is). `summary` gets the input counts when done."""
+    count = batches = 0
+    batch: list[dict] = []
+    with jsonl_writer(rejected_path) as reject:
+        for _, record in read_records(records, id_field, types):
+            if isinstance(record, Rejected):
+                reject(record.to_dict())
+                continue
+            batch.append(record)
+            count += 1
+            if len(batch) == batch_size:
+                yield batches, batch
+                batches, batch = batches + 1, []
+        if batch:
+            yield batches, batch
+            batches += 1
+    summary.update(records=count, rejected=reject.count, batches=batches, complete=True)

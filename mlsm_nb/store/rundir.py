@@ -47,6 +47,24 @@ def split_model_key(key: str) -> tuple[str, str]:
     return name, version
 
 
+_HELD_LOCKS: set[int] = set()  # file descriptors of the run locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a scoring worker): let go of the parent's run locks, so that they end with the
+    parent (a flock is shared by every process holding the descriptor). The descriptor is pointed at
+    /dev/null rather than closed, so that its file object closing later harms nothing."""
+    if _HELD_LOCKS:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in _HELD_LOCKS:
+            os.dup2(null, fd)
+        os.close(null)
+        _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class RunDirectory(ResultSink):
     """Paths and manifest of one run (`root` is ``<out>/<run_id>``); the run's first `ResultSink`.
 
@@ -106,9 +124,11 @@ class RunDirectory(ResultSink):
             f.truncate()
             f.write(str(os.getpid()))
             f.flush()
+            _HELD_LOCKS.add(f.fileno())
             try:
                 yield
             finally:
+                _HELD_LOCKS.discard(f.fileno())
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def prepare(self, keys) -> None:

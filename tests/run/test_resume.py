@@ -43,6 +43,39 @@ def test_a_lost_merge_is_merged_again(tmp_path, leads, uninterrupted):
     assert {k: m["records"] for k, m in manifest["models"].items()} == {k: 5000 for k in manifest["models"]}
 
 
+KILL_AFTER_SCORING = """
+import os, signal, sys
+from mlsm_nb.run import orchestrate
+
+original = orchestrate._Run.store_batch
+def store_or_die(self, batch, *args):
+    if batch == 3:  # a worker scored batch 3 and wrote its results: die before the manifest records it
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, batch, *args)
+orchestrate._Run.store_batch = store_or_die
+orchestrate.run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=500,
+                          engine="inprocess", workers=2)
+"""
+
+
+def test_killed_between_scoring_and_recording_then_resumed_equals_an_uninterrupted_run(tmp_path, leads,
+                                                                                          uninterrupted):
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SCORING, str(NOTEBOOKS), str(leads), str(tmp_path)])
+    assert killed.returncode == -9
+    run_dir = tmp_path / "k"
+    before = json.loads((run_dir / "manifest.json").read_text())
+    assert before["status"] == "running" and "3" not in before.get("batch_stats", {})
+    assert (run_dir / "results" / "batch-00003.jsonl").exists()
+    manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="k", resume=True, **OPTIONS)
+    assert manifest["status"] == "succeeded"
+    assert comparable(run_dir) == comparable(uninterrupted[0])
+    assert manifest["models"] == uninterrupted[1]["models"]
+    assert manifest["input"] == uninterrupted[1]["input"]
+
+
+# The papermill engine runs each (notebook, batch) on its own and merges the batch's output files afterwards.
+PAPERMILL = dict(batch_size=20, engine="papermill", workers=2)
+
 KILL_BEFORE_MERGE = """
 import os, signal, sys
 from mlsm_nb.run import merge
@@ -50,40 +83,65 @@ from mlsm_nb.run.orchestrate import run_notebooks
 
 original = merge.Merger.merge
 def merge_or_die(self, batch, *args):
-    if batch == 3:  # every execution of batch 3 is done: die before its results are written
+    if batch == 1:  # every execution of batch 1 is done: die before its results are written
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, batch, *args)
 merge.Merger.merge = merge_or_die
-run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=500, engine="inprocess", workers=1)
+run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=20, engine="papermill", workers=2)
 """
 
 
-def test_killed_between_executions_and_merge_then_resumed_equals_an_uninterrupted_run(tmp_path, leads,
-                                                                                          uninterrupted):
-    killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_MERGE, str(NOTEBOOKS), str(leads), str(tmp_path)])
+@pytest.fixture(scope="module")
+def few_leads(tmp_path_factory):
+    path = tmp_path_factory.mktemp("few") / "leads.jsonl"
+    save_leads(path, 60, seed=8)
+    return path
+
+
+@pytest.mark.slow
+def test_papermill_killed_between_executions_and_merge_then_resumed_equals_an_uninterrupted_run(tmp_path,
+                                                                                                 few_leads):
+    whole = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="whole", **PAPERMILL)
+    killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_MERGE, str(NOTEBOOKS), str(few_leads), str(tmp_path)])
     assert killed.returncode == -9
     run_dir = tmp_path / "k"
     before = json.loads((run_dir / "manifest.json").read_text())
     assert before["status"] == "running"
-    assert all(before["executions"][key]["3"]["status"] == "ok" for key in before["executions"])
-    assert not (run_dir / "results" / "batch-00003.jsonl").exists()
-    manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="k", resume=True, **OPTIONS)
+    assert all(before["executions"][key]["1"]["status"] == "ok" for key in before["executions"])
+    assert not (run_dir / "results" / "batch-00001.jsonl").exists()
+    manifest = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="k", resume=True, **PAPERMILL)
     assert manifest["status"] == "succeeded"
-    assert comparable(run_dir) == comparable(uninterrupted[0])
-    assert manifest["models"] == {k: {**m} for k, m in uninterrupted[1]["models"].items()}
+    assert comparable(run_dir) == comparable(tmp_path / "whole")
+    assert manifest["models"] == whole["models"]
 
 
-def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, leads):
-    run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="s", **OPTIONS)
+@pytest.mark.slow
+def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, few_leads):
+    run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="s", **PAPERMILL)
     run_dir = RunDirectory(tmp_path / "s")
     manifest = run_dir.read_manifest()
     manifest["executions"]["lead_lr@1.0.0"]["2"]["status"] = "failed"
     for batch in ("1", "2"):
         manifest["executions"]["champion@1.0.0"][batch]["started_at"] = "before the resume"
     run_dir.write_manifest(manifest)
-    after = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="s", resume=True, **OPTIONS)
+    after = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="s", resume=True, **PAPERMILL)
     assert after["executions"]["champion@1.0.0"]["2"]["started_at"] != "before the resume"  # ran again
     assert after["executions"]["champion@1.0.0"]["1"]["started_at"] == "before the resume"  # kept
+
+
+def test_in_process_a_batch_with_a_failed_execution_is_scored_again_whole(tmp_path, leads):
+    run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="w", **OPTIONS)
+    run_dir = RunDirectory(tmp_path / "w")
+    manifest = run_dir.read_manifest()
+    manifest["executions"]["lead_lr@1.0.0"]["2"]["status"] = "failed"
+    for key in manifest["executions"]:
+        for batch in ("1", "2"):
+            manifest["executions"][key][batch]["started_at"] = "before the resume"
+    run_dir.write_manifest(manifest)
+    after = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="w", resume=True, **OPTIONS)
+    assert all(after["executions"][key]["2"]["started_at"] != "before the resume" for key in after["executions"])
+    assert all(after["executions"][key]["1"]["started_at"] == "before the resume" for key in after["executions"])
+    assert after["status"] == "succeeded"
 
 
 def test_a_second_process_on_the_same_run_is_refused(tmp_path, leads):
