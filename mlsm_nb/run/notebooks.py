@@ -8,12 +8,15 @@ from collections.abc import Sequence
 import nbformat
 
 from ..notebook.contract import NotebookSpec, read_notebook
+from ..notebook.extract import declarations
 
 _RUNNER_SOURCE = """\
 # mlsm-nb runner: score this batch with the model defined above and save its outputs
 from mlsm_nb.run.runtime import run_in_notebook
 
-mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies, mlsm_status)"""
+mlsm_declared = {declared!r}  # the notebook's declarations, as lint read them (a later cell cannot change them)
+mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies, mlsm_status,
+                               mlsm_declared)"""
 _SHOW_SOURCE = "mlsm_summary.show()"
 
 
@@ -58,7 +61,9 @@ def production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbfo
             nb.cells.append(_secrets_cell(secret_names))
     if secret_names and spec.cell("parameters") is None:
         nb.cells.insert(0, _secrets_cell(secret_names))
-    for text in (_RUNNER_SOURCE, _SHOW_SOURCE):
+    declared = {k: v for k, v in declarations(spec).items() if k in ("name", "version", "status", "kind", "fields",
+                                                                        "models")}
+    for text in (_RUNNER_SOURCE.format(declared=declared), _SHOW_SOURCE):
         runner = nbformat.v4.new_code_cell(text)
         runner.metadata["tags"] = ["mlsm-runner"]
         nb.cells.append(runner)

@@ -18,13 +18,19 @@ from ..store.rundir import split_model_key
 SAMPLE_SIZE = 5
 
 
-def model_from_namespace(namespace: Mapping, status: str | None = None) -> Model:
-    """The Model or SummaryModel that a notebook's executed production cells define."""
-    summary = isinstance(namespace.get("models"), list)
-    declared = {"name": namespace["name"], "version": namespace["version"],
-                "status": status or namespace["status"], "kind": "summary" if summary else "model",
-                "fields": namespace.get("fields"), "models": namespace.get("models")}
-    return build_model(declared, namespace, {})
+def model_from_namespace(namespace: Mapping, status: str | None = None, declared: Mapping | None = None) -> Model:
+    """The Model or SummaryModel that a notebook's executed production cells define.
+
+    `declared` (name, version, status, kind, fields, models: the literals lint read, as the in-process
+    engine uses them) wins over the namespace, where a later cell may have rebound those names;
+    without it (authoring, runs of earlier versions) the namespace's values are used.
+    """
+    if declared is None:
+        summary = isinstance(namespace.get("models"), list)
+        declared = {"name": namespace["name"], "version": namespace["version"], "status": namespace["status"],
+                    "kind": "summary" if summary else "model", "fields": namespace.get("fields"),
+                    "models": namespace.get("models")}
+    return build_model({**declared, "status": status or declared["status"]}, namespace, {})
 
 
 def load_dependencies(paths: Mapping[str, str]) -> dict[tuple[str, str], list[dict]]:
@@ -45,9 +51,10 @@ def score_file_batch(model: Model, batch_path: str, output_path: str,
 
 
 def run_in_notebook(namespace: Mapping, batch_path: str, output_path: str,
-                    dependencies: Mapping[str, str] | None = None, status: str | None = None) -> "BatchSummary":
+                    dependencies: Mapping[str, str] | None = None, status: str | None = None,
+                    declared: Mapping | None = None) -> "BatchSummary":
     """The runner cell: score this notebook's model over the batch and keep a summary."""
-    model = model_from_namespace(namespace, status)
+    model = model_from_namespace(namespace, status, declared)
     return BatchSummary(score_file_batch(model, batch_path, output_path, dependencies))
 
 

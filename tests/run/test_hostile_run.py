@@ -79,3 +79,32 @@ def test_a_password_nested_in_a_dict_parameter_never_reaches_the_run_directory(t
             assert planted not in file.read_text(errors="replace"), file
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["parameters"] == {"db": {"host": "db.example", "port": 1, "password": "***"}}
+
+
+def test_a_cell_that_rebinds_the_declarations_changes_neither_engine(tmp_path, make_notebook):
+    cells = replace_cell(GOOD_CELLS, "setup", 'FACTOR = 2\nstatus = "retired"\nfields = {"x": {"type": "str"}}')
+    notebook = make_notebook(cells=cells)
+    records = tmp_path / "in.jsonl"
+    records.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(3)))
+    scored = {}
+    for engine in ("inprocess", "papermill"):
+        result = run_cli(notebook, "--records", records, "--out", tmp_path, "--run-id", engine, "--engine", engine)
+        assert result.exit_code == 0, result.output
+        scored[engine] = [d["results"] for d in read_results(tmp_path / engine)]
+    assert scored["inprocess"] == scored["papermill"]
+    assert scored["papermill"][2] == {"tiny": {"1.0": {"score": 4, "n": 2, "_status": "active"}}}
+
+
+@pytest.mark.parametrize("engine", ["inprocess", "papermill"])
+def test_sys_exit_in_score_costs_that_record_in_both_engines(tmp_path, make_notebook, engine):
+    cells = replace_cell(GOOD_CELLS, "score", "import sys\n\ndef score(data, results):\n"
+                                              "    if data['x'] == 1:\n        sys.exit(0)\n"
+                                              "    return {'score': data['x'] * FACTOR, 'n': len(data['label'])}")
+    records = tmp_path / "in.jsonl"
+    records.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(20)))
+    result = run_cli(make_notebook(cells=cells), "--records", records, "--out", tmp_path, "--run-id", "x",
+                     "--engine", engine)
+    assert result.exit_code == 0, result.output
+    entries = {d["id"]: d["results"]["tiny"]["1.0"] for d in read_results(tmp_path / "x")}
+    assert entries[1]["_error_type"] == "SystemExit" and entries[1]["_error_kind"] == "score_raised"
+    assert entries[2]["score"] == 4 and len(entries) == 20
