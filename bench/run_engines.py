@@ -2,9 +2,9 @@
 
 Generates N leads (default 1,000,000) as JSON Lines, runs the example notebooks
 over them with each engine in turn (same batch size and workers), and prints the
-ratio papermill / in-process (target <= 1.2). With --memory it also runs the
-papermill engine on a fifth of the records and compares peak memory (the
-largest resident set of the runner or any kernel): it must not grow with N.
+ratio papermill / in-process (target <= 1.2). With --memory it also runs both
+engines on a fifth of the records and compares peak memory (the largest
+resident set of the runner, a worker or a kernel): it must not grow with N.
 
     .venv/bin/python bench/run_engines.py [--records N] [--batch-size B] [--memory]
 """
@@ -65,9 +65,10 @@ def main() -> None:
             with open(tmp / "leads.jsonl") as source, open(tmp / "small.jsonl", "w") as target:
                 for _, line in zip(range(small), source):
                     target.write(line)
-            _, small_rss = measure(tmp / "small.jsonl", tmp / "runs", "papermill", batch_size, "pm-small")
-            print(f"peak RSS papermill: {small:,} records {small_rss} MiB, {args.records:,} records "
-                  f"{papermill_rss} MiB (ratio {papermill_rss / small_rss:.2f}; flat means it does not grow)")
+            for engine, big_rss in (("papermill", papermill_rss), ("inprocess", inprocess_rss)):
+                _, small_rss = measure(tmp / "small.jsonl", tmp / "runs", engine, batch_size, f"{engine}-small")
+                print(f"peak RSS {engine}: {small:,} records {small_rss} MiB, {args.records:,} records "
+                      f"{big_rss} MiB (ratio {big_rss / small_rss:.2f}; flat means it does not grow)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import utc_now
 from ..core.model import error_entry
@@ -34,6 +34,9 @@ from .execution import Executor, worker_name
 from .merge import Merger
 from .pools import DaskPool, ProcessPool, TaskLost
 from .records import estimate_records, read_batches
+
+if TYPE_CHECKING:
+    from .orchestrate import _Run
 
 
 class ExecutionLost(MlsmError):
@@ -107,7 +110,7 @@ class _Fallback:
     entries: dict
 
 
-def score_in_memory(state, records: Path, types: Mapping[str, str], workers: int,
+def score_in_memory(state: "_Run", records: Path, types: Mapping[str, str], workers: int,
                     on_done: Callable[[str, int, dict, int | None], None]) -> set[int]:
     """Score every batch not already done; returns the batches merged (now or before a resume).
 

@@ -1,13 +1,14 @@
 """`mlsm-nb run`: score record batches with model notebooks, then summary notebooks.
 
-Records are split into batch files once; each (notebook, batch) is one
-execution — papermill runs the production notebook (the papermill engine) or
-the extracted Model scores in-process (the in-process engine); both call
-`batch.score_batch`, so they give the same results. An execution starts when
-the executions it depends on (the models a summary needs, same batch) are
-done; when every execution of a batch is done its results are merged into the
-result documents. The manifest records every step, so `resume` can finish a
-run that was interrupted or partly failed.
+Orchestration only. The records are read once, in batches. With the papermill
+engine each batch is written to a batch file and each (notebook, batch) is one
+execution of the production notebook; an execution starts when the executions
+it depends on (the models a summary needs, same batch) are done, and when every
+execution of a batch is done its outputs are merged into the result documents.
+With the in-process engine a whole batch is scored and merged in memory by a
+worker process (`inmemory`). Both engines call `core.batch.score_batch`, so they
+give the same results. The manifest records every step, so `resume` can finish
+a run that was interrupted or partly failed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import platform
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ class _Run:
 
     def store_batch(self, batch: int, documents: Sequence | None = None) -> None:
         """Hand a merged batch to every sink that lacks it (from memory when given, else from the run
-        directory); after a sink fails, the run stops trying it (resume stores the rest)."""
+        directory); after a sink fails, the run stops trying it (resume stores the rest). The batch's
+        state in the manifest's `batch_states` becomes "stored" when every sink holds it, else stays
+        "merged" (its results are in the run directory)."""
         for sink in self.sinks:
             if sink.name not in self.held or batch in self.held[sink.name]:
                 continue
@@ -134,6 +137,8 @@ class _Run:
                     kept += [redact_text(p) for p in problems[:max(0, 20 - len(kept))]]
 
             self._guard(sink, f"batch {batch}", write)
+        stored = all(batch in self.held.get(sink.name, ()) for sink in self.sinks)
+        self.manifest.setdefault("batch_states", {})[str(batch)] = "stored" if stored else "merged"
 
     def finish_sinks(self) -> None:
         for sink in self.sinks:

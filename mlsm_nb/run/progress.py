@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -24,13 +25,16 @@ class ExecutionDone:
 
 
 class ProgressBar:
-    """A tqdm bar over executions, with the records scored and errors so far; drawn from the first
-    finished execution on (an error before any execution prints alone)."""
+    """A tqdm bar over executions, with the records scored (each once, however many notebooks score it) and
+    the errors so far; drawn from the first finished execution on (an error before any execution prints
+    alone), timed from the bar's creation."""
 
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream or sys.stderr
         self._bar = None
-        self._records = self._errors = 0
+        self._started = time.time()
+        self._batches: dict[int, int] = {}  # batch -> its records
+        self._errors = 0
 
     def __call__(self, event: ExecutionDone) -> None:
         if self._bar is None:
@@ -40,11 +44,13 @@ class ProgressBar:
             size = shutil.get_terminal_size((100, 20))
             self._bar = tqdm(total=event.total, unit="exec", desc="executions", file=self._stream,
                              ncols=size.columns, nrows=size.lines)
-        self._records += event.records
+            self._bar.start_t = self._started  # rates over the whole run, not from the first execution
+        self._batches[event.batch] = max(self._batches.get(event.batch, 0), event.records)
         self._errors += event.errors
         self._bar.total = event.total
         self._bar.n = event.done
-        self._bar.set_postfix_str(f"{self._records:,} records, {self._errors:,} errors", refresh=False)
+        self._bar.set_postfix_str(f"{sum(self._batches.values()):,} records, {self._errors:,} errors",
+                                  refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:

@@ -60,12 +60,14 @@ def test_a_failing_sink_fails_the_run_and_resume_stores_only_what_it_lacks(tmp_p
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="f", sinks=[sink], **OPTIONS)
     assert manifest["status"] == "failed" and manifest["store_error"] == "recording: batch 1: recording: batch 1 refused"
     assert 1 not in sink.batches and len(sink.batches) < 3  # batches finish in any order; none after the failure
+    assert manifest["batch_states"]["1"] == "merged"
     assert len(list(read_results(tmp_path / "f"))) == 300  # the run directory is complete anyway
     sink.fail_on = None
     first = dict(sink.batches)
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="f", sinks=[sink], resume=True, **OPTIONS)
     assert manifest["status"] == "succeeded" and "store_error" not in manifest
     assert set(sink.batches) == {0, 1, 2}
+    assert manifest["batch_states"] == {"0": "stored", "1": "stored", "2": "stored"}
     assert all(sink.batches[b] is documents for b, documents in first.items())  # not written again
 
 

@@ -34,7 +34,7 @@ def test_run_in_a_terminal_shows_a_bar_and_no_noise(tmp_path, leads, engine):
     code, shown = in_terminal(NOTEBOOKS, "--records", leads, "--out", tmp_path, "--run-id", "t",
                               "--batch-size", 100, "--engine", engine)
     assert code == 0, shown
-    assert "executions: 100%" in shown and "8/8" in shown and "800 records, 0 errors" in shown
+    assert "executions: 100%" in shown and "8/8" in shown and "200 records, 0 errors" in shown
     assert f"run t: succeeded ({engine} engine)" in shown
     assert not [word for word in NOISE if word in shown], shown
 
