@@ -68,14 +68,11 @@ class Executor:
     def model(self, key: str) -> Model:
         """The in-process engine's model `key`, loaded once per process: in a worker, since loading runs the
         notebook's setup code. A model that cannot load raises the same error for every batch it is given."""
-        cache = (self._cache_key(), key)
+        settings = self._cache_key()
         with _MODELS_LOCK:
-            if cache not in _MODELS:
-                try:
-                    _MODELS[cache] = self._load_model(key)
-                except MlsmError as exc:
-                    _MODELS[cache] = exc
-            found = _MODELS[cache]
+            if (settings, key) not in _MODELS:
+                _MODELS.update({(settings, k): found for k, found in self._load(key).items()})
+            found = _MODELS[settings, key]
         if isinstance(found, MlsmError):
             raise found
         return found
@@ -97,15 +94,20 @@ class Executor:
                 raise ConfigError(f"{self.bundle}: model {key} was extracted from a different version of "
                                   f"{source}; extract the bundle again")
 
-    def _load_model(self, key: str) -> Model:
+    def _load(self, key: str) -> dict[str, Model | MlsmError]:
+        """key -> model: the notebook `key`'s, or every model of the bundle (its modules run once); or the error."""
         from ..notebook.extract import load_bundle, load_notebook
 
-        if self.bundle:
-            model = next(m for m in load_bundle(self.bundle) if model_key(m.name, m.version) == key)
-        else:
-            model = load_notebook(self.sources[key], {**self.parameters, **self.secrets})
-        model.status = self.status or model.status
-        return model
+        try:
+            if self.bundle:
+                models = {model_key(m.name, m.version): m for m in load_bundle(self.bundle)}
+            else:
+                models = {key: load_notebook(self.sources[key], {**self.parameters, **self.secrets})}
+        except MlsmError as exc:
+            return {key: exc}
+        for model in models.values():
+            model.status = self.status or model.status
+        return models
 
     def dependencies(self, key: str, batch: int) -> dict[str, str]:
         return {dep: str(self.run.output_path(dep, batch)) for dep in self.needs[key]}
