@@ -1,5 +1,6 @@
 """Shared fixtures: small notebooks written on the fly, the repository's paths."""
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -38,6 +39,12 @@ def write_notebook(path: Path, cells, language: str = "python", headings: bool =
         nb.cells.append(cell)
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
+    return path
+
+
+def write_records(path: Path, count: int) -> Path:
+    """JSON Lines of `count` records for GOOD_CELLS' model: id i, x = i, label "ab"."""
+    path.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(count)))
     return path
 
 

@@ -19,12 +19,9 @@ PAGE = "outcomes.html"
 
 
 def _drift_chart(rows: list[dict], path: Path, threshold: float) -> None:
-    import matplotlib
+    from ..report.charts import figure, to_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig, ax = figure(8, 3.2)
     for row in rows:
         ax.plot([r["run_id"][-14:] for r in row["runs"]], [r["psi"] or 0 for r in row["runs"]], marker="o",
                 label=row["model"])
@@ -32,9 +29,7 @@ def _drift_chart(rows: list[dict], path: Path, threshold: float) -> None:
     ax.set_ylabel("PSI vs oldest run")
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=80)
-    plt.close(fig)
+    path.write_bytes(to_png(fig))
 
 
 def outcome_models(run_dir: str | Path, database: AuditDatabase | None = None) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 import nbformat
 
+from .charts import score_histogram
 from .data import PSI_THRESHOLD, RunReport, batch_sample, build_run_report, compare_runs
 from .notebook_html import ANSI, render_notebook
 from .paths import PathScrubber
@@ -35,22 +36,6 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     env.globals["slug"] = slug
     return env
-
-
-def _histogram(scores: list[float], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.hist(scores, bins=40, color="#3b6ea5")
-    ax.set_title(title)
-    ax.set_xlabel("score")
-    ax.set_ylabel("records")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=80)
-    plt.close(fig)
 
 
 def _write_stylesheet(out: Path) -> None:
@@ -119,7 +104,8 @@ class _Site:
         model = self.report.models[key]
         plot = None
         if model.scores:
-            _histogram(model.scores, self.out / "img" / f"{slug(key)}.png", f"{model.name} {model.version}")
+            (self.out / "img" / f"{slug(key)}.png").write_bytes(
+                score_histogram(model.scores, bins=40, size=(7, 3), title=f"{model.name} {model.version}"))
             plot = f"../img/{slug(key)}.png"
         self.write(f"models/{slug(key)}.html", "model.html", model=model, plot=plot, stats=model.stats(),
                    source_link=self.production(key))

@@ -11,7 +11,9 @@ start) and an ``in_memory`` flag (default False) saying which of two kinds it is
   batch order): ``kept(executor, key, batch) -> dict`` says where the
   execution's audit artifacts go (e.g. the executed notebook), and
   ``execute(executor, key, batch)`` does it; it runs in a pool thread or on
-  a Dask worker and raises on failure (the executor records it);
+  a Dask worker and raises on failure (the executor records it). An optional
+  ``release()`` runs in each pool thread as the run's pool stops, to free
+  what the engine kept in that thread between executions (warm kernels);
 - an in-memory engine (``in_memory = True``, e.g. inprocess) scores records
   it is handed: ``score(executor, key, records, dependencies) -> BatchOutcome``,
   called in a worker process (or on a Dask worker) by `run.inmemory`.
@@ -88,22 +90,39 @@ class PapermillEngine:
 
     def execute(self, executor: "Executor", key: str, batch: int) -> None:
         import papermill
+        from jupyter_core.utils import run_sync
 
-        from .kernels import kernel_manager_class
+        from .kernels import kernel_manager_class, thread_kernels
         from .notebooks import secret_env
 
         run = executor.run
+        notebook, cwd = str(run.notebook_path(key)), str(Path(executor.sources[key]).parent)
         parameters = {**executor.parameters, "mlsm_batch_path": str(run.batch_path(batch)),
                       "mlsm_output_path": str(run.output_path(key, batch)),
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
-        # The kernel's working directory is set through nbclient's resources, not papermill's
-        # `cwd`, which changes the whole process's directory and so is unsafe in threads.
-        papermill.execute_notebook(
-            str(run.notebook_path(key)), str(run.executed_path(key, batch)),
-            parameters=parameters, kernel_name="python3", progress_bar=False, log_output=False,
-            execution_timeout=executor.timeout, kernel_manager_class=kernel_manager_class(env),
-            resources={"metadata": {"path": str(Path(executor.sources[key]).parent)}})
+        kernels = thread_kernels() if executor.warm_kernels else None
+        km = None
+        if kernels is not None:  # this thread's kernel of the notebook, or a new one nbclient starts and leaves running
+            km = run_sync(kernels.take)(notebook) or kernel_manager_class(env)(kernel_name="python3")
+        try:
+            # The kernel's working directory is set through nbclient's resources, not papermill's
+            # `cwd`, which changes the whole process's directory and so is unsafe in threads.
+            papermill.execute_notebook(
+                notebook, str(run.executed_path(key, batch)), parameters=parameters, kernel_name="python3",
+                progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
+                kernel_manager_class=kernel_manager_class(env), resources={"metadata": {"path": cwd}})
+        except BaseException:
+            if km is not None:
+                run_sync(kernels.discard)(km)
+            raise
+        if km is not None:
+            run_sync(kernels.keep)(notebook, km, cwd)
+
+    def release(self) -> None:
+        from .kernels import release_thread_kernels
+
+        release_thread_kernels()
 
 
 class InProcessEngine:

@@ -56,6 +56,7 @@ class Executor:
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
     status: str | None = None
     bundle: str | None = None
+    warm_kernels: bool = False  # papermill: a thread runs a notebook's next batch in its kernel (see run.kernels)
 
     @property
     def run(self) -> RunDirectory:

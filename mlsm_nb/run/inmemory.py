@@ -33,7 +33,7 @@ from .engines import get_engine
 from .execution import Executor, worker_name
 from .merge import Merger
 from .pools import DaskPool, ProcessPool, TaskLost
-from .records import estimate_records, read_batches
+from .records import estimate_records, planned_batches, read_batches
 
 if TYPE_CHECKING:
     from .orchestrate import _Run
@@ -132,9 +132,8 @@ def score_in_memory(state: "_Run", records: Path, types: Mapping[str, str], work
     expected = estimate_records(records)
 
     def total() -> int | None:  # executions: exact once the reader is done, estimated from the file until then
-        if summary:
-            return len(keys) * summary["batches"]
-        return len(keys) * -(-expected // settings.batch_size) if expected else None
+        batches = planned_batches(summary, expected, settings.batch_size)
+        return None if batches is None else len(keys) * batches
 
     def finish(batch: int, merged: dict) -> None:
         for key in keys:

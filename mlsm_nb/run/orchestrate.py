@@ -41,7 +41,7 @@ from .parameters import check_parameters
 from .pools import DaskPool, ThreadPool
 from .progress import ExecutionDone
 from .inmemory import score_in_memory
-from .records import check_records_file, declared_types, read_batches
+from .records import check_records_file, declared_types, estimate_records, planned_batches, read_batches
 from .settings import RunSettings
 from .verdict import FAILED, INTERRUPTED, RUNNING, judge
 
@@ -106,7 +106,8 @@ class _Run:
             labels={key: str(spec.path) for key, spec in self.specs.items()},
             needs={key: [model_key(m["name"], m["version"]) for m in spec.models] for key, spec in self.specs.items()},
             parameters={k: v for k, v in parameters.items() if k not in secrets}, secrets=secrets,
-            status=status, bundle=str(Path(settings.bundle).resolve()) if settings.bundle else None)
+            status=status, bundle=str(Path(settings.bundle).resolve()) if settings.bundle else None,
+            warm_kernels=not settings.fresh_kernels and not settings.scheduler)  # Dask workers outlive the run
         get_engine(settings.engine).prepare(self.executor, specs)
         self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
@@ -153,15 +154,6 @@ class _Run:
         except (MlsmError, PyMongoError) as exc:
             self.held.pop(sink.name, None)
             self.manifest.setdefault("store_error", redact_text(f"{sink.name}: {what}: {exc}"))
-
-
-def _split_batches(run: RunDirectory, records: Path, id_field: str, batch_size: int,
-                   types: Mapping[str, str] | None = None) -> dict:
-    """Stream the records file into batch files and rejected.jsonl; returns the input summary."""
-    summary: dict = {}
-    for batch, chunk in read_batches(records, id_field, batch_size, types, run.rejected_path, summary):
-        write_jsonl(run.batch_path(batch), chunk)
-    return summary
 
 
 def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
@@ -255,16 +247,12 @@ def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirecto
     run_dir.write_manifest(manifest)
     try:
         types = declared_types(s.fields for s in specs)
-        in_memory = getattr(get_engine(settings.engine), "in_memory", False)
-        if not in_memory and not manifest["input"].get("complete"):
-            manifest["input"].update(_split_batches(run_dir, records, settings.id_field, settings.batch_size, types))
-            run_dir.write_manifest(manifest)
         state = _Run(specs, run_dir, manifest, settings, sinks, status)
         state.open_sinks()
-        if in_memory:
+        if getattr(get_engine(settings.engine), "in_memory", False):
             _score_batches(state, records, types, keys, workers, on_progress)
         else:
-            _execute_all(state, keys, workers, on_progress, settings.scheduler)
+            _execute_all(state, records, types, keys, workers, on_progress)
         manifest["status"], manifest["verdict"] = judge(manifest, settings.max_error_rate)
         manifest["ended_at"] = utc_now()
         state.finish_sinks()
@@ -315,34 +303,77 @@ def _outcome(state: _Run, pool, future, key: str, batch: int) -> dict:
                 "errors": records}
 
 
-def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, scheduler: str | None = None) -> None:
-    """Run every execution not done yet, merge each batch when its executions are done; count per model."""
-    manifest, run = state.manifest, state.run
-    batches = manifest["input"]["batches"]
+def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: list[str], workers: int,
+                 on_progress) -> None:
+    """Run every execution not done yet, merge each batch when its executions are done; count per model.
+
+    The records are read while executions run, a batch file at a time, as far ahead as the workers need:
+    the first executions start after one batch, not after the whole input (a resume reads the input
+    again unless the run had read all of it).
+    """
+    manifest, run, settings = state.manifest, state.run, state.settings
     needs = state.executor.needs
     batch_stats: dict[str, dict] = manifest.setdefault("batch_stats", {})
-    done = set()
-    for batch in range(batches):
+    summary: dict = {}
+    reader = None
+    if not manifest["input"].get("complete"):
+        reader = read_batches(records, settings.id_field, settings.batch_size, types, run.rejected_path, summary)
+    expected = estimate_records(records) if reader is not None else None
+    done: set[tuple[str, int]] = set()
+    todo: list[tuple[str, int]] = []
+    merged: set[int] = set()
+    finished = 0
+    running: dict[Any, tuple[str, int]] = {}
+    pool = (DaskPool(settings.scheduler) if settings.scheduler
+            else ThreadPool(workers, getattr(get_engine(settings.engine), "release", None)))
+    keep = bool(state.sinks) and not settings.scheduler  # a thread's merge hands its documents to the sinks in memory
+
+    def total() -> int | None:
+        batches = planned_batches(manifest["input"] if reader is None else summary, expected, settings.batch_size)
+        return None if batches is None else len(keys) * batches
+
+    def add(batch: int) -> None:
+        """A batch whose file is written: what of it is done (resume), what to run, and its merge if due."""
+        nonlocal finished
         for key in keys:  # models before the summaries that consume them: a re-run model re-runs its summaries
             if _intact(state, key, batch) and all((dep, batch) in done for dep in needs[key]):
                 done.add((key, batch))
-    todo = [(k, b) for b in range(batches) for k in keys if (k, b) not in done]
-    complete = {b for b in range(batches) if all((k, b) in done for k in keys)}
-    merged = {b for b in complete if run.results_path(b).is_file() and str(b) in batch_stats}
-    total, finished = len(keys) * batches, len(done)
-    running: dict[Any, tuple[str, int]] = {}
-    pool = DaskPool(scheduler) if scheduler else ThreadPool(workers)
-    keep = bool(state.sinks) and not scheduler  # a thread's merge hands its documents to the sinks in memory
+                finished += 1
+            else:
+                todo.append((key, batch))
+        if all((k, batch) in done for k in keys):
+            if run.results_path(batch).is_file() and str(batch) in batch_stats:
+                merged.add(batch)
+            else:  # executions done, merge lost (killed in between, or deleted)
+                running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
+
+    def ready() -> list[tuple[str, int]]:  # an execution starts as soon as the ones it needs (same batch) are done
+        return [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]
+
     try:
-        for batch in sorted(complete - merged):  # executions done, merge lost (killed in between, or deleted)
-            running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
-        while todo or running:
-            # An execution starts as soon as the executions it needs (same batch) are done.
-            for item in [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]:
+        if reader is None:
+            for batch in range(manifest["input"]["batches"]):
+                add(batch)
+        while True:
+            startable = ready()
+            while reader is not None and len(startable) < pool.capacity:  # read ahead as far as the workers need
+                item = next(reader, None)
+                if item is None:
+                    reader = None
+                    manifest["input"].update(summary)
+                    run.write_manifest(manifest)
+                    break
+                batch, chunk = item
+                write_jsonl(run.batch_path(batch), chunk)
+                add(batch)
+                startable = ready()
+            for item in startable:
                 if len(running) >= pool.capacity:
                     break
                 todo.remove(item)
                 running[pool.submit(state.executor.execute, *item)] = item
+            if not running:
+                break
             for future in pool.wait_any(running):
                 key, batch = running.pop(future)
                 if key is _MERGE:  # the batch's result documents are written
@@ -362,9 +393,11 @@ def _execute_all(state: _Run, keys: list[str], workers: int, on_progress, schedu
                 if on_progress:
                     on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
                                               entry.get("records", 0), entry.get("errors", 0),
-                                              entry.get("seconds") or 0.0, finished, total))
+                                              entry.get("seconds") or 0.0, finished, total()))
     except BaseException:
         pool.close(cancel=True)
+        if reader is not None:
+            reader.close()
         raise
     pool.close()
     for batch in sorted(merged):

@@ -8,13 +8,16 @@ is imported only when a scheduler is given.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from multiprocessing import connection
 from typing import Any, Callable
 
@@ -24,14 +27,42 @@ DASK_RETRIES = 1  # a task whose worker died is tried once more elsewhere; then 
 
 
 class ThreadPool:
-    """Executions in threads of this process (each papermill execution is its own kernel process)."""
+    """Work in threads of this process (each papermill execution talks to its own kernel process).
 
-    def __init__(self, workers: int):
+    `teardown`, when given, runs in each of the pool's threads as it stops (after `close`, once its
+    current task is done, even when cancelled): what a thread kept, e.g. its warm kernels, is
+    released by the thread that used it.
+    """
+
+    _names = itertools.count()
+
+    def __init__(self, workers: int, teardown: Callable[[], None] | None = None):
         self.capacity = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlsm-exec")
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._teardown = teardown
+        # Unique names: jupyter_core keys the event loop it runs kernels on by thread name.
+        self._threads = [threading.Thread(target=self._serve, name=f"mlsm-exec-{next(self._names)}")
+                         for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, fn: Callable, *args, timeout: float | None = None) -> Any:
-        return self._pool.submit(fn, *args)  # the kernel enforces papermill's timeout
+    def _serve(self) -> None:
+        try:
+            while (task := self._tasks.get()) is not None:
+                future, fn, args = task
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:  # noqa: BLE001 - the runner decides what a failure means
+                        future.set_exception(exc)
+        finally:
+            if self._teardown:
+                self._teardown()
+
+    def submit(self, fn: Callable, *args, timeout: float | None = None) -> Future:
+        future: Future = Future()  # the kernel enforces papermill's timeout
+        self._tasks.put((future, fn, args))
+        return future
 
     def wait_any(self, futures) -> set:
         return wait(futures, return_when=FIRST_COMPLETED)[0]
@@ -40,7 +71,21 @@ class ThreadPool:
         return future.result()
 
     def close(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Stop the threads when their queued tasks are done; when `cancel`, drop the queued tasks and
+        return at once (running tasks finish in their threads)."""
+        if cancel:
+            while True:
+                try:
+                    task = self._tasks.get_nowait()
+                except queue.Empty:
+                    break
+                if task is not None:
+                    task[0].cancel()
+        for _ in self._threads:
+            self._tasks.put(None)
+        if not cancel:
+            for thread in self._threads:
+                thread.join()
 
 
 class TaskLost(Exception):

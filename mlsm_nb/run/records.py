@@ -303,6 +303,14 @@ def estimate_records(path: str | Path) -> int | None:
     return max(0, lines - (kind == "csv"))
 
 
+def planned_batches(summary: Mapping, expected: int | None, batch_size: int) -> int | None:
+    """A run's batches, for progress: exact once the reader is done (`summary` holds "batches"), else
+    estimated from the records `expected` (see `estimate_records`); None when unknown."""
+    if "batches" in summary:
+        return summary["batches"]
+    return -(-expected // batch_size) if expected else None
+
+
 def read_records(path: str | Path, id_field: str = "id",
                  types: Mapping[str, str] | None = None) -> Iterator[tuple[int, dict | Rejected]]:
     """Yield (line number, record) or (line number, Rejected) for each input line.

@@ -91,23 +91,12 @@ class BatchSummary:
     @staticmethod
     def _histogram(scores: list[float]) -> None:
         import base64
-        import io
 
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from IPython.display import display
 
-        fig, ax = plt.subplots(figsize=(5, 2.2))
-        ax.hist(scores, bins=30, color="#3b6ea5")
-        ax.set_xlabel("score")
-        ax.set_ylabel("records")
-        fig.tight_layout()
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=80)
-        plt.close(fig)
-        encoded = base64.b64encode(png.getvalue()).decode()
+        from ..report.charts import score_histogram
+
+        encoded = base64.b64encode(score_histogram(scores)).decode()
         # PNG for notebook viewers, and HTML with alt text for readers and nbconvert.
         display({"image/png": encoded,
                  "text/html": f'<img alt="histogram of the batch\'s scores" src="data:image/png;base64,{encoded}">'},

@@ -35,6 +35,9 @@ class RunSettings:
     resume: bool = _option(False, "Finish the run --run-id: skip executions already done and intact.")
     engine: str = _option("papermill", "papermill: execute the notebooks (audit path); "
                                        "inprocess: extracted models, no kernels.", result=True)
+    fresh_kernels: bool = _option(False, "With --engine papermill: start a new kernel for every execution. By "
+                                         "default a worker runs a notebook's next batch in the same kernel, "
+                                         "reset (namespace emptied; imported modules stay loaded).")
     parameters: dict = _option({}, "Notebook parameters (names their `parameters` cells define).", result=True)
     branch: str | None = _option(None, "Git branch the notebooks come from; git-flow rules may force status draft.",
                                  result=True)
@@ -61,6 +64,8 @@ class RunSettings:
             raise ConfigError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         if self.resume and not self.run_id:
             raise ConfigError("--resume needs the --run-id of the run to finish")
+        if self.fresh_kernels and self.engine != "papermill":
+            raise ConfigError("--fresh-kernels is about papermill's kernels: use it with --engine papermill")
         if self.bundle and self.engine != "inprocess":
             raise ConfigError("--bundle scores in-process: use it with --engine inprocess")
         if self.bundle and self.parameters:

@@ -1,8 +1,6 @@
-import json
-
 import pytest
 
-from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell
+from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell, write_records
 from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import read_results
@@ -44,7 +42,7 @@ KILLER = replace_cell(GOOD_CELLS, "score", (
 def test_a_task_that_kills_its_worker_fails_alone_and_resume_finishes(tmp_path, make_notebook, monkeypatch):
     notebook = make_notebook("killer.ipynb", KILLER)
     records = tmp_path / "in.jsonl"
-    records.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(40)))
+    write_records(records, 40)
     options = dict(out=tmp_path, run_id="k", batch_size=10, engine="inprocess", scheduler="local:2")
     monkeypatch.setenv("MLSM_TEST_KILL", "1")
     manifest = run_notebooks([notebook], records, **options)

@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import GOOD_CELLS, replace_cell
+from conftest import GOOD_CELLS, replace_cell, write_records
 from mlsm_nb.cli import main
 from mlsm_nb.store.rundir import read_results
 
@@ -85,7 +85,7 @@ def test_a_cell_that_rebinds_the_declarations_changes_neither_engine(tmp_path, m
     cells = replace_cell(GOOD_CELLS, "setup", 'FACTOR = 2\nstatus = "retired"\nfields = {"x": {"type": "str"}}')
     notebook = make_notebook(cells=cells)
     records = tmp_path / "in.jsonl"
-    records.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(3)))
+    write_records(records, 3)
     scored = {}
     for engine in ("inprocess", "papermill"):
         result = run_cli(notebook, "--records", records, "--out", tmp_path, "--run-id", engine, "--engine", engine)
@@ -101,7 +101,7 @@ def test_sys_exit_in_score_costs_that_record_in_both_engines(tmp_path, make_note
                                               "    if data['x'] == 1:\n        sys.exit(0)\n"
                                               "    return {'score': data['x'] * FACTOR, 'n': len(data['label'])}")
     records = tmp_path / "in.jsonl"
-    records.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(20)))
+    write_records(records, 20)
     result = run_cli(make_notebook(cells=cells), "--records", records, "--out", tmp_path, "--run-id", "x",
                      "--engine", engine)
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import GOOD_CELLS, replace_cell, write_notebook
+from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import read_results
 
@@ -29,9 +29,7 @@ def score_cell(line_for_13):
 
 @pytest.fixture
 def records(tmp_path):
-    path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(40)))
-    return path
+    return write_records(tmp_path / "in.jsonl", 40)
 
 
 def entries(run_dir, name="tiny"):

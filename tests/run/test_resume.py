@@ -115,6 +115,40 @@ def test_papermill_killed_between_executions_and_merge_then_resumed_equals_an_un
     assert manifest["models"] == whole["models"]
 
 
+KILL_WHILE_READING = """
+import os, signal, sys
+from mlsm_nb.run import orchestrate
+
+original = orchestrate.write_jsonl
+def write_or_die(path, rows):
+    if path.name == "batch-00004.jsonl":  # executions of the first batches ran while the input was read
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(path, rows)
+orchestrate.write_jsonl = write_or_die
+orchestrate.run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=10,
+                          engine="papermill", workers=2)
+"""
+
+
+@pytest.mark.slow
+def test_papermill_killed_while_reading_the_input_then_resumed_keeps_what_ran(tmp_path, few_leads):
+    options = {**PAPERMILL, "batch_size": 10}
+    whole = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="whole", **options)
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_READING, str(NOTEBOOKS), str(few_leads),
+                             str(tmp_path)])
+    assert killed.returncode == -9
+    before = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    assert before["status"] == "running" and "complete" not in before["input"]
+    ran = {(key, batch): e["started_at"] for key, batches in before["executions"].items()
+           for batch, e in batches.items() if e["status"] == "ok"}
+    assert ran and all(int(batch) < 4 for _, batch in ran)
+    manifest = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="k", resume=True, **options)
+    assert manifest["status"] == "succeeded" and manifest["input"] == whole["input"]
+    assert comparable(tmp_path / "k") == comparable(tmp_path / "whole")
+    assert manifest["models"] == whole["models"]
+    assert all(manifest["executions"][key][batch]["started_at"] == at for (key, batch), at in ran.items())
+
+
 @pytest.mark.slow
 def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, few_leads):
     run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="s", **PAPERMILL)

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import GOOD_CELLS, replace_cell
+from conftest import GOOD_CELLS, replace_cell, write_records
 from mlsm_nb.cli import main
 from mlsm_nb.exceptions import ConfigError
 from mlsm_nb.run.engines import get_engine
@@ -16,7 +16,7 @@ from mlsm_nb.store.rundir import read_results
 
 def records(tmp_path, n=20):
     path = tmp_path / "records.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "data": {"x": i, "label": "ab"}}) + "\n" for i in range(n)))
+    write_records(path, n)
     return path
 
 
@@ -151,6 +151,8 @@ def test_unknown_engine_names_the_known_ones():
         get_engine("spark")
     with pytest.raises(ConfigError, match="known engines: inprocess, papermill"):
         RunSettings(engine="spark")
+    with pytest.raises(ConfigError, match="--fresh-kernels is about papermill's kernels"):
+        RunSettings(engine="inprocess", fresh_kernels=True)
 
 
 def test_results_keep_id_types(tmp_path, make_notebook):

@@ -1,0 +1,100 @@
+"""The papermill engine keeps each notebook's kernel warm between batches: the next batch runs in it after a
+reset (nothing of the last batch's namespace, execution count from 1, working directory restored), a kernel
+whose execution failed is never reused, --fresh-kernels starts one per execution, and no kernel outlives
+the run."""
+
+import json
+import os
+
+import nbformat
+import pytest
+
+from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
+from mlsm_nb.run.kernels import QuietKernelManager, WarmKernels
+from mlsm_nb.run.orchestrate import run_notebooks
+
+pytestmark = pytest.mark.slow
+
+# A setup cell that shows which kernel ran it, what it saw of a name the last batch left, and its directory;
+# then litters the kernel: a global, a changed working directory, an open pyplot figure.
+PROBE = ("import os\n"
+         "import matplotlib\n"
+         "matplotlib.use('Agg')\n"
+         "import matplotlib.pyplot as plt\n"
+         "print(json_dumps := __import__('json').dumps({'pid': os.getpid(), 'left': globals().get('LEFT'),\n"
+         "      'cwd': os.getcwd(), 'figures': len(plt.get_fignums())}))\n"
+         "LEFT = mlsm_batch_path\n"
+         "plt.figure()\n"
+         "os.chdir('/')\n"
+         "FACTOR = 2")
+
+
+@pytest.fixture
+def records(tmp_path):
+    return write_records(tmp_path / "in.jsonl", 30)
+
+
+def probes(run_dir, key="tiny@1.0"):
+    """What the probe cell printed in each batch's executed notebook, and the notebook's execution counts."""
+    seen = []
+    for path in sorted((run_dir / "executed" / key).glob("batch-*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        probe = next(c for c in cells if "json_dumps" in c.source)
+        seen.append({**json.loads(probe.outputs[0]["text"]),
+                     "counts": [c.execution_count for c in cells if c.cell_type == "code"]})
+    return seen
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_notebooks_batches_run_in_one_kernel_reset_between_them(tmp_path, records):
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", PROBE))
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="w", batch_size=10, workers=1)
+    assert manifest["status"] == "succeeded"
+    seen = probes(tmp_path / "runs" / "w")
+    assert len(seen) == 3 and len({s["pid"] for s in seen}) == 1  # one kernel for the three batches
+    for s in seen:  # as if fresh: no name, figure or directory change of the last batch
+        assert s["left"] is None and s["figures"] == 0 and s["cwd"] == str(tmp_path / "nb")
+        assert s["counts"] == list(range(1, len(s["counts"]) + 1))
+    assert not alive(seen[0]["pid"])  # shut down with the run
+
+
+def test_fresh_kernels_start_one_kernel_per_execution(tmp_path, records):
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", PROBE))
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="f", batch_size=10, workers=1,
+                             fresh_kernels=True)
+    assert manifest["status"] == "succeeded" and manifest["fresh_kernels"] is True
+    seen = probes(tmp_path / "runs" / "f")
+    assert len({s["pid"] for s in seen}) == 3 and not any(alive(s["pid"]) for s in seen)
+
+
+def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
+    setup = PROBE + "\nif mlsm_batch_path.endswith('batch-00001.jsonl'):\n    raise ValueError('bad batch')"
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="b", batch_size=10, workers=1)
+    assert manifest["status"] == "failed" and manifest["failed_executions"] == 1
+    assert "tiny.ipynb:cell 2 [setup]: batch 1: ValueError: bad batch" in manifest["executions"]["tiny@1.0"]["1"]["error"]
+    first, failed, after = probes(tmp_path / "runs" / "b")
+    assert first["pid"] == failed["pid"] != after["pid"] and after["left"] is None
+    assert not alive(first["pid"]) and not alive(after["pid"])
+
+
+def test_a_kept_kernel_that_died_is_replaced(tmp_path):
+    from jupyter_core.utils import run_sync
+
+    kernels = WarmKernels()
+    km = QuietKernelManager(kernel_name="python3")
+    run_sync(km.start_kernel)(cwd=str(tmp_path))
+    run_sync(kernels.keep)("nb", km, str(tmp_path))
+    assert run_sync(kernels.take)("nb") is km  # alive and reset: handed back
+    run_sync(kernels.keep)("nb", km, str(tmp_path))
+    km.provisioner.process.kill()
+    km.provisioner.process.wait()
+    assert run_sync(kernels.take)("nb") is None  # dead: the caller starts a new one
+    assert not os.path.exists(km.connection_file)
