@@ -78,8 +78,10 @@ class PapermillEngine:
         import nbformat
 
         from ..store.rundir import model_key
+        from .kernels import remove_stale_kernel_files
         from .notebooks import production_notebook
 
+        remove_stale_kernel_files()  # what a killed run's kernels left behind
         for spec in specs:
             key = model_key(spec.name, spec.version)
             nbformat.write(production_notebook(spec, sorted(executor.secrets)), executor.run.notebook_path(key))

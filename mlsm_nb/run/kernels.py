@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 import uuid
+import zlib
 from collections.abc import Mapping
+from pathlib import Path
 
 from jupyter_client import AsyncKernelClient, AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
@@ -76,7 +79,8 @@ class QuietKernelManager(AsyncKernelManager):
         self._client: KernelClient | None = None
         runtime = jupyter_runtime_dir()
         os.makedirs(runtime, exist_ok=True)
-        stem = os.path.join(runtime, f"mlsm-kernel-{uuid.uuid4().hex}")
+        # Short: an IPC socket's path must fit in about 107 bytes.
+        stem = os.path.join(runtime, f"{_file_prefix(os.getpid())}{uuid.uuid4().hex[:12]}")
         kwargs.setdefault("transport", "ipc")
         kwargs.setdefault("connection_file", f"{stem}.json")
         kwargs.setdefault("ip", f"{stem}-ipc")
@@ -102,6 +106,36 @@ class QuietKernelManager(AsyncKernelManager):
         if self.shutting_down:
             return
         await super()._async_interrupt_kernel()
+
+
+def _file_prefix(runner: int) -> str:
+    """How the runtime files of the kernels a process starts are named: its host (a short digest, as
+    a home folder may be shared between hosts) and process id."""
+    return f"mlsm-kernel-{zlib.crc32(socket.gethostname().encode()):08x}-{runner}-"
+
+
+def remove_stale_kernel_files() -> int:
+    """Remove the connection and socket files of kernels whose runner (on this host) is gone — killed
+    with its kernels, it left them in Jupyter's runtime folder; returns how many."""
+    prefix = _file_prefix(0)[:-2]
+    removed = 0
+    for path in Path(jupyter_runtime_dir()).glob(f"{prefix}*"):
+        runner = path.name[len(prefix):].split("-", 1)[0]
+        if runner.isdigit() and not pid_alive(int(runner)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def kernel_manager_class(env: Mapping[str, str] | None = None) -> type[QuietKernelManager]:

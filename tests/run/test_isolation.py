@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
+from mlsm_nb.run.kernels import pid_alive
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import read_results
 
@@ -124,9 +125,7 @@ def _hung_workers(tmp_path, timeout=20):
 def _gone(pid, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return True
         time.sleep(0.1)
     return False

@@ -5,12 +5,15 @@ the run."""
 
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
-from mlsm_nb.run.kernels import QuietKernelManager, WarmKernels
+from mlsm_nb.run.kernels import QuietKernelManager, WarmKernels, pid_alive as alive, remove_stale_kernel_files
 from mlsm_nb.run.orchestrate import run_notebooks
 
 pytestmark = pytest.mark.slow
@@ -43,14 +46,6 @@ def probes(run_dir, key="tiny@1.0"):
         seen.append({**json.loads(probe.outputs[0]["text"]),
                      "counts": [c.execution_count for c in cells if c.cell_type == "code"]})
     return seen
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_notebooks_batches_run_in_one_kernel_reset_between_them(tmp_path, records):
@@ -98,3 +93,27 @@ def test_a_kept_kernel_that_died_is_replaced(tmp_path):
     km.provisioner.process.wait()
     assert run_sync(kernels.take)("nb") is None  # dead: the caller starts a new one
     assert not os.path.exists(km.connection_file)
+
+
+def test_files_of_a_killed_runs_kernels_are_removed_by_the_next_run(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    runtime = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: IPC socket paths are limited
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    code = ("import os, signal\n"
+            "from jupyter_core.utils import run_sync\n"
+            "from mlsm_nb.run.kernels import QuietKernelManager\n"
+            "km = QuietKernelManager(kernel_name='python3')\n"
+            "run_sync(km.start_kernel)()\n"
+            "km.client().start_channels()\n"
+            "run_sync(km.client().wait_for_ready)(timeout=60)  # its sockets are bound\n"
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", code], stderr=subprocess.DEVNULL).returncode == -9
+    left = sorted(p.name for p in runtime.iterdir())
+    assert any(name.endswith(".json") for name in left) and any("-ipc-" in name for name in left)
+    live = QuietKernelManager(kernel_name="python3")  # this process's: alive, so kept
+    open(live.connection_file, "w").close()
+    assert remove_stale_kernel_files() == len(left)
+    assert sorted(os.listdir(runtime)) == [os.path.basename(live.connection_file)]
+    shutil.rmtree(runtime)
