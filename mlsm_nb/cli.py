@@ -228,7 +228,7 @@ def _engine_names() -> list[str]:
 @_setting("timeout", type=float)
 @_setting("resume", is_flag=True)
 @_setting("engine", type=click.Choice(_engine_names()))
-@_setting("fresh_kernels", is_flag=True)
+@_setting("warm_kernels", is_flag=True)
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a notebook parameter (JSON value or string; repeatable); the name must be one a "
                    "notebook's `parameters` cell defines (see --list-params). Credentials go to each kernel's "

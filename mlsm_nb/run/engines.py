@@ -10,8 +10,9 @@ start) and an ``in_memory`` flag (default False) saying which of two kinds it is
   the model's entries to ``run.output_path(key, batch)`` (one line per record,
   batch order): ``kept(executor, key, batch) -> dict`` says where the
   execution's audit artifacts go (e.g. the executed notebook), and
-  ``execute(executor, key, batch)`` does it; it runs in a pool thread or on
-  a Dask worker and raises on failure (the executor records it). An optional
+  ``execute(executor, key, batch)`` does it, returning facts for the
+  execution's manifest entry or None; it runs in a pool thread or on a Dask
+  worker and raises on failure (the executor records it). An optional
   ``release()`` runs in each pool thread as the run's pool stops, to free
   what the engine kept in that thread between executions (warm kernels);
 - an in-memory engine (``in_memory = True``, e.g. inprocess) scores records
@@ -90,7 +91,7 @@ class PapermillEngine:
         run = executor.run
         return {"executed": str(run.executed_path(key, batch).relative_to(run.root))}
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> None:
+    def execute(self, executor: "Executor", key: str, batch: int) -> dict | None:
         import papermill
         from jupyter_core.utils import run_sync
 
@@ -103,10 +104,10 @@ class PapermillEngine:
                       "mlsm_output_path": str(run.output_path(key, batch)),
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
-        kernels = thread_kernels() if executor.warm_kernels else None
-        km = None
-        if kernels is not None:  # this thread's kernel of the notebook, or a new one nbclient starts and leaves running
-            km = run_sync(kernels.take)(notebook) or kernel_manager_class(env)(kernel_name="python3")
+        kernels = thread_kernels(executor.warm_kernels) if executor.warm_kernels else None
+        # --warm-kernels: this thread's kept kernel of the notebook, or a new one nbclient starts and leaves running
+        km = (run_sync(kernels.take)(notebook) or kernels.new(kernel_manager_class(env))) if kernels else None
+        ran_before = km.executions if km else None
         try:
             # The kernel's working directory is set through nbclient's resources, not papermill's
             # `cwd`, which changes the whole process's directory and so is unsafe in threads.
@@ -118,8 +119,10 @@ class PapermillEngine:
             if km is not None:
                 run_sync(kernels.discard)(km)
             raise
-        if km is not None:
-            run_sync(kernels.keep)(notebook, km, cwd)
+        if km is None:
+            return None
+        run_sync(kernels.keep)(notebook, km, cwd)
+        return {"kernel_runs": ran_before}  # the executions this kernel ran before this one
 
     def release(self) -> None:
         from .kernels import release_thread_kernels

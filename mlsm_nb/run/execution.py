@@ -56,7 +56,7 @@ class Executor:
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
     status: str | None = None
     bundle: str | None = None
-    warm_kernels: bool = False  # papermill: a thread runs a notebook's next batch in its kernel (see run.kernels)
+    warm_kernels: int = 0  # papermill: kernels a thread may keep between executions (see run.kernels); 0: none
 
     @property
     def run(self) -> RunDirectory:
@@ -126,7 +126,7 @@ class Executor:
         engine = get_engine(self.engine)
         entry.update(engine.kept(self, key, batch))
         try:
-            engine.execute(self, key, batch)
+            entry.update(engine.execute(self, key, batch) or {})
             if not output.is_file():
                 raise MlsmError("the runner cell did not write the model's outputs")
             entry.update(_output_facts(output))

@@ -1,13 +1,17 @@
 """The kernels the papermill engine runs notebooks in: how they start and stop, and which are kept warm.
 
-Starting a kernel and importing a notebook's libraries cost about a second of
-CPU, often more than scoring a batch. So a thread of the run's pool keeps the
-kernel of each notebook it ran (`WarmKernels`) and runs that notebook's next
-batch in it, after a reset: the namespace is emptied (IPython's `reset`, which
-also restarts the execution count at 1), pyplot figures are closed and the
-working directory is restored. Imported modules stay imported, as in the
-in-process engine's workers. A kernel whose execution failed is never reused,
-and `--fresh-kernels` starts a new kernel for every execution.
+By default every execution gets a new kernel, so an executed notebook is the
+whole story of its batch. Starting a kernel and importing a notebook's
+libraries cost about a second of CPU, often more than scoring a batch, so with
+`--warm-kernels` a thread of the run's pool keeps the kernels of the notebooks
+it ran (`WarmKernels`, at most its share of the notebooks) and runs a
+notebook's next batch in its kernel, after a reset: the namespace is emptied
+(IPython's `reset`, which also restarts the execution count at 1), pyplot
+figures are closed and the working directory is restored. What lives outside
+the namespace (imported modules' state, environment variables, options)
+carries over, as in the in-process engine's workers. A kernel whose execution
+failed is never reused; the manifest's `kernel_runs` says how many executions a
+kept kernel ran before each one.
 
 Two causes of noise on every successful run are fixed here, where kernels are
 started and stopped, rather than filtered out of the logs:
@@ -36,12 +40,13 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+import zmq.asyncio
 from jupyter_client import AsyncKernelClient, AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 from traitlets import Type
 
-RESET_TIMEOUT = 60.0  # seconds a kept kernel may take to reset between executions
+RESET_TIMEOUT = 10.0  # seconds a kept kernel may take to reset between executions
 _RESET = """\
 def _mlsm_reset(cwd):
     import os, sys
@@ -60,8 +65,8 @@ class KernelClient(AsyncKernelClient):
     _ready = False
 
     def start_channels(self, *args, **kwargs) -> None:
-        if not self.channels_running:
-            super().start_channels(*args, **kwargs)
+        if not self.channels_running:  # no heartbeat thread: a local kernel is alive while its process is
+            super().start_channels(*args, **{**kwargs, "hb": False})
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         if not self._ready:
@@ -77,6 +82,7 @@ class QuietKernelManager(AsyncKernelManager):
 
     def __init__(self, **kwargs):
         self._client: KernelClient | None = None
+        self.executions = 0  # executions this kernel finished (kept kernels run several)
         runtime = jupyter_runtime_dir()
         os.makedirs(runtime, exist_ok=True)
         # Short: an IPC socket's path must fit in about 107 bytes.
@@ -94,7 +100,7 @@ class QuietKernelManager(AsyncKernelManager):
     def client(self, **kwargs) -> KernelClient:
         """The kernel's client (nbclient asks for one per execution, and stops it only when it owns the kernel)."""
         if self._client is None:
-            self._client = super().client(**kwargs)
+            self._client = super().client(**{"context": self.context, **kwargs})
         return self._client
 
     def stop_client(self) -> None:
@@ -109,9 +115,14 @@ class QuietKernelManager(AsyncKernelManager):
 
 
 def _file_prefix(runner: int) -> str:
-    """How the runtime files of the kernels a process starts are named: its host (a short digest, as
-    a home folder may be shared between hosts) and process id."""
-    return f"mlsm-kernel-{zlib.crc32(socket.gethostname().encode()):08x}-{runner}-"
+    """How the runtime files of the kernels a process starts are named: where its process id means
+    something (a short digest of the host and its process namespace, as a home folder may be shared
+    between hosts and containers) and the id."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"mlsm-kernel-{zlib.crc32(f'{socket.gethostname()}:{namespace}'.encode()):08x}-{runner}-"
 
 
 def remove_stale_kernel_files() -> int:
@@ -146,13 +157,23 @@ def kernel_manager_class(env: Mapping[str, str] | None = None) -> type[QuietKern
 
 
 class WarmKernels:
-    """The kernels one thread keeps between executions, at most one per notebook (see the module's docstring).
+    """The kernels one thread keeps between executions (`--warm-kernels`; see the module's docstring):
+    at most `limit`, the least recently used stopped first, all on one zmq context.
 
     Used from its thread only: a kernel manager belongs to the event loop it started on.
     """
 
-    def __init__(self):
-        self._idle: dict[str, QuietKernelManager] = {}
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._idle: dict[str, QuietKernelManager] = {}  # notebook -> kernel, least recently used first
+        self._context: zmq.asyncio.Context | None = None
+
+    def new(self, manager_class: type[QuietKernelManager]) -> QuietKernelManager:
+        """A kernel manager (not started) on this thread's zmq context: a context per kernel and client
+        costs an I/O thread and file descriptors each."""
+        if self._context is None:
+            self._context = zmq.asyncio.Context()
+        return manager_class(kernel_name="python3", context=self._context)
 
     async def take(self, notebook: str) -> QuietKernelManager | None:
         """The kept kernel of `notebook`, if it is still alive."""
@@ -164,42 +185,47 @@ class WarmKernels:
 
     async def keep(self, notebook: str, km: QuietKernelManager, cwd: str) -> None:
         """Reset `km` after a successful execution and keep it for `notebook`'s next one (stopped if the
-        reset fails)."""
-        client = km.client()
-        client.start_channels()
+        reset fails); beyond `limit`, stop the kernel kept longest."""
+        km.executions += 1
         try:
+            client = km.client()
+            client.start_channels()
             await client.wait_for_ready(timeout=RESET_TIMEOUT)
             reply = await client.execute_interactive(_RESET.format(cwd=cwd), silent=True, store_history=False,
                                                      timeout=RESET_TIMEOUT, output_hook=lambda msg: None)
             ok = reply["content"]["status"] == "ok"
-        except (TimeoutError, RuntimeError):
+        except Exception:  # noqa: BLE001 - a kernel that cannot reset is not kept, whatever the reason
             ok = False
-        if ok:
-            self._idle[notebook] = km
-        else:
-            await self.discard(km)
+        if not ok:
+            return await self.discard(km)
+        self._idle[notebook] = km
+        while len(self._idle) > self.limit:
+            await self.discard(self._idle.pop(next(iter(self._idle))), now=False)
 
-    async def discard(self, km: QuietKernelManager) -> None:
-        """Stop a kernel at once (e.g. its execution failed, so it may still be busy)."""
+    async def discard(self, km: QuietKernelManager, now: bool = True) -> None:
+        """Stop a kernel: at once by default (e.g. its execution failed, so it may still be busy)."""
         km.stop_client()
         if km.has_kernel:
-            await km.shutdown_kernel(now=True)
+            await km.shutdown_kernel(now=now)
 
     async def close(self) -> None:
-        """Shut every kept kernel down, all at once."""
+        """Shut every kept kernel down, all at once, and the zmq context."""
         kept, self._idle = list(self._idle.values()), {}
         for km in kept:
             km.stop_client()
-        await asyncio.gather(*(km.shutdown_kernel() for km in kept))
+        await asyncio.gather(*(km.shutdown_kernel() for km in kept), return_exceptions=True)
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
 
 
 _THREAD = threading.local()
 
 
-def thread_kernels() -> WarmKernels:
-    """This thread's kept kernels."""
+def thread_kernels(limit: int) -> WarmKernels:
+    """This thread's kept kernels (at most `limit`)."""
     if not hasattr(_THREAD, "kernels"):
-        _THREAD.kernels = WarmKernels()
+        _THREAD.kernels = WarmKernels(limit)
     return _THREAD.kernels
 
 

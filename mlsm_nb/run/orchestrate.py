@@ -92,7 +92,7 @@ class _Run:
     """One run's state: notebooks, run directory, manifest, sinks, and the executor."""
 
     def __init__(self, specs, run_dir: RunDirectory, manifest: dict, settings: RunSettings,
-                 sinks: Sequence[ResultSink] = (), status: str | None = None):
+                 sinks: Sequence[ResultSink] = (), status: str | None = None, workers: int = 1):
         self.specs = {model_key(s.name, s.version): s for s in specs}
         self.run = run_dir
         self.manifest = manifest
@@ -107,7 +107,8 @@ class _Run:
             needs={key: [model_key(m["name"], m["version"]) for m in spec.models] for key, spec in self.specs.items()},
             parameters={k: v for k, v in parameters.items() if k not in secrets}, secrets=secrets,
             status=status, bundle=str(Path(settings.bundle).resolve()) if settings.bundle else None,
-            warm_kernels=not settings.fresh_kernels and not settings.scheduler)  # Dask workers outlive the run
+            # Enough kept kernels per thread to keep its share of the notebooks warm, and no more.
+            warm_kernels=-(-len(self.specs) // workers) + 1 if settings.warm_kernels else 0)
         get_engine(settings.engine).prepare(self.executor, specs)
         self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
@@ -247,7 +248,7 @@ def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirecto
     run_dir.write_manifest(manifest)
     try:
         types = declared_types(s.fields for s in specs)
-        state = _Run(specs, run_dir, manifest, settings, sinks, status)
+        state = _Run(specs, run_dir, manifest, settings, sinks, status, workers)
         state.open_sinks()
         if getattr(get_engine(settings.engine), "in_memory", False):
             _score_batches(state, records, types, keys, workers, on_progress)

@@ -1,7 +1,7 @@
-"""The papermill engine keeps each notebook's kernel warm between batches: the next batch runs in it after a
-reset (nothing of the last batch's namespace, execution count from 1, working directory restored), a kernel
-whose execution failed is never reused, --fresh-kernels starts one per execution, and no kernel outlives
-the run."""
+"""The papermill engine starts a kernel per execution; with --warm-kernels it keeps a notebook's kernel
+between batches: the next batch runs in it after a reset (nothing of the last batch's namespace, execution
+count from 1, working directory restored), a kernel whose execution failed is never reused, a thread keeps
+at most its share of the kernels, and no kernel outlives the run."""
 
 import json
 import os
@@ -50,8 +50,10 @@ def probes(run_dir, key="tiny@1.0"):
 
 def test_a_notebooks_batches_run_in_one_kernel_reset_between_them(tmp_path, records):
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", PROBE))
-    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="w", batch_size=10, workers=1)
-    assert manifest["status"] == "succeeded"
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="w", batch_size=10, workers=1,
+                             warm_kernels=True)
+    assert manifest["status"] == "succeeded" and manifest["warm_kernels"] is True
+    assert [manifest["executions"]["tiny@1.0"][b]["kernel_runs"] for b in "012"] == [0, 1, 2]
     seen = probes(tmp_path / "runs" / "w")
     assert len(seen) == 3 and len({s["pid"] for s in seen}) == 1  # one kernel for the three batches
     for s in seen:  # as if fresh: no name, figure or directory change of the last batch
@@ -60,11 +62,11 @@ def test_a_notebooks_batches_run_in_one_kernel_reset_between_them(tmp_path, reco
     assert not alive(seen[0]["pid"])  # shut down with the run
 
 
-def test_fresh_kernels_start_one_kernel_per_execution(tmp_path, records):
+def test_by_default_every_execution_has_a_kernel_of_its_own(tmp_path, records):
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", PROBE))
-    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="f", batch_size=10, workers=1,
-                             fresh_kernels=True)
-    assert manifest["status"] == "succeeded" and manifest["fresh_kernels"] is True
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="f", batch_size=10, workers=1)
+    assert manifest["status"] == "succeeded" and manifest["warm_kernels"] is False
+    assert not any("kernel_runs" in e for e in manifest["executions"]["tiny@1.0"].values())
     seen = probes(tmp_path / "runs" / "f")
     assert len({s["pid"] for s in seen}) == 3 and not any(alive(s["pid"]) for s in seen)
 
@@ -72,7 +74,8 @@ def test_fresh_kernels_start_one_kernel_per_execution(tmp_path, records):
 def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
     setup = PROBE + "\nif mlsm_batch_path.endswith('batch-00001.jsonl'):\n    raise ValueError('bad batch')"
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
-    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="b", batch_size=10, workers=1)
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="b", batch_size=10, workers=1,
+                             warm_kernels=True)
     assert manifest["status"] == "failed" and manifest["failed_executions"] == 1
     assert "tiny.ipynb:cell 2 [setup]: batch 1: ValueError: bad batch" in manifest["executions"]["tiny@1.0"]["1"]["error"]
     first, failed, after = probes(tmp_path / "runs" / "b")
@@ -83,8 +86,8 @@ def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
 def test_a_kept_kernel_that_died_is_replaced(tmp_path):
     from jupyter_core.utils import run_sync
 
-    kernels = WarmKernels()
-    km = QuietKernelManager(kernel_name="python3")
+    kernels = WarmKernels(limit=2)
+    km = kernels.new(QuietKernelManager)
     run_sync(km.start_kernel)(cwd=str(tmp_path))
     run_sync(kernels.keep)("nb", km, str(tmp_path))
     assert run_sync(kernels.take)("nb") is km  # alive and reset: handed back
@@ -93,6 +96,23 @@ def test_a_kept_kernel_that_died_is_replaced(tmp_path):
     km.provisioner.process.wait()
     assert run_sync(kernels.take)("nb") is None  # dead: the caller starts a new one
     assert not os.path.exists(km.connection_file)
+    run_sync(kernels.close)()
+
+
+def test_a_thread_keeps_at_most_its_limit_the_least_recently_used_stopped_first(tmp_path):
+    from jupyter_core.utils import run_sync
+
+    kernels = WarmKernels(limit=1)
+    first, second = kernels.new(QuietKernelManager), kernels.new(QuietKernelManager)
+    for km in (first, second):
+        run_sync(km.start_kernel)(cwd=str(tmp_path))
+    run_sync(kernels.keep)("a", first, str(tmp_path))
+    run_sync(kernels.keep)("b", second, str(tmp_path))
+    assert not first.has_kernel and not os.path.exists(first.connection_file)  # stopped: over the limit
+    assert run_sync(kernels.take)("a") is None and run_sync(kernels.take)("b") is second
+    run_sync(kernels.keep)("b", second, str(tmp_path))
+    run_sync(kernels.close)()
+    assert not second.has_kernel
 
 
 def test_files_of_a_killed_runs_kernels_are_removed_by_the_next_run(tmp_path, monkeypatch):

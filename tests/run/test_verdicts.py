@@ -151,8 +151,9 @@ def test_unknown_engine_names_the_known_ones():
         get_engine("spark")
     with pytest.raises(ConfigError, match="known engines: inprocess, papermill"):
         RunSettings(engine="spark")
-    with pytest.raises(ConfigError, match="--fresh-kernels is about papermill's kernels"):
-        RunSettings(engine="inprocess", fresh_kernels=True)
+    for wrong in (dict(engine="inprocess"), dict(scheduler="local:1")):
+        with pytest.raises(ConfigError, match="--warm-kernels keeps papermill's kernels in this process"):
+            RunSettings(warm_kernels=True, **wrong)
 
 
 def test_results_keep_id_types(tmp_path, make_notebook):
