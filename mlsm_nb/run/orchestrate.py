@@ -107,8 +107,10 @@ class _Run:
             needs={key: [model_key(m["name"], m["version"]) for m in spec.models] for key, spec in self.specs.items()},
             parameters={k: v for k, v in parameters.items() if k not in secrets}, secrets=secrets,
             status=status, bundle=str(Path(settings.bundle).resolve()) if settings.bundle else None,
-            # Enough kept kernels per thread to keep its share of the notebooks warm, and no more.
-            warm_kernels=-(-len(self.specs) // workers) + 1 if settings.warm_kernels else 0)
+            # Kept kernels per thread: its share of the notebooks, at least 4 (any thread may run any
+            # notebook, so a smaller share keeps stopping kernels that are needed next).
+            warm_kernels=max(-(-len(self.specs) // workers) + 1, min(len(self.specs), 4)) if settings.warm_kernels
+            else 0)
         get_engine(settings.engine).prepare(self.executor, specs)
         self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
