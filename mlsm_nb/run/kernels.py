@@ -100,7 +100,10 @@ class QuietKernelManager(AsyncKernelManager):
     def client(self, **kwargs) -> KernelClient:
         """The kernel's client (nbclient asks for one per execution, and stops it only when it owns the kernel)."""
         if self._client is None:
-            self._client = super().client(**{"context": self.context, **kwargs})
+            # On a context the manager was given (a thread's, see WarmKernels); one it created itself
+            # is destroyed with the kernel, before nbclient stops the client.
+            shared = {} if self._created_context else {"context": self.context}
+            self._client = super().client(**{**shared, **kwargs})
         return self._client
 
     def stop_client(self) -> None:
