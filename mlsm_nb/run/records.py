@@ -26,8 +26,9 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,8 +38,10 @@ from ..core.fields import parse_fields
 from ..core.records import INT64, record_problem, usable_id
 from ..exceptions import FieldSpecError, MlsmError
 from ..files import dumps, jsonl_writer
+from .ids import IdIndex
 
 TABULAR_CHUNK = 50_000
+ID_CHUNK = 4096  # records checked for duplicate ids at once (see ids.IdIndex)
 DEEP = 200  # fewer opening brackets than this cannot nest past orjson's 254 levels: no need to check
 _MISSING_TEXT = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
 _INT_TEXT = re.compile(r"[+-]?\d+\Z")
@@ -326,28 +329,37 @@ def read_records(path: str | Path, id_field: str = "id",
     types = dict(types or {})
     readers = {"jsonl": lambda: _json_lines(path), "csv": lambda: _csv(path, id_field, types),
                "parquet": lambda: _parquet(path, id_field, types)}
-    seen: dict = {}  # id -> line of its first appearance
+    index = IdIndex()
     count = 0
-    for number, record in readers[kind]():
-        count += 1
-        yield number, check_record(number, record, id_field, seen)
+    for chunk in _chunks(readers[kind](), ID_CHUNK):
+        count += len(chunk)
+        yield from check_records(chunk, id_field, index)
     if count == 0:
         raise InputFileError(f"{path}: the file holds no records")
 
 
-def check_record(number: int, record: Any, id_field: str, seen: dict) -> dict | Rejected:
-    """`record` if it is scorable and its id is new (`seen`: id -> line of its first appearance, updated),
-    else its `Rejected` line."""
-    if isinstance(record, Rejected):
-        return record
-    problem = record_problem(record, id_field)
-    if problem is not None:
-        return Rejected(number, problem, usable_id(record, id_field))
-    record_id = record[id_field]  # a str or an int: 1 and "1" are two ids
-    if record_id in seen:
-        return Rejected(number, f"duplicate id {record_id!r} (first on line {seen[record_id]})", record_id)
-    seen[record_id] = number
-    return record
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
+                  index: IdIndex) -> list[tuple[int, dict | Rejected]]:
+    """Each (number, record) as it is when the record is scorable and its id new to `index` (which learns
+    it), else as (number, its Rejected)."""
+    checked: list[tuple[int, dict | Rejected]] = []
+    for number, record in numbered:
+        if not isinstance(record, Rejected):
+            problem = record_problem(record, id_field)
+            if problem is not None:
+                record = Rejected(number, problem, usable_id(record, id_field))
+        checked.append((number, record))
+    good = [(number, record) for number, record in checked if not isinstance(record, Rejected)]
+    earlier = index.earlier([record[id_field] for _, record in good], [number for number, _ in good])
+    duplicates = {number: Rejected(number, f"duplicate id {record[id_field]!r} (first on line {first})",
+                                   record[id_field])
+                  for (number, record), first in zip(good, earlier) if first is not None}
+    return [(number, duplicates.get(number, record)) for number, record in checked] if duplicates else checked
 
 
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,

@@ -27,7 +27,8 @@ from ..core.fields import PARSE_LOCK
 from ..core.model import Model
 from ..exceptions import BundleError, MlsmError
 from ..notebook.extract import MANIFEST, load_bundle
-from ..run.records import check_record
+from ..run.ids import IdIndex
+from ..run.records import check_records
 
 
 @dataclass
@@ -94,10 +95,8 @@ class ServedBundle:
     def score(self, records: Sequence[Any], *, id_field: str = "id", run_id: str = "serve",
               plan: Sequence[Model] | None = None) -> Scored:
         """Score `records` (the batch record format) into result documents; never raises for a record."""
-        seen: dict = {}
         good, rejected = [], []
-        for position, record in enumerate(records):
-            checked = check_record(position, record, id_field, seen)
+        for position, checked in check_records(list(enumerate(records)), id_field, IdIndex()):
             if isinstance(checked, dict):
                 good.append(checked)
             else:
