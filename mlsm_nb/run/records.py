@@ -28,7 +28,6 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -339,7 +338,18 @@ def read_records(path: str | Path, id_field: str = "id",
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    while chunk := list(islice(items, size)):
+    chunk: list = []
+    try:
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except InputFileError:  # a file that breaks off (a corrupt Parquet row group): what came before still counts
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
         yield chunk
 
 

@@ -62,3 +62,4 @@ def test_duplicates_across_read_chunks_name_the_first_line(tmp_path):
     assert [r.line for r in rejected] == list(range(5001, 10_001))
     assert rejected[0].reason == "duplicate id 0 (first on line 1)"
     assert rejected[-1].reason == "duplicate id 4999 (first on line 5000)"
+

@@ -72,3 +72,24 @@ def test_file_level_problems(tmp_path, name, content, words):
     with pytest.raises(InputFileError, match=re.escape(words)) as info:
         list(read_records(path))
     assert str(path) in str(info.value)
+
+
+def test_records_before_a_file_breaks_off_are_still_yielded(tmp_path, monkeypatch):
+    from mlsm_nb.run import records
+
+    def breaks_off(path):
+        yield from ((n, {"id": n, "data": {}}) for n in range(1, 11))
+        raise records.InputFileError(f"{path}: not a readable Parquet file: corrupt row group")
+
+    monkeypatch.setattr(records, "_json_lines", breaks_off)
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": 1, "data": {}}\n')
+    seen = []
+    try:
+        for number, _ in read_records(path):
+            seen.append(number)
+    except records.InputFileError as exc:
+        assert "corrupt row group" in str(exc)
+    else:
+        raise AssertionError("the error was swallowed")
+    assert seen == list(range(1, 11))
