@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 _PARTS = 16  # the index is cut in parts by digest so that merging one never copies much of it
-_KEY = np.dtype("S16")  # every digest is 16 bytes, so numpy's null padding never makes two keys equal
+_PART_SHIFT = np.uint64(60)  # a digest's part: the top 4 bits of its first half
 
 
 def _digest(record_id: Any) -> bytes:
@@ -42,15 +42,16 @@ class IdIndex:
         for digest, position in zip(digests, positions):
             first.setdefault(digest, position)
         if first:
-            keys = np.array(list(first), dtype=_KEY)
+            halves = np.frombuffer(b"".join(first), dtype=np.uint64).reshape(-1, 2)
+            high, low = np.ascontiguousarray(halves[:, 0]), np.ascontiguousarray(halves[:, 1])
             firsts = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-            known = np.full(len(keys), -1, dtype=np.int64)
-            part_of = keys.view(np.uint8)[::16] % _PARTS  # digests are uniform: parts stay even
+            known = np.full(len(high), -1, dtype=np.int64)
+            part_of = high >> _PART_SHIFT
             for number, part in enumerate(self._parts):
                 mine = np.flatnonzero(part_of == number)
-                known[mine] = part.lookup(keys[mine])
+                known[mine] = part.lookup(high[mine], low[mine])
                 new = mine[known[mine] < 0]
-                part.add(keys[new], firsts[new])
+                part.add(high[new], low[new], firsts[new])
             for digest, position in zip(first, known.tolist()):
                 if position >= 0:
                     first[digest] = position
@@ -58,33 +59,40 @@ class IdIndex:
 
 
 class _SortedRuns:
-    """A set of digests with a position each, as sorted runs merged as they grow (a log-structured set)."""
+    """A set of 128-bit digests (two 64-bit halves) with a position each, as runs sorted by the first half
+    and merged as they grow (a log-structured set). Searching 64-bit integers is several times faster than
+    searching 16-byte strings; digests that share a first half (about n²/2⁶⁵) sit side by side in a run."""
 
     def __init__(self) -> None:
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted digests, their positions), largest first
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (high, low, position), largest first
 
     def __len__(self) -> int:
-        return sum(len(keys) for keys, _ in self._runs)
+        return sum(len(high) for high, _, _ in self._runs)
 
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """The position of each key, -1 for a key not in the set."""
-        found = np.full(len(keys), -1, dtype=np.int64)
-        for run_keys, run_positions in self._runs:
-            at = np.searchsorted(run_keys, keys).clip(max=len(run_keys) - 1)
-            hit = run_keys[at] == keys
-            found[hit] = run_positions[at[hit]]
+    def lookup(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """The position of each digest, -1 for a digest not in the set."""
+        found = np.full(len(high), -1, dtype=np.int64)
+        for run_high, run_low, run_positions in self._runs:
+            at = np.searchsorted(run_high, high)
+            pending = np.arange(len(high))
+            while len(pending):  # one round, unless a first half is shared: then the next entries too
+                pending = pending[at[pending] < len(run_high)]
+                pending = pending[run_high[at[pending]] == high[pending]]
+                match = run_low[at[pending]] == low[pending]
+                found[pending[match]] = run_positions[at[pending[match]]]
+                pending = pending[~match]
+                at[pending] += 1
         return found
 
-    def add(self, keys: np.ndarray, positions: np.ndarray) -> None:
-        """Add new `keys` (none already in the set) with their positions."""
-        if not len(keys):
+    def add(self, high: np.ndarray, low: np.ndarray, positions: np.ndarray) -> None:
+        """Add new digests (none already in the set) with their positions."""
+        if not len(high):
             return
-        order = np.argsort(keys)
-        self._runs.append((keys[order], positions[order]))
-        # Merge while the newest run is at least half its predecessor: O(log n) runs, each key merged
+        order = np.argsort(high)
+        self._runs.append((high[order], low[order], positions[order]))
+        # Merge while the newest run is at least half its predecessor: O(log n) runs, each digest merged
         # O(log n) times; a merge copies one part's largest run at most, so the index's peak stays near its size.
         while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
-            newer_keys, newer_positions = self._runs.pop()
-            older_keys, older_positions = self._runs.pop()
-            at = np.searchsorted(older_keys, newer_keys)
-            self._runs.append((np.insert(older_keys, at, newer_keys), np.insert(older_positions, at, newer_positions)))
+            newer, older = self._runs.pop(), self._runs.pop()
+            at = np.searchsorted(older[0], newer[0])
+            self._runs.append(tuple(np.insert(old, at, new) for old, new in zip(older, newer)))

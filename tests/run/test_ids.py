@@ -63,3 +63,17 @@ def test_duplicates_across_read_chunks_name_the_first_line(tmp_path):
     assert rejected[0].reason == "duplicate id 0 (first on line 1)"
     assert rejected[-1].reason == "duplicate id 4999 (first on line 5000)"
 
+
+
+def test_digests_that_share_their_first_half_are_told_apart(monkeypatch):
+    from mlsm_nb.run import ids as ids_module
+
+    real = ids_module._digest
+    monkeypatch.setattr(ids_module, "_digest", lambda record_id: b"\x05" * 8 + real(record_id)[8:])
+    ids = [f"x{i % 700}" for i in range(2000)] + list(range(300)) + ["x3", 5]
+    index, got = IdIndex(), []
+    for start in range(0, len(ids), 97):
+        end = min(start + 97, len(ids))
+        got += index.earlier(ids[start:end], range(start, end))
+    assert got == reference(ids)
+    assert len(index) == 1000
