@@ -4,7 +4,7 @@ A dict of the ids themselves costs about 120 bytes an id (some 115 MiB for a
 million records), so a reader's memory would grow with its input. This index
 keeps a 128-bit BLAKE2b digest of each id, typed so that `1` and `"1"`
 differ, in sorted numpy runs, merged as they grow (a log-structured set).
-Two different ids share a digest with probability about n²/2¹²⁹, under
+Two different ids share a digest with probability about n²/2¹²⁹, about
 10⁻²¹ for a billion ids: a digest stands for its id.
 """
 
@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 
 _PARTS = 16  # the index is cut in parts by digest so that merging one never copies much of it
-_PART_SHIFT = np.uint64(60)  # a digest's part: the top 4 bits of its first half
+_PART_SHIFT = np.uint64(64 - (_PARTS - 1).bit_length())  # a digest's part: the top bits of its first half
+assert _PARTS & (_PARTS - 1) == 0, "_PARTS must be a power of two"
 
 
 def _digest(record_id: Any) -> bytes:
-    text = "s" + record_id if isinstance(record_id, str) else "i%d" % record_id
-    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    # str.encode and int.__repr__, not the id's own methods: a subclass's text is its value
+    text = b"s" + str.encode(record_id, "utf-8", "surrogatepass") if isinstance(record_id, str) \
+        else b"i" + int.__repr__(record_id).encode()
+    return blake2b(text, digest_size=16).digest()
 
 
 class IdIndex:
@@ -35,8 +38,9 @@ class IdIndex:
         return sum(len(part) for part in self._parts)
 
     def earlier(self, ids: Sequence[Any], positions: Sequence[int]) -> list[int | None]:
-        """For each id (at its distinct `positions`, in input order), the position where it appeared first,
-        in this call or an earlier one, when that is not its own (a duplicate); None for a new id. Learns the new ids."""
+        """For each id (at its position, in input order), the position where it appeared first, in this call
+        or an earlier one, when that is not its own (a duplicate); None for a new id. Learns the new ids.
+        Positions are distinct and non-negative over all calls (line numbers, say)."""
         digests = [_digest(record_id) for record_id in ids]
         first: dict[bytes, int] = {}
         for digest, position in zip(digests, positions):

@@ -1,4 +1,4 @@
-"""Read input records (JSON Lines, CSV, Parquet) line by line, rejecting bad lines one at a time.
+"""Read input records (JSON Lines, CSV, Parquet) as a stream, rejecting bad lines one at a time.
 
 Every line stands alone: one that cannot be decoded, parsed or written back
 (not UTF-8, not JSON, nested too deeply, a bad id, a ragged row) is a
@@ -345,7 +345,7 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
             if len(chunk) == size:
                 yield chunk
                 chunk = []
-    except InputFileError:  # a file that breaks off (a corrupt Parquet row group): what came before still counts
+    except Exception:  # a file that breaks off (a corrupt Parquet row group, a read error): what came before counts
         if chunk:
             yield chunk
         raise
@@ -356,7 +356,7 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
                   index: IdIndex) -> list[tuple[int, dict | Rejected]]:
     """Each (number, record) as it is when the record is scorable and its id new to `index` (which learns
-    it), else as (number, its Rejected)."""
+    it), else as (number, its Rejected). Numbers are distinct and non-negative (see `IdIndex.earlier`)."""
     checked: list[tuple[int, dict | Rejected]] = []
     for number, record in numbered:
         if not isinstance(record, Rejected):

@@ -19,7 +19,7 @@ def reference(ids):
 
 
 @settings(max_examples=200, deadline=None)
-@given(ids=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=4), st.sampled_from([1, "1", 0, ""])),
+@given(ids=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=4), st.sampled_from([1, "1", 0, "", "\ud83d", "\U0001F600", "\ud83d\ude00"])),
                     max_size=300),
        cuts=st.lists(st.integers(0, 300), max_size=12))
 def test_index_agrees_with_a_dict_of_the_ids_however_the_input_is_cut(ids, cuts):
@@ -35,7 +35,11 @@ def test_str_subclass_is_its_text_and_ints_are_not_strings():
     class Tag(str):
         pass
 
+    class Odd(str):
+        __radd__ = lambda self, other: "same"  # noqa: E731 - a subclass whose methods lie about its text
+
     assert IdIndex().earlier(["7", Tag("7"), 7, 7], [1, 2, 3, 4]) == [None, 1, None, 3]
+    assert IdIndex().earlier([Odd("a"), Odd("b"), "a"], [1, 2, 3]) == [None, None, 1]
 
 
 def test_ids_cost_a_fraction_of_a_dict():
@@ -62,7 +66,6 @@ def test_duplicates_across_read_chunks_name_the_first_line(tmp_path):
     assert [r.line for r in rejected] == list(range(5001, 10_001))
     assert rejected[0].reason == "duplicate id 0 (first on line 1)"
     assert rejected[-1].reason == "duplicate id 4999 (first on line 5000)"
-
 
 
 def test_digests_that_share_their_first_half_are_told_apart(monkeypatch):
