@@ -50,9 +50,11 @@ class IdIndex:
             high, low = np.ascontiguousarray(halves[:, 0]), np.ascontiguousarray(halves[:, 1])
             firsts = np.fromiter(first.values(), dtype=np.int64, count=len(first))
             known = np.full(len(high), -1, dtype=np.int64)
-            part_of = high >> _PART_SHIFT
-            for number, part in enumerate(self._parts):
-                mine = np.flatnonzero(part_of == number)
+            part_of = (high >> _PART_SHIFT).astype(np.intp)
+            by_part = np.argsort(part_of, kind="stable")
+            bounds = np.searchsorted(part_of[by_part], np.arange(_PARTS + 1))
+            for number in np.flatnonzero(np.diff(bounds)):  # only the parts these ids fall in
+                part, mine = self._parts[number], by_part[bounds[number]:bounds[number + 1]]
                 known[mine] = part.lookup(high[mine], low[mine])
                 new = mine[known[mine] < 0]
                 part.add(high[new], low[new], firsts[new])
