@@ -5,8 +5,11 @@ on first use, so that the code running inside every executed notebook (the
 runner's cells) does not pay for what it does not use.
 """
 
+from ._imports import defer_rfc3987_syntax
 from ._lazy import lazy_exports
 from ._version import __version__
+
+defer_rfc3987_syntax()  # before anything imports jsonschema: see mlsm_nb._imports
 
 _WHERE = {
     "Model": ".core.model",
