@@ -1,9 +1,9 @@
 """A third-party import deferred, because loading it costs every process over a second.
 
-jsonschema (which nbformat imports, so every command that reads a notebook, and
-each in-process worker) imports `rfc3987_syntax` when it is installed, as
-JupyterLab's `jupyter_events` makes it. That module compiles some 35 Earley
-parsers as it loads: 1.2 to 1.8 s of CPU per process, before any work
+jsonschema (which nbformat imports, so every command that reads a notebook, the
+nbval subprocesses of `validate` and Dask workers) imports `rfc3987_syntax` when
+it is installed, as JupyterLab's `jupyter_events` makes it. That module compiles
+some 35 Earley parsers as it loads: 1.2 to 1.8 s of CPU per process, before any work
 (python-jsonschema/jsonschema#1428). jsonschema calls it only to check the
 `iri` and `iri-reference` formats, which no notebook schema uses.
 
@@ -15,7 +15,6 @@ loaded.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 import threading
