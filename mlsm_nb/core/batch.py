@@ -7,6 +7,8 @@ batch's results are made to be written; `run_models_all` hands back the
 Python objects `score` returned.
 A model with `score_frame` scores its valid rows in one pandas call (falling
 back to `score` per record if that raises or returns the wrong shape).
+
+A batch is scored with full garbage collections deferred (see `mlsm_nb._gc`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 
+from .._gc import full_collections_deferred
 from .model import Model, error_entry
 from .output import output_problem
 
@@ -74,6 +77,7 @@ def _frame_entries(model: Model, datas: Sequence[Mapping], notes: list[str]) -> 
     return entries
 
 
+@full_collections_deferred()
 def score_batch(model: Model, records: Sequence[Mapping],
                 dependencies: Mapping[tuple[str, str], Sequence[dict]] | None = None) -> BatchOutcome:
     """Score `records` (dicts with `data`) with `model`; never raises for a record.

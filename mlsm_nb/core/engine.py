@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from .._gc import full_collections_deferred
 from ..exceptions import ConfigError, RecordError, SummaryModelListException
 from .model import Model, SummaryModel
 from .records import record_problem, usable_id
@@ -95,7 +96,10 @@ def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
         yield record
 
 
+@full_collections_deferred()
 def run_models_all(models: Sequence[Model], records: Iterable[Mapping],
                    summary_models: Sequence[SummaryModel] = (), **options) -> list[dict]:
-    """Score every record (see `iter_models_all` for the options); returns them in a list."""
+    """Score every record (see `iter_models_all` for the options); returns them in a list.
+
+    Full garbage collections wait until it returns (see `mlsm_nb._gc`)."""
     return list(iter_models_all(models, records, summary_models, **options))

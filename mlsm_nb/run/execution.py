@@ -9,6 +9,7 @@ process and cached.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,11 +31,15 @@ _MODELS_LOCK = threading.Lock()
 
 
 def worker_name() -> str:
-    try:
-        from distributed import get_worker
+    """The Dask worker's address, or "local". A Dask worker has imported distributed already; elsewhere
+    importing it just to ask would cost about half a second of CPU in every worker process."""
+    if "distributed" not in sys.modules:
+        return "local"
+    from distributed import get_worker
 
+    try:
         return get_worker().address
-    except (ImportError, ValueError):
+    except ValueError:  # distributed is loaded, but this is not one of its workers
         return "local"
 
 

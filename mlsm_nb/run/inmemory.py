@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._gc import full_collections_deferred
 from ..clock import utc_now
 from ..core.model import error_entry
 from ..exceptions import MlsmError
@@ -54,6 +55,7 @@ class BatchScorer:
     def keys(self) -> list[str]:
         return list(self.merger.models)  # execution order: models, then summaries
 
+    @full_collections_deferred()  # as a worker process's task is (run.pools), also on a Dask worker
     def score(self, batch: int, records: list[dict], keep: bool) -> dict:
         """Write the batch file, score every model, merge and write the results; returns the merge's
         counts (and documents when `keep`) with ``"executions"``: each model's manifest entry."""

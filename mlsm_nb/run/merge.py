@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .._gc import full_collections_deferred
 from ..exceptions import describe_error
 from ..files import read_jsonl
 from ..store.rundir import RunDirectory
@@ -38,6 +39,7 @@ class Merger:
         """`merge`, from records and their models' entries in memory (key -> entries, batch order)."""
         return self._write(RunDirectory(self.run_root), batch, records, [entries[k] for k in self.models], keep)
 
+    @full_collections_deferred()  # see mlsm_nb._gc
     def _write(self, run: RunDirectory, batch: int, records: Iterable[Mapping], outputs: list[Iterable[dict]],
                keep: bool) -> dict:
         keys = list(self.models)

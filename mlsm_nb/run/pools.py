@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from multiprocessing import connection
 from typing import Any, Callable
 
+from .._gc import full_collections_deferred
 from ..exceptions import ConfigError
 
 DASK_RETRIES = 1  # a task whose worker died is tried once more elsewhere; then it is marked failed
@@ -111,13 +112,23 @@ def _serve(conn, runner: int) -> None:
     """A worker process: run the tasks it is sent, one at a time, until the runner closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the workers
     _die_with_the_runner(runner)
-    while True:
+    while _serve_one(conn):
+        pass
+
+
+def _serve_one(conn) -> bool:
+    """Receive a task, run it and send its reply back; False when the runner is done with this worker.
+
+    With full garbage collections deferred (see `mlsm_nb._gc`): a batch's records arrive, are scored and
+    are let go together.
+    """
+    with full_collections_deferred():
         try:
             task = conn.recv()
         except (EOFError, OSError):
-            return
+            return False
         if task is None:  # the runner is done with this worker
-            return
+            return False
         fn, args = task
         try:
             reply = (True, fn(*args))
@@ -128,6 +139,7 @@ def _serve(conn, runner: int) -> None:
         except Exception as exc:  # noqa: BLE001 - e.g. an exception that does not pickle
             conn.send((False, RuntimeError(f"the task's {'result' if reply[0] else 'error'} could not be sent "
                                            f"back: {type(exc).__name__}: {exc}")))
+    return True
 
 
 class _Worker:
@@ -209,7 +221,8 @@ class ProcessPool:
             for worker in busy:
                 if worker.conn in ready:
                     try:
-                        ok, value = worker.conn.recv()
+                        with full_collections_deferred():  # a batch's result documents, for other sinks
+                            ok, value = worker.conn.recv()
                     except (EOFError, OSError):  # died mid-reply
                         worker.process.join()
                         self._lose(worker, TaskLost(exitcode=worker.process.exitcode))

@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from .._gc import full_collections_deferred
 from ..core.fields import parse_fields
 from ..core.records import INT64, record_problem, usable_id
 from ..exceptions import FieldSpecError, MlsmError
@@ -338,19 +339,25 @@ def read_records(path: str | Path, id_field: str = "id",
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    chunk: list = []
-    try:
-        for item in items:
-            chunk.append(item)
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-    except Exception:  # a file that breaks off (a corrupt Parquet row group, a read error): what came before counts
-        if chunk:
+    """Lists of `size` items (the last may be shorter), each read with full garbage collections deferred."""
+    items = iter(items)
+    while True:
+        chunk: list = []
+        error = None
+        with full_collections_deferred():
+            try:
+                for item in items:
+                    chunk.append(item)
+                    if len(chunk) == size:
+                        break
+            except Exception as exc:  # a file that breaks off (a corrupt Parquet row group, a read error)
+                error = exc
+        if chunk:  # what came before a read error counts
             yield chunk
-        raise
-    if chunk:
-        yield chunk
+        if error is not None:
+            raise error
+        if len(chunk) < size:
+            return
 
 
 def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,

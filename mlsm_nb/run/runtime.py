@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Mapping
 
+from .._gc import full_collections_deferred
 from ..core.batch import BatchOutcome, score_batch
 from ..files import read_jsonl, write_jsonl
 from ..core.model import Model, build_model
@@ -41,6 +42,7 @@ def load_dependencies(paths: Mapping[str, str]) -> dict[tuple[str, str], list[di
     return loaded
 
 
+@full_collections_deferred()  # see mlsm_nb._gc
 def score_file_batch(model: Model, batch_path: str, output_path: str,
                      dependencies: Mapping[str, str] | None = None) -> BatchOutcome:
     """Read a batch file, score it, write the entries (one JSON line per record, batch order)."""
