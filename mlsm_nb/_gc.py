@@ -5,8 +5,9 @@ Reading, receiving or scoring a batch makes hundreds of thousands of objects
 collector's full collections go over every object alive, and the more objects
 survive, the more often they run: measured on 50,000 leads, about 40 % of the
 CPU that scoring the example models takes. `full_collections_deferred` keeps
-them for the end of the block. Young collections still run, so reference cycles
-a model drops (which a full pause would keep until the block ends) are freed
+them for the end of the block (or for every 7 million or so new objects, in a
+block that long). Young collections still run, so reference cycles a model
+drops (which pausing the collector would keep until the block ends) are freed
 as they would be: deferring costs no memory.
 """
 
