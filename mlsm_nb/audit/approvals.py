@@ -82,10 +82,12 @@ def check_approvals(sinks: Sequence, specs: Sequence, forced_status: str | None 
     """Refuse (ConfigError) to run a notebook as `active` without an approval for its sha256,
     when the registry of a MongoDB among the run's `sinks` requires approvals. No MongoDB, or every
     model forced to draft: nothing to check."""
+    if not sinks or forced_status == "draft":
+        return  # (and pymongo, which the check needs, is not imported for nothing)
     from ..store.mongo import MongoStore
 
     store = next((sink for sink in sinks if isinstance(sink, MongoStore)), None)
-    if store is None or forced_status == "draft":
+    if store is None:
         return
     active = [spec for spec in specs if spec.status == "active"]
     if not active:
