@@ -35,11 +35,11 @@ def worker_name() -> str:
     importing it just to ask would cost about half a second of CPU in every worker process."""
     if "distributed" not in sys.modules:
         return "local"
-    from distributed import get_worker
-
     try:
+        from distributed import get_worker
+
         return get_worker().address
-    except ValueError:  # distributed is loaded, but this is not one of its workers
+    except (ImportError, ValueError):  # distributed is loaded (or half so), but this is not one of its workers
         return "local"
 
 

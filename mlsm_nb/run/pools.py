@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from multiprocessing import connection
 from typing import Any, Callable
 
-from .._gc import full_collections_deferred
+from .._gc import collect_deferred, full_collections_deferred
 from ..exceptions import ConfigError
 
 DASK_RETRIES = 1  # a task whose worker died is tried once more elsewhere; then it is marked failed
@@ -113,32 +113,28 @@ def _serve(conn, runner: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the workers
     _die_with_the_runner(runner)
     while _serve_one(conn):
-        pass
+        collect_deferred()  # the task's objects are gone: the full collection it deferred is cheap now
 
 
+@full_collections_deferred()  # see mlsm_nb._gc: a batch's records arrive, are scored and are let go together
 def _serve_one(conn) -> bool:
-    """Receive a task, run it and send its reply back; False when the runner is done with this worker.
-
-    With full garbage collections deferred (see `mlsm_nb._gc`): a batch's records arrive, are scored and
-    are let go together.
-    """
-    with full_collections_deferred():
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return False
-        if task is None:  # the runner is done with this worker
-            return False
-        fn, args = task
-        try:
-            reply = (True, fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - the runner decides what a failure means
-            reply = (False, exc)
-        try:
-            conn.send(reply)
-        except Exception as exc:  # noqa: BLE001 - e.g. an exception that does not pickle
-            conn.send((False, RuntimeError(f"the task's {'result' if reply[0] else 'error'} could not be sent "
-                                           f"back: {type(exc).__name__}: {exc}")))
+    """Receive a task, run it and send its reply back; False when the runner is done with this worker."""
+    try:
+        task = conn.recv()
+    except (EOFError, OSError):
+        return False
+    if task is None:  # the runner is done with this worker
+        return False
+    fn, args = task
+    try:
+        reply = (True, fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - the runner decides what a failure means
+        reply = (False, exc)
+    try:
+        conn.send(reply)
+    except Exception as exc:  # noqa: BLE001 - e.g. an exception that does not pickle
+        conn.send((False, RuntimeError(f"the task's {'result' if reply[0] else 'error'} could not be sent "
+                                       f"back: {type(exc).__name__}: {exc}")))
     return True
 
 

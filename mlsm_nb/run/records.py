@@ -340,6 +340,8 @@ def read_records(path: str | Path, id_field: str = "id",
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
     """Lists of `size` items (the last may be shorter), each read with full garbage collections deferred."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
     items = iter(items)
     while True:
         chunk: list = []

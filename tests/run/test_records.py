@@ -93,3 +93,25 @@ def test_records_before_a_file_breaks_off_are_still_yielded(tmp_path, monkeypatc
     else:
         raise AssertionError("the error was swallowed")
     assert seen == list(range(1, 11))
+
+
+@pytest.mark.parametrize("count, fails_after", [(8, None), (9, None), (0, None), (8, 4), (9, 4), (3, 0)])
+def test_chunks_yield_every_item_once_in_order_and_what_came_before_an_error(count, fails_after):
+    from mlsm_nb.run.records import _chunks
+
+    def items():
+        for i in range(count):
+            if i == fails_after:
+                raise OSError("read error")
+            yield i
+
+    seen = []
+    try:
+        for chunk in _chunks(items(), 4):
+            assert 0 < len(chunk) <= 4
+            seen += chunk
+    except OSError:
+        assert fails_after is not None
+    else:
+        assert fails_after is None
+    assert seen == list(range(count if fails_after is None else fails_after))
