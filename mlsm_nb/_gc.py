@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import ContextDecorator
 
 DEFERRED = 1000  # young collections before a full one, instead of Python's 10 (about 7 million new objects)
 
@@ -28,23 +28,26 @@ _depth = 0
 _restore: tuple[int, ...] = ()
 
 
-@contextmanager
-def full_collections_deferred():
+class full_collections_deferred(ContextDecorator):
     """Defer full garbage collections to the end of the block (also a decorator).
 
     Blocks may nest and run in several threads: the thresholds are set by the
-    first to start and restored when the last one ends.
+    first to start and restored when the last one ends. A class rather than a
+    generator: a block costs about 1 µs instead of 2, and serving a one-record
+    request goes through one per model.
     """
-    global _depth, _restore
-    with _LOCK:
-        if _depth == 0:
-            _restore = gc.get_threshold()
-            young, middle, full = _restore
-            gc.set_threshold(young, middle, max(full, DEFERRED))
-        _depth += 1
-    try:
-        yield
-    finally:
+
+    def __enter__(self) -> None:
+        global _depth, _restore
+        with _LOCK:
+            if _depth == 0:
+                _restore = gc.get_threshold()
+                young, middle, full = _restore
+                gc.set_threshold(young, middle, max(full, DEFERRED))
+            _depth += 1
+
+    def __exit__(self, *exc_info) -> None:
+        global _depth
         with _LOCK:
             _depth -= 1
             if _depth == 0:
