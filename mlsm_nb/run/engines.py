@@ -95,7 +95,7 @@ class PapermillEngine:
         import papermill
         from jupyter_core.utils import run_sync
 
-        from .kernels import kernel_manager_class, thread_kernels
+        from .kernels import kernel_log_written, kernel_manager_class, thread_kernels
         from .notebooks import secret_env
 
         run = executor.run
@@ -104,25 +104,30 @@ class PapermillEngine:
                       "mlsm_output_path": str(run.output_path(key, batch)),
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
+        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch))
         kernels = thread_kernels(executor.warm_kernels) if executor.warm_kernels else None
         # --warm-kernels: this thread's kept kernel of the notebook, or a new one nbclient starts and leaves running
-        km = (run_sync(kernels.take)(notebook) or kernels.new(kernel_manager_class(env))) if kernels else None
-        ran_before = km.executions if km else None
+        km = (run_sync(kernels.take)(notebook) or kernels.new(manager_class)) if kernels else None
+        log = Path(km.kernel_log if km else manager_class.kernel_log)  # a kept kernel's log is its first execution's
+        facts = {} if km is None else {"kernel_runs": km.executions}  # the executions this kernel ran before this one
         try:
             # The kernel's working directory is set through nbclient's resources, not papermill's
             # `cwd`, which changes the whole process's directory and so is unsafe in threads.
             papermill.execute_notebook(
                 notebook, str(run.executed_path(key, batch)), parameters=parameters, kernel_name="python3",
                 progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
-                kernel_manager_class=kernel_manager_class(env), resources={"metadata": {"path": cwd}})
-        except BaseException:
+                kernel_manager_class=manager_class, resources={"metadata": {"path": cwd}})
+        except BaseException as exc:
             if km is not None:
                 run_sync(kernels.discard)(km)
+            if kernel_log_written(log, executor.secrets):
+                exc.add_note(f"kernel log: {log.relative_to(run.root)}")
             raise
-        if km is None:
-            return None
-        run_sync(kernels.keep)(notebook, km, cwd)
-        return {"kernel_runs": ran_before}  # the executions this kernel ran before this one
+        if km is not None:
+            run_sync(kernels.keep)(notebook, km, cwd)
+        if kernel_log_written(log, executor.secrets):
+            facts["kernel_log"] = str(log.relative_to(run.root))
+        return facts
 
     def release(self) -> None:
         from .kernels import release_thread_kernels

@@ -143,7 +143,8 @@ class Executor:
         return entry
 
     def describe(self, exc: BaseException, key: str, batch: int) -> str:
-        """One line naming the notebook cell (index and tag in the source notebook) that failed."""
+        """One line naming the notebook cell (index and tag in the source notebook) that failed, and
+        what the engine noted on the failure."""
         where = self.labels.get(key, self.sources[key])
         executed = self.run.executed_path(key, batch)
         if self.engine == "papermill" and executed.is_file():
@@ -159,7 +160,8 @@ class Executor:
         name = getattr(exc, "ename", type(exc).__name__)
         value = getattr(exc, "evalue", str(exc))
         message = (str(value).strip().splitlines() or [""])[0]
-        return redact_text(f"{where}: batch {batch}: {name}: {message}", self.secrets)[:500]
+        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))  # e.g. the engine's kernel log
+        return redact_text(f"{where}: batch {batch}: {name}: {message}"[:500 - len(notes)] + notes, self.secrets)
 
     def write_failure(self, key: str, batch: int, error: str) -> int:
         """Give every record of the batch a `notebook_failed` entry for this model; returns how many."""

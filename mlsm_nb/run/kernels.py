@@ -25,6 +25,13 @@ started and stopped, rather than filtered out of the logs:
   only after its cells finished (a timeout interrupts the kernel itself, before
   shutdown), so the interrupt at shutdown is skipped.
 
+A kernel process's own output (not its cells', which goes into the notebook)
+goes to a log file next to the executed notebook that started it, not to the
+runner's terminal: it is ipykernel's log, e.g. a traceback it prints when a
+message races its shutdown on a loaded machine, or a crash of the kernel
+itself. An empty log is removed when its kernel stops; a failed execution's
+error names a log that is not empty.
+
 Credential parameters reach the kernel through its environment, for that one
 kernel only (never this process's `os.environ`).
 """
@@ -45,6 +52,8 @@ from jupyter_client import AsyncKernelClient, AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 from traitlets import Type
+
+from ..redact import redact_text
 
 RESET_TIMEOUT = 10.0  # seconds a kept kernel may take to reset between executions
 _RESET = """\
@@ -78,6 +87,7 @@ class QuietKernelManager(AsyncKernelManager):
     """A local kernel on IPC sockets, shut down without a needless interrupt, with one client."""
 
     extra_env: Mapping[str, str] = {}
+    kernel_log: str | None = None  # the file the kernel process's stdout and stderr go to (None: inherited)
     client_factory = Type(KernelClient, klass=AsyncKernelClient)
 
     def __init__(self, **kwargs):
@@ -95,7 +105,15 @@ class QuietKernelManager(AsyncKernelManager):
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         if self.extra_env:
             kw["env"] = {**kw.get("env", os.environ), **self.extra_env}
-        return await super()._async_launch_kernel(kernel_cmd, **kw)
+        if self.kernel_log is None:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        with open(self.kernel_log, "ab") as log:  # the kernel process keeps a descriptor of its own
+            return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": log, "stderr": log})
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if self.kernel_log and not restart and kernel_log_size(self.kernel_log) == 0:
+            Path(self.kernel_log).unlink(missing_ok=True)
 
     def client(self, **kwargs) -> KernelClient:
         """The kernel's client (nbclient asks for one per execution, and stops it only when it owns the kernel)."""
@@ -152,11 +170,31 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def kernel_manager_class(env: Mapping[str, str] | None = None) -> type[QuietKernelManager]:
-    """The manager class for one execution; `env` is added to that kernel's environment only."""
-    if not env:
-        return QuietKernelManager
-    return type("QuietKernelManagerWithEnv", (QuietKernelManager,), {"extra_env": dict(env)})
+def kernel_manager_class(env: Mapping[str, str] | None = None, log: Path | None = None) -> type[QuietKernelManager]:
+    """The manager class for one execution; `env` is added to that kernel's environment only, and the
+    kernel process's output goes to `log`."""
+    return type("ExecutionKernelManager", (QuietKernelManager,),
+                {"extra_env": dict(env or {}), "kernel_log": None if log is None else str(log)})
+
+
+def kernel_log_size(path: str | Path) -> int:
+    """How many bytes a kernel wrote to its log (0 when there is no log)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def kernel_log_written(path: Path, secrets: Mapping[str, object]) -> bool:
+    """Whether a kernel wrote to its log `path`; if it did, the log's credentials (the run's secrets, URI
+    passwords, secret-looking values) are now redacted, as everywhere else the run writes."""
+    if not kernel_log_size(path):
+        return False
+    text = path.read_text(errors="replace")
+    redacted = redact_text(text, secrets)
+    if redacted != text:
+        path.write_text(redacted)
+    return True
 
 
 class WarmKernels:

@@ -90,6 +90,10 @@ class RunDirectory(ResultSink):
     def executed_path(self, key: str, batch: int) -> Path:
         return self.root / "executed" / key / f"batch-{batch:05d}.ipynb"
 
+    def kernel_log_path(self, key: str, batch: int) -> Path:
+        """Where the kernel that execution (key, batch) starts writes its own output (kept if not empty)."""
+        return self.root / "executed" / key / f"batch-{batch:05d}.kernel.log"
+
     def notebook_path(self, key: str) -> Path:
         return self.root / "notebooks" / f"{key}.ipynb"
 

@@ -67,7 +67,9 @@ def test_a_password_nested_in_a_dict_parameter_never_reaches_the_run_directory(t
     digest = hashlib.sha256(planted.encode()).hexdigest()  # the notebook checks the value without holding it
     cells = replace_cell(GOOD_CELLS, "setup", "import hashlib\nFACTOR = 2\n"
                          f"assert hashlib.sha256(db['password'].encode()).hexdigest() == {digest!r}\n"
-                         "assert db['port'] == 1")
+                         "assert db['port'] == 1\n"
+                         "import logging\n"  # the kernel's own log, outside the notebook
+                         "logging.getLogger('IPKernelApp').error('connecting with ' + db['password'])")
     path = make_notebook("nested.ipynb", [("parameters", "db = {}")] + cells)
     records = tmp_path / "r.jsonl"
     records.write_text(json.dumps({"id": 1, "data": {"x": 1, "label": "a"}}) + "\n")
@@ -79,6 +81,8 @@ def test_a_password_nested_in_a_dict_parameter_never_reaches_the_run_directory(t
             assert planted not in file.read_text(errors="replace"), file
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["parameters"] == {"db": {"host": "db.example", "port": 1, "password": "***"}}
+    log = tmp_path / "s" / manifest["executions"]["tiny@1.0"]["0"]["kernel_log"]
+    assert "ERROR | connecting with ***" in log.read_text()
 
 
 def test_a_cell_that_rebinds_the_declarations_changes_neither_engine(tmp_path, make_notebook):

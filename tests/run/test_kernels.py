@@ -137,3 +137,44 @@ def test_files_of_a_killed_runs_kernels_are_removed_by_the_next_run(tmp_path, mo
     assert remove_stale_kernel_files() == len(left)
     assert sorted(os.listdir(runtime)) == [os.path.basename(live.connection_file)]
     shutil.rmtree(runtime)
+
+
+# A setup cell that writes to its kernel's own log (ipykernel's, the process's stderr), as ipykernel does
+# when a message races its shutdown; then, at exit, once more.
+KERNEL_LOG = ("import atexit, logging, os\n"
+              "logging.getLogger('IPKernelApp').error('kernel log line from ' + mlsm_batch_path[-17:])\n"
+              "atexit.register(os.write, 2, b'at exit\\n')\n"
+              "FACTOR = 2")
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_kernels_own_output_goes_to_a_log_next_to_the_executed_notebook(tmp_path, records, warm):
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", KERNEL_LOG))
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="k", batch_size=10, workers=1,
+                             warm_kernels=warm)
+    assert manifest["status"] == "succeeded"
+    run_dir, executions = tmp_path / "runs" / "k", manifest["executions"]["tiny@1.0"]
+    logs = {b: executions[b]["kernel_log"] for b in "012"}
+    if warm:  # one kernel ran the three batches: its log is the first execution's
+        assert set(logs.values()) == {"executed/tiny@1.0/batch-00000.kernel.log"}
+        assert (run_dir / logs["0"]).read_text().count("kernel log line from ") == 3
+    else:
+        for batch, log in logs.items():
+            assert log == f"executed/tiny@1.0/batch-0000{batch}.kernel.log"
+            text = (run_dir / log).read_text()
+            assert f"ERROR | kernel log line from batch-0000{batch}.jsonl\n" in text and text.endswith("at exit\n")
+
+
+def test_an_empty_kernel_log_is_removed_and_a_dead_kernels_is_named_in_the_error(tmp_path, records):
+    dies = "import logging, os\nlogging.getLogger('IPKernelApp').error('out of memory, say')\nos._exit(3)"
+    good = write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS)
+    manifest = run_notebooks([good], records, out=tmp_path / "runs", run_id="e", batch_size=10, workers=1)
+    assert manifest["status"] == "succeeded"
+    assert not list((tmp_path / "runs" / "e").rglob("*.log"))  # nothing written: nothing kept
+    assert not any("kernel_log" in e for e in manifest["executions"]["tiny@1.0"].values())
+    write_notebook(good, replace_cell(GOOD_CELLS, "setup", dies))
+    manifest = run_notebooks([good], records, out=tmp_path / "runs", run_id="d", batch_size=30, workers=1)
+    error = manifest["executions"]["tiny@1.0"]["0"]["error"]
+    assert manifest["status"] == "failed" and "DeadKernelError" in error
+    assert error.endswith(" (kernel log: executed/tiny@1.0/batch-00000.kernel.log)"), error
+    assert "out of memory, say" in (tmp_path / "runs" / "d" / "executed/tiny@1.0/batch-00000.kernel.log").read_text()

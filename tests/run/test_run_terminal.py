@@ -49,6 +49,21 @@ def test_log_gets_one_line_per_execution_and_no_noise(tmp_path, leads):
     assert lines[-1].startswith("[8/8] ") and sum("champion@1.0.0 batch " in line for line in lines) == 2
 
 
+def test_what_a_kernel_prints_itself_goes_to_its_log_not_to_the_terminal(tmp_path, make_notebook):
+    # ipykernel logs to its process's stderr, e.g. a traceback when a message races its shutdown on a busy machine
+    noisy = make_notebook("noisy.ipynb", replace_cell(GOOD_CELLS, "setup", (
+        "import atexit, os\n"
+        "atexit.register(os.write, 2, b'Traceback (most recent call last): zmq at exit\\n')\n"
+        "FACTOR = 2")))
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
+    code, shown = in_terminal(noisy, "--records", records, "--out", tmp_path, "--run-id", "n")
+    assert code == 0 and "run n: succeeded (papermill engine)" in shown, shown
+    assert not [word for word in NOISE if word in shown], shown
+    log = tmp_path / "n" / "executed" / "tiny@1.0" / "batch-00000.kernel.log"
+    assert log.read_text() == "Traceback (most recent call last): zmq at exit\n"
+
+
 def test_timeout_is_one_line_without_a_traceback(tmp_path, make_notebook):
     hang = make_notebook("hang.ipynb", replace_cell(GOOD_CELLS, "setup", "import time\ntime.sleep(60)"))
     records = tmp_path / "r.jsonl"
