@@ -24,13 +24,14 @@ class _UpstreamNoise(logging.Filter):
     """Drop log records whose cause is upstream and whose news the run reports itself.
 
     - papermill: warnings about the runner's own parameters (expected, not the author's), and
-      nbclient's "Timeout waiting for execute reply" (the run prints the timed-out cell in one line);
+      nbclient's "Timeout waiting for execute reply" and "Kernel died while waiting for execute reply"
+      (the run prints the failed execution in one line, naming the cell and the kernel's log);
     - asyncio: "Task was destroyed but it is pending" for nbclient's output-polling task, which
       nbclient 0.11 leaves pending when a cell times out.
     """
 
     _PREFIXES = ("Passed unknown parameter: mlsm_", "Input notebook does not contain a cell with tag 'parameters'",
-                 "Timeout waiting for execute reply")
+                 "Timeout waiting for execute reply", "Kernel died while waiting for execute reply")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -64,6 +64,22 @@ def test_what_a_kernel_prints_itself_goes_to_its_log_not_to_the_terminal(tmp_pat
     assert log.read_text() == "Traceback (most recent call last): zmq at exit\n"
 
 
+def test_a_kernel_that_dies_is_one_line_naming_its_log(tmp_path, make_notebook):
+    dies = make_notebook("dies.ipynb", replace_cell(GOOD_CELLS, "setup", (
+        "import logging, os\n"
+        "logging.getLogger('IPKernelApp').critical('Fatal Python error: Segmentation fault')\n"
+        "os._exit(139)")))
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
+    code, shown = in_terminal(dies, "--records", records, "--out", tmp_path, "--run-id", "d")
+    assert code == 1 and "run d: failed (papermill engine)" in shown, shown
+    log = "executed/tiny@1.0/batch-00000.kernel.log"
+    assert (f"error: {dies}:cell 2 [setup]: batch 0: DeadKernelError: Kernel died (kernel log: {log})\n"
+            in shown), shown
+    assert not [word for word in NOISE if word in shown] and "Fatal" not in shown, shown
+    assert (tmp_path / "d" / log).read_text() == "[IPKernelApp] CRITICAL | Fatal Python error: Segmentation fault\n"
+
+
 def test_timeout_is_one_line_without_a_traceback(tmp_path, make_notebook):
     hang = make_notebook("hang.ipynb", replace_cell(GOOD_CELLS, "setup", "import time\ntime.sleep(60)"))
     records = tmp_path / "r.jsonl"
