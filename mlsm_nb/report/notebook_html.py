@@ -4,7 +4,8 @@ Jenkins serves published and archived HTML with `sandbox; default-src 'none';
 img-src 'self'; style-src 'self';`: no script, no inline style, no `data:`
 image, nothing from another site. So nbconvert renders with its `basic`
 template (cells only, styled by the report's stylesheet), output images are
-extracted to PNG files beside the page (nbconvert's ExtractOutputPreprocessor),
+extracted to files beside the page (nbconvert's ExtractOutputPreprocessor; an
+SVG shown through `<img>` runs no script, so it is kept as it is),
 and HTML and Markdown outputs go through nbconvert's SanitizeHTML preprocessor
 with ammonia (`nh3`) doing the cleaning: it drops `<script>` and `<style>`
 with their content, every `style` attribute, images and link targets.
@@ -13,6 +14,7 @@ with their content, every `style` attribute, images and link targets.
 from __future__ import annotations
 
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 
 import re
@@ -21,7 +23,7 @@ import nbformat
 import nh3
 from nbconvert import HTMLExporter
 from nbconvert.filters import markdown2html
-from nbconvert.preprocessors import ExtractOutputPreprocessor
+from nbconvert.preprocessors import ExtractOutputPreprocessor, Preprocessor
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from traitlets.config import Config
 
@@ -35,7 +37,8 @@ _ATTRIBUTES = {"*": {"class", "title"}, "td": {"colspan", "rowspan"}, "th": {"co
 # Terminal colours: nbconvert turns them into style attributes, which the CSP blocks.
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Images first: an output that has both a PNG and HTML (an <img> with a data: URI) shows the PNG file.
-_PRIORITY = ["image/png", "image/jpeg", "text/html", "text/markdown", "text/plain"]
+_IMAGES = ["image/png", "image/jpeg", "image/svg+xml"]
+_PRIORITY = [*_IMAGES, "text/html", "text/markdown", "text/plain"]
 
 
 class ReportSanitizer(SanitizeHTML):
@@ -54,14 +57,29 @@ class ReportSanitizer(SanitizeHTML):
                          clean_content_tags={"script", "style"}, strip_comments=True, link_rel=None)
 
 
+class LinkSvgFiles(Preprocessor):
+    """Show an extracted SVG file with an `<img>` (with its alt text): nbconvert's template would embed
+    the SVG as a `data:` URI, which the CSP blocks. Runs after the sanitizer: this HTML is ours."""
+
+    def preprocess_cell(self, cell, resources, index):
+        for output in cell.get("outputs", []):
+            filename = output.get("metadata", {}).get("filenames", {}).get("image/svg+xml")
+            if filename:
+                alt = output["metadata"].get("image/svg+xml", {}).get("alt", "")
+                output["data"] = {"text/html": f'<img src="{escape(filename)}" alt="{escape(alt)}">'}
+        return cell, resources
+
+
 def _exporter() -> HTMLExporter:
     config = Config()
     config.NbConvertBase.display_data_priority = _PRIORITY
     config.HTMLExporter.exclude_anchor_links = True
-    config.ExtractOutputPreprocessor.extract_output_types = {"image/png", "image/jpeg"}
+    config.ExtractOutputPreprocessor.extract_output_types = set(_IMAGES)
+    config.SanitizeHTML.safe_output_keys = {"metadata", "text/plain", "text/latex", "application/json", *_IMAGES}
     exporter = HTMLExporter(template_name="basic", config=config)
     exporter.register_preprocessor(ReportSanitizer(config=config), enabled=True)
     exporter.register_preprocessor(ExtractOutputPreprocessor(config=config), enabled=True)
+    exporter.register_preprocessor(LinkSvgFiles(config=config), enabled=True)
     return exporter
 
 
@@ -73,7 +91,7 @@ def render_notebook(source: Path, page: Path, scrub: Callable[[str], str] = str)
     for number, cell in enumerate(nb.cells, 1):
         cell.source = scrub(cell.source)
         for output in cell.get("outputs", []):
-            for mime in ("image/png", "image/jpeg"):
+            for mime in _IMAGES:
                 if mime in output.get("data", {}):  # nbconvert wants alt text; the notebook may have none
                     output.setdefault("metadata", {}).setdefault(mime, {}).setdefault("alt", f"figure of cell {number}")
             if "text" in output:

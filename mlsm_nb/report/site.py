@@ -104,9 +104,10 @@ class _Site:
         model = self.report.models[key]
         plot = None
         if model.scores:
-            (self.out / "img" / f"{slug(key)}.png").write_bytes(
-                score_histogram(model.scores, bins=40, size=(7, 3), title=f"{model.name} {model.version}"))
-            plot = f"../img/{slug(key)}.png"
+            (self.out / "img" / f"{slug(key)}.svg").write_text(
+                score_histogram(model.scores, bins=40, size=(560, 240), title=f"{model.name} {model.version}"),
+                encoding="utf-8")
+            plot = f"../img/{slug(key)}.svg"
         self.write(f"models/{slug(key)}.html", "model.html", model=model, plot=plot, stats=model.stats(),
                    source_link=self.production(key))
 

@@ -86,7 +86,7 @@ def test_executed_notebooks_show_the_summary(papermill_run):
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     text = json.dumps(outputs)
     assert "lead_lr 1.0.0: 120 records, 0 errors (scored with `score_frame`)" in text
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("image/svg+xml" in o.get("data", {}) for o in outputs)
 
 
 def test_both_engines_give_identical_results(papermill_run, leads_file, tmp_path):
