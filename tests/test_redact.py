@@ -50,3 +50,14 @@ def test_the_executor_repr_holds_no_secret():
     executor = Executor(run_root="/tmp/r", engine="inprocess", timeout=1, sources={}, needs={},
                         secrets={"db": {"password": PASSWORD}})
     assert PASSWORD not in repr(executor)
+
+
+@pytest.mark.parametrize("cut", range(-12, 3))
+def test_a_failed_executions_error_is_redacted_before_it_is_cut_short(cut):
+    executor = Executor(run_root="/tmp/r", engine="inprocess", timeout=1, sources={"m@1": "/nb/m.ipynb"}, needs={},
+                        secrets={"db": {"password": PASSWORD}})
+    prefix = "/nb/m.ipynb: batch 0: RuntimeError: "
+    exc = RuntimeError("x" * (500 - len(prefix) + cut) + PASSWORD + " and more")  # the limit falls inside it
+    exc.add_note("kernel log: executed/m@1/batch-00000.kernel.log")
+    error = executor.describe(exc, "m@1", 0)
+    assert PASSWORD[:5] not in error and error.endswith(" (kernel log: executed/m@1/batch-00000.kernel.log)")

@@ -2,8 +2,8 @@
 `score_histogram`) and PNG figures drawn with matplotlib.
 
 Figures are made with `matplotlib.figure.Figure`, not pyplot: nothing global
-(pyplot's figure list, the session's backend) changes, which matters inside a
-notebook's kernel and in threads, and it is about twice as fast.
+(pyplot's figure list, the session's backend) changes, which matters in threads,
+and it is about twice as fast.
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ def score_histogram(scores: Sequence[float], *, bins: int = 30, size: tuple[int,
     y_max = max(y_ticks[-1], 1)
 
     def x(value: float) -> float:
-        return round(left + (value - lo) / (hi - lo) * plot_w, 2)
+        return round(left + _share(value, lo, hi) * plot_w, 2)
 
     def y(count: float) -> float:
         return round(top + plot_h - count / y_max * plot_h, 2)
 
-    step = (hi - lo) / len(counts)
-    outline = [f"M{x(lo)},{y(0)}"]
+    bar = plot_w / len(counts)
+    outline = [f"M{left},{y(0)}"]
     for i, count in enumerate(counts):
-        outline.append(f"L{x(lo + i * step)},{y(count)} L{x(lo + (i + 1) * step)},{y(count)}")
-    outline.append(f"L{x(hi)},{y(0)} Z")
+        outline.append(f"L{round(left + i * bar, 2)},{y(count)} L{round(left + (i + 1) * bar, 2)},{y(count)}")
+    outline.append(f"L{left + plot_w},{y(0)} Z")
     label = escape(title or "histogram of scores")
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}" font-family="sans-serif" '
@@ -68,15 +68,14 @@ def score_histogram(scores: Sequence[float], *, bins: int = 30, size: tuple[int,
              f'<rect width="{width}" height="{height}" fill="#fff"/>']
     if title:
         parts.append(f'<text x="{left + plot_w / 2}" y="15" text-anchor="middle" font-size="13">{escape(title)}</text>')
-    for tick in y_ticks:
+    for tick, text in zip(y_ticks, _labels(y_ticks)):
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick)}" y2="{y(tick)}" stroke="#e3e3e3"/>'
-                     f'<text x="{left - 5}" y="{y(tick) + 4}" text-anchor="end">{_label(tick)}</text>')
+                     f'<text x="{left - 5}" y="{y(tick) + 4}" text-anchor="end">{text}</text>')
     parts.append(f'<path d="{" ".join(outline)}" fill="{COLOR}"/>')
-    for tick in _ticks(lo, hi):
-        if lo <= tick <= hi:
-            parts.append(f'<line x1="{x(tick)}" x2="{x(tick)}" y1="{top + plot_h}" y2="{top + plot_h + 4}" '
-                         f'stroke="#333"/><text x="{x(tick)}" y="{top + plot_h + 15}" text-anchor="middle">'
-                         f"{_label(tick)}</text>")
+    x_ticks = [tick for tick in _ticks(lo, hi) if lo <= tick <= hi]
+    for tick, text in zip(x_ticks, _labels(x_ticks)):
+        parts.append(f'<line x1="{x(tick)}" x2="{x(tick)}" y1="{top + plot_h}" y2="{top + plot_h + 4}" '
+                     f'stroke="#333"/><text x="{x(tick)}" y="{top + plot_h + 15}" text-anchor="middle">{text}</text>')
     parts.append(f'<path d="M{left},{top} V{top + plot_h} H{left + plot_w}" fill="none" stroke="#333"/>'
                  f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">score</text>'
                  f'<text transform="translate(11 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">records</text>'
@@ -90,24 +89,39 @@ def _bin(scores: Sequence[float], bins: int) -> tuple[list[int], float, float]:
     lo, hi = (min(scores), max(scores)) if scores else (0.0, 1.0)
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
-    counts, scale = [0] * bins, bins / (hi - lo)
+        if lo == hi:  # beyond 2**53, ± 0.5 is lost: the next floats instead
+            lo, hi = math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf)
+    counts = [0] * bins
     for score in scores:
-        counts[min(int((score - lo) * scale), bins - 1)] += 1
+        counts[min(int(_share(score, lo, hi) * bins), bins - 1)] += 1
     return counts, lo, hi
+
+
+def _share(value: float, lo: float, hi: float) -> float:
+    """Where `value` lies between `lo` (0) and `hi` (1); in halves, so that no difference overflows."""
+    return (value / 2 - lo / 2) / (hi / 2 - lo / 2)
 
 
 def _ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     """Round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
-    raw = (hi - lo) / target
-    power = 10 ** math.floor(math.log10(raw))
+    raw = hi / target - lo / target  # not (hi - lo) / target, which may overflow
+    power = 10.0 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.floor(lo / step)
-    return [round((first + i) * step, 12) for i in range(math.ceil(hi / step) - first + 1)]
+    return [(first + i) * step for i in range(math.ceil(hi / step) - first + 1)]
 
 
-def _label(value: float) -> str:
-    """A tick's label, at most about five characters: 0.25, 4000, 20k, 1.5M."""
-    for from_, unit, suffix in ((1e6, 1e6, "M"), (1e4, 1e3, "k")):
-        if abs(value) >= from_:
-            return f"{value / unit:.3g}{suffix}"
-    return f"{value:.4g}"
+def _labels(ticks: Sequence[float]) -> list[str]:
+    """The ticks' labels, short (0.25, 4000, 20k, 1.5M, 2e+12) but with the digits that tell them apart."""
+    for digits in range(3, 18):
+        labels = [_label(tick, digits) for tick in ticks]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
+
+
+def _label(value: float, digits: int) -> str:
+    for low, high, unit, suffix in ((1e4, 1e6, 1e3, "k"), (1e6, 1e9, 1e6, "M")):
+        if low <= abs(value) < high:
+            return f"{value / unit:.{digits}g}{suffix}"
+    return f"{value:.{digits + 1}g}"

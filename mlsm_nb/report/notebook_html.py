@@ -4,8 +4,8 @@ Jenkins serves published and archived HTML with `sandbox; default-src 'none';
 img-src 'self'; style-src 'self';`: no script, no inline style, no `data:`
 image, nothing from another site. So nbconvert renders with its `basic`
 template (cells only, styled by the report's stylesheet), output images are
-extracted to files beside the page (nbconvert's ExtractOutputPreprocessor; an
-SVG shown through `<img>` runs no script, so it is kept as it is),
+extracted to files beside the page (nbconvert's ExtractOutputPreprocessor; SVG
+only from the runner's cells, shown through `<img>`),
 and HTML and Markdown outputs go through nbconvert's SanitizeHTML preprocessor
 with ammonia (`nh3`) doing the cleaning: it drops `<script>` and `<style>`
 with their content, every `style` attribute, images and link targets.
@@ -26,6 +26,8 @@ from nbconvert.filters import markdown2html
 from nbconvert.preprocessors import ExtractOutputPreprocessor, Preprocessor
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from traitlets.config import Config
+
+from ..run.notebooks import RUNNER_TAG
 
 # What an output may keep: text structure and tables (pandas); no images or link
 # targets (they could leave the report), no forms, no embedded content.
@@ -64,7 +66,7 @@ class LinkSvgFiles(Preprocessor):
     def preprocess_cell(self, cell, resources, index):
         for output in cell.get("outputs", []):
             filename = output.get("metadata", {}).get("filenames", {}).get("image/svg+xml")
-            if filename:
+            if filename and "image/svg+xml" in output.get("data", {}):
                 alt = output["metadata"].get("image/svg+xml", {}).get("alt", "")
                 output["data"] = {"text/html": f'<img src="{escape(filename)}" alt="{escape(alt)}">'}
         return cell, resources
@@ -85,12 +87,16 @@ def _exporter() -> HTMLExporter:
 
 def render_notebook(source: Path, page: Path, scrub: Callable[[str], str] = str) -> str:
     """The cells of the notebook at `source` as HTML for `page`; its images are written as
-    PNG files into a folder beside `page`. `scrub` rewrites the text of sources and outputs
+    files into a folder beside `page`. `scrub` rewrites the text of sources and outputs
     (the report keeps machine paths out)."""
     nb = nbformat.read(source, as_version=4)
     for number, cell in enumerate(nb.cells, 1):
         cell.source = scrub(cell.source)
         for output in cell.get("outputs", []):
+            if RUNNER_TAG not in cell.metadata.get("tags", []):
+                # Only the runner's own SVG (the histogram) is kept: opened on its own, outside the report
+                # page and its CSP, an author's SVG could run script.
+                output.get("data", {}).pop("image/svg+xml", None)
             for mime in _IMAGES:
                 if mime in output.get("data", {}):  # nbconvert wants alt text; the notebook may have none
                     output.setdefault("metadata", {}).setdefault(mime, {}).setdefault("alt", f"figure of cell {number}")

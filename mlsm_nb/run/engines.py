@@ -12,7 +12,9 @@ start) and an ``in_memory`` flag (default False) saying which of two kinds it is
   execution's audit artifacts go (e.g. the executed notebook), and
   ``execute(executor, key, batch)`` does it, returning facts for the
   execution's manifest entry or None; it runs in a pool thread or on a Dask
-  worker and raises on failure (the executor records it). An optional
+  worker and raises on failure (the executor records it: notes added to the
+  exception end the recorded error, and a dict of facts set as the
+  exception's ``mlsm_facts`` joins the manifest entry). An optional
   ``release()`` runs in each pool thread as the run's pool stops, to free
   what the engine kept in that thread between executions (warm kernels);
 - an in-memory engine (``in_memory = True``, e.g. inprocess) scores records
@@ -104,7 +106,7 @@ class PapermillEngine:
                       "mlsm_output_path": str(run.output_path(key, batch)),
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
-        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch))
+        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets)
         kernels = thread_kernels(executor.warm_kernels) if executor.warm_kernels else None
         # --warm-kernels: this thread's kept kernel of the notebook, or a new one nbclient starts and leaves running
         km = (run_sync(kernels.take)(notebook) or kernels.new(manager_class)) if kernels else None
@@ -122,6 +124,7 @@ class PapermillEngine:
                 run_sync(kernels.discard)(km)
             if kernel_log_written(log, executor.secrets):
                 exc.add_note(f"kernel log: {log.relative_to(run.root)}")
+                exc.mlsm_facts = {**facts, "kernel_log": str(log.relative_to(run.root))}
             raise
         if km is not None:
             run_sync(kernels.keep)(notebook, km, cwd)

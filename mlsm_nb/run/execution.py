@@ -136,6 +136,7 @@ class Executor:
                 raise MlsmError("the runner cell did not write the model's outputs")
             entry.update(_output_facts(output))
         except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
+            entry.update(getattr(exc, "mlsm_facts", {}))  # e.g. the papermill engine's kernel log
             entry.update(status="failed", error=self.describe(exc, key, batch))
             entry.update(records=self.write_failure(key, batch, entry["error"]))
             entry["errors"] = entry["records"]
@@ -160,8 +161,9 @@ class Executor:
         name = getattr(exc, "ename", type(exc).__name__)
         value = getattr(exc, "evalue", str(exc))
         message = (str(value).strip().splitlines() or [""])[0]
-        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))  # e.g. the engine's kernel log
-        return redact_text(f"{where}: batch {batch}: {name}: {message}"[:500 - len(notes)] + notes, self.secrets)
+        notes = redact_text("".join(f" ({note})" for note in getattr(exc, "__notes__", ())), self.secrets)
+        # Redacted before it is cut short: a secret cut in two would no longer be recognised.
+        return redact_text(f"{where}: batch {batch}: {name}: {message}", self.secrets)[:500 - len(notes)] + notes
 
     def write_failure(self, key: str, batch: int, error: str) -> int:
         """Give every record of the batch a `notebook_failed` entry for this model; returns how many."""

@@ -25,12 +25,14 @@ started and stopped, rather than filtered out of the logs:
   only after its cells finished (a timeout interrupts the kernel itself, before
   shutdown), so the interrupt at shutdown is skipped.
 
-A kernel process's own output (not its cells', which goes into the notebook)
-goes to a log file next to the executed notebook that started it, not to the
-runner's terminal: it is ipykernel's log, e.g. a traceback it prints when a
-message races its shutdown on a loaded machine, or a crash of the kernel
-itself. An empty log is removed when its kernel stops; a failed execution's
-error names a log that is not empty.
+A kernel process's own output goes to a log file next to the executed
+notebook of the execution that started it, not to the runner's terminal:
+ipykernel's log (e.g. a traceback it prints when a message races its shutdown
+on a loaded machine, or why the kernel crashed) and a copy of what cells write
+straight to file descriptors 1 and 2 (subprocesses, native libraries; the
+notebook gets it too). A log is redacted after each execution and when its
+kernel stops, and removed then if it is empty; a failed execution's error and
+manifest entry name a log that is not empty.
 
 Credential parameters reach the kernel through its environment, for that one
 kernel only (never this process's `os.environ`).
@@ -88,6 +90,7 @@ class QuietKernelManager(AsyncKernelManager):
 
     extra_env: Mapping[str, str] = {}
     kernel_log: str | None = None  # the file the kernel process's stdout and stderr go to (None: inherited)
+    secrets: Mapping[str, object] = {}  # credential values, redacted from the kernel's log
     client_factory = Type(KernelClient, klass=AsyncKernelClient)
 
     def __init__(self, **kwargs):
@@ -107,13 +110,20 @@ class QuietKernelManager(AsyncKernelManager):
             kw["env"] = {**kw.get("env", os.environ), **self.extra_env}
         if self.kernel_log is None:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
-        with open(self.kernel_log, "ab") as log:  # the kernel process keeps a descriptor of its own
+        # New for each kernel (a resumed run's retry does not add to the failed attempt's); the kernel
+        # process keeps a descriptor of its own.
+        with open(self.kernel_log, "wb") as log:
             return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": log, "stderr": log})
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        """After the kernel stopped (shut down, killed or dead): its log, redacted, or none if it is empty."""
         await super()._async_cleanup_resources(restart=restart)
-        if self.kernel_log and not restart and kernel_log_size(self.kernel_log) == 0:
+        if self.kernel_log and not restart and not kernel_log_written(Path(self.kernel_log), self.secrets):
             Path(self.kernel_log).unlink(missing_ok=True)
+
+    # jupyter_client's AsyncKernelManager binds `cleanup_resources` (what nbclient calls for a kernel that
+    # died) to its base class's coroutine, not to the override.
+    cleanup_resources = _async_cleanup_resources
 
     def client(self, **kwargs) -> KernelClient:
         """The kernel's client (nbclient asks for one per execution, and stops it only when it owns the kernel)."""
@@ -170,25 +180,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def kernel_manager_class(env: Mapping[str, str] | None = None, log: Path | None = None) -> type[QuietKernelManager]:
+def kernel_manager_class(env: Mapping[str, str] | None = None, log: Path | None = None,
+                         secrets: Mapping[str, object] | None = None) -> type[QuietKernelManager]:
     """The manager class for one execution; `env` is added to that kernel's environment only, and the
-    kernel process's output goes to `log`."""
+    kernel process's output goes to `log`, with the values of `secrets` redacted."""
     return type("ExecutionKernelManager", (QuietKernelManager,),
-                {"extra_env": dict(env or {}), "kernel_log": None if log is None else str(log)})
-
-
-def kernel_log_size(path: str | Path) -> int:
-    """How many bytes a kernel wrote to its log (0 when there is no log)."""
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+                {"extra_env": dict(env or {}), "kernel_log": None if log is None else str(log),
+                 "secrets": dict(secrets or {})})
 
 
 def kernel_log_written(path: Path, secrets: Mapping[str, object]) -> bool:
     """Whether a kernel wrote to its log `path`; if it did, the log's credentials (the run's secrets, URI
     passwords, secret-looking values) are now redacted, as everywhere else the run writes."""
-    if not kernel_log_size(path):
+    try:
+        if not os.path.getsize(path):
+            return False
+    except OSError:  # none
         return False
     text = path.read_text(errors="replace")
     redacted = redact_text(text, secrets)

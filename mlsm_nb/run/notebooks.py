@@ -10,6 +10,7 @@ import nbformat
 from ..notebook.contract import NotebookSpec, read_notebook
 from ..notebook.extract import declarations
 
+RUNNER_TAG = "mlsm-runner"  # the tag of the cells the runner adds to a production notebook
 _RUNNER_SOURCE = """\
 # mlsm-nb runner: score this batch with the model defined above and save its outputs
 from mlsm_nb.run.runtime import run_in_notebook
@@ -66,7 +67,7 @@ def production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbfo
                                                                         "models")}
     for text in (_RUNNER_SOURCE.format(declared=declared), _SHOW_SOURCE):
         runner = nbformat.v4.new_code_cell(text)
-        runner.metadata["tags"] = ["mlsm-runner"]
+        runner.metadata["tags"] = [RUNNER_TAG]
         nb.cells.append(runner)
     return nb
 
@@ -76,5 +77,5 @@ def _secrets_cell(names: Sequence[str]) -> nbformat.NotebookNode:
              "import json as _mlsm_json, os as _mlsm_os"]
     lines += [f"{name} = _mlsm_json.loads(_mlsm_os.environ[{secret_env(name)!r}])" for name in names]
     cell = nbformat.v4.new_code_cell("\n".join(lines))
-    cell.metadata["tags"] = ["mlsm-runner"]
+    cell.metadata["tags"] = [RUNNER_TAG]
     return cell

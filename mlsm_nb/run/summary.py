@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from html import escape
 
 from ..core.batch import BatchOutcome
+from ..report.data import quantile
 
 SAMPLE_SIZE = 5
 
@@ -60,20 +61,21 @@ class BatchSummary:
 
 
 def describe(scores: Sequence[float]) -> dict[str, float | int | None]:
-    """count, mean, std (n - 1), min, quartiles (linear interpolation) and max, rounded to 4 places."""
+    """count, mean, std (n - 1), min, quartiles (linear interpolation) and max, rounded to 4 places, as
+    pandas' `describe` gives them; beyond the float range (scores near 1e308), infinity, as pandas."""
     ordered, count = sorted(scores), len(scores)
-    mean = math.fsum(ordered) / count
-    std = math.sqrt(math.fsum((s - mean) ** 2 for s in ordered) / (count - 1)) if count > 1 else None
-
-    def quantile(q: float) -> float:
-        position = (count - 1) * q
-        below = math.floor(position)
-        above = min(below + 1, count - 1)
-        return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
-
-    stats = {"count": count, "mean": mean, "std": std, "min": ordered[0], "25%": quantile(0.25),
-             "50%": quantile(0.5), "75%": quantile(0.75), "max": ordered[-1]}
+    mean = _total(ordered) / count
+    std = math.sqrt(_total([(s - mean) * (s - mean) for s in ordered]) / (count - 1)) if count > 1 else None
+    stats = {"count": count, "mean": mean, "std": std, "min": ordered[0], "25%": quantile(ordered, 0.25),
+             "50%": quantile(ordered, 0.5), "75%": quantile(ordered, 0.75), "max": ordered[-1]}
     return {k: v if v is None or k == "count" else round(v, 4) for k, v in stats.items()}
+
+
+def _total(values: list[float]) -> float:
+    try:
+        return math.fsum(values)  # exact
+    except OverflowError:  # a partial sum beyond the float range
+        return sum(values)
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence], index: Sequence | None = None) -> dict[str, str]:

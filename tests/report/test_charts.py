@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from mlsm_nb.report.charts import _bin, _ticks, score_histogram
+from mlsm_nb.report.charts import _bin, _labels, _ticks, score_histogram
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -19,7 +19,7 @@ def test_bins_count_what_numpy_counts(scores):
 
 
 def test_ticks_are_round_and_cover_the_range():
-    assert _ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert _ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     assert _ticks(0, 3712) == [0, 1000, 2000, 3000, 4000]
     assert _ticks(-0.3, 0.45) == pytest.approx([-0.4, -0.2, 0, 0.2, 0.4, 0.6])
 
@@ -32,3 +32,10 @@ def test_the_histogram_is_valid_svg_with_escaped_text_and_no_style_attributes():
     assert not [e.tag for e in root.iter() if "style" in e.attrib]  # blocked without 'unsafe-inline'
     labels = [t.text for t in root.iter(f"{SVG}text")]
     assert {"score", "records", "0", "2", '<m> "1" & co'} <= set(labels)
+
+
+def test_ticks_and_bins_hold_at_the_edges_of_float_precision():
+    assert _bin([1e17] * 3, 5)[0] == [0, 0, 3, 0, 0]  # ± 0.5 is lost at 1e17
+    labels = _labels(_ticks(0.5, 0.5 + 1e-15))
+    assert len(set(labels)) == len(labels) > 2  # as many digits as it takes to tell them apart
+    assert _labels(_ticks(0, 123456)) == ["0", "50k", "100k", "150k"]

@@ -133,3 +133,25 @@ def test_verdict_names_the_models_over_the_threshold(tmp_path, two_models):
     assert "over the error-rate threshold of 5 %" in verdict.text and "tiny@1.0 (1 of 11 records)" in verdict.text
     assert verdict.a["href"] == "models/tiny_1.0.html"
     assert "1 input lines were rejected, more than 5 %" in " ".join(page.select_one("#verdict-input").text.split())
+
+
+def test_only_the_runners_svg_reaches_the_report_as_an_image_file(tmp_path):
+    import nbformat
+
+    from mlsm_nb.report.charts import score_histogram
+    from mlsm_nb.report.notebook_html import render_notebook
+    from mlsm_nb.run.notebooks import RUNNER_TAG
+
+    evil = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
+    author = nbformat.v4.new_code_cell("show()", outputs=[nbformat.v4.new_output(
+        "display_data", data={"image/svg+xml": evil, "text/plain": "<a figure>"})])
+    runner = nbformat.v4.new_code_cell("mlsm_summary.show()", metadata={"tags": [RUNNER_TAG]}, outputs=[
+        nbformat.v4.new_output("display_data", data={"image/svg+xml": score_histogram([0.1, 0.5])},
+                               metadata={"image/svg+xml": {"alt": "histogram of the batch's scores"}})])
+    source = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[author, runner]), source)
+    body = render_notebook(source, tmp_path / "site" / "page.html")
+    files = list((tmp_path / "site" / "page_files").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".svg" and "alert" not in files[0].read_text()
+    assert f'<img alt="histogram of the batch\'s scores" src="page_files/{files[0].name}"' in body
+    assert "alert" not in body and "&lt;a figure&gt;" in body  # the author's figure falls back to its text

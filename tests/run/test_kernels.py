@@ -157,7 +157,8 @@ def test_a_kernels_own_output_goes_to_a_log_next_to_the_executed_notebook(tmp_pa
     logs = {b: executions[b]["kernel_log"] for b in "012"}
     if warm:  # one kernel ran the three batches: its log is the first execution's
         assert set(logs.values()) == {"executed/tiny@1.0/batch-00000.kernel.log"}
-        assert (run_dir / logs["0"]).read_text().count("kernel log line from ") == 3
+        text = (run_dir / logs["0"]).read_text()
+        assert text.count("kernel log line from ") == 3 and text.endswith("at exit\n")  # stopped with the run
     else:
         for batch, log in logs.items():
             assert log == f"executed/tiny@1.0/batch-0000{batch}.kernel.log"
@@ -176,5 +177,33 @@ def test_an_empty_kernel_log_is_removed_and_a_dead_kernels_is_named_in_the_error
     manifest = run_notebooks([good], records, out=tmp_path / "runs", run_id="d", batch_size=30, workers=1)
     error = manifest["executions"]["tiny@1.0"]["0"]["error"]
     assert manifest["status"] == "failed" and "DeadKernelError" in error
+    assert manifest["executions"]["tiny@1.0"]["0"]["kernel_log"] == "executed/tiny@1.0/batch-00000.kernel.log"
     assert error.endswith(" (kernel log: executed/tiny@1.0/batch-00000.kernel.log)"), error
     assert "out of memory, say" in (tmp_path / "runs" / "d" / "executed/tiny@1.0/batch-00000.kernel.log").read_text()
+
+
+def test_a_kernels_log_is_new_redacted_when_it_stops_and_removed_if_empty_even_when_it_was_killed(tmp_path):
+    from jupyter_core.utils import run_sync
+
+    from mlsm_nb.run.kernels import kernel_manager_class
+
+    log = tmp_path / "k.log"
+    log.write_text("a failed attempt's line\n")  # e.g. the batch's failed execution, before --resume
+    km = kernel_manager_class(log=log, secrets={"db": "hunter2-PLANTED"})(kernel_name="python3")
+    run_sync(km.start_kernel)(cwd=str(tmp_path))
+    client = km.client()
+    client.start_channels()
+    run_sync(client.wait_for_ready)(timeout=60)
+    reply = run_sync(client.execute_interactive)(
+        "import atexit, os\natexit.register(os.write, 2, b'connecting with hunter2-PLANTED\\n')", timeout=60)
+    assert reply["content"]["status"] == "ok"
+    km.stop_client()
+    run_sync(km.shutdown_kernel)()
+    assert log.read_text() == "connecting with ***\n"
+
+    km = kernel_manager_class(log=log)(kernel_name="python3")
+    run_sync(km.start_kernel)(cwd=str(tmp_path))
+    km.provisioner.process.kill()  # as the OOM killer would: nothing written
+    km.provisioner.process.wait()
+    run_sync(km.cleanup_resources)()  # what nbclient calls for a kernel that died
+    assert not log.exists()

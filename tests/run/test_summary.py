@@ -62,3 +62,15 @@ def test_the_summary_imports_neither_pandas_nor_matplotlib():
             "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_scores_at_the_edges_of_the_float_range_are_summarised_not_a_failed_batch(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, metadata=None: shown.append(obj))
+    entries = [{"score": s} for s in (1e308, -1e308, 1e17, 1e17)]
+    BatchSummary(BatchOutcome("m", "1", entries)).show()
+    stats, histogram = shown[1]["text/plain"], shown[2]["image/svg+xml"]
+    assert stats.splitlines()[1].split()[:3] == ["score", "4", "5e+16"] and "inf" in stats  # the std, as pandas
+    assert "nan" not in histogram and "inf" not in histogram
