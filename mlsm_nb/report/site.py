@@ -55,6 +55,15 @@ def _failure(source: Path, error: str) -> dict:
     return {"error": error}
 
 
+def _kernel_log(run_dir: Path, execution: dict, lines: int = 200) -> dict | None:
+    """The last lines of what the execution's kernel printed itself, if it printed anything."""
+    path = run_dir / execution["kernel_log"] if execution.get("kernel_log") else None
+    if path is None or not path.is_file():
+        return None
+    text = path.read_text(errors="replace").splitlines()
+    return {"path": execution["kernel_log"], "text": "\n".join(text[-lines:]), "cut": max(0, len(text) - lines)}
+
+
 class _Site:
     """Writes the pages of one report; every page goes through `write` (scrubbed of machine paths)."""
 
@@ -83,7 +92,7 @@ class _Site:
                    description=f"The notebook as papermill executed it on batch {execution['batch']} "
                                f"({execution['status']}, {execution.get('seconds') or 0:.2f} s).",
                    failure=_failure(source, execution.get("error") or "") if failed else None,
-                   sample=sample, sample_columns=columns,
+                   kernel_log=_kernel_log(run_dir, execution), sample=sample, sample_columns=columns,
                    body=render_notebook(source, self.out / relative, self.scrub))
         execution["html"] = relative
 

@@ -155,3 +155,17 @@ def test_only_the_runners_svg_reaches_the_report_as_an_image_file(tmp_path):
     assert len(files) == 1 and files[0].suffix == ".svg" and "alert" not in files[0].read_text()
     assert f'<img alt="histogram of the batch\'s scores" src="page_files/{files[0].name}"' in body
     assert "alert" not in body and "&lt;a figure&gt;" in body  # the author's figure falls back to its text
+
+
+def test_an_executions_page_shows_its_kernels_log_escaped(tmp_path, make_notebook):
+    noisy = make_notebook("noisy.ipynb", replace_cell(GOOD_CELLS, "setup", (
+        "import logging\n"
+        "logging.getLogger('IPKernelApp').error('<script>window.__pwned = 1</script> from the kernel')\n"
+        "FACTOR = 2")))
+    records = write_records(tmp_path / "in.jsonl", [{"id": "r1", "data": {"x": 1, "label": "a"}}])
+    manifest = run_notebooks([noisy], records, out=tmp_path, run_id="k")
+    assert manifest["executions"]["tiny@1.0"]["0"]["kernel_log"] == "executed/tiny@1.0/batch-00000.kernel.log"
+    write_report(tmp_path / "k")
+    page = _page_text(tmp_path / "k" / "report" / "executed" / "tiny_1.0" / "batch-00000.html")
+    assert page.find(id="kernel-log").text == "[IPKernelApp] ERROR | <script>window.__pwned = 1</script> from the kernel"
+    assert page.find("script") is None
