@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,16 +86,25 @@ def quantile(ordered: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def score_stats(scores: list[float]) -> dict:
+def score_stats(scores: Sequence[float], quantiles: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 0.9)) -> dict:
+    """count, mean, std (n - 1, as pandas; None for one score), min, the quantiles (`p10`, ...) and max;
+    beyond the float range (scores near 1e308), infinity, as pandas. Empty: {}."""
     if not scores:
         return {}
-    ordered = sorted(scores)
-    mean = sum(ordered) / len(ordered)
-    variance = sum((s - mean) ** 2 for s in ordered) / len(ordered)
-    stats = {"count": len(ordered), "mean": mean, "std": math.sqrt(variance), "min": ordered[0]}
-    stats.update({f"p{int(q * 100)}": quantile(ordered, q) for q in (0.1, 0.25, 0.5, 0.75, 0.9)})
+    ordered, count = sorted(scores), len(scores)
+    mean = _total(ordered) / count
+    std = math.sqrt(_total([(s - mean) * (s - mean) for s in ordered]) / (count - 1)) if count > 1 else None
+    stats = {"count": count, "mean": mean, "std": std, "min": ordered[0]}
+    stats.update({f"p{round(q * 100)}": quantile(ordered, q) for q in quantiles})
     stats["max"] = ordered[-1]
     return stats
+
+
+def _total(values: list[float]) -> float:
+    try:
+        return math.fsum(values)  # exact
+    except OverflowError:  # a partial sum beyond the float range
+        return sum(values)
 
 
 @dataclass

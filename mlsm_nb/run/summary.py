@@ -10,13 +10,12 @@ notebook viewers and text for everything else; every value is escaped.
 from __future__ import annotations
 
 import json
-import math
 from base64 import b64encode
 from collections.abc import Sequence
 from html import escape
 
 from ..core.batch import BatchOutcome
-from ..report.data import quantile
+from ..report.data import score_stats
 
 SAMPLE_SIZE = 5
 
@@ -61,21 +60,11 @@ class BatchSummary:
 
 
 def describe(scores: Sequence[float]) -> dict[str, float | int | None]:
-    """count, mean, std (n - 1), min, quartiles (linear interpolation) and max, rounded to 4 places, as
-    pandas' `describe` gives them; beyond the float range (scores near 1e308), infinity, as pandas."""
-    ordered, count = sorted(scores), len(scores)
-    mean = _total(ordered) / count
-    std = math.sqrt(_total([(s - mean) * (s - mean) for s in ordered]) / (count - 1)) if count > 1 else None
-    stats = {"count": count, "mean": mean, "std": std, "min": ordered[0], "25%": quantile(ordered, 0.25),
-             "50%": quantile(ordered, 0.5), "75%": quantile(ordered, 0.75), "max": ordered[-1]}
-    return {k: v if v is None or k == "count" else round(v, 4) for k, v in stats.items()}
-
-
-def _total(values: list[float]) -> float:
-    try:
-        return math.fsum(values)  # exact
-    except OverflowError:  # a partial sum beyond the float range
-        return sum(values)
+    """count, mean, std, min, quartiles and max rounded to 4 places, named as pandas' `describe` names
+    them (the report's `score_stats`, which computes them as pandas does)."""
+    stats = score_stats(scores, (0.25, 0.5, 0.75))
+    named = {{"p25": "25%", "p50": "50%", "p75": "75%"}.get(k, k): v for k, v in stats.items()}
+    return {k: v if v is None or k == "count" else round(v, 4) for k, v in named.items()}
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence], index: Sequence | None = None) -> dict[str, str]:

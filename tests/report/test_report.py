@@ -60,6 +60,13 @@ def test_psi_is_zero_for_the_same_scores_and_flags_a_shift():
     assert score_stats([1.0, 2.0, 3.0])["p50"] == 2.0
 
 
+def test_the_report_and_the_executed_notebook_give_one_std_pandas_std():
+    from mlsm_nb.run.summary import describe
+
+    assert score_stats([1.0, 3.0])["std"] == pytest.approx(2 ** 0.5) and describe([1.0, 3.0])["std"] == 1.4142
+    assert score_stats([1.0])["std"] is None  # undefined for one score, as pandas' NaN
+
+
 def test_compare_flags_drift(tmp_path, two_models):
     a = write_records(tmp_path / "a.jsonl", tiny_rows(300, seed=1))
     b = write_records(tmp_path / "b.jsonl", tiny_rows(300, seed=2, shift=15))
