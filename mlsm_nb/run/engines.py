@@ -111,6 +111,7 @@ class PapermillEngine:
         # --warm-kernels: this thread's kept kernel of the notebook, or a new one nbclient starts and leaves running
         km = (run_sync(kernels.take)(notebook) or kernels.new(manager_class)) if kernels else None
         log = Path(km.kernel_log if km else manager_class.kernel_log)  # a kept kernel's log is its first execution's
+        log_fact = {"kernel_log": str(log.relative_to(run.root))}
         facts = {} if km is None else {"kernel_runs": km.executions}  # the executions this kernel ran before this one
         try:
             # The kernel's working directory is set through nbclient's resources, not papermill's
@@ -123,14 +124,12 @@ class PapermillEngine:
             if km is not None:
                 run_sync(kernels.discard)(km)
             if kernel_log_written(log, executor.secrets):
-                exc.add_note(f"kernel log: {log.relative_to(run.root)}")
-                exc.mlsm_facts = {**facts, "kernel_log": str(log.relative_to(run.root))}
+                exc.add_note(f"kernel log: {log_fact['kernel_log']}")
+                exc.mlsm_facts = {**facts, **log_fact}
             raise
         if km is not None:
             run_sync(kernels.keep)(notebook, km, cwd)
-        if kernel_log_written(log, executor.secrets):
-            facts["kernel_log"] = str(log.relative_to(run.root))
-        return facts
+        return {**facts, **log_fact} if kernel_log_written(log, executor.secrets) else facts
 
     def release(self) -> None:
         from .kernels import release_thread_kernels

@@ -21,6 +21,14 @@ def leads(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def records(tmp_path):
+    """One record for GOOD_CELLS' model."""
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
+    return path
+
+
 def in_terminal(*args):
     """Run `mlsm-nb run ARGS` in a pseudo-terminal; (exit code, everything the terminal showed)."""
     command = " ".join([sys.executable, "-m", "mlsm_nb.cli", "run", *map(str, args)])
@@ -49,14 +57,12 @@ def test_log_gets_one_line_per_execution_and_no_noise(tmp_path, leads):
     assert lines[-1].startswith("[8/8] ") and sum("champion@1.0.0 batch " in line for line in lines) == 2
 
 
-def test_what_a_kernel_prints_itself_goes_to_its_log_not_to_the_terminal(tmp_path, make_notebook):
+def test_what_a_kernel_prints_itself_goes_to_its_log_not_to_the_terminal(tmp_path, make_notebook, records):
     # ipykernel logs to its process's stderr, e.g. a traceback when a message races its shutdown on a busy machine
     noisy = make_notebook("noisy.ipynb", replace_cell(GOOD_CELLS, "setup", (
         "import atexit, os\n"
         "atexit.register(os.write, 2, b'Traceback (most recent call last): zmq at exit\\n')\n"
         "FACTOR = 2")))
-    records = tmp_path / "r.jsonl"
-    records.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
     code, shown = in_terminal(noisy, "--records", records, "--out", tmp_path, "--run-id", "n")
     assert code == 0 and "run n: succeeded (papermill engine)" in shown, shown
     assert not [word for word in NOISE if word in shown], shown
@@ -64,13 +70,11 @@ def test_what_a_kernel_prints_itself_goes_to_its_log_not_to_the_terminal(tmp_pat
     assert log.read_text() == "Traceback (most recent call last): zmq at exit\n"
 
 
-def test_a_kernel_that_dies_is_one_line_naming_its_log(tmp_path, make_notebook):
+def test_a_kernel_that_dies_is_one_line_naming_its_log(tmp_path, make_notebook, records):
     dies = make_notebook("dies.ipynb", replace_cell(GOOD_CELLS, "setup", (
         "import logging, os\n"
         "logging.getLogger('IPKernelApp').critical('Fatal Python error: Segmentation fault')\n"
         "os._exit(139)")))
-    records = tmp_path / "r.jsonl"
-    records.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
     code, shown = in_terminal(dies, "--records", records, "--out", tmp_path, "--run-id", "d")
     assert code == 1 and "run d: failed (papermill engine)" in shown, shown
     log = "executed/tiny@1.0/batch-00000.kernel.log"
@@ -80,10 +84,8 @@ def test_a_kernel_that_dies_is_one_line_naming_its_log(tmp_path, make_notebook):
     assert (tmp_path / "d" / log).read_text() == "[IPKernelApp] CRITICAL | Fatal Python error: Segmentation fault\n"
 
 
-def test_timeout_is_one_line_without_a_traceback(tmp_path, make_notebook):
+def test_timeout_is_one_line_without_a_traceback(tmp_path, make_notebook, records):
     hang = make_notebook("hang.ipynb", replace_cell(GOOD_CELLS, "setup", "import time\ntime.sleep(60)"))
-    records = tmp_path / "r.jsonl"
-    records.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
     done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "run", str(hang), "--records", str(records),
                            "--out", str(tmp_path), "--run-id", "h", "--timeout", "3"],
                           capture_output=True, text=True, timeout=300)
@@ -94,10 +96,8 @@ def test_timeout_is_one_line_without_a_traceback(tmp_path, make_notebook):
     assert not [word for word in NOISE if word in done.stderr + done.stdout], done.stderr
 
 
-def test_a_kernel_error_still_reaches_the_user(tmp_path, make_notebook):
+def test_a_kernel_error_still_reaches_the_user(tmp_path, make_notebook, records):
     broken = make_notebook("broken.ipynb", replace_cell(GOOD_CELLS, "setup", "raise RuntimeError('weights missing')"))
-    records = tmp_path / "r.jsonl"
-    records.write_text('{"id": 1, "data": {"x": 1, "label": "a"}}\n')
     code, shown = in_terminal(broken, "--records", records, "--out", tmp_path, "--run-id", "b")
     assert code == 1
     assert f"error: {broken}:cell 2 [setup]: batch 0: RuntimeError: weights missing" in shown
