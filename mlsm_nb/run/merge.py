@@ -26,41 +26,49 @@ class Merger:
     id_field: str
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
-    def merge(self, batch: int, keep: bool = False) -> dict:
-        """Write the batch's result documents to the run directory from its batch and output files; returns
+    def merge(self, batch: int, keep: bool = False, ids: Sequence | None = None) -> dict:
+        """Write the batch's result documents to the run directory from its models' output files; returns
         ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
-        run's other sinks, when the merge ran in this process)."""
+        run's other sinks, when the merge ran in this process). `ids` are the batch's record ids in
+        order, when the caller still has them; otherwise they are read from the batch file."""
         run = RunDirectory(self.run_root)
+        if ids is None:
+            ids = (record[self.id_field] for record in read_jsonl(run.batch_path(batch)))
         outputs = [read_jsonl(run.output_path(k, batch)) for k in self.models]
-        return self._write(run, batch, read_jsonl(run.batch_path(batch)), outputs, keep)
+        return self._write(run, batch, ids, outputs, keep)
 
     def merge_entries(self, batch: int, records: Iterable[Mapping], entries: Mapping[str, Sequence[dict]],
                       keep: bool = False) -> dict:
         """`merge`, from records and their models' entries in memory (key -> entries, batch order)."""
-        return self._write(RunDirectory(self.run_root), batch, records, [entries[k] for k in self.models], keep)
+        ids = (record[self.id_field] for record in records)
+        return self._write(RunDirectory(self.run_root), batch, ids, [entries[k] for k in self.models], keep)
 
     @full_collections_deferred()  # see mlsm_nb._gc
-    def _write(self, run: RunDirectory, batch: int, records: Iterable[Mapping], outputs: list[Iterable[dict]],
+    def _write(self, run: RunDirectory, batch: int, ids: Iterable, outputs: list[Iterable[dict]],
                keep: bool) -> dict:
-        keys = list(self.models)
-        tallies = {key: Tally() for key in keys}
-        timestamp = int(time.time())
+        keys, timestamp = list(self.models), int(time.time())
+        # Per model: every entry's score, and the errors with their record ids; tallied once the batch is written.
+        scores: list[list] = [[] for _ in keys]
+        failed: list[list[tuple]] = [[] for _ in keys]
+        columns = [(name, version, scores[i].append, failed[i].append)
+                   for i, (name, version) in enumerate(self.models.values())]
 
         def documents():
-            for record, *entries in zip(records, *outputs):
+            for record_id, *entries in zip(ids, *outputs):
                 results: dict = {}
-                for key, entry in zip(keys, entries):
-                    name, version = self.models[key]
+                for (name, version, add_score, add_failure), entry in zip(columns, entries):
                     results.setdefault(name, {})[version] = entry
-                    tallies[key].add(entry, record[self.id_field])
-                yield {self.id_field: record[self.id_field], "run_id": self.run_id, "_timestamp": timestamp,
+                    add_score(entry.get("score"))
+                    if entry.get("_error_kind"):
+                        add_failure((record_id, entry))
+                yield {self.id_field: record_id, "run_id": self.run_id, "_timestamp": timestamp,
                        "_current": 0, "results": results}
 
         # Streamed unless other sinks want the documents: a batch of live documents costs memory and
         # makes the garbage collector scan them all, slowing every thread.
         kept = list(documents()) if keep else None
         run.write_batch(self.run_id, batch, kept if keep else documents())
-        merged = {"models": {key: tally.as_dict() for key, tally in tallies.items()}}
+        merged = {"models": {key: Tally.of(scores[i], failed[i]).as_dict() for i, key in enumerate(keys)}}
         if keep:
             merged["documents"] = kept
         return merged
@@ -83,19 +91,21 @@ class Tally:
         self.score_min = data.get("score_min")
         self.score_max = data.get("score_max")
 
-    def add(self, entry: Mapping, record_id=None) -> None:
-        self.records += 1
-        kind = entry.get("_error_kind")
-        if kind:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-            if len(self.examples) < EXAMPLES:
-                self.examples.append({"id": record_id, "kind": kind, "error": describe_error(entry)[:300]})
-        score = entry.get("score")
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:
-            self.scored += 1
-            self.score_sum += score
-            self.score_min = score if self.score_min is None else min(self.score_min, score)
-            self.score_max = score if self.score_max is None else max(self.score_max, score)
+    @classmethod
+    def of(cls, scores: Sequence, failed: Iterable[tuple]) -> "Tally":
+        """The tally of one model's entries in a batch: every entry's `score` value (None when it has
+        none; one per record) and the (record id, entry) of those with an error, in batch order."""
+        tally = cls({"records": len(scores)})
+        for record_id, entry in failed:
+            kind = entry["_error_kind"]
+            tally.errors[kind] = tally.errors.get(kind, 0) + 1
+            if len(tally.examples) < EXAMPLES:
+                tally.examples.append({"id": record_id, "kind": kind, "error": describe_error(entry)[:300]})
+        numbers = [s for s in scores if isinstance(s, (int, float)) and not isinstance(s, bool) and s == s]
+        if numbers:
+            tally.scored, tally.score_sum = len(numbers), sum(numbers, 0.0)
+            tally.score_min, tally.score_max = min(numbers), max(numbers)
+        return tally
 
     def merge(self, other: "Tally") -> None:
         self.records += other.records

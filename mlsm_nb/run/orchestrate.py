@@ -325,10 +325,13 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
     done: set[tuple[str, int]] = set()
     todo: list[tuple[str, int]] = []
     merged: set[int] = set()
+    ids: dict[int, list] = {}  # record ids of batches read and not merged yet: a merge need not read its batch again
     finished = 0
     running: dict[Any, tuple[str, int]] = {}
     pool = (DaskPool(settings.scheduler) if settings.scheduler
             else ThreadPool(workers, getattr(get_engine(settings.engine), "release", None)))
+    # Here, batches merge in a thread of their own, so that a merge never holds back an execution.
+    merges = pool if settings.scheduler else ThreadPool(1)
     keep = bool(state.sinks) and not settings.scheduler  # a thread's merge hands its documents to the sinks in memory
 
     def total() -> int | None:
@@ -347,8 +350,12 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
         if all((k, batch) in done for k in keys):
             if run.results_path(batch).is_file() and str(batch) in batch_stats:
                 merged.add(batch)
+                ids.pop(batch, None)
             else:  # executions done, merge lost (killed in between, or deleted)
-                running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
+                merge(batch)
+
+    def merge(batch: int) -> None:
+        running[merges.submit(state.merger.merge, batch, keep, ids.pop(batch, None))] = (_MERGE, batch)
 
     def ready() -> list[tuple[str, int]]:  # an execution starts as soon as the ones it needs (same batch) are done
         return [i for i in todo if all((d, i[1]) in done for d in needs[i[0]])]
@@ -368,10 +375,11 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
                     break
                 batch, chunk = item
                 write_jsonl(run.batch_path(batch), chunk)
+                ids[batch] = [record[settings.id_field] for record in chunk]
                 add(batch)
                 startable = ready()
             for item in startable:
-                if len(running) >= pool.capacity:
+                if sum(key is not _MERGE for key, _ in running.values()) >= pool.capacity:
                     break
                 todo.remove(item)
                 running[pool.submit(state.executor.execute, *item)] = item
@@ -380,10 +388,10 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
             for future in pool.wait_any(running):
                 key, batch = running.pop(future)
                 if key is _MERGE:  # the batch's result documents are written
-                    merge = pool.result(future)
-                    batch_stats[str(batch)] = merge["models"]
+                    outcome = merges.result(future)
+                    batch_stats[str(batch)] = outcome["models"]
                     merged.add(batch)
-                    state.store_batch(batch, merge.get("documents"))
+                    state.store_batch(batch, outcome.get("documents"))
                     run.write_manifest(manifest)
                     continue
                 entry = _outcome(state, pool, future, key, batch)
@@ -392,17 +400,19 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
                 finished += 1
                 run.write_manifest(manifest)  # the execution is recorded before anything builds on it
                 if all((k, batch) in done for k in keys) and batch not in merged:
-                    running[pool.submit(state.merger.merge, batch, keep)] = (_MERGE, batch)
+                    merge(batch)
                 if on_progress:
                     on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
                                               entry.get("records", 0), entry.get("errors", 0),
                                               entry.get("seconds") or 0.0, finished, total()))
     except BaseException:
-        pool.close(cancel=True)
+        for each in {pool, merges}:
+            each.close(cancel=True)
         if reader is not None:
             reader.close()
         raise
-    pool.close()
+    for each in {pool, merges}:
+        each.close()
     for batch in sorted(merged):
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     _count(manifest, keys)

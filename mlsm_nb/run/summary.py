@@ -27,8 +27,8 @@ class BatchSummary:
         self.outcome = outcome
 
     def scores(self) -> list[float]:
-        return [e["score"] for e in self.outcome.entries
-                if isinstance(e.get("score"), (int, float)) and not isinstance(e.get("score"), bool)]
+        return [score for e in self.outcome.entries
+                if isinstance(score := e.get("score"), (int, float)) and not isinstance(score, bool)]
 
     def show(self) -> None:
         """Display the summary (tables and a histogram) in the notebook."""
