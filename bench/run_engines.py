@@ -1,11 +1,13 @@
-"""`mlsm-nb run` wall time and peak memory: papermill engine vs in-process engine.
+"""`mlsm-nb run` wall time, CPU time and peak memory: papermill engine vs in-process engine.
 
 Generates N leads (default 1,000,000) as JSON Lines, runs the example notebooks
 over them with each engine in turn (same batch size and workers), papermill both
 with a kernel per execution (the default) and with --warm-kernels, and prints the
-ratios papermill / in-process (target <= 1.2). With --memory it also runs both
-engines on a fifth of the records and compares peak memory (the largest
-resident set of the runner, a worker or a kernel): it must not grow with N.
+ratios papermill / in-process (target <= 1.2) of wall time and of CPU time (user
+plus system, of the runner and all it started: steadier than wall time on a
+shared machine). With --memory it also runs both engines on a fifth of the
+records and compares peak memory (the largest resident set of the runner, a
+worker or a kernel): it must not grow with N.
 
     .venv/bin/python bench/run_engines.py [--records N] [--batch-size B] [--memory]
 """
@@ -27,19 +29,21 @@ _MEASURE = """
 import resource, subprocess, sys, time
 start = time.perf_counter()
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code)
 """
 
 
-def measure(records: Path, out: Path, engine: str, batch_size: int, run_id: str, *extra: str) -> tuple[float, int]:
-    """(wall seconds, peak RSS in MiB) of one `mlsm-nb run`, measured from a fresh process."""
+def measure(records: Path, out: Path, engine: str, batch_size: int, run_id: str,
+            *extra: str) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in MiB) of one `mlsm-nb run`, measured from a fresh process."""
     command = [sys.executable, "-c", _MEASURE, sys.executable, "-m", "mlsm_nb.cli", "run", str(ROOT / "notebooks"),
                "--records", str(records), "--out", str(out), "--run-id", run_id, "--engine", engine,
                "--batch-size", str(batch_size), "--no-progress", *extra]
-    seconds, rss_kib, code = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    seconds, cpu, rss_kib, code = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
     if code != "0":
         raise SystemExit(f"mlsm-nb run ({engine}) exited {code}; see {out / run_id / 'manifest.json'}")
-    return float(seconds), int(rss_kib) // 1024
+    return float(seconds), float(cpu), int(rss_kib) // 1024
 
 
 def main() -> None:
@@ -56,21 +60,26 @@ def main() -> None:
         started = time.perf_counter()
         save_leads(tmp / "leads.jsonl", args.records, seed=1)
         print(f"generated {args.records:,} leads in {time.perf_counter() - started:.1f} s; batch size {batch_size:,}")
-        inprocess, inprocess_rss = measure(tmp / "leads.jsonl", tmp / "runs", "inprocess", batch_size, "ip")
-        papermill, papermill_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill", batch_size, "pm")
-        warm, warm_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill", batch_size, "pmw", "--warm-kernels")
-        print(f"inprocess:                {inprocess:7.1f} s, peak RSS {inprocess_rss} MiB")
-        print(f"papermill:                {papermill:7.1f} s, peak RSS {papermill_rss} MiB")
-        print(f"papermill --warm-kernels: {warm:7.1f} s, peak RSS {warm_rss} MiB")
+        inprocess, inprocess_cpu, inprocess_rss = measure(tmp / "leads.jsonl", tmp / "runs", "inprocess",
+                                                          batch_size, "ip")
+        papermill, papermill_cpu, papermill_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill",
+                                                          batch_size, "pm")
+        warm, warm_cpu, warm_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill", batch_size, "pmw",
+                                           "--warm-kernels")
+        for label, seconds, cpu, rss in (("inprocess", inprocess, inprocess_cpu, inprocess_rss),
+                                         ("papermill", papermill, papermill_cpu, papermill_rss),
+                                         ("papermill --warm-kernels", warm, warm_cpu, warm_rss)):
+            print(f"{label + ':':25} {seconds:7.1f} s, CPU {cpu:6.1f} s, peak RSS {rss} MiB")
         print(f"ratio papermill/inprocess: {papermill / inprocess:.2f}, with --warm-kernels {warm / inprocess:.2f} "
-              "(target <= 1.2)")
+              f"(target <= 1.2); of CPU time {papermill_cpu / inprocess_cpu:.2f}, "
+              f"with --warm-kernels {warm_cpu / inprocess_cpu:.2f}")
         if args.memory:
             small = args.records // 5
             with open(tmp / "leads.jsonl") as source, open(tmp / "small.jsonl", "w") as target:
                 for _, line in zip(range(small), source):
                     target.write(line)
             for engine, big_rss in (("papermill", papermill_rss), ("inprocess", inprocess_rss)):
-                _, small_rss = measure(tmp / "small.jsonl", tmp / "runs", engine, batch_size, f"{engine}-small")
+                _, _, small_rss = measure(tmp / "small.jsonl", tmp / "runs", engine, batch_size, f"{engine}-small")
                 print(f"peak RSS {engine}: {small:,} records {small_rss} MiB, {args.records:,} records "
                       f"{big_rss} MiB (ratio {big_rss / small_rss:.2f}; flat means it does not grow)")
 
