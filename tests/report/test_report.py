@@ -174,5 +174,7 @@ def test_an_executions_page_shows_its_kernels_log_escaped(tmp_path, make_noteboo
     assert manifest["executions"]["tiny@1.0"]["0"]["kernel_log"] == "executed/tiny@1.0/batch-00000.kernel.log"
     write_report(tmp_path / "k")
     page = _page_text(tmp_path / "k" / "report" / "executed" / "tiny_1.0" / "batch-00000.html")
-    assert page.find(id="kernel-log").text == "[IPKernelApp] ERROR | <script>window.__pwned = 1</script> from the kernel"
+    # the first line: a busy machine can make the kernel log more as it stops
+    log = page.find(id="kernel-log").text
+    assert log.splitlines()[0] == "[IPKernelApp] ERROR | <script>window.__pwned = 1</script> from the kernel"
     assert page.find("script") is None

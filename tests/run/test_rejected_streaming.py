@@ -26,7 +26,9 @@ def peak_of_run(tmp_path, make_notebook, bad_lines: int, run_id: str) -> int:
 def test_memory_does_not_grow_with_rejected_lines(tmp_path, make_notebook):
     peak_of_run(tmp_path, make_notebook, 10, "warm")  # imports and model loading, once
     few = peak_of_run(tmp_path, make_notebook, 10, "few")
-    many = peak_of_run(tmp_path, make_notebook, 20_000, "many")
+    # the smaller of two runs: the peak counts whatever else this process allocates meanwhile (threads
+    # left by earlier tests)
+    many = min(peak_of_run(tmp_path, make_notebook, 20_000, run_id) for run_id in ("many", "again"))
     lines = (tmp_path / "runs" / "many" / "rejected.jsonl").read_text().splitlines()
     assert len(lines) == 20_000 and json.loads(lines[-1])["line"] == 20_001
     assert many - few < 1_500_000, f"{(many - few) / 1e6:.1f} MB more for 20,000 rejected lines"
