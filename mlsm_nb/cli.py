@@ -298,6 +298,8 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
         for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
             if entry["status"] != "ok":
                 click.echo(f"error: {entry['error']}", err=True)
+    for _, error in sorted(manifest.get("merge_errors", {}).items(), key=lambda kv: int(kv[0])):
+        click.echo(f"error: {error}; finish with --resume once the cause is fixed", err=True)
     _print_verdict(manifest, root)
     click.echo(f"  results:  {root / 'results'}")
     if manifest["engine"] == "papermill":

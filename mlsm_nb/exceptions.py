@@ -81,6 +81,10 @@ class NotebookError(MlsmError):
         super().__init__(format_location(self.path, cell, tag) + f": {message}")
 
 
+class DataFileError(MlsmError, ValueError):
+    """A line of a run's JSON Lines file (a batch, a model's outputs, results) that is not JSON."""
+
+
 class BundleError(MlsmError):
     """An extracted bundle is missing, incomplete or was altered."""
 

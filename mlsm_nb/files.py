@@ -16,6 +16,8 @@ import orjson
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from .exceptions import DataFileError
+
 
 def to_native(value: Any) -> Any:
     """numpy scalars -> the Python value they hold; anything else unchanged."""
@@ -87,11 +89,16 @@ def jsonl_writer(path: Path) -> Iterator[_RowWriter]:
 
 
 def read_jsonl(path: Path) -> Iterator[Any]:
-    """The rows of a JSON Lines file."""
+    """The rows of a JSON Lines file; a line that is not JSON raises `DataFileError` naming the file and line."""
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.strip():
-                yield orjson.loads(line)
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    where = f"{path}: line {number}"
+                    raise DataFileError(f"{where} is not JSON ({exc.msg}, column {exc.pos + 1})") from None
+                yield row
 
 
 def file_sha256(path: Path) -> str:

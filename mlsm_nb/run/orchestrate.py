@@ -170,7 +170,7 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
         manifest = run_dir.read_manifest()
         _check_same_run(manifest, notebooks, records, settings)
         manifest.update(status=RUNNING, resumed_at=utc_now(), ended_at=None)
-        for stale in ("store_error", "error", "verdict"):
+        for stale in ("store_error", "merge_errors", "error", "verdict"):
             manifest.pop(stale, None)
         return manifest
     return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": utc_now(), "ended_at": None,
@@ -388,10 +388,16 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
             for future in pool.wait_any(running):
                 key, batch = running.pop(future)
                 if key is _MERGE:  # the batch's result documents are written
-                    outcome = merges.result(future)
-                    batch_stats[str(batch)] = outcome["models"]
-                    merged.add(batch)
-                    state.store_batch(batch, outcome.get("documents"))
+                    try:
+                        outcome = merges.result(future)
+                    except Exception as exc:  # noqa: BLE001 - one batch's merge failing never stops the others
+                        why = exc if isinstance(exc, MlsmError) else f"{type(exc).__name__}: {exc}"
+                        manifest.setdefault("merge_errors", {})[str(batch)] = redact_text(
+                            f"batch {batch}: its results could not be merged: {why}")
+                    else:
+                        batch_stats[str(batch)] = outcome["models"]
+                        merged.add(batch)
+                        state.store_batch(batch, outcome.get("documents"))
                     run.write_manifest(manifest)
                     continue
                 entry = _outcome(state, pool, future, key, batch)

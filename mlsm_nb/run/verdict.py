@@ -1,9 +1,10 @@
 """A finished run's verdict: `succeeded`, `succeeded with errors` or `failed`.
 
-The run fails when an execution failed, a sink could not store it, or a
-model's share of records with errors (or the share of input lines rejected)
-is over `max_error_rate`. Errors within the threshold give "succeeded with
-errors", and the models that had them are listed.
+The run fails when an execution failed, a batch's results could not be
+merged, a sink could not store them, or a model's share of records with
+errors (or the share of input lines rejected) is over `max_error_rate`.
+Errors within the threshold give "succeeded with errors", and the models
+that had them are listed.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def judge(manifest: Mapping, max_error_rate: float) -> tuple[str, dict]:
     rejected_rate = data["rejected"] / lines if lines else 0.0
     verdict = {"max_error_rate": max_error_rate, "models_over": over, "models_with_errors": with_errors,
                "rejected_rate": round(rejected_rate, 6), "rejected_over": rejected_rate > max_error_rate,
-               "no_records": data["records"] == 0, "failed_executions": manifest.get("failed_executions", 0)}
+               "no_records": data["records"] == 0, "failed_executions": manifest.get("failed_executions", 0),
+               "failed_merges": len(manifest.get("merge_errors", {}))}
     failed = (over or verdict["rejected_over"] or verdict["no_records"] or verdict["failed_executions"]
-              or manifest.get("store_error"))
+              or verdict["failed_merges"] or manifest.get("store_error"))
     if failed:
         return FAILED, verdict
     if with_errors or data["rejected"]:

@@ -2,8 +2,13 @@
 
 import threading
 
+import pytest
+
 from conftest import write_records
+from mlsm_nb.cli import _print_run_summary
+from mlsm_nb.exceptions import DataFileError
 from mlsm_nb.files import read_jsonl, write_jsonl
+from mlsm_nb.report import write_report
 from mlsm_nb.run import engines
 from mlsm_nb.run.merge import Merger, Tally
 from mlsm_nb.run.orchestrate import run_notebooks
@@ -102,3 +107,61 @@ def test_a_batch_merging_does_not_hold_back_the_next_execution(tmp_path, make_no
         del engines._ENGINES["constant"]
     assert overlapped == [True]
     assert manifest["status"] == "succeeded" and set(manifest["batch_stats"]) == {"0", "1"}
+
+
+class Constant:
+    """A kernel-free engine: every record scores 1, except that `broken` batches get a cut last line."""
+
+    def __init__(self, broken=()):
+        self.broken = set(broken)
+
+    def prepare(self, executor, specs):
+        pass
+
+    def kept(self, executor, key, batch):
+        return {}
+
+    def execute(self, executor, key, batch):
+        lines = executor.run.batch_path(batch).read_text().count("\n")
+        last = '{"score": \n' if batch in self.broken else '{"score": 1}\n'
+        executor.run.output_path(key, batch).write_text('{"score": 1}\n' * (lines - 1) + last)
+
+
+@pytest.fixture
+def constant():
+    engines.register("constant", Constant(broken={1}))
+    yield engines.get_engine("constant")
+    del engines._ENGINES["constant"]
+
+
+def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"score": 1}\n\n{"score": \n')
+    with pytest.raises(DataFileError, match=f"^{path}: line 3 is not JSON \\(unexpected end of data, column 12\\)$"):
+        list(read_jsonl(path))
+
+
+def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_path, make_notebook, constant, capsys):
+    records = write_records(tmp_path / "records.jsonl", 6)
+    notebook = make_notebook()
+    manifest = run_notebooks([notebook], records, out=tmp_path, run_id="m", engine="constant", batch_size=2)
+    run_dir = tmp_path / "m"
+    output = run_dir / "outputs" / "tiny@1.0" / "batch-00001.jsonl"
+    error = f"batch 1: its results could not be merged: {output}: line 2 is not JSON"
+    assert manifest["status"] == "failed" and manifest["verdict"]["failed_merges"] == 1
+    assert list(manifest["merge_errors"]) == ["1"] and manifest["merge_errors"]["1"].startswith(error)
+    assert sorted(p.name for p in (run_dir / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
+    assert manifest["models"]["tiny@1.0"]["records"] == 4  # the two merged batches
+
+    _print_run_summary(manifest, str(tmp_path))  # what `mlsm-nb run` prints
+    assert f"error: {error} (unexpected end of data, column 12); finish with --resume" in capsys.readouterr().err
+    write_report(run_dir)  # a reviewer sees why
+    assert ("Failed: batch 1: its results could not be merged: outputs/tiny@1.0/batch-00001.jsonl: line 2 is not JSON"
+            in (run_dir / "report" / "index.html").read_text())  # paths in the run directory are shown relative
+
+    constant.broken.clear()
+    output.unlink()  # its execution runs again, then the merge
+    manifest = run_notebooks([notebook], records, out=tmp_path, run_id="m", engine="constant", batch_size=2,
+                             resume=True)
+    assert manifest["status"] == "succeeded" and "merge_errors" not in manifest
+    assert [d["id"] for d in read_jsonl(run_dir / "results" / "batch-00001.jsonl")] == [2, 3]
