@@ -82,7 +82,11 @@ class NotebookError(MlsmError):
 
 
 class DataFileError(MlsmError, ValueError):
-    """A line of a run's JSON Lines file (a batch, a model's outputs, results) that is not JSON."""
+    """A run's JSON Lines file (a batch, a model's outputs, results) that does not hold what it must."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
 
 
 class BundleError(MlsmError):

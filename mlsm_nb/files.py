@@ -96,8 +96,7 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                 try:
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    where = f"{path}: line {number}"
-                    raise DataFileError(f"{where} is not JSON ({exc.msg}, column {exc.pos + 1})") from None
+                    raise DataFileError(path, f"line {number} is not JSON ({exc.msg}, column {exc.pos + 1})") from None
                 yield row
 
 

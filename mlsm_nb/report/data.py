@@ -142,6 +142,12 @@ class RunReport:
     def status_class(self) -> str:
         return {"succeeded": "ok", "succeeded with errors": "warn", "running": "warn"}.get(self.status, "failed")
 
+    @property
+    def merge_errors(self) -> list[str]:
+        """Why batches could not be merged, in batch order."""
+        errors = self.manifest.get("merge_errors") or {}
+        return [errors[batch] for batch in sorted(errors, key=int)]
+
     def verdict(self) -> dict:
         """The run's error-rate verdict: threshold and the models over it (none when the
         manifest has no verdict). Reads `manifest["verdict"]`, falling back to per-model `error_rate`."""

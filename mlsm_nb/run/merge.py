@@ -1,25 +1,26 @@
 """Merge a batch's model outputs into result documents, and count what they hold.
 
-`Merger` holds plain data only, so the merge of a batch runs where its
-executions ran (a thread here, or a Dask worker) and the runner only collects
-the counts.
+`Merger` holds plain data only, so a batch's merge runs in the runner's merge
+thread, a worker process (in-process engine) or a Dask worker, and the runner
+only collects the counts.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .._gc import full_collections_deferred
-from ..exceptions import describe_error
+from ..exceptions import DataFileError, describe_error
 from ..files import read_jsonl
 from ..store.rundir import RunDirectory
 
 
 @dataclass
 class Merger:
-    """Writes ``results/batch-N.jsonl`` of one run from the batch and its models' outputs."""
+    """Writes ``results/batch-N.jsonl`` of one run from its record ids and its models' entries."""
 
     run_root: str
     run_id: str
@@ -30,11 +31,12 @@ class Merger:
         """Write the batch's result documents to the run directory from its models' output files; returns
         ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
         run's other sinks, when the merge ran in this process). `ids` are the batch's record ids in
-        order, when the caller still has them; otherwise they are read from the batch file."""
+        order, when the caller still has them; otherwise they are read from the batch file. An output
+        file that is not one JSON object per record of the batch raises `DataFileError` naming it."""
         run = RunDirectory(self.run_root)
         if ids is None:
-            ids = (record[self.id_field] for record in read_jsonl(run.batch_path(batch)))
-        outputs = [read_jsonl(run.output_path(k, batch)) for k in self.models]
+            ids = [record[self.id_field] for record in read_jsonl(run.batch_path(batch))]
+        outputs = [_entries(run.output_path(k, batch), len(ids)) for k in self.models]
         return self._write(run, batch, ids, outputs, keep)
 
     def merge_entries(self, batch: int, records: Iterable[Mapping], entries: Mapping[str, Sequence[dict]],
@@ -47,20 +49,19 @@ class Merger:
     def _write(self, run: RunDirectory, batch: int, ids: Iterable, outputs: list[Iterable[dict]],
                keep: bool) -> dict:
         keys, timestamp = list(self.models), int(time.time())
-        # Per model: every entry's score, and the errors with their record ids; tallied once the batch is written.
-        scores: list[list] = [[] for _ in keys]
-        failed: list[list[tuple]] = [[] for _ in keys]
-        columns = [(name, version, scores[i].append, failed[i].append)
+        tallies = [Tally() for _ in keys]
+        scores: list[list] = [[] for _ in keys]  # every entry's score, counted once the batch is written
+        columns = [(name, version, scores[i].append, tallies[i])
                    for i, (name, version) in enumerate(self.models.values())]
 
         def documents():
-            for record_id, *entries in zip(ids, *outputs):
+            for record_id, *entries in zip(ids, *outputs, strict=True):
                 results: dict = {}
-                for (name, version, add_score, add_failure), entry in zip(columns, entries):
+                for (name, version, add_score, tally), entry in zip(columns, entries):
                     results.setdefault(name, {})[version] = entry
                     add_score(entry.get("score"))
                     if entry.get("_error_kind"):
-                        add_failure((record_id, entry))
+                        tally.add_error(entry, record_id)
                 yield {self.id_field: record_id, "run_id": self.run_id, "_timestamp": timestamp,
                        "_current": 0, "results": results}
 
@@ -68,10 +69,25 @@ class Merger:
         # makes the garbage collector scan them all, slowing every thread.
         kept = list(documents()) if keep else None
         run.write_batch(self.run_id, batch, kept if keep else documents())
-        merged = {"models": {key: Tally.of(scores[i], failed[i]).as_dict() for i, key in enumerate(keys)}}
+        for tally, batch_scores in zip(tallies, scores):
+            tally.add_scores(batch_scores)
+        merged = {"models": {key: tally.as_dict() for key, tally in zip(keys, tallies)}}
         if keep:
             merged["documents"] = kept
         return merged
+
+
+def _entries(path: Path, records: int) -> Iterator[dict]:
+    """A model's entries from its output file, which must hold one JSON object per record of the batch."""
+    count = 0
+    for count, entry in enumerate(read_jsonl(path), 1):
+        if count > records:
+            raise DataFileError(path, f"more entries than the batch's {records} records")
+        if not isinstance(entry, dict):
+            raise DataFileError(path, f"entry {count} is not a JSON object")
+        yield entry
+    if count < records:
+        raise DataFileError(path, f"{count} entries for the batch's {records} records")
 
 
 EXAMPLES = 3  # record ids and error lines kept per model, for the run's summary
@@ -91,21 +107,24 @@ class Tally:
         self.score_min = data.get("score_min")
         self.score_max = data.get("score_max")
 
-    @classmethod
-    def of(cls, scores: Sequence, failed: Iterable[tuple]) -> "Tally":
-        """The tally of one model's entries in a batch: every entry's `score` value (None when it has
-        none; one per record) and the (record id, entry) of those with an error, in batch order."""
-        tally = cls({"records": len(scores)})
-        for record_id, entry in failed:
-            kind = entry["_error_kind"]
-            tally.errors[kind] = tally.errors.get(kind, 0) + 1
-            if len(tally.examples) < EXAMPLES:
-                tally.examples.append({"id": record_id, "kind": kind, "error": describe_error(entry)[:300]})
+    def add_error(self, entry: Mapping, record_id=None) -> None:
+        """Count an entry with an error (`_error_kind`); the first few are kept as examples."""
+        kind = entry["_error_kind"]
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append({"id": record_id, "kind": kind, "error": describe_error(entry)[:300]})
+
+    def add_scores(self, scores: Sequence) -> None:
+        """Count records from their entries' `score` values, one per record (None when it has none);
+        only numbers (not booleans, not NaN) are scores."""
+        self.records += len(scores)
         numbers = [s for s in scores if isinstance(s, (int, float)) and not isinstance(s, bool) and s == s]
         if numbers:
-            tally.scored, tally.score_sum = len(numbers), sum(numbers, 0.0)
-            tally.score_min, tally.score_max = min(numbers), max(numbers)
-        return tally
+            self.scored += len(numbers)
+            self.score_sum = sum(numbers, self.score_sum)
+            low, high = min(numbers), max(numbers)
+            self.score_min = low if self.score_min is None else min(self.score_min, low)
+            self.score_max = high if self.score_max is None else max(self.score_max, high)
 
     def merge(self, other: "Tally") -> None:
         self.records += other.records

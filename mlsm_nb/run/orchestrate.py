@@ -26,7 +26,7 @@ from typing import Any
 from .._version import __version__
 from ..audit.approvals import check_approvals
 from ..clock import utc_now
-from ..exceptions import ConfigError, MlsmError
+from ..exceptions import ConfigError, DataFileError, MlsmError
 from ..files import file_sha256, read_jsonl, write_jsonl
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
 from ..notebook.extract import check_dependencies, git_info
@@ -306,6 +306,22 @@ def _outcome(state: _Run, pool, future, key: str, batch: int) -> dict:
                 "errors": records}
 
 
+def _merge_failed(state: _Run, keys: list[str], batch: int, exc: Exception) -> None:
+    """Record why a batch could not be merged. A model's output that cannot be read back fails that
+    model's execution (resume runs it again); anything else is the batch's `merge_errors` entry (resume
+    merges it again)."""
+    outputs = {state.run.output_path(key, batch).resolve(): key for key in keys}
+    culprit = outputs.get(Path(exc.path).resolve()) if isinstance(exc, DataFileError) else None
+    if culprit is not None:
+        where = state.executor.labels.get(culprit, state.executor.sources[culprit])
+        state.manifest["executions"][culprit][str(batch)].update(
+            status="failed", error=redact_text(f"{where}: batch {batch}: its output cannot be merged: {exc}"))
+        return
+    why = exc if isinstance(exc, MlsmError) else f"{type(exc).__name__}: {exc}"
+    state.manifest.setdefault("merge_errors", {})[str(batch)] = redact_text(
+        f"batch {batch}: its results could not be merged: {why}")
+
+
 def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: list[str], workers: int,
                  on_progress) -> None:
     """Run every execution not done yet, merge each batch when its executions are done; count per model.
@@ -378,9 +394,8 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
                 ids[batch] = [record[settings.id_field] for record in chunk]
                 add(batch)
                 startable = ready()
-            for item in startable:
-                if sum(key is not _MERGE for key, _ in running.values()) >= pool.capacity:
-                    break
+            busy = sum(key is not _MERGE or merges is pool for key, _ in running.values())
+            for item in startable[:max(0, pool.capacity - busy)]:
                 todo.remove(item)
                 running[pool.submit(state.executor.execute, *item)] = item
             if not running:
@@ -391,9 +406,7 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
                     try:
                         outcome = merges.result(future)
                     except Exception as exc:  # noqa: BLE001 - one batch's merge failing never stops the others
-                        why = exc if isinstance(exc, MlsmError) else f"{type(exc).__name__}: {exc}"
-                        manifest.setdefault("merge_errors", {})[str(batch)] = redact_text(
-                            f"batch {batch}: its results could not be merged: {why}")
+                        _merge_failed(state, keys, batch, exc)
                     else:
                         batch_stats[str(batch)] = outcome["models"]
                         merged.add(batch)
@@ -412,13 +425,15 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
                                               entry.get("records", 0), entry.get("errors", 0),
                                               entry.get("seconds") or 0.0, finished, total()))
     except BaseException:
-        for each in {pool, merges}:
-            each.close(cancel=True)
+        pool.close(cancel=True)
+        if merges is not pool:
+            merges.close(cancel=True)  # a running merge finishes its file, which resume merges again anyway
         if reader is not None:
             reader.close()
         raise
-    for each in {pool, merges}:
-        each.close()
+    pool.close()
+    if merges is not pool:
+        merges.close()
     for batch in sorted(merged):
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     _count(manifest, keys)

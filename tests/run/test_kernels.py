@@ -177,7 +177,6 @@ def test_an_empty_kernel_log_is_removed_and_a_dead_kernels_is_named_in_the_error
     kept = {str(log.relative_to(run_dir)): log.read_text() for log in run_dir.rglob("*.log")}
     named = {e["kernel_log"] for e in manifest["executions"]["tiny@1.0"].values() if "kernel_log" in e}
     assert set(kept) == named and all(kept.values()), kept
-    assert len(named) < 3, kept  # not every kernel of this run wrote to its log
     write_notebook(good, replace_cell(GOOD_CELLS, "setup", dies))
     manifest = run_notebooks([good], records, out=tmp_path / "runs", run_id="d", batch_size=30, workers=1)
     error = manifest["executions"]["tiny@1.0"]["0"]["error"]

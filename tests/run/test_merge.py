@@ -1,5 +1,6 @@
 """Merging a batch's model outputs into result documents, and the per-model tallies (no kernels: fast)."""
 
+import re
 import threading
 
 import pytest
@@ -61,59 +62,38 @@ def test_tallies_count_records_errors_and_numeric_scores_only(tmp_path):
 
 
 def test_tallies_add_up_across_batches_and_keep_the_first_examples():
-    first = Tally.of([None] * 4, [(i, {"_error_kind": "score", "_error": f"e{i}"}) for i in range(4)])
-    second = Tally.of([3.0, -1], [])
+    first, second = Tally(), Tally()
+    for i in range(4):
+        first.add_error({"_error_kind": "score", "_error": f"e{i}"}, i)
+    first.add_scores([None] * 4)
+    second.add_scores([3.0, -1])
     assert first.examples == [{"id": i, "kind": "score", "error": f"e{i}"} for i in range(3)]
     first.merge(second)
     assert (first.records, first.error_count, first.scored, first.score_sum, first.score_min, first.score_max) == \
            (6, 4, 2, 2.0, -1, 3.0)
 
 
-def test_a_batch_merging_does_not_hold_back_the_next_execution(tmp_path, make_notebook, monkeypatch):
-    """With one worker, batch 1's execution runs while batch 0 merges: merges have a thread of their own."""
-    merging, next_started, overlapped = threading.Event(), threading.Event(), []
-    merge = Merger.merge
-
-    def slow_merge(self, batch, *args):
-        if batch == 0:
-            merging.set()
-            overlapped.append(next_started.wait(10))  # times out if the merge holds the only worker
-            merging.clear()
-        return merge(self, batch, *args)
-
-    class Constant:
-        """A kernel-free engine: every record scores 1; notes when batch 1 starts during batch 0's merge."""
-
-        def prepare(self, executor, specs):
-            pass
-
-        def kept(self, executor, key, batch):
-            return {}
-
-        def execute(self, executor, key, batch):
-            if batch == 1 and merging.is_set():
-                next_started.set()
-            lines = executor.run.batch_path(batch).read_text().count("\n")
-            executor.run.output_path(key, batch).write_text('{"score": 1}\n' * lines)
-
-    monkeypatch.setattr(Merger, "merge", slow_merge)
-    engines.register("constant", Constant())
-    try:
-        records = tmp_path / "records.jsonl"
-        write_records(records, 4)
-        manifest = run_notebooks([make_notebook()], records, out=tmp_path, run_id="m", engine="constant",
-                                 batch_size=2, workers=1)
-    finally:
-        del engines._ENGINES["constant"]
-    assert overlapped == [True]
-    assert manifest["status"] == "succeeded" and set(manifest["batch_stats"]) == {"0", "1"}
+@pytest.mark.parametrize("lines, problem", [
+    ('{"score": 1}\n{"score": 1}\n', "2 entries for the batch's 3 records"),
+    ('{"score": 1}\n' * 4, "more entries than the batch's 3 records"),
+    ('{"score": 1}\n[1]\n{"score": 1}\n', "entry 2 is not a JSON object"),
+    ('{"score": 1}\n{"score": \n{"score": 1}\n', "line 2 is not JSON (unexpected end of data, column 12)"),
+])
+def test_an_output_that_is_not_one_object_per_record_is_named(tmp_path, lines, problem):
+    run, merger = batch_run(tmp_path)
+    output = run.output_path("a@2", 0)
+    output.write_text(lines)
+    with pytest.raises(DataFileError, match=f"^{re.escape(f'{output}: {problem}')}$") as caught:
+        merger.merge(0)
+    assert caught.value.path == str(output)
 
 
 class Constant:
-    """A kernel-free engine: every record scores 1, except that `broken` batches get a cut last line."""
+    """A kernel-free engine: every record scores 1, except that a `broken` batch's output is cut short
+    in its last line; `on_execute(batch)` is called as each execution starts."""
 
-    def __init__(self, broken=()):
-        self.broken = set(broken)
+    def __init__(self):
+        self.broken, self.on_execute = set(), None
 
     def prepare(self, executor, specs):
         pass
@@ -122,6 +102,8 @@ class Constant:
         return {}
 
     def execute(self, executor, key, batch):
+        if self.on_execute:
+            self.on_execute(batch)
         lines = executor.run.batch_path(batch).read_text().count("\n")
         last = '{"score": \n' if batch in self.broken else '{"score": 1}\n'
         executor.run.output_path(key, batch).write_text('{"score": 1}\n' * (lines - 1) + last)
@@ -129,39 +111,80 @@ class Constant:
 
 @pytest.fixture
 def constant():
-    engines.register("constant", Constant(broken={1}))
+    engines.register("constant", Constant())
     yield engines.get_engine("constant")
     del engines._ENGINES["constant"]
 
 
-def test_a_line_that_is_not_json_is_named_by_file_and_line(tmp_path):
-    path = tmp_path / "out.jsonl"
-    path.write_text('{"score": 1}\n\n{"score": \n')
-    with pytest.raises(DataFileError, match=f"^{path}: line 3 is not JSON \\(unexpected end of data, column 12\\)$"):
-        list(read_jsonl(path))
-
-
-def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_path, make_notebook, constant, capsys):
+def run_constant(tmp_path, notebook, **settings):
     records = write_records(tmp_path / "records.jsonl", 6)
+    return run_notebooks([notebook], records, out=tmp_path, run_id="m", engine="constant", batch_size=2, **settings)
+
+
+def test_a_batch_merging_does_not_hold_back_the_next_execution(tmp_path, make_notebook, constant, monkeypatch):
+    """With one worker, batch 1's execution runs while batch 0 merges: merges have a thread of their own;
+    the runner hands each merge the ids it read, so the batch file is not read again."""
+    next_started, overlapped, given_ids = threading.Event(), [], {}
+    merge = Merger.merge
+
+    def slow_merge(self, batch, keep=False, ids=None):
+        given_ids[batch] = ids
+        if batch == 0:  # times out if the merge holds the only worker
+            overlapped.append(next_started.wait(10))
+        return merge(self, batch, keep, ids)
+
+    constant.on_execute = lambda batch: batch == 1 and next_started.set()
+    monkeypatch.setattr(Merger, "merge", slow_merge)
+    manifest = run_constant(tmp_path, make_notebook(), workers=1)
+    assert overlapped == [True]
+    assert manifest["status"] == "succeeded" and set(manifest["batch_stats"]) == {"0", "1", "2"}
+    assert given_ids == {0: [0, 1], 1: [2, 3], 2: [4, 5]}
+
+
+def test_an_output_that_cannot_be_merged_fails_its_execution_not_the_other_batches(tmp_path, make_notebook,
+                                                                                    constant, capsys):
+    constant.broken.add(1)
     notebook = make_notebook()
-    manifest = run_notebooks([notebook], records, out=tmp_path, run_id="m", engine="constant", batch_size=2)
+    manifest = run_constant(tmp_path, notebook)
     run_dir = tmp_path / "m"
     output = run_dir / "outputs" / "tiny@1.0" / "batch-00001.jsonl"
-    error = f"batch 1: its results could not be merged: {output}: line 2 is not JSON"
-    assert manifest["status"] == "failed" and manifest["verdict"]["failed_merges"] == 1
-    assert list(manifest["merge_errors"]) == ["1"] and manifest["merge_errors"]["1"].startswith(error)
+    error = f"{notebook}: batch 1: its output cannot be merged: {output}: line 2 is not JSON"
+    entry = manifest["executions"]["tiny@1.0"]["1"]
+    assert manifest["status"] == "failed" and manifest["failed_executions"] == 1 and "merge_errors" not in manifest
+    assert entry["status"] == "failed" and entry["error"].startswith(error)
     assert sorted(p.name for p in (run_dir / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
     assert manifest["models"]["tiny@1.0"]["records"] == 4  # the two merged batches
-
     _print_run_summary(manifest, str(tmp_path))  # what `mlsm-nb run` prints
-    assert f"error: {error} (unexpected end of data, column 12); finish with --resume" in capsys.readouterr().err
-    write_report(run_dir)  # a reviewer sees why
-    assert ("Failed: batch 1: its results could not be merged: outputs/tiny@1.0/batch-00001.jsonl: line 2 is not JSON"
-            in (run_dir / "report" / "index.html").read_text())  # paths in the run directory are shown relative
+    assert f"error: {error} (unexpected end of data, column 12)\n" in capsys.readouterr().err
 
-    constant.broken.clear()
-    output.unlink()  # its execution runs again, then the merge
-    manifest = run_notebooks([notebook], records, out=tmp_path, run_id="m", engine="constant", batch_size=2,
-                             resume=True)
-    assert manifest["status"] == "succeeded" and "merge_errors" not in manifest
+    constant.broken.clear()  # the cause is fixed: resume runs the execution again, then merges
+    manifest = run_constant(tmp_path, notebook, resume=True)
+    assert manifest["status"] == "succeeded" and manifest["executions"]["tiny@1.0"]["1"]["status"] == "ok"
     assert [d["id"] for d in read_jsonl(run_dir / "results" / "batch-00001.jsonl")] == [2, 3]
+
+
+def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_path, make_notebook, constant,
+                                                                            capsys, monkeypatch):
+    write_batch = RunDirectory.write_batch
+
+    def no_space_for_batch_1(self, run_id, batch, documents):
+        if batch == 1:
+            raise OSError(28, "No space left on device")
+        return write_batch(self, run_id, batch, documents)
+
+    monkeypatch.setattr(RunDirectory, "write_batch", no_space_for_batch_1)
+    notebook = make_notebook()
+    manifest = run_constant(tmp_path, notebook)
+    error = "batch 1: its results could not be merged: OSError: [Errno 28] No space left on device"
+    assert manifest["status"] == "failed" and manifest["verdict"]["failed_merges"] == 1
+    assert manifest["merge_errors"] == {"1": error} and manifest["failed_executions"] == 0
+    assert sorted(p.name for p in (tmp_path / "m" / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
+    _print_run_summary(manifest, str(tmp_path))
+    assert f"error: {error}; finish with --resume once the cause is fixed\n" in capsys.readouterr().err
+    write_report(tmp_path / "m")  # a reviewer sees why
+    assert f"Failed: {error}" in (tmp_path / "m" / "report" / "index.html").read_text()
+
+    monkeypatch.setattr(RunDirectory, "write_batch", write_batch)  # space again: resume merges batch 1
+    manifest = run_constant(tmp_path, notebook, resume=True)
+    assert manifest["status"] == "succeeded" and "merge_errors" not in manifest
+    assert [d["id"] for d in read_jsonl(tmp_path / "m" / "results" / "batch-00001.jsonl")] == [2, 3]
