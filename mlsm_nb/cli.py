@@ -280,6 +280,8 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
 def _print_run_summary(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
+    from .run.verdict import merge_errors
+
     root = Path(out) / manifest["run_id"]
     data = manifest["input"]
     click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
@@ -298,7 +300,7 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
         for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
             if entry["status"] != "ok":
                 click.echo(f"error: {entry['error']}", err=True)
-    for _, error in sorted(manifest.get("merge_errors", {}).items(), key=lambda kv: int(kv[0])):
+    for error in merge_errors(manifest):
         click.echo(f"error: {error}; finish with --resume once the cause is fixed", err=True)
     _print_verdict(manifest, root)
     click.echo(f"  results:  {root / 'results'}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..exceptions import describe_error
 from ..files import read_jsonl
+from ..run.verdict import merge_errors
 from ..store.rundir import RunDirectory, model_key
 
 ERROR_EXAMPLES = 10
@@ -145,8 +146,7 @@ class RunReport:
     @property
     def merge_errors(self) -> list[str]:
         """Why batches could not be merged, in batch order."""
-        errors = self.manifest.get("merge_errors") or {}
-        return [errors[batch] for batch in sorted(errors, key=int)]
+        return merge_errors(self.manifest)
 
     def verdict(self) -> dict:
         """The run's error-rate verdict: threshold and the models over it (none when the

@@ -143,10 +143,14 @@ class Executor:
         entry["seconds"] = round(time.perf_counter() - started, 3)
         return entry
 
+    def location(self, key: str) -> str:
+        """How errors name a notebook: its label, or its source path."""
+        return self.labels.get(key, self.sources[key])
+
     def describe(self, exc: BaseException, key: str, batch: int) -> str:
         """One line naming the notebook cell (index and tag in the source notebook) that failed, and
         what the engine noted on the failure."""
-        where = self.labels.get(key, self.sources[key])
+        where = self.location(key)
         executed = self.run.executed_path(key, batch)
         if self.engine == "papermill" and executed.is_file():
             cells = nbformat.read(executed, as_version=4).cells

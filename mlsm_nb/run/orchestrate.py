@@ -313,9 +313,8 @@ def _merge_failed(state: _Run, keys: list[str], batch: int, exc: Exception) -> N
     outputs = {state.run.output_path(key, batch).resolve(): key for key in keys}
     culprit = outputs.get(Path(exc.path).resolve()) if isinstance(exc, DataFileError) else None
     if culprit is not None:
-        where = state.executor.labels.get(culprit, state.executor.sources[culprit])
-        state.manifest["executions"][culprit][str(batch)].update(
-            status="failed", error=redact_text(f"{where}: batch {batch}: its output cannot be merged: {exc}"))
+        error = f"{state.executor.location(culprit)}: batch {batch}: its output cannot be merged: {exc}"
+        state.manifest["executions"][culprit][str(batch)].update(status="failed", error=redact_text(error))
         return
     why = exc if isinstance(exc, MlsmError) else f"{type(exc).__name__}: {exc}"
     state.manifest.setdefault("merge_errors", {})[str(batch)] = redact_text(

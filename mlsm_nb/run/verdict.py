@@ -42,6 +42,12 @@ def judge(manifest: Mapping, max_error_rate: float) -> tuple[str, dict]:
     return SUCCEEDED, verdict
 
 
+def merge_errors(manifest: Mapping) -> list[str]:
+    """Why batches could not be merged (the manifest's `merge_errors`), in batch order."""
+    errors = manifest.get("merge_errors") or {}
+    return [errors[batch] for batch in sorted(errors, key=int)]
+
+
 def exit_code(status: str) -> int:
     """0 for a run that succeeded (with or without errors), 130 interrupted, 1 otherwise."""
     if status in (SUCCEEDED, SUCCEEDED_WITH_ERRORS):
