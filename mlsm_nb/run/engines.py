@@ -107,12 +107,15 @@ class PapermillEngine:
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
         manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets)
-        kernels = thread_kernels(executor.warm_kernels) if executor.warm_kernels else None
-        # --warm-kernels: this thread's kept kernel of the notebook, or a new one nbclient starts and leaves running
+        # In the run's own threads, the thread's kernels: its kept kernel of the notebook (--warm-kernels), or a
+        # new one nbclient starts and leaves running, which the thread keeps or stops (in the background).
+        # On Dask, nbclient starts and stops the kernel.
+        kernels = thread_kernels(executor.warm_kernels) if executor.own_threads else None
         km = (run_sync(kernels.take)(notebook) or kernels.new(manager_class)) if kernels else None
         log = Path(km.kernel_log if km else manager_class.kernel_log)  # a kept kernel's log is its first execution's
         log_fact = {"kernel_log": str(log.relative_to(run.root))}
-        facts = {} if km is None else {"kernel_runs": km.executions}  # the executions this kernel ran before this one
+        # the executions this kernel ran before this one
+        facts = {"kernel_runs": km.executions} if executor.warm_kernels else {}
         try:
             # The kernel's working directory is set through nbclient's resources, not papermill's
             # `cwd`, which changes the whole process's directory and so is unsafe in threads.

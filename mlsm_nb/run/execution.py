@@ -62,6 +62,7 @@ class Executor:
     status: str | None = None
     bundle: str | None = None
     warm_kernels: int = 0  # papermill: kernels a thread may keep between executions (see run.kernels); 0: none
+    own_threads: bool = False  # executions run in the run's pool threads (not on Dask), which release what they kept
 
     @property
     def run(self) -> RunDirectory:

@@ -4,7 +4,7 @@ By default every execution gets a new kernel, so an executed notebook is the
 whole story of its batch. Starting a kernel and importing a notebook's
 libraries cost about a second of CPU, often more than scoring a batch, so with
 `--warm-kernels` a thread of the run's pool keeps the kernels of the notebooks
-it ran (`WarmKernels`, at most its share of the notebooks) and runs a
+it ran (`ThreadKernels`, at most its share of the notebooks) and runs a
 notebook's next batch in its kernel, after a reset: the namespace is emptied
 (IPython's `reset`, which also restarts the execution count at 1), pyplot
 figures are closed and the working directory is restored. What lives outside
@@ -12,6 +12,15 @@ the namespace (imported modules' state, environment variables, options)
 carries over, as in the in-process engine's workers. A kernel whose execution
 failed is never reused; the manifest's `kernel_runs` says how many executions a
 kept kernel ran before each one.
+
+A thread of the run's pool does not wait for the kernel of a finished execution
+to exit: it asks the kernel to shut down and goes on to its next execution,
+while the shutdown finishes on the thread's event loop (jupyter_core runs one
+per thread), during that execution or when the pool stops. A kernel takes 0.1
+to 0.2 s to exit; now and then ipykernel's control thread hangs as it exits
+(posit-dev/positron#7142), and jupyter_client ends such a kernel with SIGTERM
+after 2.5 s. A kernel of a failed execution is killed at once, and waited for.
+On a Dask worker, nbclient starts and stops each kernel itself.
 
 Two causes of noise on every successful run are fixed here, where kernels are
 started and stopped, rather than filtered out of the logs:
@@ -42,8 +51,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -71,7 +82,7 @@ _mlsm_reset({cwd!r})
 
 class KernelClient(AsyncKernelClient):
     """A kernel's one client: its channels start, and it waits for the kernel, once; the kernel's
-    next executions use it as it is (a new client costs about 0.2 s waiting for the kernel)."""
+    next executions use it as it is (a new client would wait for the kernel again)."""
 
     _ready = False
 
@@ -80,9 +91,36 @@ class KernelClient(AsyncKernelClient):
             super().start_channels(*args, **{**kwargs, "hb": False})
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
-        if not self._ready:
-            await super()._async_wait_for_ready(timeout)
-            self._ready = True
+        """Until the kernel answers a kernel_info request on the shell channel and then reports itself idle
+        after it on IOPub: both channels are connected. (jupyter_client's own wait then waits for 0.2 s of
+        silence on IOPub, for every kernel started; nbclient ignores messages that are not its cells'.)"""
+        if self._ready:
+            return
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        asked: set[str] = set()
+        while True:
+            asked.add(self.kernel_info())
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+                if reply["msg_type"] == "kernel_info_reply" and await self._idle_after(asked):
+                    break
+            except queue.Empty:  # no reply yet, or IOPub connected after the kernel said it was idle: ask again
+                pass
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+        self._handle_kernel_info_reply(reply)
+        self._ready = True
+
+    async def _idle_after(self, asked: set[str]) -> bool:
+        """True once IOPub brings the kernel's idle status after one of the `asked` requests; queue.Empty
+        when 0.2 s pass without a message."""
+        while True:
+            msg = await self.iopub_channel.get_msg(timeout=0.2)
+            if (msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+                    and msg["parent_header"].get("msg_id") in asked):
+                return True
 
 
 class QuietKernelManager(AsyncKernelManager):
@@ -111,8 +149,10 @@ class QuietKernelManager(AsyncKernelManager):
         if self.kernel_log is None:
             return await super()._async_launch_kernel(kernel_cmd, **kw)
         # New for each kernel (a resumed run's retry does not add to the failed attempt's); the kernel
-        # process keeps a descriptor of its own.
-        with open(self.kernel_log, "wb") as log:
+        # process keeps a descriptor of its own, appending, so that lines it writes after the log was
+        # redacted (and shortened) follow the redacted text.
+        open(self.kernel_log, "wb").close()
+        with open(self.kernel_log, "ab") as log:
             return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": log, "stderr": log})
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
@@ -128,7 +168,7 @@ class QuietKernelManager(AsyncKernelManager):
     def client(self, **kwargs) -> KernelClient:
         """The kernel's client (nbclient asks for one per execution, and stops it only when it owns the kernel)."""
         if self._client is None:
-            # On a context the manager was given (a thread's, see WarmKernels); one it created itself
+            # On a context the manager was given (a thread's, see ThreadKernels); one it created itself
             # is destroyed with the kernel, before nbclient stops the client.
             shared = {} if self._created_context else {"context": self.context}
             self._client = super().client(**{**shared, **kwargs})
@@ -204,9 +244,10 @@ def kernel_log_written(path: Path, secrets: Mapping[str, object]) -> bool:
     return True
 
 
-class WarmKernels:
-    """The kernels one thread keeps between executions (`--warm-kernels`; see the module's docstring):
-    at most `limit`, the least recently used stopped first, all on one zmq context.
+class ThreadKernels:
+    """The kernels one thread of the run's pool started (see the module's docstring): with `--warm-kernels`
+    it keeps at most `limit`, the least recently used stopped first; it stops the others in the background.
+    All run on one zmq context.
 
     Used from its thread only: a kernel manager belongs to the event loop it started on.
     """
@@ -214,6 +255,7 @@ class WarmKernels:
     def __init__(self, limit: int):
         self.limit = limit
         self._idle: dict[str, QuietKernelManager] = {}  # notebook -> kernel, least recently used first
+        self._stopping: set[asyncio.Future] = set()  # shutdowns still finishing on this thread's loop
         self._context: zmq.asyncio.Context | None = None
 
     def new(self, manager_class: type[QuietKernelManager]) -> QuietKernelManager:
@@ -232,9 +274,11 @@ class WarmKernels:
         return km
 
     async def keep(self, notebook: str, km: QuietKernelManager, cwd: str) -> None:
-        """Reset `km` after a successful execution and keep it for `notebook`'s next one (stopped if the
-        reset fails); beyond `limit`, stop the kernel kept longest."""
+        """After a successful execution: reset `km` and keep it for `notebook`'s next one (stopped if the
+        reset fails); beyond `limit` (by default 0), stop the kernel kept longest, in the background."""
         km.executions += 1
+        if not self.limit:
+            return self._stop_later(km)
         try:
             client = km.client()
             client.start_channels()
@@ -248,20 +292,28 @@ class WarmKernels:
             return await self.discard(km)
         self._idle[notebook] = km
         while len(self._idle) > self.limit:
-            await self.discard(self._idle.pop(next(iter(self._idle))), now=False)
+            self._stop_later(self._idle.pop(next(iter(self._idle))))
 
-    async def discard(self, km: QuietKernelManager, now: bool = True) -> None:
-        """Stop a kernel: at once by default (e.g. its execution failed, so it may still be busy)."""
+    def _stop_later(self, km: QuietKernelManager) -> None:
+        """Ask `km`'s kernel to shut down (sent before this loop's current run ends); its exit is awaited
+        and its files and log dealt with while this thread's loop runs next."""
+        km.stop_client()
+        stopping = asyncio.ensure_future(km.shutdown_kernel())
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+
+    async def discard(self, km: QuietKernelManager) -> None:
+        """Stop a kernel at once (e.g. its execution failed, so it may still be busy) and wait for it."""
         km.stop_client()
         if km.has_kernel:
-            await km.shutdown_kernel(now=now)
+            await km.shutdown_kernel(now=True)
 
     async def close(self) -> None:
-        """Shut every kept kernel down, all at once, and the zmq context."""
+        """Shut every kept kernel down, all at once, wait for those stopping, and close the zmq context."""
         kept, self._idle = list(self._idle.values()), {}
         for km in kept:
             km.stop_client()
-        await asyncio.gather(*(km.shutdown_kernel() for km in kept), return_exceptions=True)
+        await asyncio.gather(*self._stopping, *(km.shutdown_kernel() for km in kept), return_exceptions=True)
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
@@ -270,15 +322,15 @@ class WarmKernels:
 _THREAD = threading.local()
 
 
-def thread_kernels(limit: int) -> WarmKernels:
-    """This thread's kept kernels (at most `limit`)."""
+def thread_kernels(limit: int) -> ThreadKernels:
+    """The kernels this thread started (it keeps at most `limit`)."""
     if not hasattr(_THREAD, "kernels"):
-        _THREAD.kernels = WarmKernels(limit)
+        _THREAD.kernels = ThreadKernels(limit)
     return _THREAD.kernels
 
 
 def release_thread_kernels() -> None:
-    """Shut down the kernels this thread kept (on the event loop they run on: this thread's)."""
+    """Shut down the kernels this thread kept or is stopping (on the event loop they run on: this thread's)."""
     kernels = getattr(_THREAD, "kernels", None)
     if kernels is not None:
         del _THREAD.kernels

@@ -110,7 +110,7 @@ class _Run:
             # Kept kernels per thread: its share of the notebooks, at least 4 (any thread may run any
             # notebook, so a smaller share keeps stopping kernels that are needed next).
             warm_kernels=max(-(-len(self.specs) // workers) + 1, min(len(self.specs), 4)) if settings.warm_kernels
-            else 0)
+            else 0, own_threads=not settings.scheduler)
         get_engine(settings.engine).prepare(self.executor, specs)
         self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})

@@ -1,8 +1,9 @@
-"""The papermill engine starts a kernel per execution; with --warm-kernels it keeps a notebook's kernel
+"""The papermill engine starts a kernel per execution (and does not wait for it to exit); with --warm-kernels it keeps a notebook's kernel
 between batches: the next batch runs in it after a reset (nothing of the last batch's namespace, execution
 count from 1, working directory restored), a kernel whose execution failed is never reused, a thread keeps
 at most its share of the kernels, and no kernel outlives the run."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import nbformat
 import pytest
 
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
-from mlsm_nb.run.kernels import QuietKernelManager, WarmKernels, pid_alive as alive, remove_stale_kernel_files
+from mlsm_nb.run.kernels import QuietKernelManager, ThreadKernels, pid_alive as alive, remove_stale_kernel_files
 from mlsm_nb.run.orchestrate import run_notebooks
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
 def test_a_kept_kernel_that_died_is_replaced(tmp_path):
     from jupyter_core.utils import run_sync
 
-    kernels = WarmKernels(limit=2)
+    kernels = ThreadKernels(limit=2)
     km = kernels.new(QuietKernelManager)
     run_sync(km.start_kernel)(cwd=str(tmp_path))
     run_sync(kernels.keep)("nb", km, str(tmp_path))
@@ -102,17 +103,34 @@ def test_a_kept_kernel_that_died_is_replaced(tmp_path):
 def test_a_thread_keeps_at_most_its_limit_the_least_recently_used_stopped_first(tmp_path):
     from jupyter_core.utils import run_sync
 
-    kernels = WarmKernels(limit=1)
+    kernels = ThreadKernels(limit=1)
     first, second = kernels.new(QuietKernelManager), kernels.new(QuietKernelManager)
     for km in (first, second):
         run_sync(km.start_kernel)(cwd=str(tmp_path))
     run_sync(kernels.keep)("a", first, str(tmp_path))
+    pid = first.provisioner.process.pid
     run_sync(kernels.keep)("b", second, str(tmp_path))
-    assert not first.has_kernel and not os.path.exists(first.connection_file)  # stopped: over the limit
+    assert first.shutting_down  # over the limit: asked to stop; the thread goes on while it exits
     assert run_sync(kernels.take)("a") is None and run_sync(kernels.take)("b") is second
+    run_sync(asyncio.sleep)(1)  # the thread's loop runs again: the kernel has exited and is cleaned up
+    assert not first.has_kernel and not os.path.exists(first.connection_file) and not alive(pid)
     run_sync(kernels.keep)("b", second, str(tmp_path))
     run_sync(kernels.close)()
     assert not second.has_kernel
+
+
+def test_by_default_a_thread_stops_a_finished_executions_kernel_while_it_goes_on(tmp_path):
+    from jupyter_core.utils import run_sync
+
+    kernels = ThreadKernels(limit=0)
+    km = kernels.new(QuietKernelManager)
+    run_sync(km.start_kernel)(cwd=str(tmp_path))
+    pid = km.provisioner.process.pid
+    run_sync(kernels.keep)("nb", km, str(tmp_path))
+    assert km.shutting_down and km.has_kernel  # asked to stop, not waited for
+    assert run_sync(kernels.take)("nb") is None  # never kept
+    run_sync(kernels.close)()  # as the pool stops: what is stopping has stopped
+    assert not km.has_kernel and not os.path.exists(km.connection_file) and not alive(pid)
 
 
 def test_files_of_a_killed_runs_kernels_are_removed_by_the_next_run(tmp_path, monkeypatch):
@@ -189,7 +207,7 @@ def test_an_empty_kernel_log_is_removed_and_a_dead_kernels_is_named_in_the_error
 def test_a_kernels_log_is_new_redacted_when_it_stops_and_removed_if_empty_even_when_it_was_killed(tmp_path):
     from jupyter_core.utils import run_sync
 
-    from mlsm_nb.run.kernels import kernel_manager_class
+    from mlsm_nb.run.kernels import kernel_log_written, kernel_manager_class
 
     log = tmp_path / "k.log"
     log.write_text("a failed attempt's line\n")  # e.g. the batch's failed execution, before --resume
@@ -199,11 +217,13 @@ def test_a_kernels_log_is_new_redacted_when_it_stops_and_removed_if_empty_even_w
     client.start_channels()
     run_sync(client.wait_for_ready)(timeout=60)
     reply = run_sync(client.execute_interactive)(
-        "import atexit, os\natexit.register(os.write, 2, b'connecting with hunter2-PLANTED\\n')", timeout=60)
+        "import atexit, os\nos.write(2, b'token hunter2-PLANTED\\n')\n"
+        "atexit.register(os.write, 2, b'connecting with hunter2-PLANTED\\n')", timeout=60)
     assert reply["content"]["status"] == "ok"
+    assert kernel_log_written(log, {"db": "hunter2-PLANTED"})  # after an execution: redacted, so shorter
     km.stop_client()
     run_sync(km.shutdown_kernel)()
-    assert log.read_text() == "connecting with ***\n"
+    assert log.read_text() == "token ***\nconnecting with ***\n"  # what came after follows it, no gap
 
     km = kernel_manager_class(log=log)(kernel_name="python3")
     run_sync(km.start_kernel)(cwd=str(tmp_path))
