@@ -130,9 +130,12 @@ class PapermillEngine:
                 exc.add_note(f"kernel log: {log_fact['kernel_log']}")
                 exc.mlsm_facts = {**facts, **log_fact}
             raise
+        # Before the kernel is asked to stop: a log is not rewritten (redacted) while its kernel writes its exit
+        # lines; those are redacted when it has stopped.
+        written = kernel_log_written(log, executor.secrets)
         if km is not None:
             run_sync(kernels.keep)(notebook, km, cwd)
-        return {**facts, **log_fact} if kernel_log_written(log, executor.secrets) else facts
+        return {**facts, **log_fact} if written else facts
 
     def release(self) -> None:
         from .kernels import release_thread_kernels

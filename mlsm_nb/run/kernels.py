@@ -50,6 +50,7 @@ kernel only (never this process's `os.environ`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import socket
@@ -102,7 +103,7 @@ class KernelClient(AsyncKernelClient):
             asked.add(self.kernel_info())
             try:
                 reply = await self.shell_channel.get_msg(timeout=1)
-                if reply["msg_type"] == "kernel_info_reply" and await self._idle_after(asked):
+                if reply["msg_type"] == "kernel_info_reply" and await self._idle_after(asked, deadline):
                     break
             except queue.Empty:  # no reply yet, or IOPub connected after the kernel said it was idle: ask again
                 pass
@@ -113,10 +114,12 @@ class KernelClient(AsyncKernelClient):
         self._handle_kernel_info_reply(reply)
         self._ready = True
 
-    async def _idle_after(self, asked: set[str]) -> bool:
+    async def _idle_after(self, asked: set[str], deadline: float) -> bool:
         """True once IOPub brings the kernel's idle status after one of the `asked` requests; queue.Empty
-        when 0.2 s pass without a message."""
+        when 0.2 s pass without a message, or at `deadline`."""
         while True:
+            if time.monotonic() > deadline:
+                raise queue.Empty
             msg = await self.iopub_channel.get_msg(timeout=0.2)
             if (msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
                     and msg["parent_header"].get("msg_id") in asked):
@@ -298,15 +301,18 @@ class ThreadKernels:
         """Ask `km`'s kernel to shut down (sent before this loop's current run ends); its exit is awaited
         and its files and log dealt with while this thread's loop runs next."""
         km.stop_client()
-        stopping = asyncio.ensure_future(km.shutdown_kernel())
+        stopping = asyncio.ensure_future(_shut_down(km))
         self._stopping.add(stopping)
         stopping.add_done_callback(self._stopping.discard)
 
     async def discard(self, km: QuietKernelManager) -> None:
-        """Stop a kernel at once (e.g. its execution failed, so it may still be busy) and wait for it."""
+        """Stop a kernel at once (e.g. its execution failed, so it may still be busy) and wait for it; or, for
+        one that failed to start, remove its files."""
         km.stop_client()
         if km.has_kernel:
             await km.shutdown_kernel(now=True)
+        else:
+            await km.cleanup_resources()
 
     async def close(self) -> None:
         """Shut every kept kernel down, all at once, wait for those stopping, and close the zmq context."""
@@ -317,6 +323,17 @@ class ThreadKernels:
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
+
+
+async def _shut_down(km: QuietKernelManager) -> None:
+    """A kernel's shutdown that nothing waits on: it raises nothing (asyncio would print the traceback of an
+    exception no one retrieved). A log that cannot be redacted (e.g. on a full disk) is not left behind."""
+    try:
+        await km.shutdown_kernel()
+    except Exception:  # noqa: BLE001 - the kernel is gone or killed either way; the run reports disk errors itself
+        if km.kernel_log:
+            with contextlib.suppress(OSError):
+                os.unlink(km.kernel_log)
 
 
 _THREAD = threading.local()

@@ -133,6 +133,29 @@ def test_by_default_a_thread_stops_a_finished_executions_kernel_while_it_goes_on
     assert not km.has_kernel and not os.path.exists(km.connection_file) and not alive(pid)
 
 
+def test_a_background_shutdown_that_fails_leaves_no_unredacted_log_and_no_traceback(tmp_path, monkeypatch, caplog):
+    import gc
+
+    from jupyter_core.utils import run_sync
+
+    from mlsm_nb.run import kernels as module
+    from mlsm_nb.run.kernels import kernel_manager_class
+
+    def disk_full(path, secrets):
+        raise OSError(28, "No space left on device")
+
+    kernels = ThreadKernels(limit=0)
+    km = kernels.new(kernel_manager_class(log=tmp_path / "k.log", secrets={"db": "hunter2-PLANTED"}))
+    run_sync(km.start_kernel)(cwd=str(tmp_path))
+    monkeypatch.setattr(module, "kernel_log_written", disk_full)  # the log cannot be redacted when it stops
+    run_sync(kernels.keep)("nb", km, str(tmp_path))
+    run_sync(asyncio.sleep)(1.5)  # the shutdown finishes, and fails, on the thread's loop
+    gc.collect()
+    assert not (tmp_path / "k.log").exists() and not kernels._stopping
+    assert "never retrieved" not in caplog.text
+    run_sync(kernels.close)()
+
+
 def test_files_of_a_killed_runs_kernels_are_removed_by_the_next_run(tmp_path, monkeypatch):
     import subprocess
     import sys
