@@ -300,7 +300,6 @@ class ThreadKernels:
     def _stop_later(self, km: QuietKernelManager) -> None:
         """Ask `km`'s kernel to shut down (sent before this loop's current run ends); its exit is awaited
         and its files and log dealt with while this thread's loop runs next."""
-        km.stop_client()
         stopping = asyncio.ensure_future(_shut_down(km))
         self._stopping.add(stopping)
         stopping.add_done_callback(self._stopping.discard)
@@ -317,17 +316,17 @@ class ThreadKernels:
     async def close(self) -> None:
         """Shut every kept kernel down, all at once, wait for those stopping, and close the zmq context."""
         kept, self._idle = list(self._idle.values()), {}
-        for km in kept:
-            km.stop_client()
-        await asyncio.gather(*self._stopping, *(km.shutdown_kernel() for km in kept), return_exceptions=True)
+        await asyncio.gather(*self._stopping, *(_shut_down(km) for km in kept))
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
 
 
 async def _shut_down(km: QuietKernelManager) -> None:
-    """A kernel's shutdown that nothing waits on: it raises nothing (asyncio would print the traceback of an
-    exception no one retrieved). A log that cannot be redacted (e.g. on a full disk) is not left behind."""
+    """Stop a kernel that is done with (asked to shut down, then waited for): it raises nothing, as nothing may
+    wait on it (asyncio would print the traceback of an exception no one retrieved). A log that cannot be
+    redacted (e.g. on a full disk) is not left behind."""
+    km.stop_client()
     try:
         await km.shutdown_kernel()
     except Exception:  # noqa: BLE001 - the kernel is gone or killed either way; the run reports disk errors itself
