@@ -5,16 +5,18 @@ over them with each engine in turn (same batch size and workers), papermill both
 with a kernel per execution (the default) and with --warm-kernels, and prints the
 ratios papermill / in-process (target <= 1.2) of wall time and of CPU time (user
 plus system, of the runner and all it started: steadier than wall time on a
-shared machine). With --memory it also runs both engines on a fifth of the
+shared machine). With --rounds R the three runs are alternated R times and the
+ratios are the medians of each round's. With --memory it also runs both engines on a fifth of the
 records and compares peak memory (the largest resident set of the runner, a
 worker or a kernel): it must not grow with N.
 
-    .venv/bin/python bench/run_engines.py [--records N] [--batch-size B] [--memory]
+    .venv/bin/python bench/run_engines.py [--records N] [--batch-size B] [--rounds R] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,10 +48,19 @@ def measure(records: Path, out: Path, engine: str, batch_size: int, run_id: str,
     return float(seconds), float(cpu), int(rss_kib) // 1024
 
 
+_ENGINES = (("inprocess", ()), ("papermill", ()), ("papermill --warm-kernels", ("--warm-kernels",)))
+
+
+def _median(values) -> float:
+    return statistics.median(list(values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=None, help="default: mlsm-nb's default")
+    parser.add_argument("--rounds", type=int, default=1, 
+                        help="rounds of the three runs, alternated; ratios are medians")
     parser.add_argument("--memory", action="store_true", help="also compare peak memory at N/5 and N records")
     args = parser.parse_args()
     if args.batch_size is None:
@@ -59,20 +70,24 @@ def main() -> None:
         tmp = Path(tmp)
         started = time.perf_counter()
         save_leads(tmp / "leads.jsonl", args.records, seed=1)
-        print(f"generated {args.records:,} leads in {time.perf_counter() - started:.1f} s; batch size {batch_size:,}")
-        inprocess, inprocess_cpu, inprocess_rss = measure(tmp / "leads.jsonl", tmp / "runs", "inprocess",
-                                                          batch_size, "ip")
-        papermill, papermill_cpu, papermill_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill",
-                                                          batch_size, "pm")
-        warm, warm_cpu, warm_rss = measure(tmp / "leads.jsonl", tmp / "runs", "papermill", batch_size, "pmw",
-                                           "--warm-kernels")
-        for label, seconds, cpu, rss in (("inprocess", inprocess, inprocess_cpu, inprocess_rss),
-                                         ("papermill", papermill, papermill_cpu, papermill_rss),
-                                         ("papermill --warm-kernels", warm, warm_cpu, warm_rss)):
-            print(f"{label + ':':25} {seconds:7.1f} s, CPU {cpu:6.1f} s, peak RSS {rss} MiB")
-        print(f"ratio papermill/inprocess: {papermill / inprocess:.2f}, with --warm-kernels {warm / inprocess:.2f} "
-              f"(target <= 1.2); of CPU time {papermill_cpu / inprocess_cpu:.2f}, "
-              f"with --warm-kernels {warm_cpu / inprocess_cpu:.2f}")
+        print(f"generated {args.records:,} leads in {time.perf_counter() - started:.1f} s; batch size {batch_size:,}",
+              flush=True)
+        runs = {label: [] for label, _ in _ENGINES}
+        for round_ in range(args.rounds):  # alternated, so that a noisy spell on the machine hits every engine
+            for number, (label, extra) in enumerate(_ENGINES):
+                engine = "inprocess" if label == "inprocess" else "papermill"
+                runs[label].append(measure(tmp / "leads.jsonl", tmp / "runs", engine, batch_size, f"{round_}-{number}",
+                                           *extra))
+        for label, measured in runs.items():
+            print(f"{label + ':':25} " + "; ".join(f"{s:6.1f} s, CPU {c:6.1f} s, peak RSS {r} MiB"
+                                                   for s, c, r in measured))
+        ratios = {label: [(s / b, c / bc) for (s, c, _), (b, bc, _) in zip(runs[label], runs["inprocess"])]
+                  for label in ("papermill", "papermill --warm-kernels")}
+        for label, pairs in ratios.items():
+            wall, cpu = _median(w for w, _ in pairs), _median(c for _, c in pairs)
+            print(f"ratio {label}/inprocess: wall {wall:.2f}, CPU {cpu:.2f}"
+                  f" (target <= 1.2; median of {len(pairs)}: wall " + ", ".join(f"{w:.2f}" for w, _ in pairs) + ")")
+        inprocess_rss, papermill_rss = runs["inprocess"][0][2], runs["papermill"][0][2]
         if args.memory:
             small = args.records // 5
             with open(tmp / "leads.jsonl") as source, open(tmp / "small.jsonl", "w") as target:
