@@ -126,6 +126,18 @@ class RunReport:
         return self.manifest["run_id"]
 
     @property
+    def input_read(self) -> bool:
+        """Whether the run read its input to the end (an interrupted run may not have)."""
+        return "batches" in self.manifest.get("input", {})
+
+    @property
+    def batches(self) -> int:
+        """The input's batches; for a run that did not read its input to the end, the batches it got to."""
+        if self.input_read:
+            return self.manifest["input"]["batches"]
+        return len({int(b) for b in self.manifest.get("batch_states", {})} | {e["batch"] for e in self.executions})
+
+    @property
     def records_scored(self) -> int:
         """Records every model scored without an error."""
         return self.records - self.records_with_errors

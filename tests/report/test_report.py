@@ -126,6 +126,25 @@ def test_a_model_failing_every_record_scores_nothing(tmp_path, make_notebook):
     assert page.select_one("#run-status")["class"] != ["ok"]
 
 
+def test_an_interrupted_run_shows_the_batches_it_got_to(tmp_path, two_models):
+    records = write_records(tmp_path / "in.jsonl", tiny_rows(30))
+    run_notebooks(two_models, records, out=tmp_path, run_id="a", engine="inprocess", batch_size=10)
+    manifest_path = tmp_path / "a" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert _page_text(write_report(tmp_path / "a")).select_one("#count-batches").text == "4"
+    # As a run interrupted while reading its input leaves it: no input counts, the batches it got to.
+    manifest["input"] = {k: v for k, v in manifest["input"].items() if k in ("path", "sha256")}
+    manifest["status"] = "interrupted"
+    manifest["batch_states"] = {"0": "stored", "1": "stored"}
+    for batches in manifest["executions"].values():
+        for batch in ("2", "3"):
+            batches.pop(batch, None)
+    manifest_path.write_text(json.dumps(manifest))
+    card = _page_text(write_report(tmp_path / "a")).select_one("#count-batches").parent
+    assert card.select_one("#count-batches").text == "2"
+    assert "input not read to the end" in card.text
+
+
 def test_verdict_names_the_models_over_the_threshold(tmp_path, two_models):
     records = write_records(tmp_path / "in.jsonl", tiny_rows(10))
     run_notebooks(two_models, records, out=tmp_path, run_id="a", engine="inprocess")
