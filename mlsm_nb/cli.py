@@ -257,6 +257,7 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
     from .run.progress import progress_reporter
     from .run.settings import RunSettings
     from .run.verdict import exit_code
+    from .store.rundir import new_run_id
 
     if list_params:
         for notebook, name, default in list_parameters(paths):
@@ -265,16 +266,33 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
     if not records:
         raise click.UsageError("Missing option '--records'.")
     settings = RunSettings(parameters=dict(_parse_param(p) for p in params), **settings)
+    settings.run_id = settings.run_id or new_run_id()  # known here, so that an interruption can name it
     store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field)
     reporter = progress_reporter(sys.stderr.isatty() if progress is None else progress)
     try:
         manifest = run_notebooks(paths, records, settings, sinks=[store] if store else [], on_progress=reporter)
     except KeyboardInterrupt:
         reporter.close()
-        _fail(f"interrupted; finish with: mlsm-nb run ... --resume --run-id {settings.run_id or '<run id>'}", 130)
+        _fail(f"interrupted; finish with: {_resume_command(paths, records, settings)}", 130)
     reporter.close()
     _print_run_summary(manifest, settings.out, store)
     sys.exit(exit_code(manifest["status"]))
+
+
+def _resume_command(paths, records: str, settings) -> str:
+    """The command that finishes an interrupted run: its notebooks, records, folder, id and the settings a
+    resume must repeat. Parameter values are not shown (they may be credentials)."""
+    import shlex
+
+    from .run.settings import RunSettings
+
+    words = ["mlsm-nb", "run", *paths, "--records", records, "--out", settings.out, "--run-id", settings.run_id,
+             "--resume"]
+    for name in RunSettings.result_settings():
+        value = getattr(settings, name)
+        if name != "parameters" and value != RunSettings.default(name):
+            words += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])  # True: a flag
+    return shlex.join(words) + (" with the same --param values" if settings.parameters else "")
 
 
 def _print_run_summary(manifest: dict, out: str, store=None) -> None:
@@ -294,6 +312,9 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
         line = f"  {key:24} {stats['records']} records"
         if stats["scored"]:
             line += f", score mean {stats['score_mean']:.3f} (min {stats['score_min']:.3f}, max {stats['score_max']:.3f})"
+            unscored = stats["records"] - stats["scored"] - sum(stats["errors"].values())
+            if unscored:  # e.g. a text score: the figures above leave those records out, so say so
+                line += f" of {stats['scored']} numeric scores; {unscored} records have none"
         errors = ", ".join(f"{n} {kind}" for kind, n in sorted(stats["errors"].items()))
         click.echo(line + (f", errors: {errors} ({stats['error_rate']:.1%})" if errors else ""))
     for key, batches in sorted(manifest["executions"].items()):

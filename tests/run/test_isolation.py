@@ -133,13 +133,17 @@ def _gone(pid, timeout=10):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_hung_model_at_once(tmp_path, make_notebook, records):
-    process = _cli(tmp_path, make_notebook(cells=score_cell(HANG_AND_RECORD_PID)), records)
+    notebook = make_notebook(cells=score_cell(HANG_AND_RECORD_PID))
+    process = _cli(tmp_path, notebook, records)
     workers = _hung_workers(tmp_path)
     assert workers, process.communicate()[0]
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground group
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 130, output
-    assert "Traceback" not in output and "interrupted" in output
+    assert "Traceback" not in output
+    # The message gives the whole command that finishes the run: what a resume must repeat included.
+    assert (f"error: interrupted; finish with: mlsm-nb run {notebook} --records {records} --out {tmp_path} --run-id r "
+            "--resume --batch-size 10 --engine inprocess\n") in output
     assert all(_gone(pid) for pid in workers)
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "interrupted"
 

@@ -75,6 +75,19 @@ def test_a_clean_run_succeeds(tmp_path, make_notebook):
     assert manifest_of(tmp_path / "c")["verdict"]["models_with_errors"] == []
 
 
+def test_the_summary_says_how_many_records_have_no_numeric_score(tmp_path, make_notebook):
+    text = make_notebook("text.ipynb", replace_cell(replace_cell(GOOD_CELLS, "score", (
+        "def score(data, results):\n    return {'score': 'high' if data['x'] > 14 else data['x'] / 20}")),
+        "examples", None))
+    result = run(text, "--records", records(tmp_path), "--out", tmp_path, "--run-id", "t", "--engine", "inprocess")
+    assert result.exit_code == 0, result.output
+    assert ("tiny@1.0                 20 records, score mean 0.350 (min 0.000, max 0.700) of 15 numeric scores; "
+            "5 records have none\n") in result.output
+    clean = run(make_notebook(), "--records", records(tmp_path), "--out", tmp_path, "--run-id", "c",
+                "--engine", "inprocess")
+    assert "tiny@1.0                 20 records, score mean 19.000 (min 0.000, max 38.000)\n" in clean.output
+
+
 def test_every_record_rejected_fails_the_run(tmp_path, make_notebook):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"no_id": 1}\n{"id": 2}\n')
