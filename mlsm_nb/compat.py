@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from .core.engine import iter_models_all, plan_run
 from .core.model import Model, SummaryModel
+from .core.records import record_problem
 from .exceptions import ConfigError, RecordError, SummaryModelListException
 
 __all__ = ["Model", "SummaryModel", "RunModels", "RunModelsAll", "SummaryModelListException"]
@@ -38,9 +39,10 @@ def RunModels(models: Sequence[Model], record: dict) -> dict:  # noqa: N802 - ML
     and none of its fields); a missing or bad field is that model's `_error`.
     """
     plan = plan_run(models)
-    data = record.get("data")
-    if not isinstance(data, Mapping):
-        raise RecordError(f"'data' must be a mapping, got {type(data).__name__}", record_id=record.get("id"))
+    problem = record_problem(record, id_field=None)
+    if problem is not None:
+        raise RecordError(problem, record_id=record.get("id") if isinstance(record, Mapping) else None)
+    data = record["data"]
     for model in plan:
         if not _has_input(model, data):
             wanted = ", ".join(spec.name for spec in model.specs)

@@ -144,7 +144,7 @@ def test_run_models_raises_for_a_record_without_input_for_a_model_as_mlsm_did():
     with pytest.raises(RecordError, match=r"id 1: no input for model first 0.0.0: neither "
                                           r"data\['first'\]\['0.0.0'\] nor its field\(s\) a, b"):
         RunModels(models, {"id": 1, "data": {}})
-    with pytest.raises(RecordError, match="'data' must be a mapping, got NoneType"):
+    with pytest.raises(RecordError, match="'data' is missing"):
         RunModels(models, {"id": 1})
     half = RunModels(models, {"id": 1, "data": {"a": 1}})["results"]  # flat, a field missing: an _error
     assert half["first"][V]["_error_kind"] == "missing_field"
@@ -167,7 +167,7 @@ def test_run_models_all_verbose_shows_progress(capsys):
 
 def test_run_models_all_raises_for_a_record_it_cannot_score(caplog):
     models, _ = two_models_and_a_summary()
-    with caplog.at_level(logging.WARNING), pytest.raises(RecordError, match="record #1: 'data' must be a mapping"):
+    with caplog.at_level(logging.WARNING), pytest.raises(RecordError, match="record #1: 'data' is missing"):
         RunModelsAll(models, [nested(1, a=1, b=2), {"id": 2}])
 
 

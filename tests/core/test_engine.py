@@ -165,5 +165,5 @@ def test_a_model_that_changes_its_data_changes_neither_the_record_nor_the_next_m
 def test_records_need_no_id_when_id_field_is_none():
     out = run_models_all([A], [{"data": {"x": 1}}, {"id": None, "data": {"x": 2}}], id_field=None)
     assert [r["results"]["a"]["1"]["score"] for r in out] == [0.1, 0.2]
-    with pytest.raises(RecordError, match=r"record #0: 'data' must be a mapping, got NoneType"):
+    with pytest.raises(RecordError, match=r"record #0: 'data' is missing \(a record's fields go in a 'data' mapping\)"):
         run_models_all([A], [{"x": 1}], id_field=None, on_bad_record="raise")
