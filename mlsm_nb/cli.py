@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 
 import click
 
 from ._version import __version__
-from .exceptions import MlsmError
+from .exceptions import MlsmError, SettingsError
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -22,7 +23,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def handle_errors(command):
-    """Map library errors to one line on stderr and exit 1 (traceback with --debug)."""
+    """Map library errors to one line on stderr and exit 1, or 2 for settings that cannot work as for any
+    usage error (traceback with --debug)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -32,7 +34,7 @@ def handle_errors(command):
         except MlsmError as exc:
             if ctx.obj.get("debug"):
                 raise
-            _fail(str(exc))
+            _fail(str(exc), 2 if isinstance(exc, SettingsError) else 1)
 
     return wrapper
 
@@ -250,7 +252,7 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
 
     Exit 0 when the run succeeded (possibly "with errors": every model's error
     rate within --max-error-rate), 1 when it failed, 2 for a usage error, 130
-    when interrupted.
+    when interrupted (Ctrl-C), 143 on SIGTERM.
     """
     from .run.orchestrate import run_notebooks
     from .run.parameters import list_parameters
@@ -269,14 +271,27 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
     settings.run_id = settings.run_id or new_run_id()  # known here, so that an interruption can name it
     store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field)
     reporter = progress_reporter(sys.stderr.isatty() if progress is None else progress)
+    stop_on_sigterm = signal.signal(signal.SIGTERM, _terminate)  # e.g. Jenkins aborting the build
     try:
         manifest = run_notebooks(paths, records, settings, sinks=[store] if store else [], on_progress=reporter)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         reporter.close()
-        _fail(f"interrupted; finish with: {_resume_command(paths, records, settings)}", 130)
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        _fail(f"{how}; finish with: {_resume_command(paths, records, settings)}", code)
+    finally:
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     reporter.close()
     _print_run_summary(manifest, settings.out, store)
     sys.exit(exit_code(manifest["status"]))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: stopped as on Ctrl-C (kernels and workers stopped, the manifest says
+    "interrupted"), so that a resume can finish the run."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated("SIGTERM")
 
 
 def _resume_command(paths, records: str, settings) -> str:

@@ -6,6 +6,8 @@ field), so the CLI can print it as is::
     MlsmError                  root of everything mlsm-nb raises
     ├── ConfigError            a model or run is set up wrongly (duplicate model,
     │   │                      unknown dependency, bad field spec)
+    │   ├── SettingsError      a run setting that cannot work (bad or conflicting
+    │   │                      options, an unknown parameter): the CLI's exit 2
     │   ├── FieldSpecError     a `fields` entry that cannot be understood
     │   └── SummaryModelListException  a summary model needs results that no
     │                          model of the run produces (MLSM's name)
@@ -41,6 +43,10 @@ class MlsmError(Exception):
 
 class ConfigError(MlsmError):
     """A model, summary model or run is configured wrongly."""
+
+
+class SettingsError(ConfigError):
+    """A run setting that cannot work: a bad value, options that conflict, a parameter no notebook defines."""
 
 
 class FieldSpecError(ConfigError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping, Sequence
 
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, SettingsError
 from ..notebook.contract import NotebookSpec
 
 
@@ -30,11 +30,11 @@ def notebook_parameters(spec: NotebookSpec) -> dict[str, str]:
 
 
 def check_parameters(specs: Sequence[NotebookSpec], parameters: Mapping) -> None:
-    """ConfigError naming the known parameters if a name in `parameters` is defined by no notebook."""
+    """SettingsError naming the known parameters if a name in `parameters` is defined by no notebook."""
     known = sorted({name for spec in specs for name in notebook_parameters(spec)})
     unknown = sorted(set(parameters) - set(known))
     if unknown:
-        raise ConfigError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: no notebook's "
+        raise SettingsError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: no notebook's "
                           f"`parameters` cell defines {'them' if len(unknown) > 1 else 'it'}; known parameters: "
                           + (", ".join(known) if known else "none"))
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..exceptions import ConfigError
+from ..exceptions import SettingsError
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_MAX_ERROR_RATE = 0.1
@@ -59,20 +59,25 @@ class RunSettings:
         self.out = str(self.out)
         self.bundle = str(self.bundle) if self.bundle is not None else None
         if self.engine not in engine_names():
-            raise ConfigError(f"unknown engine {self.engine!r}; known engines: {', '.join(engine_names())}")
+            raise SettingsError(f"unknown engine {self.engine!r}; known engines: {', '.join(engine_names())}")
+        if self.run_id is not None and (self.run_id in ("", ".", "..") or "/" in self.run_id or "\\" in self.run_id):
+            raise SettingsError(f"--run-id {self.run_id!r}: a run id names a folder in --out, so it holds no / or \\ "
+                                "and is not . or ..")
+        if not 0 < self.timeout < float("inf"):  # also refuses NaN
+            raise SettingsError(f"--timeout must be a number of seconds above 0, got {self.timeout}")
         if self.batch_size < 1:
-            raise ConfigError("batch size must be at least 1")
+            raise SettingsError("batch size must be at least 1")
         if not 0 <= self.max_error_rate <= 1:
-            raise ConfigError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
+            raise SettingsError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         if self.resume and not self.run_id:
-            raise ConfigError("--resume needs the --run-id of the run to finish")
+            raise SettingsError("--resume needs the --run-id of the run to finish")
         if self.warm_kernels and (self.engine != "papermill" or self.scheduler):
-            raise ConfigError("--warm-kernels keeps papermill's kernels in this process: use it with --engine "
+            raise SettingsError("--warm-kernels keeps papermill's kernels in this process: use it with --engine "
                               "papermill and without --scheduler")
         if self.bundle and self.engine != "inprocess":
-            raise ConfigError("--bundle scores in-process: use it with --engine inprocess")
+            raise SettingsError("--bundle scores in-process: use it with --engine inprocess")
         if self.bundle and self.parameters:
-            raise ConfigError(f"--bundle scores with the models as extracted, so --param "
+            raise SettingsError(f"--bundle scores with the models as extracted, so --param "
                               f"{', '.join(sorted(self.parameters))} would not apply; run the notebooks "
                               "without --bundle to set parameters")
 

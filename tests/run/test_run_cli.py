@@ -205,7 +205,7 @@ def test_resume_repeats_only_what_is_missing(tmp_path, leads_file):
     assert run_cli(*args).exit_code == 1  # the run exists: no silent overwrite
 
 
-@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c", "sigterm"])
 def test_killed_or_interrupted_run_is_completed_by_resume(tmp_path, leads_file, how):
     args = [sys.executable, "-m", "mlsm_nb.cli", "run", str(NOTEBOOKS), "--records", str(leads_file),
             "--out", str(tmp_path), "--run-id", "k", "--batch-size", "50", "--workers", "1"]
@@ -221,10 +221,14 @@ def test_killed_or_interrupted_run_is_completed_by_resume(tmp_path, leads_file, 
         os.killpg(process.pid, signal.SIGKILL)  # the runner and its kernels
         process.wait()
         assert manifest_of(tmp_path / "k")["status"] == "running"
-    else:
-        process.send_signal(signal.SIGINT)  # Ctrl-C in the terminal
+    else:  # Ctrl-C in the terminal, or SIGTERM (Jenkins aborting the build): stopped, and told how to finish
+        process.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
         _, err = process.communicate(timeout=120)
-        assert process.returncode == 130 and "--resume --run-id k" in err
+        said = "interrupted" if how == "ctrl-c" else "terminated (SIGTERM)"
+        assert process.returncode == (130 if how == "ctrl-c" else 143), err
+        assert (f"error: {said}; finish with: mlsm-nb run {NOTEBOOKS} --records {leads_file} --out {tmp_path} "
+                "--run-id k --resume --batch-size 50\n") in err
+        assert "Traceback" not in err
         assert manifest_of(tmp_path / "k")["status"] == "interrupted"
     done = subprocess.run(args[:-2] + ["--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -101,6 +101,22 @@ def test_usage_errors_exit_2(tmp_path, make_notebook):
     assert run(make_notebook()).exit_code == 2  # no --records
     assert run(make_notebook(), "--records", records(tmp_path), "--max-error-rate", 2).exit_code == 2
     assert run(make_notebook(), "--records", records(tmp_path), "--param", "no equals sign").exit_code == 2
+    # Settings that cannot work, found by the library, are usage errors too: one line, exit 2, nothing written.
+    out = tmp_path / "runs"
+    for options, message in [
+            (["--resume"], "error: --resume needs the --run-id of the run to finish"),
+            (["--run-id", "../elsewhere"], "error: --run-id '../elsewhere': a run id names a folder in --out"),
+            (["--run-id", "a/b"], "error: --run-id 'a/b': a run id names a folder in --out"),
+            (["--run-id", str(tmp_path / "abs")], "a run id names a folder in --out"),
+            (["--timeout", "inf"], "error: --timeout must be a number of seconds above 0, got inf"),
+            (["--timeout", "nan"], "error: --timeout must be a number of seconds above 0, got nan"),
+            (["--timeout", "-5"], "error: --timeout must be a number of seconds above 0, got -5.0"),
+            (["--timeout", "0"], "error: --timeout must be a number of seconds above 0, got 0.0"),
+            (["--bundle", str(tmp_path), "--engine", "papermill"], "error: --bundle scores in-process")]:
+        result = run(make_notebook(), "--records", records(tmp_path), "--out", out, *options)
+        assert result.exit_code == 2 and message in result.output, (options, result.output)
+        assert len(result.output.splitlines()) == 1, result.output
+    assert not out.exists() and not (tmp_path / "elsewhere").exists() and not (tmp_path / "abs").exists()
 
 
 def with_parameters(make_notebook):
@@ -110,7 +126,7 @@ def with_parameters(make_notebook):
 def test_unknown_parameter_is_refused_naming_the_known_ones(tmp_path, make_notebook):
     result = run(with_parameters(make_notebook), "--records", records(tmp_path), "--out", tmp_path,
                  "--engine", "inprocess", "--param", "treshold=0.7")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert ("error: unknown parameter treshold: no notebook's `parameters` cell defines it; "
             "known parameters: label_weight, threshold") in result.output
     assert not list(tmp_path.glob("*/manifest.json"))
@@ -182,7 +198,7 @@ def test_bundle_refuses_parameters_it_cannot_apply(tmp_path, make_notebook):
     bundle.mkdir()
     result = run(with_parameters(make_notebook), "--records", records(tmp_path), "--engine", "inprocess",
                  "--bundle", bundle, "--param", "threshold=0.7")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--bundle scores with the models as extracted, so --param threshold would not apply" in result.output
 
 
