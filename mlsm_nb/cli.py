@@ -365,6 +365,9 @@ def _print_verdict(manifest: dict, root) -> None:
                    f"({'over' if over else 'within'} --max-error-rate {limit:g})", err=True)
         for example in stats.get("examples", []):
             click.echo(f"    id {example['id']!r}: {example['kind']}: {example['error']}", err=True)
+    if verdict.get("input_cut_short"):
+        click.echo(f"error: {manifest['input']['path']}: {verdict['input_cut_short']}: replace the file and run "
+                   "again", err=True)
     if verdict["no_records"]:
         click.echo("error: no record could be scored (every input line was rejected)", err=True)
     elif verdict["rejected_over"]:

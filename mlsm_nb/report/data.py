@@ -165,7 +165,8 @@ class RunReport:
         manifest has no verdict). Reads `manifest["verdict"]`, falling back to per-model `error_rate`."""
         verdict = self.manifest.get("verdict")
         if not isinstance(verdict, dict):
-            return {"threshold": None, "over": [], "message": "", "rejected_over": False, "no_records": False}
+            return {"threshold": None, "over": [], "message": "", "rejected_over": False, "no_records": False,
+                    "input_cut_short": None}
         threshold = next((verdict[k] for k in ("max_error_rate", "threshold") if k in verdict), None)
         over = next((verdict[k] for k in ("over", "models_over", "models", "failed_models") if k in verdict), None)
         if isinstance(over, dict):
@@ -174,7 +175,8 @@ class RunReport:
             over = [key for key, m in self.models.items() if m.records and m.error_rate > threshold]
         return {"threshold": threshold, "over": list(over or []),
                 "message": verdict.get("message") or verdict.get("reason") or "",
-                "rejected_over": bool(verdict.get("rejected_over")), "no_records": bool(verdict.get("no_records"))}
+                "rejected_over": bool(verdict.get("rejected_over")), "no_records": bool(verdict.get("no_records")),
+                "input_cut_short": verdict.get("input_cut_short")}
 
 
 def _executions(manifest: dict) -> list[dict]:

@@ -60,6 +60,7 @@ class Rejected:
     line: int
     reason: str
     record_id: Any = None
+    cut_short: bool = False  # the file breaks off here: nothing after this line could be read
 
     def to_dict(self) -> dict:
         return {"line": self.line, "id": self.record_id, "reason": self.reason}
@@ -146,7 +147,7 @@ def _open_binary(path: Path):
 
 def _cut_short(number: int, exc: BaseException) -> Rejected:
     return Rejected(number, f"the compressed file is cut short or corrupt here ({exc}); "
-                            "nothing after this line could be read")
+                            "nothing after this line could be read", cut_short=True)
 
 
 def _json_problem(line: bytes, exc: Exception) -> str:
@@ -384,13 +385,16 @@ def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,
                  rejected_path: Path, summary: dict) -> Iterator[tuple[int, list[dict]]]:
     """Yield (batch number, records) from the records file, read once; rejected lines are streamed to
-    `rejected_path` (complete when the generator is). `summary` gets the input counts when done."""
+    `rejected_path` (complete when the generator is). `summary` gets the input counts when done, and
+    `cut_short` (where and why) when the file breaks off."""
     count = batches = 0
     batch: list[dict] = []
     with jsonl_writer(rejected_path) as reject:
         for _, record in read_records(records, id_field, types):
             if isinstance(record, Rejected):
                 reject(record.to_dict())
+                if record.cut_short:  # records were lost, however few lines say so: the run fails
+                    summary["cut_short"] = f"line {record.line}: {record.reason}"
                 continue
             batch.append(record)
             count += 1

@@ -1,7 +1,8 @@
 """A finished run's verdict: `succeeded`, `succeeded with errors` or `failed`.
 
 The run fails when an execution failed, a batch's results could not be
-merged, a sink could not store them, or a model's share of records with
+merged, a sink could not store them, the records file breaks off (a cut-short
+compressed file: records were lost), or a model's share of records with
 errors (or the share of input lines rejected) is over `max_error_rate`.
 Errors within the threshold give "succeeded with errors", and the models
 that had them are listed.
@@ -32,9 +33,9 @@ def judge(manifest: Mapping, max_error_rate: float) -> tuple[str, dict]:
     verdict = {"max_error_rate": max_error_rate, "models_over": over, "models_with_errors": with_errors,
                "rejected_rate": round(rejected_rate, 6), "rejected_over": rejected_rate > max_error_rate,
                "no_records": data["records"] == 0, "failed_executions": manifest.get("failed_executions", 0),
-               "failed_merges": len(manifest.get("merge_errors", {}))}
+               "failed_merges": len(manifest.get("merge_errors", {})), "input_cut_short": data.get("cut_short")}
     failed = (over or verdict["rejected_over"] or verdict["no_records"] or verdict["failed_executions"]
-              or verdict["failed_merges"] or manifest.get("store_error"))
+              or verdict["failed_merges"] or verdict["input_cut_short"] or manifest.get("store_error"))
     if failed:
         return FAILED, verdict
     if with_errors or data["rejected"]:

@@ -88,6 +88,29 @@ def test_the_summary_says_how_many_records_have_no_numeric_score(tmp_path, make_
     assert "tiny@1.0                 20 records, score mean 19.000 (min 0.000, max 38.000)\n" in clean.output
 
 
+def test_a_records_file_that_breaks_off_fails_the_run_however_few_lines_it_costs(tmp_path, make_notebook):
+    import gzip
+
+    whole = gzip.compress(b"".join(json.dumps({"id": i, "data": {"x": i % 20, "label": "ab" * 20}}).encode() + b"\n"
+                                   for i in range(4000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    result = run(make_notebook(), "--records", path, "--out", tmp_path, "--run-id", "g", "--engine", "inprocess")
+    manifest = manifest_of(tmp_path / "g")
+    assert 0 < manifest["input"]["records"] < 4000 and manifest["input"]["rejected"] == 1  # 1 line: within 10 %
+    assert result.exit_code == 1 and manifest["status"] == "failed", result.output
+    line = manifest["input"]["records"] + 1
+    assert (f"error: {path}: line {line}: the compressed file is cut short or corrupt here") in result.output
+    assert "nothing after this line could be read: replace the file and run again\n" in result.output
+    assert manifest["verdict"]["input_cut_short"].startswith(f"line {line}: ")
+    from bs4 import BeautifulSoup
+
+    from mlsm_nb.report.site import write_report
+
+    page = BeautifulSoup(write_report(tmp_path / "g").read_text(), "html.parser")
+    assert page.select_one("#verdict-cut-short").text.startswith(f"Failed: the records file breaks off at line {line}: ")
+
+
 def test_every_record_rejected_fails_the_run(tmp_path, make_notebook):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"no_id": 1}\n{"id": 2}\n')
