@@ -443,10 +443,10 @@ def _score_batches(state: _Run, records: Path, types: Mapping[str, str], keys: l
     """The in-memory path (see `inmemory`): batches read, scored and merged in worker processes."""
     finished = 0
 
-    def done(key: str, batch: int, entry: dict, total: int | None) -> None:
+    def done(key: str, batch: int, entry: dict | None, total: int | None) -> None:
         nonlocal finished
         finished += 1
-        if on_progress:
+        if on_progress and entry is not None:  # None: done before a resume, counted but not reported again
             on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
                                       entry.get("records", 0), entry.get("errors", 0), entry.get("seconds") or 0.0,
                                       finished, total))

@@ -191,6 +191,20 @@ def test_progress_lines_when_not_a_terminal(tmp_path, make_notebook):
                                                   "tiny@1.0 batch 2: 4 records"]
 
 
+@pytest.mark.parametrize("engine", ["inprocess", pytest.param("papermill", marks=pytest.mark.slow)])
+def test_progress_after_a_resume_counts_what_was_done_before(tmp_path, make_notebook, engine):
+    args = ["run", str(make_notebook()), "--records", str(records(tmp_path)), "--out", str(tmp_path), "--run-id", "p",
+            "--engine", engine, "--batch-size", "8"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (tmp_path / "p" / "results" / "batch-00001.jsonl").unlink()  # as if killed before batch 1 was merged
+    if engine == "papermill":
+        (tmp_path / "p" / "outputs" / "tiny@1.0" / "batch-00001.jsonl").unlink()
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    # Batches 0 and 2 count as done; the one line is for batch 1, and it ends the count.
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["[3/3] tiny@1.0 batch 1"]
+
+
 def test_cli_and_library_share_defaults():
     run_command = main.commands["run"]
     defaults = {p.name: p.default for p in run_command.params}
