@@ -10,6 +10,7 @@ import functools
 import logging
 import signal
 import sys
+import threading
 
 import click
 
@@ -271,7 +272,8 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
     settings.run_id = settings.run_id or new_run_id()  # known here, so that an interruption can name it
     store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field)
     reporter = progress_reporter(sys.stderr.isatty() if progress is None else progress)
-    stop_on_sigterm = signal.signal(signal.SIGTERM, _terminate)  # e.g. Jenkins aborting the build
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    stop_on_sigterm = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # e.g. a Jenkins abort
     try:
         manifest = run_notebooks(paths, records, settings, sinks=[store] if store else [], on_progress=reporter)
     except KeyboardInterrupt as exc:
@@ -279,7 +281,8 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         _fail(f"{how}; finish with: {_resume_command(paths, records, settings)}", code)
     finally:
-        signal.signal(signal.SIGTERM, stop_on_sigterm)
+        if main_thread:
+            signal.signal(signal.SIGTERM, stop_on_sigterm)
     reporter.close()
     _print_run_summary(manifest, settings.out, store)
     sys.exit(exit_code(manifest["status"]))
