@@ -60,10 +60,13 @@ class Rejected:
     line: int
     reason: str
     record_id: Any = None
-    cut_short: bool = False  # the file breaks off here: nothing after this line could be read
 
     def to_dict(self) -> dict:
         return {"line": self.line, "id": self.record_id, "reason": self.reason}
+
+
+class CutShort(Rejected):
+    """Where the file breaks off: nothing after this line could be read."""
 
 
 def declared_types(fields: Iterable[Mapping | None]) -> dict[str, str]:
@@ -145,9 +148,9 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
-def _cut_short(number: int, exc: BaseException) -> Rejected:
-    return Rejected(number, f"the compressed file is cut short or corrupt here ({exc}); "
-                            "nothing after this line could be read", cut_short=True)
+def _cut_short(number: int, exc: BaseException) -> CutShort:
+    return CutShort(number, f"the compressed file is cut short or corrupt here ({exc}); "
+                            "nothing after this line could be read")
 
 
 def _json_problem(line: bytes, exc: Exception) -> str:
@@ -393,7 +396,7 @@ def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[s
         for _, record in read_records(records, id_field, types):
             if isinstance(record, Rejected):
                 reject(record.to_dict())
-                if record.cut_short:  # records were lost, however few lines say so: the run fails
+                if isinstance(record, CutShort):  # records were lost, however few lines say so: the run fails
                     summary["cut_short"] = f"line {record.line}: {record.reason}"
                 continue
             batch.append(record)
