@@ -16,15 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.output import is_score
 from ..report.data import PSI_THRESHOLD, psi, score_stats
 from ..store.rundir import model_key
 
 DECILES = 10
 CALIBRATION_BINS = 10
-
-
-def _numeric(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
@@ -121,7 +118,7 @@ def join_outcomes(documents: Iterable[Mapping], outcomes: Iterable[Mapping], id_
         for name, versions in document.get("results", {}).items():
             for version, entry in versions.items():
                 score = entry.get("score")
-                if not _numeric(score):
+                if not is_score(score):
                     continue
                 key = model_key(name, version)
                 model = models.setdefault(key, ModelOutcomes(name, version, (kinds or {}).get(key, "model"),
@@ -174,7 +171,7 @@ def drift(runs: list[dict], documents: Iterable[Mapping], threshold: float = PSI
     for document in documents:
         for name, versions in document.get("results", {}).items():
             for version, entry in versions.items():
-                if _numeric(entry.get("score")):
+                if is_score(entry.get("score")):
                     scores.setdefault(model_key(name, version), {}).setdefault(document["run_id"], []).append(
                         float(entry["score"]))
     rows = []

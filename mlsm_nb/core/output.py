@@ -32,6 +32,12 @@ def _not_finite(value: Any, path: str) -> str | None:
     return None
 
 
+def is_score(value: Any) -> bool:
+    """Whether an entry's `score` counts as a score (in run counts, summaries, reports, metrics): a number,
+    not a boolean, not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
 def output_problem(out: Mapping) -> str | None:
     """Why `out` (a result entry, or what `score` returned) cannot be stored as JSON, or None."""
     try:

@@ -49,9 +49,9 @@ def record_problem(record: Any, id_field: str | None = "id") -> str | None:
         problem = id_problem(record.get(id_field), id_field)
         if problem is not None:
             return problem
-    data = record.get("data")
     if "data" not in record:
         return "'data' is missing (a record's fields go in a 'data' mapping)"
+    data = record["data"]
     if type(data) is not dict and not isinstance(data, Mapping):
         return f"'data' must be a mapping, got {type(data).__name__}"
     return None

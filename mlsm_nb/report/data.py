@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.output import is_score
 from ..exceptions import describe_error
 from ..files import read_jsonl
 from ..run.verdict import merge_errors
@@ -53,7 +54,7 @@ class ModelReport:
                 self.error_examples.append({"id": record_id, "kind": kind, "message": describe_error(entry)})
             return
         score = entry.get("score")
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and not math.isnan(score):
+        if is_score(score):
             self.scores.append(float(score))
         for name, value in entry.items():
             if isinstance(value, str) and not name.startswith("_"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._gc import full_collections_deferred
+from ..core.output import is_score
 from ..exceptions import DataFileError, describe_error
 from ..files import read_jsonl
 from ..store.rundir import RunDirectory
@@ -116,9 +117,9 @@ class Tally:
 
     def add_scores(self, scores: Sequence) -> None:
         """Count records from their entries' `score` values, one per record (None when it has none);
-        only numbers (not booleans, not NaN) are scores."""
+        only those `is_score` accepts are scores."""
         self.records += len(scores)
-        numbers = [s for s in scores if isinstance(s, (int, float)) and not isinstance(s, bool) and s == s]
+        numbers = [s for s in scores if is_score(s)]
         if numbers:
             self.scored += len(numbers)
             self.score_sum = sum(numbers, self.score_sum)

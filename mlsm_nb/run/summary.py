@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from html import escape
 
 from ..core.batch import BatchOutcome
+from ..core.output import is_score
 from ..report.data import score_stats
 
 SAMPLE_SIZE = 5
@@ -27,8 +28,7 @@ class BatchSummary:
         self.outcome = outcome
 
     def scores(self) -> list[float]:
-        return [score for e in self.outcome.entries
-                if isinstance(score := e.get("score"), (int, float)) and not isinstance(score, bool)]
+        return [score for e in self.outcome.entries if is_score(score := e.get("score"))]
 
     def show(self) -> None:
         """Display the summary (tables and a histogram) in the notebook."""
