@@ -18,6 +18,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -63,6 +64,47 @@ def _drop_inherited_locks() -> None:
 
 
 os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+LEFTOVER_WAIT = 10.0  # seconds a lock left to a process of a run that ended may take to be let go
+
+
+def _take_lock(f, root: Path) -> None:
+    """flock `f` (the run's .lock, which holds the pid of the process that took it last).
+
+    A lock is let go when every process holding its descriptor has ended. When the process that took it
+    is killed (SIGKILL) as it starts a kernel, the child between fork and exec holds it on for a moment,
+    so a lock whose taker has ended is waited for, a while, instead of refused at once.
+    """
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            f.seek(0)
+            taker = f.read().strip()
+        if _running(taker):
+            raise ConfigError(f"{root}: run {root.name} is being run by another mlsm-nb process "
+                              f"(pid {taker or '?'}); wait for it, or stop it first")
+        deadline = deadline or time.monotonic() + LEFTOVER_WAIT
+        if time.monotonic() > deadline:
+            raise ConfigError(f"{root}: run {root.name} is locked by a process left over from mlsm-nb process "
+                              f"{taker}, which has ended; stop it first (`fuser -v {root / '.lock'}` names it)")
+        time.sleep(0.05)
+
+
+def _running(pid: str) -> bool:
+    """Whether the process `pid` (as the lock file holds it) runs; a lock file not yet written counts as running."""
+    try:
+        os.kill(int(pid), 0)
+    except ValueError:
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunDirectory(ResultSink):
@@ -118,12 +160,7 @@ class RunDirectory(ResultSink):
         """Hold the run's lock while it runs; ConfigError if another process holds it."""
         path = self.root / ".lock"
         with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                raise ConfigError(f"{self.root}: run {self.root.name} is being run by another mlsm-nb process "
-                                  f"(pid {f.read().strip() or '?'}); wait for it, or stop it first") from None
+            _take_lock(f, self.root)
             f.seek(0)
             f.truncate()
             f.write(str(os.getpid()))

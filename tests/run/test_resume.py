@@ -1,6 +1,9 @@
 """Resume derives what is missing from what exists; one process per run directory."""
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -10,6 +13,7 @@ from conftest import NOTEBOOKS
 from mlsm_nb.exceptions import ConfigError
 from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
+from mlsm_nb.store import rundir
 from mlsm_nb.store.rundir import RunDirectory, read_results
 
 OPTIONS = dict(batch_size=500, engine="inprocess", workers=2)
@@ -176,6 +180,50 @@ def test_in_process_a_batch_with_a_failed_execution_is_scored_again_whole(tmp_pa
     assert all(after["executions"][key]["2"]["started_at"] != "before the resume" for key in after["executions"])
     assert all(after["executions"][key]["1"]["started_at"] == "before the resume" for key in after["executions"])
     assert after["status"] == "succeeded"
+
+
+LOCK_AND_LEAVE_A_CHILD = """
+import fcntl, os, subprocess, sys
+
+with open(os.path.join(sys.argv[1], ".lock"), "a+") as lock:  # as RunDirectory.lock takes it
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))", sys.argv[2]],
+                             pass_fds=[lock.fileno()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(child.pid, flush=True)
+    os._exit(0)  # as if killed: the child, holding the lock's descriptor, outlives its parent
+"""
+
+
+def _leave_a_lock_behind(run_dir, seconds):
+    """(pid of the process that took the run's lock and ended, pid of its child that still holds it)."""
+    run_dir.mkdir()
+    taker = subprocess.run([sys.executable, "-c", LOCK_AND_LEAVE_A_CHILD, str(run_dir), str(seconds)],
+                           capture_output=True, text=True, check=True)
+    holder = int(taker.stdout)
+    assert (run_dir / ".lock").read_text() != str(os.getpid())
+    with open(run_dir / ".lock") as f, pytest.raises(BlockingIOError):
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return int((run_dir / ".lock").read_text()), holder
+
+
+def test_a_lock_left_to_a_child_of_a_killed_run_is_waited_for(tmp_path):
+    _leave_a_lock_behind(tmp_path / "r", seconds=2)
+    with RunDirectory(tmp_path / "r").lock():
+        assert (tmp_path / "r" / ".lock").read_text() == str(os.getpid())
+
+
+def test_a_lock_a_leftover_process_keeps_is_refused_after_a_while(tmp_path, monkeypatch):
+    monkeypatch.setattr(rundir, "LEFTOVER_WAIT", 0.3)
+    taker, holder = _leave_a_lock_behind(tmp_path / "r", seconds=60)
+    try:
+        with pytest.raises(ConfigError, match=rf"run r is locked by a process left over from mlsm-nb process "
+                                              rf"{taker}, which has ended; stop it first \(`fuser -v "):
+            with RunDirectory(tmp_path / "r").lock():
+                pass
+    finally:
+        os.kill(holder, signal.SIGKILL)
 
 
 def test_a_second_process_on_the_same_run_is_refused(tmp_path, leads):
