@@ -21,7 +21,8 @@ field), so the CLI can print it as is::
 Failures of one model on one record are not exceptions: they become
 ``{"_error": ..., "_error_kind": ...}`` result entries (see ``ERROR_KINDS``);
 when the score function raised, ``_error`` is the exception's message (as
-MLSM stored it) and ``_error_type`` its class name.
+MLSM stored it), ``_error_type`` its class name and ``_error_at`` the cell and
+line it was raised in (``cell 4 [score], line 13``; see ``core.cells``).
 """
 
 from __future__ import annotations
@@ -112,9 +113,13 @@ class ModelTestError(MlsmError):
 
 
 def describe_error(entry) -> str:
-    """An error entry's message for people: ``ZeroDivisionError: division by zero`` when the score raised."""
+    """An error entry's message for people, when the score raised:
+    ``ZeroDivisionError at cell 4 [score], line 13: division by zero``."""
     kind = entry.get("_error_type")
-    return f"{kind}: {entry['_error']}" if kind else str(entry["_error"])
+    if not kind:
+        return str(entry["_error"])
+    at = entry.get("_error_at")
+    return f"{kind} at {at}: {entry['_error']}" if at else f"{kind}: {entry['_error']}"
 
 
 def format_location(path, cell: int | None = None, tag: str | None = None) -> str:

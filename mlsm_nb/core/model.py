@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 from ..exceptions import ConfigError, ModelTestError, NotebookError, describe_error
+from .cells import raised_at
 from .fields import compile_validator, generate_inputs, parse_fields
 
 STATUSES = ("draft", "active", "retired")
@@ -37,6 +38,15 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
 def error_entry(kind: str, message: str) -> dict:
     """The result entry of a model that failed on a record."""
     return {"_error": message, "_error_kind": kind}
+
+
+def _raised(exc: BaseException, message: str) -> dict:
+    """The entry of a score that raised `exc`: its message, class and, when known, the cell and line."""
+    entry = {"_error": message, "_error_kind": "score_raised", "_error_type": type(exc).__name__}
+    at = raised_at(exc)
+    if at is not None:
+        entry["_error_at"] = at
+    return entry
 
 
 def _check_identity(name: Any, version: Any, status: Any, fcn: Any) -> None:
@@ -110,10 +120,9 @@ class Model:
         try:
             out = self.fcn(data=inputs.copy() if type(inputs) is dict else dict(inputs), results=results)
         except Exception as exc:  # noqa: BLE001 - a model's bug must not stop the run
-            return {"_error": str(exc), "_error_kind": "score_raised", "_error_type": type(exc).__name__}
+            return _raised(exc, str(exc))
         except SystemExit as exc:  # sys.exit() in score costs this record, not the run or the batch
-            return {"_error": f"score called sys.exit({exc.code!r})", "_error_kind": "score_raised",
-                    "_error_type": "SystemExit"}
+            return _raised(exc, f"score called sys.exit({exc.code!r})")
         if type(out) is not dict:
             if not isinstance(out, Mapping):
                 return error_entry("bad_output", f"score returned {type(out).__name__}, expected dict")

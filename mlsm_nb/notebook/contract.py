@@ -20,6 +20,7 @@ import nbformat
 import nbformat.reader
 
 from ..exceptions import FieldSpecError, NotebookError
+from ..core.cells import cell_marker
 from ..core.fields import PARSE_LOCK, parse_fields
 from ..core.model import NAME_PATTERN, STATUSES
 
@@ -72,7 +73,7 @@ class NotebookSpec:
 
     def production_source(self) -> str:
         """The production cells' sources in authored order, each under a marker line."""
-        return "".join(f"# --- cell {c.index} [{c.tag}] ---\n{c.source}\n\n" for c in self.cells)
+        return "".join(f"{cell_marker(c.index, c.tag)}\n{c.source}\n\n" for c in self.cells)
 
     def sha256(self) -> str:
         """Hash of the production cells' sources and of the declared artifacts."""

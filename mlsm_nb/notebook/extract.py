@@ -23,6 +23,7 @@ from pathlib import Path
 from collections.abc import Iterable, Mapping
 
 from .._version import __version__
+from ..core.cells import cell_file_name, register_module
 from ..core.fields import PARSE_LOCK
 from ..files import file_sha256, write_json
 from ..clock import utc_now
@@ -113,7 +114,7 @@ def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = No
         namespace.update(parameters or {})
     with working_directory(spec.path.parent.resolve()):
         for cell in spec.cells:
-            filename = f"{spec.path}:cell {cell.index} [{cell.tag}]"
+            filename = cell_file_name(spec.path, cell.index, cell.tag)
             try:
                 with time_limit(timeout):
                     _run_source(cell.source, filename, namespace)
@@ -278,8 +279,10 @@ def load_bundle(bundle_dir: str | Path) -> list[Model]:
         module = bundle_dir / entry["module"]
         namespace = _new_namespace(entry["name"], entry["version"], str(module))
         with working_directory(module.parent.resolve()):
+            text = module.read_text()
+            register_module(str(module), text)
             try:
-                _run_source(module.read_text(), str(module), namespace)
+                _run_source(text, str(module), namespace)
             except Exception as exc:  # noqa: BLE001
                 raise BundleError(f"{module}: raised {type(exc).__name__}: {exc}") from None
         provenance = {k: entry[k] for k in ("source", "sha256", "git_commit", "extracted_at") if k in entry}

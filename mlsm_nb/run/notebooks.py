@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import nbformat
 
+from ..core.cells import source_digest
 from ..notebook.contract import NotebookSpec, read_notebook
 from ..notebook.extract import declarations
 
@@ -16,8 +17,9 @@ _RUNNER_SOURCE = """\
 from mlsm_nb.run.runtime import run_in_notebook
 
 mlsm_declared = {declared!r}  # the notebook's declarations, as lint read them (a later cell cannot change them)
+mlsm_cells = {cells!r}  # the cells above by source digest, to name the cell a score error is raised in
 mlsm_summary = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies, mlsm_status,
-                               mlsm_declared)"""
+                               mlsm_declared, mlsm_cells)"""
 _SHOW_SOURCE = "mlsm_summary.show()"
 
 
@@ -65,7 +67,8 @@ def production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbfo
         nb.cells.insert(0, _secrets_cell(secret_names))
     declared = {k: v for k, v in declarations(spec).items() if k in ("name", "version", "status", "kind", "fields",
                                                                         "models")}
-    for text in (_RUNNER_SOURCE.format(declared=declared), _SHOW_SOURCE):
+    cells = {source_digest(cell.source): (cell.index, cell.tag) for cell in spec.cells}
+    for text in (_RUNNER_SOURCE.format(declared=declared, cells=cells), _SHOW_SOURCE):
         runner = nbformat.v4.new_code_cell(text)
         runner.metadata["tags"] = [RUNNER_TAG]
         nb.cells.append(runner)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from .._gc import full_collections_deferred
 from ..core.batch import BatchOutcome, score_batch
+from ..core.cells import register_kernel_cells
 from ..files import read_jsonl, write_jsonl
 from ..core.model import Model, build_model
 from ..store.rundir import split_model_key
@@ -52,7 +53,11 @@ def score_file_batch(model: Model, batch_path: str, output_path: str,
 
 def run_in_notebook(namespace: Mapping, batch_path: str, output_path: str,
                     dependencies: Mapping[str, str] | None = None, status: str | None = None,
-                    declared: Mapping | None = None) -> BatchSummary:
-    """The runner cell: score this notebook's model over the batch and keep a summary."""
+                    declared: Mapping | None = None, cells: Mapping | None = None) -> BatchSummary:
+    """The runner cell: score this notebook's model over the batch and keep a summary.
+
+    `cells` (source digest -> cell index and tag of the production cells) lets a score error name its cell.
+    """
+    register_kernel_cells(cells or {})
     model = model_from_namespace(namespace, status, declared)
     return BatchSummary(score_file_batch(model, batch_path, output_path, dependencies))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from ..clock import utc_now
 from ..core.batch import score_batch
+from ..core.cells import CELL_MARKER
 from ..core.engine import plan_run
 from ..core.fields import PARSE_LOCK
 from ..core.model import Model
@@ -181,16 +181,13 @@ def load_served_bundle(bundle_dir: str | Path) -> ServedBundle:
     return ServedBundle(str(real), hashlib.sha256(raw).hexdigest(), manifest, plan, utc_now(), parameters)
 
 
-_CELL_MARKER = re.compile(r"^# --- cell \d+ \[(\w+)\] ---$", re.MULTILINE)
-
-
 def module_parameters(module_text: str) -> dict:
     """The defaults of the `parameters` cell of an extracted module (read with `ast`, never run).
 
     A value that is not a literal is given as its source text.
     """
-    parts = _CELL_MARKER.split(module_text)
-    sources = [source for tag, source in zip(parts[1::2], parts[2::2]) if tag == "parameters"]
+    parts = CELL_MARKER.split(module_text)  # [header, index, tag, source, index, tag, source, ...]
+    sources = [source for tag, source in zip(parts[2::3], parts[3::3]) if tag == "parameters"]
     if not sources:
         return {}
     with PARSE_LOCK:
