@@ -88,7 +88,8 @@ def lint(paths: tuple[str, ...]) -> None:
     problems = [p for path in notebooks for p in inspect_notebook(path, check_git=True)[1]]
     for problem in problems:
         click.echo(str(problem))
-    click.echo(f"{len(notebooks)} notebook(s) checked, {len(problems)} problem(s)")
+    checked = sum(path.is_file() for path in notebooks)  # a path that is not there is a problem, not a notebook
+    click.echo(f"{checked} notebook(s) checked, {len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
 
 

@@ -158,7 +158,8 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
     started = time.perf_counter()
     name = str(spec.path)
     if not spec.examples:
-        return CheckResult(name, "examples", "skipped", "the notebook has no examples cell")
+        why = "its examples cell lists none" if spec.cell("examples") else "the notebook has no examples cell"
+        return CheckResult(name, "examples", "skipped", why)
     for number, example in enumerate(spec.examples):
         entry = model.execute(example["data"], dict(example.get("results", {})))[model.name][model.version]
         if "_error" in entry:

@@ -123,6 +123,7 @@ def test_not_a_notebook_empty_and_other_language(tmp_path, make_notebook):
     assert f"{empty}: the notebook is empty" in result.output
     assert f"{julia}: kernel language is 'julia'" in result.output
     assert "missing.ipynb: no such file" in result.output
+    assert "3 notebook(s) checked, 4 problem(s)" in result.output
 
 
 def test_lint_of_folder_without_notebooks_fails(tmp_path):

@@ -44,9 +44,10 @@ def lead_cells(score_source, examples_source=None):
 BAD = {
     "stale_output": (GOOD_CELLS + [(None, "print(1 + 1)", "3\n")], "nbval", "cell 6 (untagged)"),
     "zero_company_size": (lead_cells("def score(data, results):\n    return {'score': 100 / data['company_size']}"),
-                          "robustness", "score_raised: ZeroDivisionError: division by zero on input"),
+                          "robustness", "score_raised: ZeroDivisionError at cell 2 [score], line 2: division by zero on input"),
     "empty_job_title": (lead_cells("def score(data, results):\n    return {'score': float(data['job_title'][0] == 'V')}"),
-                        "robustness", "IndexError: string index out of range on input {'company_size': 10, 'job_title': ''}"),
+                        "robustness", "IndexError at cell 2 [score], line 2: string index out of range on input "
+                        "{'company_size': 10, 'job_title': ''}"),
     "wrong_example": (replace_cell(GOOD_CELLS, "examples",
                                    'examples = [{"data": {"x": 2, "label": "ab"}, "expected": {"score": 5, "n": 2}}]'),
                       "examples", "example 0: expected {'score': 5}, got {'score': 4}"),
