@@ -264,17 +264,16 @@ def dependency_models(spec: NotebookSpec, candidates: Sequence[Path],
 
     Returns (models, problem): problem names what is missing.
     """
-    from ..notebook.extract import load_notebook
+    from ..notebook.extract import load_notebook, missing_models
     from ..notebook.contract import inspect_notebook
 
-    wanted = {(m["name"], m["version"]) for m in spec.models}
     found: dict[tuple[str, str], Path] = {}
     for path in candidates:
         other, problems = inspect_notebook(path)
-        if other is not None and not problems and (other.name, other.version) in wanted:
+        if other is not None and not problems:
             found.setdefault((other.name, other.version), path)
-    missing = sorted(wanted - set(found))
+    missing, others = missing_models(spec, found)
     if missing:
-        return [], ("summary names " + ", ".join(f"{n} {v}" for n, v in missing)
-                    + ", not found among the notebooks given or in its folder")
+        there = f" (there: {', '.join(others)})" if others else ""
+        return [], f"cell {spec.cell('models').index} [models]: summary names {missing}, not found among the notebooks given or in its folder{there}"
     return [load_notebook(found[m["name"], m["version"]], timeout=timeout) for m in spec.models], None

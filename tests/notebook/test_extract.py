@@ -148,8 +148,18 @@ def test_extract_is_all_or_nothing(tmp_path, make_notebook):
 def test_summary_needing_a_model_not_given(tmp_path):
     result = CliRunner().invoke(main, ["extract", str(NOTEBOOKS / "champion.ipynb"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1
-    assert "champion.ipynb:cell 2 [models]: summary needs lead_rules 1.0.0, lead_lr 1.0.0" in result.output
+    assert ("champion.ipynb:cell 2 [models]: summary needs lead_rules 1.0.0, lead_lr 1.0.0, not among the notebooks "
+            "given; add their notebooks to the paths") in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_summary_needing_another_version_of_a_model_given(tmp_path):
+    result = CliRunner().invoke(main, ["extract", str(NOTEBOOKS / "champion.ipynb"), str(NOTEBOOKS / "lead_lr.ipynb"),
+                                       str(NOTEBOOKS / "lead_rules_v2.ipynb"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert ("champion.ipynb:cell 2 [models]: summary needs lead_rules 1.0.0, not among the notebooks given; the "
+            "notebooks given have lead_rules 2.0.0: change the version in `models`, or add the notebook of that "
+            "version") in result.output
 
 
 def test_extract_refuses_a_non_empty_output(tmp_path):

@@ -59,7 +59,8 @@ BAD = {
     "missing_model_version": ([("version", 'name = "pick"\nversion = "1"\nstatus = "draft"'),
                                ("models", 'models = [{"name": "tiny", "version": "9.9"}]'),
                                ("score", "def score(data, results):\n    return {}")],
-                              "robustness", "summary names tiny 9.9, not found among the notebooks given or in its folder"),
+                              "robustness", "cell 1 [models]: summary names tiny 9.9, not found among the notebooks given "
+                              "or in its folder (there: tiny 1.0)"),
     "loops_forever": (GOOD_CELLS + [(None, "while True:\n    pass")], "nbval", "cell 6 (untagged)"),
 }
 
