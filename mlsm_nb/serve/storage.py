@@ -31,8 +31,9 @@ class ResultBuffer:
     """Buffered, bulk, non-blocking storing of result documents into a ResultSink.
 
     `open_sink` makes the sink (e.g. ``lambda: MongoStore.connect(uri)``); the
-    writer thread calls it, and again after a failure, so a database that is
-    down when the server starts is simply stored to later.
+    writer thread calls it at once, so that /health tells of a database it cannot
+    reach before the first score, and again (every `retry_seconds`) after a failure,
+    so a database that is down when the server starts is simply stored to later.
     """
 
     def __init__(self, open_sink: Callable, *, flush_seconds: float = 1.0, batch_size: int = 5000,
@@ -91,6 +92,9 @@ class ResultBuffer:
 
     def _write_loop(self) -> None:
         while True:
+            if self._sink is None and not self._ready and not self._stopping and not self._connect():
+                time.sleep(self.retry_seconds)
+                continue
             with self._lock:
                 if not self._ready:
                     self._lock.wait(self.flush_seconds)
@@ -109,6 +113,16 @@ class ResultBuffer:
             else:
                 time.sleep(self.retry_seconds)
 
+    def _connect(self) -> bool:
+        """Open the sink, before there is anything to store; False (the error kept for /health) if it fails."""
+        try:
+            self._sink = self.open_sink()
+        except Exception as exc:  # noqa: BLE001 - try again later
+            self._failed(exc, f"connecting to store served results failed (retrying every {self.retry_seconds:g} s)")
+            return False
+        self._works_again()
+        return True
+
     def _store(self, batch: int, documents: list[dict]) -> bool:
         try:
             if self._sink is None:
@@ -118,16 +132,23 @@ class ResultBuffer:
                 self._opened = True
             self._sink.write_batch(self.run_id, batch, documents)
         except Exception as exc:  # noqa: BLE001 - keep the batch, try again; never lose it
-            message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if message != self.last_error:
-                log.error("storing served results failed (%d waiting, kept for retry): %s", self.pending, message)
-            self.last_error, self.last_error_at = message, dt.datetime.now(dt.timezone.utc).isoformat()
+            self._failed(exc, f"storing served results failed ({self.pending} waiting, kept for retry)")
             return False
         self.stored += len(documents)
+        self._works_again()
+        return True
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        """Keep why for /health; log it when it is news."""
+        message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if message != self.last_error:
+            log.error("%s: %s", what, message)
+        self.last_error, self.last_error_at = message, dt.datetime.now(dt.timezone.utc).isoformat()
+
+    def _works_again(self) -> None:
         if self.last_error:
             log.warning("storing served results works again (%d stored)", self.stored)
         self.last_error = None
-        return True
 
     def close(self, timeout: float = 10.0) -> int:
         """Store what is buffered, waiting at most `timeout` seconds, and record the finished run.

@@ -259,8 +259,8 @@ class MongoStore(ResultSink):
             name = database or (client.get_default_database(DEFAULT_DATABASE).name)
             client[name].list_collection_names()
         except (InvalidURI, ValueError) as exc:
-            raise StoreError(f"MongoDB URI {safe} is not valid: {_scrub(str(exc), uri)} (write a password "
-                             "holding / @ : % or spaces percent-escaped)") from None
+            hint = " (write a password holding / @ : % or spaces percent-escaped)" if "@" in uri else ""
+            raise StoreError(f"MongoDB URI {safe} is not valid: {_scrub(str(exc), uri)}{hint}") from None
         except OperationFailure as exc:
             raise StoreError(f"MongoDB at {safe} refused the request: {_scrub(str(exc.details or exc), uri)}") from None
         except (ConfigurationError, PyMongoError) as exc:

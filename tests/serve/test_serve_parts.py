@@ -118,6 +118,17 @@ def test_buffer_never_blocks_and_stores_everything_after_an_outage():
     assert sink.runs[buffer.run_id]["input"]["records"] == 10
 
 
+def test_buffer_tells_of_a_sink_it_cannot_open_before_anything_is_stored():
+    sink = FlakySink()
+    sink.down.set()
+    buffer = ResultBuffer(lambda: sink._check() or sink, flush_seconds=30, retry_seconds=0.05)  # as connecting does
+    wait(lambda: buffer.status()["error"])
+    assert buffer.status()["pending"] == 0 and "not reachable" in buffer.status()["error"]
+    sink.down.clear()
+    wait(lambda: buffer.status()["error"] is None)
+    assert buffer.close() == 0 and sink.runs == {}  # nothing served: no run recorded
+
+
 def test_buffer_close_during_an_outage_reports_what_was_not_stored():
     sink = FlakySink()
     sink.down.set()

@@ -300,3 +300,12 @@ def test_wrong_password_from_the_command_line(auth_server, tmp_path):
                               "?authSource=admin")
     assert good.db.name == "leads"
     good.close()
+
+
+def test_a_uri_that_is_not_mongodb_is_told_so_without_the_password_hint():
+    with pytest.raises(StoreError) as wrong:
+        MongoStore.connect("http://127.0.0.1:27017/leads", timeout_ms=300)
+    assert str(wrong.value) == ("MongoDB URI http://127.0.0.1:27017 is not valid: Invalid URI scheme: URI must "
+                                "begin with 'mongodb://' or 'mongodb+srv://'")
+    with pytest.raises(StoreError, match=r"Bad database name .* \(write a password holding / @ : % or spaces"):
+        MongoStore.connect("mongodb://u:p@ss/w@localhost/x", timeout_ms=300)
