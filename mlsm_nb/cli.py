@@ -318,6 +318,7 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
     from .run.verdict import merge_errors
+    from .store.rundir import model_key
 
     root = Path(out) / manifest["run_id"]
     data = manifest["input"]
@@ -327,8 +328,13 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
                    f"{manifest['status_override']['reason']}")
     click.echo(f"  records: {data['records']} scored in {data['batches']} batch(es), {data['rejected']} rejected"
                + (f" (see {root / 'rejected.jsonl'})" if data["rejected"] else ""))
+    # A model that is not active is marked, unless every model ran under one forced status (said above).
+    statuses = {} if manifest.get("status_override") else {
+        model_key(n["name"], n["version"]): n["status"] for n in manifest.get("notebooks", [])}
     for key, stats in manifest.get("models", {}).items():
-        line = f"  {key:24} {stats['records']} records"
+        status = statuses.get(key, "active")
+        label = key if status == "active" else f"{key} ({status})"
+        line = f"  {label:24} {stats['records']} records"
         if stats["scored"]:
             line += f", score mean {stats['score_mean']:.3f} (min {stats['score_min']:.3f}, max {stats['score_max']:.3f})"
             unscored = stats["records"] - stats["scored"] - sum(stats["errors"].values())

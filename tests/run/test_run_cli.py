@@ -47,6 +47,8 @@ def test_example_notebooks_end_to_end(papermill_run):
     result, run_dir = papermill_run
     assert result.exit_code == 0, result.output
     assert "run pm: succeeded (papermill engine)" in result.output
+    assert "\n  lead_rules@2.0.0 (draft) 300 records, score mean" in result.output  # not active: marked
+    assert "\n  lead_rules@1.0.0         300 records, score mean" in result.output
     docs = list(read_results(run_dir))
     assert len(docs) == 300 and len({d["id"] for d in docs}) == 300
     doc = docs[0]
