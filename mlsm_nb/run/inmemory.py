@@ -113,11 +113,11 @@ class _Fallback:
 
 
 def score_in_memory(state: "_Run", records: Path, types: Mapping[str, str], workers: int,
-                    on_done: Callable[[str, int, dict | None, int | None], None]) -> set[int]:
+                    on_done: Callable[[str, int, dict, int | None, bool], None]) -> set[int]:
     """Score every batch not already done; returns the batches merged (now or before a resume).
 
-    `state` is the orchestrator's run; `on_done(key, batch, entry, total)` follows each execution, and
-    comes with entry None for each execution of a batch done before a resume (so progress counts it).
+    `state` is the orchestrator's run; `on_done(key, batch, entry, total, earlier)` follows each execution,
+    and comes with `earlier` true for each execution of a batch done before a resume (so progress counts it).
     """
     manifest, run, settings = state.manifest, state.run, state.settings
     executions, batch_stats = manifest["executions"], manifest.setdefault("batch_stats", {})
@@ -146,7 +146,7 @@ def score_in_memory(state: "_Run", records: Path, types: Mapping[str, str], work
         state.store_batch(batch, merged.get("documents"))
         run.write_manifest(manifest)  # every execution is recorded before anything builds on it
         for key in keys:
-            on_done(key, batch, merged["executions"][key], total())
+            on_done(key, batch, merged["executions"][key], total(), False)
 
     def next_model(batch: int) -> None:
         step = fallbacks[batch]
@@ -166,9 +166,9 @@ def score_in_memory(state: "_Run", records: Path, types: Mapping[str, str], work
                     reader = None
                     manifest["input"].update(summary)
                     run.write_manifest(manifest)
-                elif item[0] in done:  # scored before a resume: counted as done, not reported again
+                elif item[0] in done:  # scored before a resume: counted as done, not run again
                     for key in keys:
-                        on_done(key, item[0], None, total())
+                        on_done(key, item[0], manifest["executions"][key][str(item[0])], total(), True)
                 else:
                     batch, held[batch] = item
                     running[pool.submit(scorer.score, batch, held[batch], keep,

@@ -360,6 +360,9 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
             if _intact(state, key, batch) and all((dep, batch) in done for dep in needs[key]):
                 done.add((key, batch))
                 finished += 1
+                if on_progress:
+                    on_progress(ExecutionDone.of(key, state.executor.labels[key], batch,
+                                                 manifest["executions"][key][str(batch)], finished, total(), True))
             else:
                 todo.append((key, batch))
         if all((k, batch) in done for k in keys):
@@ -420,9 +423,7 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
                 if all((k, batch) in done for k in keys) and batch not in merged:
                     merge(batch)
                 if on_progress:
-                    on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
-                                              entry.get("records", 0), entry.get("errors", 0),
-                                              entry.get("seconds") or 0.0, finished, total()))
+                    on_progress(ExecutionDone.of(key, state.executor.labels[key], batch, entry, finished, total()))
     except BaseException:
         pool.close(cancel=True)
         if merges is not pool:
@@ -443,13 +444,11 @@ def _score_batches(state: _Run, records: Path, types: Mapping[str, str], keys: l
     """The in-memory path (see `inmemory`): batches read, scored and merged in worker processes."""
     finished = 0
 
-    def done(key: str, batch: int, entry: dict | None, total: int | None) -> None:
+    def done(key: str, batch: int, entry: dict, total: int | None, earlier: bool) -> None:
         nonlocal finished
         finished += 1
-        if on_progress and entry is not None:  # None: done before a resume, counted but not reported again
-            on_progress(ExecutionDone(key, state.executor.labels[key], batch, entry["status"],
-                                      entry.get("records", 0), entry.get("errors", 0), entry.get("seconds") or 0.0,
-                                      finished, total))
+        if on_progress:
+            on_progress(ExecutionDone.of(key, state.executor.labels[key], batch, entry, finished, total, earlier))
 
     for batch in sorted(score_in_memory(state, records, types, workers, done)):
         state.store_batch(batch)  # batches merged before a resume, not stored yet

@@ -22,6 +22,14 @@ class ExecutionDone:
     seconds: float
     done: int
     total: int | None  # None while the records are still being read (the in-process engine streams them)
+    earlier: bool = False  # done before a resume: counted (records, errors), not run again
+
+    @classmethod
+    def of(cls, key: str, notebook: str, batch: int, entry: dict, done: int, total: int | None,
+           earlier: bool = False) -> "ExecutionDone":
+        """The event of an execution's manifest entry."""
+        return cls(key, notebook, batch, entry["status"], entry.get("records", 0), entry.get("errors", 0),
+                   entry.get("seconds") or 0.0, done, total, earlier)
 
 
 class ProgressBar:
@@ -48,6 +56,8 @@ class ProgressBar:
         self._batches[event.batch] = max(self._batches.get(event.batch, 0), event.records)
         self._errors += event.errors
         self._bar.total = event.total
+        if event.earlier:  # not this session's work: left out of the rate
+            self._bar.initial += 1
         self._bar.n = event.done
         self._bar.set_postfix_str(f"{sum(self._batches.values()):,} records, {self._errors:,} errors",
                                   refresh=False)
@@ -65,6 +75,8 @@ class ProgressLines:
         self._stream = stream or sys.stderr
 
     def __call__(self, event: ExecutionDone) -> None:
+        if event.earlier:
+            return
         failed = "" if event.status == "ok" else " FAILED"
         print(f"[{event.done}/{event.total or '?'}] {event.key} batch {event.batch}{failed}: {event.records} records, "
               f"{event.errors} errors, {event.seconds:.1f} s ({event.notebook})", file=self._stream, flush=True)

@@ -203,6 +203,14 @@ def test_progress_after_a_resume_counts_what_was_done_before(tmp_path, make_note
     assert result.exit_code == 0, result.output
     # Batches 0 and 2 count as done; the one line is for batch 1, and it ends the count.
     assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["[3/3] tiny@1.0 batch 1"]
+    (tmp_path / "p" / "results" / "batch-00001.jsonl").unlink()
+    if engine == "papermill":
+        (tmp_path / "p" / "outputs" / "tiny@1.0" / "batch-00001.jsonl").unlink()
+    bar = CliRunner().invoke(main, [*args, "--resume", "--progress"])
+    assert bar.exit_code == 0, bar.output
+    # The bar's records are the run's, not only those of the batch scored again (8).
+    assert bar.stderr.rsplit("\r", 1)[-1].startswith("executions: 100%") and "3/3" in bar.stderr
+    assert "20 records, 0 errors" in bar.stderr.rsplit("\r", 1)[-1], bar.stderr
 
 
 def test_cli_and_library_share_defaults():
