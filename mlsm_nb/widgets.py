@@ -23,14 +23,14 @@ _MISSING_LABEL = "leave out"
 
 
 def notebook_path() -> Path:
-    """The path of the notebook this kernel runs, from its Jupyter session."""
+    """The path of the notebook this kernel runs, from its Jupyter session (JupyterLab, Notebook, VS Code)."""
     candidates = [os.environ.get("JPY_SESSION_NAME")]
     try:
         from IPython import get_ipython
 
         shell = get_ipython()
         if shell is not None:
-            candidates.append(shell.user_ns.get("__session__"))
+            candidates += [shell.user_ns.get("__session__"), shell.user_ns.get("__vsc_ipynb_file__")]
     except ImportError:
         pass
     for candidate in candidates:

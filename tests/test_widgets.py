@@ -151,6 +151,20 @@ def test_check_names_the_saved_version_and_warns_about_unsaved_edits(make_notebo
         InteractiveShell.clear_instance()
 
 
+def test_the_notebook_is_found_in_vs_code_too(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from mlsm_nb.widgets import notebook_path
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["__vsc_ipynb_file__"] = str(NOTEBOOKS / "lead_rules.ipynb")  # what VS Code's Jupyter sets
+        assert notebook_path() == NOTEBOOKS / "lead_rules.ipynb"
+    finally:
+        InteractiveShell.clear_instance()
+
+
 def test_check_without_a_session_says_what_to_do(monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     with pytest.raises(ConfigError, match="pass its path"):
