@@ -434,9 +434,21 @@ def _execute_all(state: _Run, records: Path, types: Mapping[str, str], keys: lis
     pool.close()
     if merges is not pool:
         merges.close()
+    _name_late_kernel_logs(state)
     for batch in sorted(merged):
         state.store_batch(batch)  # batches merged before a resume, not stored yet
     _count(manifest, keys)
+
+
+def _name_late_kernel_logs(state: _Run) -> None:
+    """Name in its execution's entry a kernel log written after the entry was: what a kernel wrote as it
+    stopped (its kernels have all stopped now, and only logs that are not empty are left)."""
+    run = state.run
+    for key, batches in state.manifest["executions"].items():
+        for batch, entry in batches.items():
+            log = run.kernel_log_path(key, int(batch))
+            if "kernel_log" not in entry and log.is_file():
+                entry["kernel_log"] = str(log.relative_to(run.root))
 
 
 def _score_batches(state: _Run, records: Path, types: Mapping[str, str], keys: list[str], workers: int,

@@ -207,6 +207,18 @@ def test_a_kernels_own_output_goes_to_a_log_next_to_the_executed_notebook(tmp_pa
             assert f"ERROR | kernel log line from batch-0000{batch}.jsonl\n" in text and text.endswith("at exit\n")
 
 
+def test_a_kernel_log_written_only_as_the_kernel_stops_is_named_too(tmp_path, records):
+    # e.g. libzmq's "Assertion failed: pfd.revents & POLLIN" as a kernel exits on a loaded machine: the
+    # execution's entry is recorded by then
+    at_exit = "import atexit, os\natexit.register(os.write, 2, b'at exit only\\n')\nFACTOR = 2"
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", at_exit))
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="x", batch_size=10, workers=1)
+    assert manifest["status"] == "succeeded"
+    for batch, entry in manifest["executions"]["tiny@1.0"].items():
+        assert entry["kernel_log"] == f"executed/tiny@1.0/batch-0000{batch}.kernel.log"
+        assert (tmp_path / "runs" / "x" / entry["kernel_log"]).read_text() == "at exit only\n"
+
+
 def test_an_empty_kernel_log_is_removed_and_a_dead_kernels_is_named_in_the_error(tmp_path, records):
     dies = "import logging, os\nlogging.getLogger('IPKernelApp').error('out of memory, say')\nos._exit(3)"
     good = write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS)
