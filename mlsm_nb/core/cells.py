@@ -5,26 +5,25 @@ A score that raises becomes an error entry whose ``_error_at`` says where, e.g.
 production cell's code, so that a helper in `setup` called from `score` is named
 too. The code of a cell reaches the interpreter three ways:
 
-- in-process (`load_notebook`): each cell is compiled under the file name `cell_file_name` makes;
-- an extracted bundle's module: the cells follow one another under `cell_marker` lines
-  (`register_module` when the module is loaded);
-- an IPython kernel (papermill engine): each cell under a name of IPython's, its source kept in
-  `linecache`; the runner recognises the production cells by their `source_digest`
-  (`register_kernel_cells`).
+- in-process (`load_notebook`): each cell is compiled under its location as messages
+  name it, ``<path>:cell N [tag]`` (`exceptions.format_location`), which says it all;
+- an extracted bundle's module: the cells follow one another under `cell_marker` lines;
+- an IPython kernel (papermill engine): each cell under a file name of IPython's.
+
+For the last two, the namespace the code runs in holds its layout (`set_layout`), so
+that the layout goes with the code: a bundle swapped in at the same path, or a kernel
+reset for its next batch, brings its own.
 """
 
 from __future__ import annotations
 
 import hashlib
-import linecache
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, MutableMapping
 
 CELL_MARKER = re.compile(r"^# --- cell (\d+) \[(\w+)\] ---$", re.MULTILINE)
 _CELL_FILE = re.compile(r":cell (\d+) \[(\w+)\]\Z")
-
-# file name -> ((line of the cell's first line, cell index, tag), ...), in line order
-_FILES: dict[str, tuple[tuple[int, int, str], ...]] = {}
+LAYOUT = "__mlsm_cells__"  # in a namespace: file name -> ((line of a cell's first line, index, tag), ...)
 
 
 def cell_marker(index: int, tag: str) -> str:
@@ -32,37 +31,31 @@ def cell_marker(index: int, tag: str) -> str:
     return f"# --- cell {index} [{tag}] ---"
 
 
-def cell_file_name(path, index: int, tag: str) -> str:
-    """The file name a cell's code is compiled under in-process (`path:cell N [tag]`, as messages name it)."""
-    return f"{path}:cell {index} [{tag}]"
+def module_layout(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Where each cell of an extracted module starts: (line of its first line, index, tag), in line order."""
+    return tuple((text.count("\n", 0, match.start()) + 2, int(match.group(1)), match.group(2))
+                 for match in CELL_MARKER.finditer(text))
+
+
+def set_layout(namespace: MutableMapping, filename: str, starts: Iterable[tuple[int, int, str]]) -> None:
+    """Record in `namespace` where the cells of the code compiled as `filename` start."""
+    namespace.setdefault(LAYOUT, {})[filename] = tuple(starts)
 
 
 def source_digest(source: str) -> str:
-    """A short digest of a cell's source, blank lines at either end ignored (IPython adds one)."""
+    """A short digest of a cell's source, blank lines at either end ignored (IPython drops them)."""
     return hashlib.sha256(source.strip().encode()).hexdigest()[:16]
 
 
-def register_module(filename: str, text: str) -> None:
-    """Register an extracted module's cells (`filename` is the name it was compiled under)."""
-    starts = []
-    for match in CELL_MARKER.finditer(text):
-        marker_line = text.count("\n", 0, match.start()) + 1
-        starts.append((marker_line + 1, int(match.group(1)), match.group(2)))
-    _FILES[filename] = tuple(starts)
+def leading_blank_lines(source: str) -> int:
+    """How many lines IPython drops from the top of a cell before compiling it (empty or only spaces)."""
+    lines = source.splitlines()
+    return next((i for i, line in enumerate(lines) if line.strip()), len(lines))
 
 
-def register_kernel_cells(cells: Mapping[str, tuple[int, str]]) -> None:
-    """In a kernel: register the cells IPython ran whose source digest is in `cells` (digest -> index, tag)."""
-    for filename, entry in list(linecache.cache.items()):
-        if filename in _FILES or len(entry) != 4 or entry[1] is not None:  # IPython's cells have no mtime
-            continue
-        known = cells.get(source_digest("".join(entry[2])))
-        if known is not None:
-            _FILES[filename] = ((1, *known),)
-
-
-def _cell_at(filename: str, line: int) -> str | None:
-    starts = _FILES.get(filename)
+def _cell_at(frame, line: int) -> str | None:
+    filename = frame.f_code.co_filename
+    starts = frame.f_globals.get(LAYOUT, {}).get(filename)
     if starts is None:
         match = _CELL_FILE.search(filename)
         starts = ((1, int(match.group(1)), match.group(2)),) if match else ()
@@ -78,6 +71,6 @@ def raised_at(exc: BaseException) -> str | None:
     found = None
     tb = exc.__traceback__
     while tb is not None:
-        found = _cell_at(tb.tb_frame.f_code.co_filename, tb.tb_lineno) or found
+        found = _cell_at(tb.tb_frame, tb.tb_lineno) or found
         tb = tb.tb_next
     return found

@@ -23,11 +23,11 @@ from pathlib import Path
 from collections.abc import Iterable, Mapping
 
 from .._version import __version__
-from ..core.cells import cell_file_name, register_module
+from ..core.cells import module_layout, set_layout
 from ..core.fields import PARSE_LOCK
 from ..files import file_sha256, write_json
 from ..clock import utc_now
-from ..exceptions import BundleError, NotebookError
+from ..exceptions import BundleError, NotebookError, format_location
 from ..core.model import Model, build_model
 from .contract import NotebookSpec, find_notebooks, lint_notebook
 
@@ -114,7 +114,7 @@ def execute_production_cells(spec: NotebookSpec, parameters: Mapping | None = No
         namespace.update(parameters or {})
     with working_directory(spec.path.parent.resolve()):
         for cell in spec.cells:
-            filename = cell_file_name(spec.path, cell.index, cell.tag)
+            filename = format_location(spec.path, cell.index, cell.tag)  # names the cell in tracebacks
             try:
                 with time_limit(timeout):
                     _run_source(cell.source, filename, namespace)
@@ -291,7 +291,7 @@ def load_bundle(bundle_dir: str | Path) -> list[Model]:
         namespace = _new_namespace(entry["name"], entry["version"], str(module))
         with working_directory(module.parent.resolve()):
             text = module.read_text()
-            register_module(str(module), text)
+            set_layout(namespace, str(module), module_layout(text))
             try:
                 _run_source(text, str(module), namespace)
             except Exception as exc:  # noqa: BLE001

@@ -67,6 +67,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 from traitlets import Type
 
+from ..processes import pid_alive
 from ..redact import redact_text
 
 RESET_TIMEOUT = 10.0  # seconds a kept kernel may take to reset between executions
@@ -210,17 +211,6 @@ def remove_stale_kernel_files() -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process `pid` runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def kernel_manager_class(env: Mapping[str, str] | None = None, log: Path | None = None,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import nbformat
 
-from ..core.cells import source_digest
+from ..core.cells import leading_blank_lines, source_digest
 from ..notebook.contract import NotebookSpec, read_notebook
 from ..notebook.extract import declarations
 
@@ -67,7 +67,7 @@ def production_notebook(spec: NotebookSpec, secret_names: Sequence[str]) -> nbfo
         nb.cells.insert(0, _secrets_cell(secret_names))
     declared = {k: v for k, v in declarations(spec).items() if k in ("name", "version", "status", "kind", "fields",
                                                                         "models")}
-    cells = {source_digest(cell.source): (cell.index, cell.tag) for cell in spec.cells}
+    cells = {source_digest(c.source): (c.index, c.tag, leading_blank_lines(c.source)) for c in spec.cells}
     for text in (_RUNNER_SOURCE.format(declared=declared, cells=cells), _SHOW_SOURCE):
         runner = nbformat.v4.new_code_cell(text)
         runner.metadata["tags"] = [RUNNER_TAG]

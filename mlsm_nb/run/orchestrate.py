@@ -29,7 +29,7 @@ from ..clock import utc_now
 from ..exceptions import ConfigError, DataFileError, MlsmError
 from ..files import file_sha256, read_jsonl, write_jsonl
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
-from ..notebook.extract import check_dependencies, git_info
+from ..notebook.extract import bundle_entries, check_dependencies, git_info
 from ..notebook.gitflow import forced_status
 from ..redact import is_secret, redact_parameters, redact_text
 from ..store.base import ResultSink
@@ -159,13 +159,17 @@ class _Run:
             self.manifest.setdefault("store_error", redact_text(f"{sink.name}: {what}: {exc}"))
 
 
-def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
-    return [{"name": s.name, "version": s.version, "status": s.status, "kind": s.kind, "sha256": s.sha256(),
-             "source": str(s.path), **git_info(s.path.resolve())} for s in specs]
+def _notebook_entries(specs: Sequence[NotebookSpec], bundle: str | None) -> list[dict]:
+    """The manifest's notebooks; `status` is the one a model runs as, its bundle's when the run uses one (a
+    bundle extracted on a develop branch holds every model as draft)."""
+    ran_as = {(e["name"], e["version"]): e["status"] for e in bundle_entries(bundle)} if bundle else {}
+    return [{"name": s.name, "version": s.version, "status": ran_as.get((s.name, s.version), s.status),
+             "kind": s.kind, "sha256": s.sha256(), "source": str(s.path), **git_info(s.path.resolve())}
+            for s in specs]
 
 
 def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, settings: dict) -> dict:
-    notebooks = _notebook_entries(specs)
+    notebooks = _notebook_entries(specs, settings.get("bundle"))
     if resume:
         manifest = run_dir.read_manifest()
         _check_same_run(manifest, notebooks, records, settings)
@@ -212,7 +216,8 @@ def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | 
     manifest's `status` is "succeeded", "succeeded with errors" (every model's
     error rate within `max_error_rate`) or "failed" (see `verdict`);
     "interrupted" when stopped. `on_progress(ExecutionDone)` is called after
-    each execution. Each merged batch goes, from memory, to the run
+    each execution, and on a resume once for each execution done before it
+    (`ExecutionDone.earlier`). Each merged batch goes, from memory, to the run
     directory and to every other `ResultSink` in `sinks` (e.g. MongoDB).
     Raises ConfigError or InputFileError before any notebook runs when the
     setup or the records file is unusable. `options` (RunSettings' fields)

@@ -7,12 +7,13 @@ engine runs.
 
 from __future__ import annotations
 
+import linecache
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 from .._gc import full_collections_deferred
 from ..core.batch import BatchOutcome, score_batch
-from ..core.cells import register_kernel_cells
+from ..core.cells import set_layout, source_digest
 from ..files import read_jsonl, write_jsonl
 from ..core.model import Model, build_model
 from ..store.rundir import split_model_key
@@ -51,13 +52,25 @@ def score_file_batch(model: Model, batch_path: str, output_path: str,
     return outcome
 
 
-def run_in_notebook(namespace: Mapping, batch_path: str, output_path: str,
+def lay_out_kernel_cells(namespace: MutableMapping, cells: Mapping[str, tuple[int, str, int]]) -> None:
+    """Record in the kernel's namespace where the production cells it ran are (see `core.cells`): IPython
+    keeps each cell's code in `linecache` under a file name of its own, without the cell's leading blank
+    lines; `cells` maps a cell's source digest to its index, tag and leading blank lines."""
+    for filename, entry in list(linecache.cache.items()):
+        if len(entry) == 4 and entry[1] is None:  # IPython's cells have no modification time
+            known = cells.get(source_digest("".join(entry[2])))
+            if known is not None:
+                index, tag, leading = known
+                set_layout(namespace, filename, [(1 - leading, index, tag)])
+
+
+def run_in_notebook(namespace: MutableMapping, batch_path: str, output_path: str,
                     dependencies: Mapping[str, str] | None = None, status: str | None = None,
                     declared: Mapping | None = None, cells: Mapping | None = None) -> BatchSummary:
     """The runner cell: score this notebook's model over the batch and keep a summary.
 
-    `cells` (source digest -> cell index and tag of the production cells) lets a score error name its cell.
+    `cells` (see `lay_out_kernel_cells`) lets a score error name the cell and line it was raised in.
     """
-    register_kernel_cells(cells or {})
+    lay_out_kernel_cells(namespace, cells or {})
     model = model_from_namespace(namespace, status, declared)
     return BatchSummary(score_file_batch(model, batch_path, output_path, dependencies))

@@ -26,6 +26,7 @@ from typing import Iterator
 from collections.abc import Mapping, Sequence
 
 from ..exceptions import ConfigError, MlsmError
+from ..processes import pid_alive
 from ..files import read_jsonl, write_json, write_jsonl
 from .base import ResultSink
 
@@ -84,7 +85,7 @@ def _take_lock(f, root: Path) -> None:
         except BlockingIOError:
             f.seek(0)
             taker = f.read().strip()
-        if _running(taker):
+        if not taker.isdigit() or pid_alive(int(taker)):  # no pid yet: its taker is writing it
             raise ConfigError(f"{root}: run {root.name} is being run by another mlsm-nb process "
                               f"(pid {taker or '?'}); wait for it, or stop it first")
         deadline = deadline or time.monotonic() + LEFTOVER_WAIT
@@ -92,19 +93,6 @@ def _take_lock(f, root: Path) -> None:
             raise ConfigError(f"{root}: run {root.name} is locked by a process left over from mlsm-nb process "
                               f"{taker}, which has ended; stop it first (`fuser -v {root / '.lock'}` names it)")
         time.sleep(0.05)
-
-
-def _running(pid: str) -> bool:
-    """Whether the process `pid` (as the lock file holds it) runs; a lock file not yet written counts as running."""
-    try:
-        os.kill(int(pid), 0)
-    except ValueError:
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunDirectory(ResultSink):

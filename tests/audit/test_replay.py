@@ -145,3 +145,15 @@ def test_replay_asks_for_credentials_it_never_recorded(tmp_path):
     result = cli("replay", run_dir, "--param", "api_token=s3cret")
     assert result.exit_code == 0, result.output
     assert "s3cret" not in (run_dir / "manifest.json").read_text()
+
+
+def test_a_cell_named_only_by_the_replay_is_no_difference():
+    from mlsm_nb.audit.replay import _compare_documents
+
+    raised = {"_error": "division by zero", "_error_kind": "score_raised", "_error_type": "ZeroDivisionError"}
+    kept = {"id": 1, "results": {"m": {"1": raised}}}  # kept by a run from before `_error_at`
+    at = {"id": 1, "results": {"m": {"1": {**raised, "_error_at": "cell 4 [score], line 3"}}}}
+    elsewhere = {"id": 1, "results": {"m": {"1": {**raised, "_error_at": "cell 2 [setup], line 1"}}}}
+    assert _compare_documents(kept, at, "id") == []
+    assert [d.key for d in _compare_documents(at, kept, "id")] == ["_error_at"]
+    assert [d.key for d in _compare_documents(at, elsewhere, "id")] == ["_error_at"]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
-from mlsm_nb.run.kernels import pid_alive
+from mlsm_nb.processes import pid_alive
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import read_results
 

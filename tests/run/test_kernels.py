@@ -14,7 +14,8 @@ import nbformat
 import pytest
 
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
-from mlsm_nb.run.kernels import QuietKernelManager, ThreadKernels, pid_alive as alive, remove_stale_kernel_files
+from mlsm_nb.processes import pid_alive as alive
+from mlsm_nb.run.kernels import QuietKernelManager, ThreadKernels, remove_stale_kernel_files
 from mlsm_nb.run.orchestrate import run_notebooks
 
 pytestmark = pytest.mark.slow

@@ -238,6 +238,19 @@ def test_results_keep_id_types(tmp_path, make_notebook):
     assert [d["id"] for d in read_results(tmp_path / "i")] == [1, "1"]
 
 
+def test_the_summary_marks_a_model_a_develop_bundle_holds_as_draft(tmp_path, make_notebook):
+    from mlsm_nb.notebook.extract import extract_bundle
+
+    notebook = make_notebook()  # tiny 1.0, active
+    extract_bundle([notebook], tmp_path / "bundle", status_override="draft", status_reason="branch develop")
+    result = run(notebook, "--records", records(tmp_path), "--out", tmp_path, "--run-id", "b", "--engine",
+                 "inprocess", "--bundle", tmp_path / "bundle")
+    assert result.exit_code == 0, result.output
+    assert "\n  tiny@1.0 (draft)         20 records, score mean" in result.output
+    assert manifest_of(tmp_path / "b")["notebooks"][0]["status"] == "draft"
+    assert {d["results"]["tiny"]["1.0"]["_status"] for d in read_results(tmp_path / "b")} == {"draft"}
+
+
 def test_bundle_refuses_parameters_it_cannot_apply(tmp_path, make_notebook):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
