@@ -17,6 +17,7 @@ reset for its next batch, brings its own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, MutableMapping
@@ -53,12 +54,17 @@ def leading_blank_lines(source: str) -> int:
     return next((i for i, line in enumerate(lines) if line.strip()), len(lines))
 
 
+@functools.lru_cache(maxsize=4096)
+def _named_cell(filename: str) -> tuple[tuple[int, int, str], ...]:
+    match = _CELL_FILE.search(filename)
+    return ((1, int(match.group(1)), match.group(2)),) if match else ()
+
+
 def _cell_at(frame, line: int) -> str | None:
     filename = frame.f_code.co_filename
     starts = frame.f_globals.get(LAYOUT, {}).get(filename)
     if starts is None:
-        match = _CELL_FILE.search(filename)
-        starts = ((1, int(match.group(1)), match.group(2)),) if match else ()
+        starts = _named_cell(filename)
     found = None
     for first, index, tag in starts:
         if line >= first:
