@@ -63,6 +63,7 @@ class Executor:
     bundle: str | None = None
     warm_kernels: int = 0  # papermill: kernels a thread may keep between executions (see run.kernels); 0: none
     own_threads: bool = False  # executions run in the run's pool threads (not on Dask), which release what they kept
+    bundled_status: dict[str, str] = field(default_factory=dict)  # key -> status in the bundle (`check_bundle`)
 
     @property
     def run(self) -> RunDirectory:
@@ -94,6 +95,7 @@ class Executor:
             bundled = {model_key(e["name"], e["version"]): e for e in bundle_entries(self.bundle)}
         except MlsmError as exc:
             raise ConfigError(str(exc)) from None
+        self.bundled_status = {key: entry["status"] for key, entry in bundled.items()}
         for key, source in self.sources.items():
             if key not in bundled:
                 raise ConfigError(f"{self.bundle}: the bundle has no model {key} (from {source})")

@@ -29,7 +29,7 @@ from ..clock import utc_now
 from ..exceptions import ConfigError, DataFileError, MlsmError
 from ..files import file_sha256, read_jsonl, write_jsonl
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
-from ..notebook.extract import bundle_entries, check_dependencies, git_info
+from ..notebook.extract import check_dependencies, git_info
 from ..notebook.gitflow import forced_status
 from ..redact import is_secret, redact_parameters, redact_text
 from ..store.base import ResultSink
@@ -112,6 +112,9 @@ class _Run:
             warm_kernels=max(-(-len(self.specs) // workers) + 1, min(len(self.specs), 4)) if settings.warm_kernels
             else 0, own_threads=not settings.scheduler)
         get_engine(settings.engine).prepare(self.executor, specs)
+        for entry in manifest["notebooks"]:  # the status a model runs as: its bundle's (a develop bundle: draft)
+            entry["status"] = self.executor.bundled_status.get(model_key(entry["name"], entry["version"]),
+                                                               entry["status"])
         self.merger = Merger(run_root=self.executor.run_root, run_id=manifest["run_id"], id_field=settings.id_field,
                              models={key: (spec.name, spec.version) for key, spec in self.specs.items()})
         self.held: dict[str, set[int]] = {}
@@ -159,17 +162,13 @@ class _Run:
             self.manifest.setdefault("store_error", redact_text(f"{sink.name}: {what}: {exc}"))
 
 
-def _notebook_entries(specs: Sequence[NotebookSpec], bundle: str | None) -> list[dict]:
-    """The manifest's notebooks; `status` is the one a model runs as, its bundle's when the run uses one (a
-    bundle extracted on a develop branch holds every model as draft)."""
-    ran_as = {(e["name"], e["version"]): e["status"] for e in bundle_entries(bundle)} if bundle else {}
-    return [{"name": s.name, "version": s.version, "status": ran_as.get((s.name, s.version), s.status),
-             "kind": s.kind, "sha256": s.sha256(), "source": str(s.path), **git_info(s.path.resolve())}
-            for s in specs]
+def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
+    return [{"name": s.name, "version": s.version, "status": s.status, "kind": s.kind, "sha256": s.sha256(),
+             "source": str(s.path), **git_info(s.path.resolve())} for s in specs]
 
 
 def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, settings: dict) -> dict:
-    notebooks = _notebook_entries(specs, settings.get("bundle"))
+    notebooks = _notebook_entries(specs)
     if resume:
         manifest = run_dir.read_manifest()
         _check_same_run(manifest, notebooks, records, settings)

@@ -275,5 +275,6 @@ def dependency_models(spec: NotebookSpec, candidates: Sequence[Path],
     missing, others = missing_models(spec, found)
     if missing:
         there = f" (there: {', '.join(others)})" if others else ""
-        return [], f"cell {spec.cell('models').index} [models]: summary names {missing}, not found among the notebooks given or in its folder{there}"
+        return [], (f"cell {spec.cell('models').index} [models]: summary names {missing}, not found among the "
+                    f"notebooks given or in its folder{there}")
     return [load_notebook(found[m["name"], m["version"]], timeout=timeout) for m in spec.models], None
