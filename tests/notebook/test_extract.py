@@ -162,6 +162,13 @@ def test_summary_needing_another_version_of_a_model_given(tmp_path):
             "version") in result.output
 
 
+@pytest.mark.parametrize("manifest", ["{}", "[]", '{"models": "tiny"}'])
+def test_a_manifest_that_lists_no_models_is_named(tmp_path, manifest):
+    (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(BundleError, match=r"manifest.json: not a bundle manifest \(no list of models\)"):
+        load_bundle(tmp_path)
+
+
 def test_extract_refuses_a_non_empty_output(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "keep.txt").write_text("x")
