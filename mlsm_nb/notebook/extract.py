@@ -267,9 +267,8 @@ def bundle_entries(bundle_dir: str | Path) -> list[dict]:
         manifest = json.loads((bundle_dir / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"{bundle_dir}: no readable {MANIFEST} ({exc})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
-        raise BundleError(f"{bundle_dir / MANIFEST}: not a bundle manifest (no list of models); "
-                          "extract the bundle again")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list) or not manifest["models"]:
+        raise BundleError(f"{bundle_dir / MANIFEST}: lists no models; extract the bundle again")
     for entry in manifest["models"]:
         module = bundle_dir / entry["module"]
         if not module.is_file() or file_sha256(module) != entry["module_sha256"]:

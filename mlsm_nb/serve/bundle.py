@@ -164,8 +164,6 @@ def load_served_bundle(bundle_dir: str | Path) -> ServedBundle:
         manifest = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{bundle_dir}: no readable {MANIFEST} ({exc})") from None
-    if not isinstance(manifest, dict) or not manifest.get("models"):
-        raise BundleError(f"{bundle_dir}: {MANIFEST} lists no models")
     try:
         models = load_bundle(real)
     except (KeyError, TypeError) as exc:

@@ -162,10 +162,10 @@ def test_summary_needing_another_version_of_a_model_given(tmp_path):
             "version") in result.output
 
 
-@pytest.mark.parametrize("manifest", ["{}", "[]", '{"models": "tiny"}'])
+@pytest.mark.parametrize("manifest", ["{}", "[]", '{"models": "tiny"}', '{"models": []}'])
 def test_a_manifest_that_lists_no_models_is_named(tmp_path, manifest):
     (tmp_path / "manifest.json").write_text(manifest)
-    with pytest.raises(BundleError, match=r"manifest.json: not a bundle manifest \(no list of models\)"):
+    with pytest.raises(BundleError, match=r"manifest.json: lists no models; extract the bundle again"):
         load_bundle(tmp_path)
 
 
