@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the non-Python tools the tests use, when missing: Java 17 and Node 20 with
-# npm-groovy-lint 15 (Jenkinsfile lint) and Debian's chromium (browser tests).
+# npm-groovy-lint at the version ci/npm/package-lock.json pins (Jenkinsfile lint), and
+# Debian's chromium (browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +21,12 @@ command -v java >/dev/null || apt_install openjdk-17-jre-headless
 command -v npm >/dev/null || apt_install nodejs npm
 command -v chromium >/dev/null || apt_install chromium
 
-if [ ! -x .tools/node_modules/.bin/npm-groovy-lint ]; then
-  echo "tools: installing npm-groovy-lint 15 into .tools/"
+# npm tools at the exact versions of ci/npm/package-lock.json (ci/lock.sh refreshes it).
+want="$(cat ci/npm/package.json ci/npm/package-lock.json | sha256sum | cut -d' ' -f1)"
+if [ ! -x .tools/node_modules/.bin/npm-groovy-lint ] || [ "$(cat .tools/.mlsm-installed 2>/dev/null)" != "$want" ]; then
+  echo "tools: installing the npm tools of ci/npm/package-lock.json into .tools/"
   mkdir -p .tools
-  npm install --prefix .tools --no-audit --no-fund --loglevel=error npm-groovy-lint@15 >/dev/null
+  cp ci/npm/package.json ci/npm/package-lock.json .tools/
+  npm ci --prefix .tools --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$want" > .tools/.mlsm-installed
 fi

@@ -305,7 +305,13 @@ def test_wrong_password_from_the_command_line(auth_server, tmp_path):
 def test_a_uri_that_is_not_mongodb_is_told_so_without_the_password_hint():
     with pytest.raises(StoreError) as wrong:
         MongoStore.connect("http://127.0.0.1:27017/leads", timeout_ms=300)
-    assert str(wrong.value) == ("MongoDB URI http://127.0.0.1:27017 is not valid: Invalid URI scheme: URI must "
-                                "begin with 'mongodb://' or 'mongodb+srv://'")
-    with pytest.raises(StoreError, match=r"Bad database name .* \(write a password holding / @ : % or spaces"):
+    # Our words only: pymongo's reason (after the colon) is its own to reword between releases.
+    message = str(wrong.value)
+    assert message.startswith("MongoDB URI http://127.0.0.1:27017 is not valid: ")
+    assert "percent-escaped" not in message
+    with pytest.raises(StoreError) as unescaped:
         MongoStore.connect("mongodb://u:p@ss/w@localhost/x", timeout_ms=300)
+    message = str(unescaped.value)
+    assert message.startswith("MongoDB URI mongodb://u:***@localhost is not valid: ")
+    assert message.endswith(" (write a password holding / @ : % or spaces percent-escaped)")
+    assert "p@ss" not in message and "ss/w" not in message
