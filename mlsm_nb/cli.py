@@ -318,7 +318,7 @@ def _print_run_summary(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
     from .run.verdict import merge_errors
-    from .store.rundir import model_key
+    from .core.model import model_key
 
     root = Path(out) / manifest["run_id"]
     data = manifest["input"]
@@ -537,6 +537,7 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
 
     if not click.get_current_context().obj.get("debug"):
         logging.getLogger("mlsm_nb.serve").setLevel(logging.INFO)  # swaps and refusals belong in the log
+    from .core.model import model_key
     from .serve.server import serve as run_server
 
     settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,
@@ -544,7 +545,7 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
                              id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db)
 
     def ready(bundle):
-        models = ", ".join(f"{m.name}@{m.version}" + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)
+        models = ", ".join(model_key(*m.key) + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)
         click.echo(f"serving bundle {bundle.sha256[:12]} ({models}) on http://{host}:{port} "
                    f"with {workers} worker(s); watching {bundle_dir}", err=True)
 

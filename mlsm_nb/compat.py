@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from .core.engine import iter_models_all, plan_run
+from .core.scoring import iter_models_all, plan_run
 from .core.model import Model, SummaryModel
 from .core.records import record_problem
 from .exceptions import ConfigError, RecordError, SummaryModelListException

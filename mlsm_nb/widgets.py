@@ -55,7 +55,7 @@ def _resolve(target) -> Model:
         return _current_model()
     if isinstance(target, Model):
         return target
-    from .notebook.extract import load_notebook
+    from .notebook.execute import load_notebook
 
     return load_notebook(target)
 

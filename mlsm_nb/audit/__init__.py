@@ -18,7 +18,6 @@ _WHERE = {
     "ApprovalError": ".approvals",
     "AuditDatabase": ".database",
     "open_database": ".database",
-    "write_outcomes_page": ".pages",
 }
 
 __all__ = list(_WHERE)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.output import is_score
-from ..report.data import PSI_THRESHOLD, psi, score_stats
-from ..store.rundir import model_key
+from ..core.stats import PSI_THRESHOLD, psi, score_stats
+from ..core.model import model_key
 
 DECILES = 10
 CALIBRATION_BINS = 10

@@ -20,7 +20,8 @@ from typing import Any
 from ..exceptions import MlsmError
 from ..files import dumps, read_jsonl, write_jsonl
 from ..redact import REDACTED
-from ..store.rundir import RunDirectory, model_key
+from ..core.model import model_key
+from ..store.rundir import RunDirectory
 
 IGNORED_FIELDS = ("run_id", "_timestamp", "_current")  # which run, when, and which is live: differ by design
 MAX_SHOWN = 20

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..exceptions import MlsmError
 from ..files import file_sha256
-from ..store.rundir import MANIFEST, RunDirectory, model_key
+from ..core.model import model_key
+from ..store.rundir import MANIFEST, RunDirectory
 from .database import AuditDatabase, as_plain
 
 

@@ -35,6 +35,17 @@ STATUSES = ("draft", "active", "retired")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 
+def model_key(name: str, version: str) -> str:
+    """`name@version`: how a model is named in paths, manifests, logs and responses (the one place it is built)."""
+    return f"{name}@{version}"
+
+
+def split_model_key(key: str) -> tuple[str, str]:
+    """(name, version) of a `name@version` key (a notebook's model name holds no "@")."""
+    name, _, version = key.partition("@")
+    return name, version
+
+
 def error_entry(kind: str, message: str) -> dict:
     """The result entry of a model that failed on a record."""
     return {"_error": message, "_error_kind": kind}

@@ -11,8 +11,12 @@ every result).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ids import IdIndex
 
 MAX_ID_BYTES = 1024
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -63,3 +67,34 @@ def usable_id(record: Any, id_field: str | None) -> Any:
         return None
     record_id = record.get(id_field)
     return record_id if id_problem(record_id, id_field) is None else None
+
+
+@dataclass
+class Rejected:
+    """An input line that is not a scorable record."""
+
+    line: int
+    reason: str
+    record_id: Any = None
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "id": self.record_id, "reason": self.reason}
+
+
+def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
+                  index: IdIndex) -> list[tuple[int, dict | Rejected]]:
+    """Each (number, record) as it is when the record is scorable and its id new to `index` (which learns
+    it), else as (number, its Rejected). Numbers are distinct and non-negative (see `IdIndex.earlier`)."""
+    checked: list[tuple[int, dict | Rejected]] = []
+    for number, record in numbered:
+        if not isinstance(record, Rejected):
+            problem = record_problem(record, id_field)
+            if problem is not None:
+                record = Rejected(number, problem, usable_id(record, id_field))
+        checked.append((number, record))
+    good = [(number, record) for number, record in checked if not isinstance(record, Rejected)]
+    earlier = index.earlier([record[id_field] for _, record in good], [number for number, _ in good])
+    duplicates = {number: Rejected(number, f"duplicate id {record[id_field]!r} (first on line {first})",
+                                   record[id_field])
+                  for (number, record), first in zip(good, earlier) if first is not None}
+    return [(number, duplicates.get(number, record)) for number, record in checked] if duplicates else checked

@@ -25,6 +25,7 @@ from ..core.fields import PARSE_LOCK, parse_fields
 from ..core.model import NAME_PATTERN, STATUSES
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
+RUNNER_TAG = "mlsm-runner"  # the tag of the cells the runner adds to a production notebook (never an author's)
 # Tags other tools give cells (nbval, papermill, Jupyter Book / nbconvert); lint lets them be.
 TOOL_TAGS = ("nbval-ignore-output", "nbval-check-output", "nbval-skip", "nbval-raises-exception",
              "raises-exception", "skip-execution", "injected-parameters", "hide-input", "hide-output",
@@ -71,6 +72,11 @@ class NotebookSpec:
         """The (first) production cell with this tag."""
         return next((c for c in self.cells if c.tag == tag), None)
 
+    def where(self, tag: str) -> tuple[int | None, str]:
+        """(cell index or None, tag): where an error about the `tag` cell points."""
+        cell = self.cell(tag)
+        return (cell.index if cell else None), tag
+
     def production_source(self) -> str:
         """The production cells' sources in authored order, each under a marker line."""
         return "".join(f"{cell_marker(c.index, c.tag)}\n{c.source}\n\n" for c in self.cells)
@@ -83,6 +89,15 @@ class NotebookSpec:
             digest.update(f"\0artifact {name}\0".encode())
             digest.update(artifact.read_bytes() if artifact.is_file() else b"<missing>")
         return digest.hexdigest()
+
+
+def declarations(spec: NotebookSpec) -> dict:
+    """What a notebook declares, as a JSON-ready dict (a bundle manifest's entry, the runner cell's literal)."""
+    return {
+        "name": spec.name, "version": spec.version, "status": spec.status, "kind": spec.kind,
+        "fields": spec.fields, "models": spec.models, "artifacts": spec.artifacts,
+        "has_score_frame": spec.has_score_frame,
+    }
 
 
 class _NotLiteral(ValueError):

@@ -1,4 +1,4 @@
-"""`mlsm-nb report`: a run's report data and its static HTML site."""
+"""`mlsm-nb report`: a run's report data and its static HTML site, with the audit's outcomes page."""
 
 from .._lazy import lazy_exports
 
@@ -6,6 +6,7 @@ _WHERE = {
     "build_run_report": ".data",
     "compare_runs": ".data",
     "write_report": ".site",
+    "write_outcomes_page": ".outcomes_page",
 }
 
 __all__ = list(_WHERE)

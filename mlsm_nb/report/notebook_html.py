@@ -27,7 +27,7 @@ from nbconvert.preprocessors import ExtractOutputPreprocessor, Preprocessor
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from traitlets.config import Config
 
-from ..run.notebooks import RUNNER_TAG
+from ..notebook.contract import RUNNER_TAG
 
 # What an output may keep: text structure and tables (pandas); no images or link
 # targets (they could leave the report), no forms, no embedded content.

@@ -17,8 +17,9 @@ from pathlib import Path
 import jinja2
 import nbformat
 
-from .charts import score_histogram
-from .data import PSI_THRESHOLD, RunReport, batch_sample, build_run_report, compare_runs
+from ..histogram import score_histogram
+from ..core.stats import PSI_THRESHOLD
+from .data import RunReport, batch_sample, build_run_report, compare_runs
 from .notebook_html import ANSI, render_notebook
 from .paths import PathScrubber
 
@@ -143,7 +144,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     if compare:
         other = build_run_report(compare)
         comparison, other_id = compare_runs(other, report, threshold), other.run_id
-    from ..audit.pages import write_outcomes_page  # audit: metrics against outcomes, drift
+    from .outcomes_page import write_outcomes_page  # audit's metrics: against outcomes, drift
 
     outcomes_page = write_outcomes_page(report, out, site, database, threshold=threshold)
     site.write("index.html", "run.html", comparison=comparison, other_id=other_id, threshold=threshold,

@@ -10,7 +10,7 @@ _WHERE = {
     "get_engine": ".engines",
     "list_parameters": ".parameters",
     "read_records": ".records",
-    "Rejected": ".records",
+    "Rejected": "..core.records",
     "declared_types": ".records",
     "InputFileError": ".records",
 }

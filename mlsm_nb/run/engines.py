@@ -80,7 +80,7 @@ class PapermillEngine:
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
         import nbformat
 
-        from ..store.rundir import model_key
+        from ..core.model import model_key
         from .kernels import remove_stale_kernel_files
         from .notebooks import production_notebook
 

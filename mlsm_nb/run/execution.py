@@ -21,9 +21,9 @@ import nbformat
 from ..clock import utc_now
 from ..exceptions import ConfigError, MlsmError
 from ..files import write_jsonl
-from ..core.model import Model, error_entry
+from ..core.model import Model, error_entry, model_key
 from ..redact import redact_text
-from ..store.rundir import RunDirectory, model_key
+from ..store.rundir import RunDirectory
 from .engines import get_engine
 
 _MODELS: dict[tuple, Model | MlsmError] = {}  # (settings, key) -> the model, or why it cannot load
@@ -89,7 +89,7 @@ class Executor:
         """ConfigError, before any batch, when the bundle lacks a model or was extracted from other notebooks
         (read from its manifest: no model code runs here)."""
         from ..notebook.contract import lint_notebook
-        from ..notebook.extract import bundle_entries
+        from ..notebook.bundle import bundle_entries
 
         try:
             bundled = {model_key(e["name"], e["version"]): e for e in bundle_entries(self.bundle)}
@@ -105,7 +105,8 @@ class Executor:
 
     def _load(self, key: str) -> dict[str, Model | MlsmError]:
         """key -> model: the notebook `key`'s, or every model of the bundle (its modules run once); or the error."""
-        from ..notebook.extract import load_bundle, load_notebook
+        from ..notebook.bundle import load_bundle
+        from ..notebook.execute import load_notebook
 
         try:
             if self.bundle:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._gc import full_collections_deferred
 from ..clock import utc_now
-from ..core.model import error_entry
+from ..core.model import error_entry, split_model_key
 from ..exceptions import MlsmError
 from ..files import write_jsonl
-from ..store.rundir import RunDirectory, split_model_key
+from ..store.rundir import RunDirectory
 from .engines import get_engine
 from .execution import Executor, worker_name
 from .merge import Merger

@@ -8,10 +8,8 @@ from collections.abc import Sequence
 import nbformat
 
 from ..core.cells import leading_blank_lines, source_digest
-from ..notebook.contract import NotebookSpec, read_notebook
-from ..notebook.extract import declarations
+from ..notebook.contract import RUNNER_TAG, NotebookSpec, declarations, read_notebook
 
-RUNNER_TAG = "mlsm-runner"  # the tag of the cells the runner adds to a production notebook
 _RUNNER_SOURCE = """\
 # mlsm-nb runner: score this batch with the model defined above and save its outputs
 from mlsm_nb.run.runtime import run_in_notebook

@@ -29,11 +29,13 @@ from ..clock import utc_now
 from ..exceptions import ConfigError, DataFileError, MlsmError
 from ..files import file_sha256, read_jsonl, write_jsonl
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
-from ..notebook.extract import check_dependencies, git_info
+from ..notebook.dependencies import check_dependencies
+from ..notebook.provenance import git_info
 from ..notebook.gitflow import forced_status
 from ..redact import is_secret, redact_parameters, redact_text
 from ..store.base import ResultSink
-from ..store.rundir import RunDirectory, model_key, new_run_id
+from ..core.model import model_key
+from ..store.rundir import RunDirectory, new_run_id
 from .engines import get_engine
 from .execution import Executor
 from .merge import Merger, Tally

@@ -26,8 +26,7 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,13 +34,13 @@ import orjson
 
 from .._gc import full_collections_deferred
 from ..core.fields import parse_fields
-from ..core.records import INT64, record_problem, usable_id
+from ..core.ids import IdIndex
+from ..core.records import INT64, Rejected, check_records
 from ..exceptions import FieldSpecError, MlsmError
 from ..files import dumps, jsonl_writer
-from .ids import IdIndex
 
 TABULAR_CHUNK = 50_000
-ID_CHUNK = 4096  # records checked for duplicate ids at once (see ids.IdIndex)
+ID_CHUNK = 4096  # records checked for duplicate ids at once (see core.ids.IdIndex)
 DEEP = 200  # fewer opening brackets than this cannot nest past orjson's 254 levels: no need to check
 _MISSING_TEXT = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
 _INT_TEXT = re.compile(r"[+-]?\d+\Z")
@@ -51,18 +50,6 @@ _CUT_SHORT = (EOFError, zlib.error, gzip.BadGzipFile)
 
 class InputFileError(MlsmError):
     """A records file that cannot be read at all (missing, empty, wrong format, no id column)."""
-
-
-@dataclass
-class Rejected:
-    """An input line that is not a scorable record."""
-
-    line: int
-    reason: str
-    record_id: Any = None
-
-    def to_dict(self) -> dict:
-        return {"line": self.line, "id": self.record_id, "reason": self.reason}
 
 
 class CutShort(Rejected):
@@ -364,25 +351,6 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
             raise error
         if len(chunk) < size:
             return
-
-
-def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
-                  index: IdIndex) -> list[tuple[int, dict | Rejected]]:
-    """Each (number, record) as it is when the record is scorable and its id new to `index` (which learns
-    it), else as (number, its Rejected). Numbers are distinct and non-negative (see `IdIndex.earlier`)."""
-    checked: list[tuple[int, dict | Rejected]] = []
-    for number, record in numbered:
-        if not isinstance(record, Rejected):
-            problem = record_problem(record, id_field)
-            if problem is not None:
-                record = Rejected(number, problem, usable_id(record, id_field))
-        checked.append((number, record))
-    good = [(number, record) for number, record in checked if not isinstance(record, Rejected)]
-    earlier = index.earlier([record[id_field] for _, record in good], [number for number, _ in good])
-    duplicates = {number: Rejected(number, f"duplicate id {record[id_field]!r} (first on line {first})",
-                                   record[id_field])
-                  for (number, record), first in zip(good, earlier) if first is not None}
-    return [(number, duplicates.get(number, record)) for number, record in checked] if duplicates else checked
 
 
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,

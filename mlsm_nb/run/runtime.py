@@ -15,9 +15,9 @@ from .._gc import full_collections_deferred
 from ..core.batch import BatchOutcome, score_batch
 from ..core.cells import set_layout, source_digest
 from ..files import read_jsonl, write_jsonl
-from ..core.model import Model, build_model
-from ..store.rundir import split_model_key
+from ..core.model import Model, build_model, split_model_key
 from .summary import BatchSummary
+
 
 def model_from_namespace(namespace: Mapping, status: str | None = None, declared: Mapping | None = None) -> Model:
     """The Model or SummaryModel that a notebook's executed production cells define.

@@ -16,7 +16,7 @@ from html import escape
 
 from ..core.batch import BatchOutcome
 from ..core.output import is_score
-from ..report.data import score_stats
+from ..core.stats import score_stats
 
 SAMPLE_SIZE = 5
 
@@ -34,7 +34,7 @@ class BatchSummary:
         """Display the summary (tables and a histogram) in the notebook."""
         from IPython.display import Markdown, display
 
-        from ..report.charts import score_histogram
+        from ..histogram import score_histogram
 
         outcome = self.outcome
         errors = outcome.error_counts()

@@ -22,13 +22,13 @@ from typing import Any
 from ..clock import utc_now
 from ..core.batch import score_batch
 from ..core.cells import CELL_MARKER
-from ..core.engine import plan_run
+from ..core.scoring import plan_run
 from ..core.fields import PARSE_LOCK
-from ..core.model import Model
+from ..core.model import Model, model_key
 from ..exceptions import BundleError, MlsmError
-from ..notebook.extract import MANIFEST, load_bundle
-from ..run.ids import IdIndex
-from ..run.records import check_records
+from ..notebook.bundle import MANIFEST, load_bundle
+from ..core.ids import IdIndex
+from ..core.records import check_records
 
 
 @dataclass
@@ -59,8 +59,8 @@ class ServedBundle:
         """The bundle in service, as /health and the live page show it."""
         origin = {k: self.manifest[k] for k in ("repository", "branch", "commit", "created_at") if k in self.manifest}
         return {"sha256": self.sha256, "path": self.path, "loaded_at": self.loaded_at, **origin,
-                "models": [f"{m.name}@{m.version}" for m in self.plan],
-                "draft": [f"{m.name}@{m.version}" for m in self.plan if m.status == "draft"]}
+                "models": [model_key(*m.key) for m in self.plan],
+                "draft": [model_key(*m.key) for m in self.plan if m.status == "draft"]}
 
     def find(self, name: str, version: str | None = None) -> Model | None:
         """The model `name` (at `version`; without one: its only or only active version)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 
+from ..core.model import model_key
+
 RECENT = 200
 
 
@@ -22,7 +24,7 @@ class RecentScores:
         """Count one request's scoring (a BatchOutcome per model) and keep its last numeric `score`s."""
         with self._lock:
             for outcome in outcomes:
-                key = f"{outcome.model}@{outcome.version}"
+                key = model_key(outcome.model, outcome.version)
                 self._records[key] += len(outcome.entries)
                 errors = outcome.error_counts()
                 if errors:

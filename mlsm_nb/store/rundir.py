@@ -38,17 +38,6 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def model_key(name: str, version: str) -> str:
-    """`name@version`, how a model is named in paths and manifests."""
-    return f"{name}@{version}"
-
-
-def split_model_key(key: str) -> tuple[str, str]:
-    """(name, version) of a `name@version` key (model names hold no "@")."""
-    name, _, version = key.partition("@")
-    return name, version
-
-
 _HELD_LOCKS: set[int] = set()  # file descriptors of the run locks this process holds
 
 
@@ -98,8 +87,8 @@ def _take_lock(f, root: Path) -> None:
 class RunDirectory(ResultSink):
     """Paths and manifest of one run (`root` is ``<out>/<run_id>``); the run's first `ResultSink`.
 
-    It is the only owner of the run's paths and of `name@version` keys
-    (`model_key`, `split_model_key`): other parts ask it, never build them.
+    It is the only owner of the run's paths: other parts ask it, never build them
+    (a model's `name@version` key is `core.model.model_key`).
     """
 
     name = "run directory"

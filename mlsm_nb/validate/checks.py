@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.engine import run_models_all
+from ..core.scoring import run_models_all
 from ..exceptions import MlsmError, describe_error
 from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
@@ -194,7 +194,7 @@ def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model
 def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model] = (),
                  timeout: float = 600) -> CheckResult:
     """The extracted Model scores exactly as the notebook's own cells in a kernel; score_frame agrees."""
-    from ..notebook.kernel import score_in_kernel
+    from ..notebook.parity import score_in_kernel
 
     started = time.perf_counter()
     name = str(spec.path)
@@ -264,7 +264,8 @@ def dependency_models(spec: NotebookSpec, candidates: Sequence[Path],
 
     Returns (models, problem): problem names what is missing.
     """
-    from ..notebook.extract import load_notebook, missing_models
+    from ..notebook.dependencies import missing_models
+    from ..notebook.execute import load_notebook
     from ..notebook.contract import inspect_notebook
 
     found: dict[tuple[str, str], Path] = {}

@@ -145,7 +145,7 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
     """Inside the child process: extract the model and run robustness, examples, parity."""
     from .checks import check_examples, check_parity, check_robustness, dependency_models
     from ..exceptions import MlsmError
-    from ..notebook.extract import load_notebook
+    from ..notebook.execute import load_notebook
     from ..notebook.contract import lint_notebook
 
     name = str(path)

@@ -4,7 +4,8 @@ import random
 import pytest
 
 from conftest import GOOD_CELLS, replace_cell
-from mlsm_nb.report.data import build_run_report, compare_runs, psi, score_stats
+from mlsm_nb.core.stats import psi, score_stats
+from mlsm_nb.report.data import build_run_report, compare_runs
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
 
@@ -164,9 +165,9 @@ def test_verdict_names_the_models_over_the_threshold(tmp_path, two_models):
 def test_only_the_runners_svg_reaches_the_report_as_an_image_file(tmp_path):
     import nbformat
 
-    from mlsm_nb.report.charts import score_histogram
+    from mlsm_nb.histogram import score_histogram
     from mlsm_nb.report.notebook_html import render_notebook
-    from mlsm_nb.run.notebooks import RUNNER_TAG
+    from mlsm_nb.notebook.contract import RUNNER_TAG
 
     evil = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
     author = nbformat.v4.new_code_cell("show()", outputs=[nbformat.v4.new_output(

@@ -94,7 +94,7 @@ def test_lint_names_the_cell_of_each_tag_typo(tmp_path):
 
 def test_parity_over_nothing_is_a_failure(tmp_path):
     from mlsm_nb.notebook.contract import lint_notebook
-    from mlsm_nb.notebook.extract import load_notebook
+    from mlsm_nb.notebook.execute import load_notebook
     from mlsm_nb.validate.checks import check_parity
 
     cells = [*GOOD_CELLS[:4], ("score", "def score(data, results):\n    return None")]

@@ -1,25 +1,26 @@
-"""The report's "Outcomes and drift" page (`outcomes.html`), from metrics computed in `metrics`.
+"""The report's "Outcomes and drift" page (`outcomes.html`), from the metrics `audit.metrics` computes.
 
-Called by `report.site.write_report` (one hook); writes nothing when there is
-neither an outcome nor a MongoDB to measure drift in.
+Called by `report.site.write_report`; writes nothing when there is neither an
+outcome nor a MongoDB to measure drift in.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..report.data import PSI_THRESHOLD
-from ..store.rundir import RunDirectory, model_key
-from .database import AuditDatabase
-from .metrics import champion_vs_challengers, drift, join_outcomes
-from .outcomes import run_outcomes
+from ..audit.database import AuditDatabase
+from ..audit.metrics import champion_vs_challengers, drift, join_outcomes
+from ..audit.outcomes import run_outcomes
+from ..core.model import model_key
+from ..core.stats import PSI_THRESHOLD
+from ..store.rundir import RunDirectory
 
 DRIFT_RUNS = 10
 PAGE = "outcomes.html"
 
 
 def _drift_chart(rows: list[dict], path: Path, threshold: float) -> None:
-    from ..report.charts import figure, to_png
+    from .charts import figure, to_png
 
     fig, ax = figure(8, 3.2)
     for row in rows:

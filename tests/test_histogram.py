@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from mlsm_nb.report.charts import _bin, _labels, _ticks, score_histogram
+from mlsm_nb.histogram import _bin, _labels, _ticks, score_histogram
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -4,7 +4,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsm_nb.run.ids import IdIndex
+from mlsm_nb.core.ids import IdIndex
 from mlsm_nb.run.records import Rejected, read_records
 
 
@@ -69,7 +69,7 @@ def test_duplicates_across_read_chunks_name_the_first_line(tmp_path):
 
 
 def test_digests_that_share_their_first_half_are_told_apart(monkeypatch):
-    from mlsm_nb.run import ids as ids_module
+    from mlsm_nb.core import ids as ids_module
 
     real = ids_module._digest
     monkeypatch.setattr(ids_module, "_digest", lambda record_id: b"\x05" * 8 + real(record_id)[8:])
