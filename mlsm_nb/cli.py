@@ -285,7 +285,7 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
         if main_thread:
             signal.signal(signal.SIGTERM, stop_on_sigterm)
     reporter.close()
-    _print_run_summary(manifest, settings.out, store)
+    _print_run_totals(manifest, settings.out, store)
     sys.exit(exit_code(manifest["status"]))
 
 
@@ -314,7 +314,7 @@ def _resume_command(paths, records: str, settings) -> str:
     return shlex.join(words) + (" with the same --param values" if settings.parameters else "")
 
 
-def _print_run_summary(manifest: dict, out: str, store=None) -> None:
+def _print_run_totals(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
     from .run.verdict import merge_errors

@@ -1,4 +1,4 @@
-"""What the runner's cells call inside an executed notebook: score the batch, show a summary.
+"""What the runner's cells call inside an executed notebook: score the batch, show an overview of it.
 
 Kept in the library (not pasted into cells) so the executed notebook stays
 short to read and the papermill engine runs the very code the in-process
@@ -16,7 +16,7 @@ from ..core.batch import BatchOutcome, score_batch
 from ..core.cells import set_layout, source_digest
 from ..files import read_jsonl, write_jsonl
 from ..core.model import Model, build_model, split_model_key
-from .summary import BatchSummary
+from .overview import BatchOverview
 
 
 def model_from_namespace(namespace: Mapping, status: str | None = None, declared: Mapping | None = None) -> Model:
@@ -66,11 +66,11 @@ def lay_out_kernel_cells(namespace: MutableMapping, cells: Mapping[str, tuple[in
 
 def run_in_notebook(namespace: MutableMapping, batch_path: str, output_path: str,
                     dependencies: Mapping[str, str] | None = None, status: str | None = None,
-                    declared: Mapping | None = None, cells: Mapping | None = None) -> BatchSummary:
-    """The runner cell: score this notebook's model over the batch and keep a summary.
+                    declared: Mapping | None = None, cells: Mapping | None = None) -> BatchOverview:
+    """The runner cell: score this notebook's model over the batch and keep its overview.
 
     `cells` (see `lay_out_kernel_cells`) lets a score error name the cell and line it was raised in.
     """
     lay_out_kernel_cells(namespace, cells or {})
     model = model_from_namespace(namespace, status, declared)
-    return BatchSummary(score_file_batch(model, batch_path, output_path, dependencies))
+    return BatchOverview(score_file_batch(model, batch_path, output_path, dependencies))

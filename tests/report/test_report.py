@@ -62,7 +62,7 @@ def test_psi_is_zero_for_the_same_scores_and_flags_a_shift():
 
 
 def test_the_report_and_the_executed_notebook_give_one_std_pandas_std():
-    from mlsm_nb.run.summary import describe
+    from mlsm_nb.run.overview import describe
 
     assert score_stats([1.0, 3.0])["std"] == pytest.approx(2 ** 0.5) and describe([1.0, 3.0])["std"] == 1.4142
     assert score_stats([1.0])["std"] is None  # undefined for one score, as pandas' NaN
@@ -172,7 +172,7 @@ def test_only_the_runners_svg_reaches_the_report_as_an_image_file(tmp_path):
     evil = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
     author = nbformat.v4.new_code_cell("show()", outputs=[nbformat.v4.new_output(
         "display_data", data={"image/svg+xml": evil, "text/plain": "<a figure>"})])
-    runner = nbformat.v4.new_code_cell("mlsm_summary.show()", metadata={"tags": [RUNNER_TAG]}, outputs=[
+    runner = nbformat.v4.new_code_cell("mlsm_overview.show()", metadata={"tags": [RUNNER_TAG]}, outputs=[
         nbformat.v4.new_output("display_data", data={"image/svg+xml": score_histogram([0.1, 0.5])},
                                metadata={"image/svg+xml": {"alt": "histogram of the batch's scores"}})])
     source = tmp_path / "nb.ipynb"

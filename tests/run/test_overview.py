@@ -1,4 +1,4 @@
-"""The summary an executed notebook shows of its batch: pandas' statistics without pandas, escaped tables,
+"""The overview an executed notebook shows of its batch: pandas' statistics without pandas, escaped tables,
 and nothing heavy imported for it."""
 
 import random
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsm_nb.core.batch import BatchOutcome
-from mlsm_nb.run.summary import BatchSummary, describe, table
+from mlsm_nb.run.overview import BatchOverview, describe, table
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 1000])
@@ -42,7 +42,7 @@ def test_show_displays_heading_errors_statistics_histogram_and_sample(monkeypatc
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, metadata=None: shown.append(obj))
     entries = [{"score": i / 10, "band": f"b{i}"} for i in range(8)] + [{"_error": "x", "_error_kind": "bad_type"}]
-    BatchSummary(BatchOutcome("m", "1", entries)).show()
+    BatchOverview(BatchOutcome("m", "1", entries)).show()
     heading, errors, stats, histogram, sample = shown
     assert heading.data == "### m 1: 9 records, 1 errors (scored with `score`)"
     assert errors["text/plain"].splitlines()[1].split() == ["0", "bad_type", "1"]
@@ -52,13 +52,13 @@ def test_show_displays_heading_errors_statistics_histogram_and_sample(monkeypatc
     assert sample["text/plain"].splitlines()[0].split() == ["score", "band"] and "b4" in sample["text/html"]
 
 
-def test_the_summary_imports_neither_pandas_nor_matplotlib():
+def test_the_overview_imports_neither_pandas_nor_matplotlib():
     code = ("import sys\n"
             "import IPython.display\n"
             "from mlsm_nb.core.batch import BatchOutcome\n"
-            "from mlsm_nb.run.runtime import BatchSummary\n"
+            "from mlsm_nb.run.runtime import BatchOverview\n"
             "IPython.display.display = lambda obj, raw=False, metadata=None: None\n"
-            "BatchSummary(BatchOutcome('m', '1', [{'score': i / 7} for i in range(50)])).show()\n"
+            "BatchOverview(BatchOutcome('m', '1', [{'score': i / 7} for i in range(50)])).show()\n"
             "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -70,7 +70,7 @@ def test_scores_at_the_edges_of_the_float_range_are_summarised_not_a_failed_batc
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, metadata=None: shown.append(obj))
     entries = [{"score": s} for s in (1e308, -1e308, 1e17, 1e17)]
-    BatchSummary(BatchOutcome("m", "1", entries)).show()
+    BatchOverview(BatchOutcome("m", "1", entries)).show()
     stats, histogram = shown[1]["text/plain"], shown[2]["image/svg+xml"]
     assert stats.splitlines()[1].split()[:3] == ["score", "4", "5e+16"] and "inf" in stats  # the std, as pandas
     assert "nan" not in histogram and "inf" not in histogram

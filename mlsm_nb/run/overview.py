@@ -1,7 +1,7 @@
-"""The summary an executed notebook shows of its batch: counts, errors by kind, the score's
+"""The overview an executed notebook shows of its batch: counts, errors by kind, the score's
 distribution (a table and a histogram) and a sample of the entries.
 
-Drawn without pandas and matplotlib: the summary cell runs once per execution,
+Drawn without pandas and matplotlib: the overview cell runs once per execution,
 each in a new kernel, where importing them only for it cost about 0.7 s of CPU,
 a third of a small execution (bench/run_engines.py). Tables are HTML for
 notebook viewers and text for everything else; every value is escaped.
@@ -21,7 +21,7 @@ from ..core.stats import score_stats
 SAMPLE_SIZE = 5
 
 
-class BatchSummary:
+class BatchOverview:
     """A reader's view of one scored batch: counts, errors by kind, score distribution, sample."""
 
     def __init__(self, outcome: BatchOutcome):
@@ -31,7 +31,7 @@ class BatchSummary:
         return [score for e in self.outcome.entries if is_score(score := e.get("score"))]
 
     def show(self) -> None:
-        """Display the summary (tables and a histogram) in the notebook."""
+        """Display the overview (tables and a histogram) in the notebook."""
         from IPython.display import Markdown, display
 
         from ..histogram import score_histogram
