@@ -1,6 +1,7 @@
 """Shared fixtures: small notebooks written on the fly, the repository's paths."""
 
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -94,3 +95,60 @@ def mongo_db(mongo_uri, request):
     yield client[name]
     client.drop_database(name)
     client.close()
+
+
+# A test that starts a kernel, a server, a database or a browser is marked slow, so that
+# `-m "not slow"` stays fast. Python's audit events tell, whatever library does it: a kernel's or a
+# server's ports are bound in this process (jupyter_client picks a kernel's ports so), and the
+# programs are started by name. Worker processes of the in-process engine and git are neither.
+# A fixture shared by several tests starts its server for the first of them only, so the fixtures
+# seen starting one are remembered, and every test using them must be marked too.
+pytest_plugins = ["pytester"]
+
+_PROGRAMS = ("ipykernel", "secantus", "chromium", "playwright", "jupyter", "uvicorn", "node", "java")
+_seen: list[str] = []
+_starters: dict[str, str] = {}  # fixture name -> what its setup started
+
+
+def _audit(event, args):
+    if event == "socket.bind":
+        _seen.append(f"binds a socket ({args[1]!r})")
+    elif event == "subprocess.Popen":
+        argv = " ".join(map(str, args[1] if isinstance(args[1], (list, tuple)) else [args[1]]))
+        if any(program in argv for program in _PROGRAMS):
+            _seen.append(f"starts {argv[:120]!r}")
+
+
+sys.addaudithook(_audit)
+
+
+class _Starts:
+    """Hooks registered as a plugin, not as conftest hooks: pytest calls a conftest's hooks only for
+    nodes below its folder, and a session-scoped fixture is set up for the session."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item):
+        _seen.clear()
+        yield
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        before = len(_seen)
+        yield
+        if len(_seen) > before:
+            _starters.setdefault(fixturedef.argname, _seen[before])
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_Starts(), "mlsm-slow-check")
+
+
+@pytest.fixture(autouse=True)
+def _slow_if_it_starts_servers(request):
+    """Fail a test not marked slow that starts a kernel, a server, a database or a browser."""
+    yield
+    if request.node.get_closest_marker("slow"):
+        return
+    used = [f"uses fixture {name!r}, which {_starters[name]}" for name in request.fixturenames if name in _starters]
+    if _seen or used:
+        pytest.fail(f"not marked slow, yet it {(_seen or used)[0]}: mark it @pytest.mark.slow", pytrace=False)

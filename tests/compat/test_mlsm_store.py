@@ -8,6 +8,8 @@ from mlsm_nb import Model, RunModelsAll, SummaryModel
 from mlsm_nb.exceptions import RecordError
 from mlsm_nb.store import MongoStore
 
+pytestmark = pytest.mark.slow  # every test talks to a database server
+
 V = "0.0.0"
 
 

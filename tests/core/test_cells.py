@@ -58,6 +58,7 @@ def test_a_bundle_swapped_in_at_the_same_path_keeps_each_models_cells_apart(note
     assert entry(before, 3)["_error_at"] == entry(after, 3)["_error_at"] == IN_SETUP
 
 
+@pytest.mark.slow
 def test_the_papermill_engine_names_the_same_cells_as_the_in_process_engine(notebook, tmp_path):
     records = write_records(tmp_path / "leads.jsonl", 10)
     ran = {}

@@ -184,6 +184,7 @@ def test_only_the_runners_svg_reaches_the_report_as_an_image_file(tmp_path):
     assert "alert" not in body and "&lt;a figure&gt;" in body  # the author's figure falls back to its text
 
 
+@pytest.mark.slow
 def test_an_executions_page_shows_its_kernels_log_escaped(tmp_path, make_notebook):
     noisy = make_notebook("noisy.ipynb", replace_cell(GOOD_CELLS, "setup", (
         "import logging\n"
