@@ -3,11 +3,11 @@
 # installs, from pyproject.toml's ranges with the dev and dask extras, plus pip and the
 # build backend) and ci/npm/package-lock.json (the npm tools ci/tools.sh installs).
 # Run it on purpose, then run ci/test.sh in a fresh clone and commit both files together.
-# Usage: ci/lock.sh            Env: UV_VERSION (the uv that resolves; default below)
+# Usage: ci/lock.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-uv_version="${UV_VERSION:-0.13.9}"
+uv_version=0.13.9  # the resolver, pinned too: a newer uv may resolve the same ranges differently
 tools="$(mktemp -d)"
 trap 'rm -rf "$tools"' EXIT
 python3 -m venv "$tools/venv"
