@@ -100,10 +100,20 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                 yield row
 
 
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A file's bytes, 1 MiB at a time (for one pass that hashes or counts without holding the file)."""
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(1 << 20), b"")
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in file_chunks(path):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def count_lines(path: Path) -> int:
+    """How many newlines a file holds (a JSON Lines file's rows), counted in chunks without parsing."""
+    return sum(chunk.count(b"\n") for chunk in file_chunks(path))

@@ -37,7 +37,7 @@ from ..core.fields import parse_fields
 from ..core.ids import IdIndex
 from ..core.records import INT64, Rejected, check_records
 from ..exceptions import FieldSpecError, MlsmError
-from ..files import dumps, jsonl_writer
+from ..files import count_lines, dumps, jsonl_writer
 
 TABULAR_CHUNK = 50_000
 ID_CHUNK = 4096  # records checked for duplicate ids at once (see core.ids.IdIndex)
@@ -292,16 +292,14 @@ def estimate_records(path: str | Path) -> int | None:
         return pq.ParquetFile(path).metadata.num_rows
     if _is_gzip(path):
         return None
-    with open(path, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return max(0, lines - (kind == "csv"))
+    return max(0, count_lines(path) - (kind == "csv"))
 
 
-def planned_batches(summary: Mapping, expected: int | None, batch_size: int) -> int | None:
-    """A run's batches, for progress: exact once the reader is done (`summary` holds "batches"), else
+def planned_batches(counts: Mapping, expected: int | None, batch_size: int) -> int | None:
+    """A run's batches, for progress: exact once the reader is done (`counts` holds "batches"), else
     estimated from the records `expected` (see `estimate_records`); None when unknown."""
-    if "batches" in summary:
-        return summary["batches"]
+    if "batches" in counts:
+        return counts["batches"]
     return -(-expected // batch_size) if expected else None
 
 
@@ -354,9 +352,9 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 
 
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,
-                 rejected_path: Path, summary: dict) -> Iterator[tuple[int, list[dict]]]:
+                 rejected_path: Path, counts: dict) -> Iterator[tuple[int, list[dict]]]:
     """Yield (batch number, records) from the records file, read once; rejected lines are streamed to
-    `rejected_path` (complete when the generator is). `summary` gets the input counts when done, and
+    `rejected_path` (complete when the generator is). `counts` gets the input's counts when done, and
     `cut_short` (where and why) when the file breaks off."""
     count = batches = 0
     batch: list[dict] = []
@@ -365,7 +363,7 @@ def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[s
             if isinstance(record, Rejected):
                 reject(record.to_dict())
                 if isinstance(record, CutShort):  # records were lost, however few lines say so: the run fails
-                    summary["cut_short"] = f"line {record.line}: {record.reason}"
+                    counts["cut_short"] = f"line {record.line}: {record.reason}"
                 continue
             batch.append(record)
             count += 1
@@ -375,4 +373,4 @@ def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[s
         if batch:
             yield batches, batch
             batches += 1
-    summary.update(records=count, rejected=reject.count, batches=batches, complete=True)
+    counts.update(records=count, rejected=reject.count, batches=batches, complete=True)
