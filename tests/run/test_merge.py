@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from conftest import write_records
-from mlsm_nb.cli import _print_run_summary
+from mlsm_nb.cli import _print_run_totals
 from mlsm_nb.exceptions import DataFileError
 from mlsm_nb.files import read_jsonl, write_jsonl
 from mlsm_nb.report import write_report
@@ -154,7 +154,7 @@ def test_an_output_that_cannot_be_merged_fails_its_execution_not_the_other_batch
     assert entry["status"] == "failed" and entry["error"].startswith(error)
     assert sorted(p.name for p in (run_dir / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
     assert manifest["models"]["tiny@1.0"]["records"] == 4  # the two merged batches
-    _print_run_summary(manifest, str(tmp_path))  # what `mlsm-nb run` prints
+    _print_run_totals(manifest, str(tmp_path))  # what `mlsm-nb run` prints
     assert f"error: {error} (unexpected end of data, column 12)\n" in capsys.readouterr().err
 
     constant.broken.clear()  # the cause is fixed: resume runs the execution again, then merges
@@ -179,7 +179,7 @@ def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_p
     assert manifest["status"] == "failed" and manifest["verdict"]["failed_merges"] == 1
     assert manifest["merge_errors"] == {"1": error} and manifest["failed_executions"] == 0
     assert sorted(p.name for p in (tmp_path / "m" / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
-    _print_run_summary(manifest, str(tmp_path))
+    _print_run_totals(manifest, str(tmp_path))
     assert f"error: {error}; finish with --resume once the cause is fixed\n" in capsys.readouterr().err
     write_report(tmp_path / "m")  # a reviewer sees why
     assert f"Failed: {error}" in (tmp_path / "m" / "report" / "index.html").read_text()
