@@ -144,6 +144,31 @@ def test_open_inference_protocol_metadata_and_infer(server):
     assert bad.status_code == 400 and "'data' must be a list" in bad.json()["error"]
 
 
+def test_an_infer_input_whose_shape_does_not_hold_its_data_is_400_naming_it(server):
+    leads = list(generate_leads(2, seed=6))
+    inputs = [{"name": n, "datatype": "BYTES", "shape": [2], "data": [lead["data"][n] for lead in leads]}
+              for n in leads[0]["data"]]
+    assert httpx.post(server.url + "/v2/models/lead_lr/infer", json={"inputs": inputs}).status_code == 200
+    inputs[1] = {**inputs[1], "shape": [3]}  # 2 values: scored as 2 rows before shapes were checked
+    response = httpx.post(server.url + "/v2/models/lead_lr/infer", json={"inputs": inputs})
+    assert response.status_code == 400
+    assert response.json() == {"error": f"input {inputs[1]['name']!r}: shape [3] holds 3 values, 'data' has 2"}
+    inputs[1] = {**inputs[1], "shape": [1, 2]}
+    response = httpx.post(server.url + "/v2/models/lead_lr/infer", json={"inputs": inputs})
+    assert response.status_code == 400 and "one value per row" in response.json()["error"]
+
+
+def test_every_route_is_counted_under_its_own_path(server):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/lead_lr", "/v2/models/lead_lr/ready",
+                 "/v2/models/lead_rules/versions/2.0.0"):
+        assert httpx.get(server.url + path).status_code == 200, path
+    text = httpx.get(server.url + "/metrics").text
+    counted = {s.labels["path"] for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "mlsm_serve_requests_total"}
+    assert {"/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
+            "/v2/models/{name}/versions/{version}"} <= counted
+
+
 # --- bad input ---------------------------------------------------------------
 
 def test_malformed_json_is_400_with_one_line(server):
@@ -164,6 +189,14 @@ def test_record_without_id_is_400_alone_and_rejected_in_a_list(server):
     assert [d["id"] for d in body["documents"]] == [leads[0]["id"], leads[1]["id"]]
     assert body["rejected"] == [{"position": 1, "id": None, "reason": "has no id field 'id'"},
                                 {"position": 3, "id": 5, "reason": "'data' must be a mapping, got str"}]
+
+
+def test_a_duplicate_in_a_body_is_named_by_its_position(server):
+    leads = list(generate_leads(2, seed=12))
+    response = post(server, "/score", [leads[0], leads[1], leads[0]])
+    assert response.status_code == 200
+    assert response.json()["rejected"] == [{"position": 2, "id": leads[0]["id"],
+                                            "reason": f"duplicate id {leads[0]['id']!r} (first at position 0)"}]
 
 
 def test_wrong_types_become_per_model_errors_as_in_batch_runs(server):
@@ -229,10 +262,12 @@ def test_a_model_output_that_is_not_json_is_that_records_bad_output(tmp_path):
         server.stop()
 
 
-def test_bearer_token_guards_everything_but_health(lead_bundle):
+def test_bearer_token_guards_everything_but_the_health_endpoints(lead_bundle):
     server = ServeServer(lead_bundle, env={"MLSM_SERVE_TOKEN": "s3cret-token"}).start()
     try:
         assert httpx.get(server.url + "/health").status_code == 200
+        assert httpx.get(server.url + "/v2/health/live").json() == {"live": True}
+        assert httpx.get(server.url + "/v2/health/ready").json() == {"ready": True}
         for method, path in (("GET", "/models"), ("GET", "/metrics"), ("POST", "/score"), ("POST", "/admin/reload"),
                              ("GET", "/api/live"), ("GET", "/v2/models/lead_lr"), ("GET", "/v2")):
             response = httpx.request(method, server.url + path)

@@ -99,3 +99,26 @@ def test_database_down_mid_traffic_loses_nothing_and_newer_scores_stay_live(bund
     assert "not stored before shutdown" not in server.output()
     assert "storing served results failed" in server.output()
     assert "works again" in server.output()
+
+
+def test_health_turns_degraded_at_the_first_failed_store_and_shutdown_keeps_its_time(bundle, tmp_path):
+    database = SecantusServer(tmp_path / "db").start()
+    server = ServeServer(bundle, "--mongo-uri", database.uri + "/served").start()
+    try:
+        score_quickly(server, [{"id": i, "data": {"x": 1}} for i in range(100)])
+        wait_stored(server, 100)
+        database.kill()
+        score_quickly(server, [{"id": i, "data": {"x": 2}} for i in range(10_000)])
+        killed = time.monotonic()
+        while httpx.get(server.url + "/health", timeout=10).json()["status"] == "ok":
+            assert time.monotonic() - killed < 8, "/health said ok long after the database died"
+            time.sleep(0.1)
+        state = storage(server)
+        assert state["pending"] == 10_000 and state["error"]
+        stopping = time.monotonic()
+        server.stop()
+        assert time.monotonic() - stopping <= 10, "shutdown took longer than the documented 10 s"
+    finally:
+        server.stop()
+        database.stop()
+    assert "10000 served result document(s) were not stored before shutdown" in server.output()

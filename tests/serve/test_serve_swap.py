@@ -240,3 +240,74 @@ def test_ten_swaps_under_load_fail_nothing_and_mix_nothing(served):
     for sha, answer in body_versions.items():
         assert expected[sha] == answer  # every response's bundle hash names the models that scored it
     assert len(seen) >= 8
+
+
+def _tamper(bundle: Path) -> None:
+    """Change a module after extraction without its recorded hash, as a tampered or half-copied bundle is."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    module = bundle / manifest["models"][0]["module"]
+    module.write_text(module.read_text() + "\nFACTOR = 1000\n")
+
+
+@pytest.mark.parametrize("back_to", ["the bundle in service", "another good bundle"])
+def test_a_switch_back_after_a_refusal_clears_it(served, back_to):
+    server, link, root = served
+    in_service = link.resolve()
+    tampered = make_bundle(root, "tampered", "2.0", 2)
+    _tamper(tampered)
+    point(link, tampered)
+    refused = wait_for(lambda: health(server)["refused"])
+    assert "changed since extraction" in refused["error"] and health(server)["status"] == "degraded"
+    point(link, in_service if back_to == "the bundle in service" else make_bundle(root, "good", "3.0", 3))
+    state = wait_for(lambda: (h := health(server))["refused"] is None and h)
+    assert state["status"] == "ok"
+    assert state["bundle"]["models"] == (["tiny@1.0"] if back_to == "the bundle in service" else ["tiny@3.0"])
+    reload = httpx.post(server.url + "/admin/reload", timeout=30)
+    assert reload.status_code == 200 and reload.json()["outcome"] == "unchanged"
+    assert health(server)["status"] == "ok"
+    assert "refusal cleared" in server.output()
+
+
+def test_a_reload_after_switching_back_clears_the_refusal_without_the_watcher(tmp_path):
+    one = make_bundle(tmp_path, "b1", "1.0", 1)
+    link = tmp_path / "current"
+    link.symlink_to(one)
+    server = ServeServer(link, "--poll", "3600").start()  # only /admin/reload looks
+    try:
+        tampered = make_bundle(tmp_path, "tampered", "2.0", 2)
+        _tamper(tampered)
+        point(link, tampered)
+        assert httpx.post(server.url + "/admin/reload", timeout=30).status_code == 422
+        assert health(server)["status"] == "degraded"
+        point(link, one)
+        reload = httpx.post(server.url + "/admin/reload", timeout=30)
+        assert reload.status_code == 200 and reload.json()["outcome"] == "unchanged"
+        assert health(server)["status"] == "ok" and health(server)["refused"] is None
+    finally:
+        server.stop()
+
+
+def test_the_live_page_banner_clears_when_the_bundle_in_service_is_back(served, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    server, link, root = served
+    in_service = link.resolve()
+    tampered = make_bundle(root, "tampered", "2.0", 2)
+    _tamper(tampered)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(server.url + "/")
+            banner = page.locator("#refused")
+            page.wait_for_selector("#bundle dd")
+            expect(banner).to_be_hidden()
+            point(link, tampered)
+            expect(banner).to_be_visible(timeout=15000)
+            expect(banner).to_contain_text("changed since extraction")
+            page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
+            point(link, in_service)
+            expect(banner).to_be_hidden(timeout=15000)
+            page.screenshot(path=str(tmp_path / "cleared.png"), full_page=True)
+        finally:
+            browser.close()
