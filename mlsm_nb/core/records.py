@@ -81,10 +81,11 @@ class Rejected:
         return {"line": self.line, "id": self.record_id, "reason": self.reason}
 
 
-def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
-                  index: IdIndex) -> list[tuple[int, dict | Rejected]]:
+def check_records(numbered: Sequence[tuple[int, Any]], id_field: str, index: IdIndex,
+                  where: str = "on line") -> list[tuple[int, dict | Rejected]]:
     """Each (number, record) as it is when the record is scorable and its id new to `index` (which learns
-    it), else as (number, its Rejected). Numbers are distinct and non-negative (see `IdIndex.earlier`)."""
+    it), else as (number, its Rejected). Numbers are distinct and non-negative (see `IdIndex.earlier`);
+    a duplicate's reason says where the first was: `where` and its number ("on line 3", "at position 0")."""
     checked: list[tuple[int, dict | Rejected]] = []
     for number, record in numbered:
         if not isinstance(record, Rejected):
@@ -94,7 +95,7 @@ def check_records(numbered: Sequence[tuple[int, Any]], id_field: str,
         checked.append((number, record))
     good = [(number, record) for number, record in checked if not isinstance(record, Rejected)]
     earlier = index.earlier([record[id_field] for _, record in good], [number for number, _ in good])
-    duplicates = {number: Rejected(number, f"duplicate id {record[id_field]!r} (first on line {first})",
+    duplicates = {number: Rejected(number, f"duplicate id {record[id_field]!r} (first {where} {first})",
                                    record[id_field])
                   for (number, record), first in zip(good, earlier) if first is not None}
     return [(number, duplicates.get(number, record)) for number, record in checked] if duplicates else checked

@@ -3,17 +3,24 @@
 Routes (DESIGN.md's binding paths): POST /score, GET /models,
 GET /models/{name}/{version}, GET /health, GET /metrics, POST /admin/reload,
 the Open Inference Protocol's /v2/..., and the live page at / (with its data
-at /api/live and its assets under /static). Every answer is JSON with one-line
-errors (no traceback ever reaches a client), carries the bundle it was scored
-with (`X-MLSM-Bundle` header, `bundle` field), and needs the bearer token
-MLSM_SERVE_TOKEN when one is set — except /health, and the page shell and its
-static assets, which hold no data (the page asks for the token).
+at /api/live and its assets under /static). `ROUTES` is the only place a path
+is written; the handlers are plain functions that read what they share from
+`request.app.state` (settings, switch, buffer, metrics, recent, run_id).
+
+Every answer is JSON with one-line errors (no traceback ever reaches a
+client), carries the bundle it was scored with (`X-MLSM-Bundle` header,
+`bundle` field), is counted in the metrics under its route's path template,
+and needs the bearer token MLSM_SERVE_TOKEN when one is set — except the
+health endpoints (/health, /v2/health/live, /v2/health/ready: probes carry
+no token), and the page shell and its static assets, which hold no data (the
+page asks for the token).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -105,7 +112,6 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     without models.
     """
     metrics = ServeMetrics()
-    recent = RecentScores()
     switch = BundleSwitch(settings.bundle_dir, bundle or load_served_bundle(settings.bundle_dir),
                           on_change=lambda outcome, _: metrics.bundle_events.labels(outcome).inc())
     buffer = None
@@ -114,192 +120,224 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
         from .storage import ResultBuffer
 
         uri, database, id_field = settings.mongo_uri, settings.mongo_db, settings.id_field
-        buffer = ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field),
+        # one attempt per write: the buffer retries (forever, keeping the documents), so /health tells of an
+        # outage at its first failed store and shutdown is not held up by a store's own retries
+        buffer = ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field, retries=1),
                               bundle=switch.current.sha256)
-    run_id = buffer.run_id if buffer else "serve"
-
-    def authorized(request: Request) -> bool:
-        if not settings.token:
-            return True
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), settings.token.encode())
-
-    def endpoint(path: str, public: bool = False):
-        """Wrap a handler: token check, one-line errors, the bundle header, metrics."""
-        def wrap(handler):
-            async def answer(request: Request) -> Response:
-                started = time.perf_counter()
-                try:
-                    if not public and not authorized(request):
-                        raise Problem(401, "missing or wrong bearer token (Authorization: Bearer ...)",
-                                      {"WWW-Authenticate": "Bearer"})
-                    response = await handler(request)
-                except Problem as problem:
-                    response = json_response({"error": str(problem)}, problem.status, headers=problem.headers)
-                except Exception:  # noqa: BLE001 - the client gets one line; the log gets the traceback
-                    log.exception("%s %s failed", request.method, request.url.path)
-                    response = json_response({"error": "internal error; the server log has the details"}, 500)
-                response.headers.setdefault("X-MLSM-Bundle", switch.current.sha256)
-                response.headers["X-Content-Type-Options"] = "nosniff"
-                metrics.observe_request(path, request.method, response.status_code, time.perf_counter() - started)
-                return response
-            return answer
-        return wrap
-
-    async def score_records(records: list, plan=None):
-        bundle = switch.current  # read once: every record of this request uses this bundle
-        if len(records) > settings.max_records:
-            raise Problem(413, f"{len(records):,} records in one request; the limit is {settings.max_records:,} "
-                               "(split the list)")
-
-        def work():
-            return bundle.score(records, id_field=settings.id_field, run_id=run_id, plan=plan)
-
-        scored = work() if len(records) <= INLINE_RECORDS else await anyio.to_thread.run_sync(work)
-        if buffer is not None:
-            buffer.add(scored.documents)
-        metrics.observe_scores(scored.outcomes, len(scored.rejected))
-        recent.add(scored.outcomes, time.time())
-        return bundle, scored
-
-    @endpoint("/score")
-    async def score(request: Request) -> Response:
-        body = await read_json(request, settings)
-        if isinstance(body, dict):
-            records, single = [body], True
-        elif isinstance(body, list):
-            records, single = body, False
-        else:
-            raise Problem(400, f"body must be a record (object) or a list of records, got {type(body).__name__}")
-        bundle, scored = await score_records(records)
-        if single and scored.rejected:
-            raise Problem(400, f"record not scored: {scored.rejected[0]['reason']}")
-        drafts = [f"{m.name}@{m.version}" for m in bundle.plan if m.status == "draft"]
-        out = {"bundle": bundle.sha256, "documents": scored.documents, "rejected": scored.rejected,
-               "draft": drafts}
-        if buffer is not None:
-            out["stored"] = "queued"
-        return json_response(out, bundle=bundle.sha256)
-
-    @endpoint("/models")
-    async def models(request: Request) -> Response:
-        bundle = switch.current
-        return json_response({"bundle": bundle.sha256, "models": [bundle.describe_model(m) for m in bundle.plan]},
-                             bundle=bundle.sha256)
-
-    def find(bundle: ServedBundle, name: str, version: str | None):
-        model = bundle.find(name, version)
-        if model is None:
-            which = f"{name} {version}" if version else name
-            known = ", ".join(f"{m.name}@{m.version}" for m in bundle.plan)
-            reason = "several versions; name one" if version is None and any(m.name == name for m in bundle.plan) \
-                else "no such model"
-            raise Problem(404, f"model {which}: {reason} (bundle has {known})")
-        return model
-
-    @endpoint("/models/{name}/{version}")
-    async def model_detail(request: Request) -> Response:
-        bundle = switch.current
-        model = find(bundle, request.path_params["name"], request.path_params["version"])
-        return json_response({"bundle": bundle.sha256, **bundle.describe_model(model, detail=True)},
-                             bundle=bundle.sha256)
-
-    @endpoint("/health", public=True)
-    async def health(request: Request) -> Response:
-        state = switch.health()
-        if buffer is not None:
-            state["storage"] = buffer.status()
-        status = "degraded" if state["refused"] or (buffer and state["storage"]["error"]) else "ok"
-        return json_response({"status": status, **state})
-
-    @endpoint("/metrics")
-    async def metrics_text(request: Request) -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
-
-    @endpoint("/admin/reload")
-    async def reload(request: Request) -> Response:
-        outcome = await switch.reload(force=request.query_params.get("force") == "1")
-        return json_response(outcome, 422 if outcome["outcome"] == "refused" else 200, bundle=outcome["bundle"])
-
-    @endpoint("/", public=True)
-    async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "live.html", headers={"Content-Security-Policy": PAGE_POLICY,
-                                                           "Cache-Control": "no-store"})
-
-    @endpoint("/api/live")
-    async def live(request: Request) -> Response:
-        state = switch.health()
-        if buffer is not None:
-            state["storage"] = buffer.status()
-        return json_response({**state, "recent": recent.snapshot()})
-
-    # --- Open Inference Protocol -------------------------------------------------
-
-    @endpoint("/v2/health", public=True)
-    async def v2_health(request: Request) -> Response:
-        return json_response({"live": True} if request.url.path.endswith("live") else {"ready": True})
-
-    @endpoint("/v2")
-    async def v2_server(request: Request) -> Response:
-        return json_response(server_metadata())
-
-    @endpoint("/v2/models/{name}")
-    async def v2_model(request: Request) -> Response:
-        bundle = switch.current
-        model = find(bundle, request.path_params["name"], request.path_params.get("version"))
-        if request.url.path.endswith("/ready"):
-            return json_response({"name": model.name, "ready": True}, bundle=bundle.sha256)
-        versions = [m.version for m in bundle.plan if m.name == model.name]
-        return json_response(model_metadata(model, versions), bundle=bundle.sha256)
-
-    @endpoint("/v2/models/{name}/infer")
-    async def v2_infer(request: Request) -> Response:
-        body = await read_json(request, settings)
-        bundle = switch.current
-        model = find(bundle, request.path_params["name"], request.path_params.get("version"))
-        try:
-            records, request_id = records_from_request(body, settings.id_field)
-        except InferError as exc:
-            raise Problem(400, str(exc)) from None
-        bundle, scored = await score_records(records, bundle.plan_for(model))
-        entries = [doc["results"][model.name][model.version] for doc in scored.documents]
-        return json_response(infer_response(model, entries, request_id, bundle.sha256, scored.rejected),
-                             bundle=bundle.sha256)
-
-    async def not_found(request: Request, exc: HTTPException) -> Response:
-        return json_response({"error": f"{exc.status_code}: {exc.detail} ({request.method} {request.url.path})"},
-                             exc.status_code)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        watcher = asyncio.create_task(switch.watch(settings.poll_seconds))
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            if buffer is not None:
-                await anyio.to_thread.run_sync(buffer.close)
-
-    routes = [
-        Route("/", page, methods=["GET"]),
-        Route("/score", score, methods=["POST"]),
-        Route("/models", models, methods=["GET"]),
-        Route("/models/{name}/{version}", model_detail, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics_text, methods=["GET"]),
-        Route("/admin/reload", reload, methods=["POST"]),
-        Route("/api/live", live, methods=["GET"]),
-        Route("/v2", v2_server, methods=["GET"]),
-        Route("/v2/health/live", v2_health, methods=["GET"]),
-        Route("/v2/health/ready", v2_health, methods=["GET"]),
-        Route("/v2/models/{name}", v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/ready", v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}", v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/ready", v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
-    app.state.switch, app.state.buffer, app.state.metrics = switch, buffer, metrics
+    app = Starlette(routes=ROUTES, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
+    state = app.state
+    state.settings, state.switch, state.buffer, state.metrics = settings, switch, buffer, metrics
+    state.recent, state.run_id = RecentScores(), buffer.run_id if buffer else "serve"
     return app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette):
+    """Watch BUNDLE_DIR while serving; on shutdown, store what is buffered (bounded in time)."""
+    watcher = asyncio.create_task(app.state.switch.watch(app.state.settings.poll_seconds))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        if app.state.buffer is not None:
+            await anyio.to_thread.run_sync(app.state.buffer.close)
+
+
+async def not_found(request: Request, exc: HTTPException) -> Response:
+    return json_response({"error": f"{exc.status_code}: {exc.detail} ({request.method} {request.url.path})"},
+                         exc.status_code)
+
+
+def authorized(request: Request) -> bool:
+    """True when no token is set, or the request carries it (compared in constant time)."""
+    token = request.app.state.settings.token
+    if not token:
+        return True
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), token.encode())
+
+
+async def answer(handler, path: str, public: bool, request: Request) -> Response:
+    """Call `handler` behind the token check, with one-line errors, the bundle header and the metrics
+    (labelled with `path`, the route's path template)."""
+    started = time.perf_counter()
+    try:
+        if not public and not authorized(request):
+            raise Problem(401, "missing or wrong bearer token (Authorization: Bearer ...)",
+                          {"WWW-Authenticate": "Bearer"})
+        response = await handler(request)
+    except Problem as problem:
+        response = json_response({"error": str(problem)}, problem.status, headers=problem.headers)
+    except Exception:  # noqa: BLE001 - the client gets one line; the log gets the traceback
+        log.exception("%s %s failed", request.method, request.url.path)
+        response = json_response({"error": "internal error; the server log has the details"}, 500)
+    state = request.app.state
+    response.headers.setdefault("X-MLSM-Bundle", state.switch.current.sha256)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    state.metrics.observe_request(path, request.method, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def route(method: str, path: str, handler, public: bool = False) -> Route:
+    """`handler` at `path`, answered through `answer` (public: no token needed)."""
+    return Route(path, functools.partial(answer, handler, path, public), methods=[method])
+
+
+# --- handlers ----------------------------------------------------------------------
+
+async def score_records(request: Request, records: list, plan=None):
+    """Score `records` with the bundle in service (read once); store and count them. (bundle, Scored)"""
+    state = request.app.state
+    settings, bundle = state.settings, state.switch.current
+    if len(records) > settings.max_records:
+        raise Problem(413, f"{len(records):,} records in one request; the limit is {settings.max_records:,} "
+                           "(split the list)")
+
+    def work():
+        return bundle.score(records, id_field=settings.id_field, run_id=state.run_id, plan=plan)
+
+    scored = work() if len(records) <= INLINE_RECORDS else await anyio.to_thread.run_sync(work)
+    if state.buffer is not None:
+        state.buffer.add(scored.documents)
+    state.metrics.observe_scores(scored.outcomes, len(scored.rejected))
+    state.recent.add(scored.outcomes, time.time())
+    return bundle, scored
+
+
+async def score(request: Request) -> Response:
+    body = await read_json(request, request.app.state.settings)
+    if isinstance(body, dict):
+        records, single = [body], True
+    elif isinstance(body, list):
+        records, single = body, False
+    else:
+        raise Problem(400, f"body must be a record (object) or a list of records, got {type(body).__name__}")
+    bundle, scored = await score_records(request, records)
+    if single and scored.rejected:
+        raise Problem(400, f"record not scored: {scored.rejected[0]['reason']}")
+    out = {"bundle": bundle.sha256, "documents": scored.documents, "rejected": scored.rejected,
+           "draft": bundle.describe()["draft"]}
+    if request.app.state.buffer is not None:
+        out["stored"] = "queued"
+    return json_response(out, bundle=bundle.sha256)
+
+
+async def models(request: Request) -> Response:
+    bundle = request.app.state.switch.current
+    return json_response({"bundle": bundle.sha256, "models": [bundle.describe_model(m) for m in bundle.plan]},
+                         bundle=bundle.sha256)
+
+
+def find(bundle: ServedBundle, name: str, version: str | None):
+    """The model `name` (at `version`) in `bundle`; Problem 404 naming what the bundle has."""
+    model = bundle.find(name, version)
+    if model is None:
+        which = f"{name} {version}" if version else name
+        known = ", ".join(bundle.describe()["models"])
+        reason = "several versions; name one" if version is None and any(m.name == name for m in bundle.plan) \
+            else "no such model"
+        raise Problem(404, f"model {which}: {reason} (bundle has {known})")
+    return model
+
+
+async def model_detail(request: Request) -> Response:
+    bundle = request.app.state.switch.current
+    model = find(bundle, request.path_params["name"], request.path_params["version"])
+    return json_response({"bundle": bundle.sha256, **bundle.describe_model(model, detail=True)},
+                         bundle=bundle.sha256)
+
+
+def service_state(request: Request) -> dict:
+    """The swap's state and, with MongoDB, the storing's; `status` degraded when either has a problem."""
+    state = request.app.state
+    out = state.switch.health()
+    if state.buffer is not None:
+        out["storage"] = state.buffer.status()
+    degraded = out["refused"] or (state.buffer is not None and out["storage"]["error"])
+    return {"status": "degraded" if degraded else "ok", **out}
+
+
+async def health(request: Request) -> Response:
+    return json_response(service_state(request))
+
+
+async def metrics_text(request: Request) -> Response:
+    metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+async def reload(request: Request) -> Response:
+    outcome = await request.app.state.switch.reload(force=request.query_params.get("force") == "1")
+    return json_response(outcome, 422 if outcome["outcome"] == "refused" else 200, bundle=outcome["bundle"])
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "live.html", headers={"Content-Security-Policy": PAGE_POLICY,
+                                                       "Cache-Control": "no-store"})
+
+
+async def live(request: Request) -> Response:
+    return json_response({**service_state(request), "recent": request.app.state.recent.snapshot()})
+
+
+# --- Open Inference Protocol ---------------------------------------------------------
+
+async def v2_live(request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def v2_ready(request: Request) -> Response:
+    return json_response({"ready": True})
+
+
+async def v2_server(request: Request) -> Response:
+    return json_response(server_metadata())
+
+
+async def v2_model(request: Request) -> Response:
+    bundle = request.app.state.switch.current
+    model = find(bundle, request.path_params["name"], request.path_params.get("version"))
+    versions = [m.version for m in bundle.plan if m.name == model.name]
+    return json_response(model_metadata(model, versions), bundle=bundle.sha256)
+
+
+async def v2_model_ready(request: Request) -> Response:
+    bundle = request.app.state.switch.current
+    model = find(bundle, request.path_params["name"], request.path_params.get("version"))
+    return json_response({"name": model.name, "ready": True}, bundle=bundle.sha256)
+
+
+async def v2_infer(request: Request) -> Response:
+    body = await read_json(request, request.app.state.settings)
+    bundle = request.app.state.switch.current
+    model = find(bundle, request.path_params["name"], request.path_params.get("version"))
+    try:
+        records, request_id = records_from_request(body, request.app.state.settings.id_field)
+    except InferError as exc:
+        raise Problem(400, str(exc)) from None
+    bundle, scored = await score_records(request, records, bundle.plan_for(model))
+    entries = [doc["results"][model.name][model.version] for doc in scored.documents]
+    return json_response(infer_response(model, entries, request_id, bundle.sha256, scored.rejected),
+                         bundle=bundle.sha256)
+
+
+ROUTES = [
+    route("GET", "/", page, public=True),
+    route("POST", "/score", score),
+    route("GET", "/models", models),
+    route("GET", "/models/{name}/{version}", model_detail),
+    route("GET", "/health", health, public=True),
+    route("GET", "/metrics", metrics_text),
+    route("POST", "/admin/reload", reload),
+    route("GET", "/api/live", live),
+    route("GET", "/v2", v2_server),
+    route("GET", "/v2/health/live", v2_live, public=True),
+    route("GET", "/v2/health/ready", v2_ready, public=True),
+    route("GET", "/v2/models/{name}", v2_model),
+    route("GET", "/v2/models/{name}/ready", v2_model_ready),
+    route("GET", "/v2/models/{name}/versions/{version}", v2_model),
+    route("GET", "/v2/models/{name}/versions/{version}/ready", v2_model_ready),
+    route("POST", "/v2/models/{name}/infer", v2_infer),
+    route("POST", "/v2/models/{name}/versions/{version}/infer", v2_infer),
+    Mount("/static", StaticFiles(directory=STATIC), name="static"),
+]

@@ -96,7 +96,7 @@ class ServedBundle:
               plan: Sequence[Model] | None = None) -> Scored:
         """Score `records` (the batch record format) into result documents; never raises for a record."""
         good, rejected = [], []
-        for position, checked in check_records(list(enumerate(records)), id_field, IdIndex()):
+        for position, checked in check_records(list(enumerate(records)), id_field, IdIndex(), "at position"):
             if isinstance(checked, dict):
                 good.append(checked)
             else:

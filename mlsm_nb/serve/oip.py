@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2, MLServer) on top of the record format.
 
-An infer request's `inputs` are columns (one tensor per field, `shape` [n]);
-they become n flat records. The record ids come from an input named like the
+An infer request's `inputs` are columns (one tensor per field, `shape` [n]
+or [n, 1], checked against its data); they become n flat records. The record ids come from an input named like the
 id field when there is one, else from the request id and the row position.
 The response has one output tensor per key the model returned (plus `_status`,
 `_error`, `_error_kind`), rows in request order, null where a row has no value.
@@ -9,6 +9,7 @@ The response has one output tensor per key the model returned (plus `_status`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,18 @@ def _flatten(data: Any) -> list:
     return data
 
 
+def _check_shape(name: str, shape: Any, values: int) -> None:
+    """An input's `shape` (when given) holds its data, one value per row: [n] or [n, 1]."""
+    if shape is None:
+        return
+    if not isinstance(shape, list) or not shape or not all(type(size) is int and size >= 0 for size in shape):
+        raise InferError(f"input {name!r}: 'shape' must be a list of sizes, got {shape!r}")
+    if math.prod(shape) != values:
+        raise InferError(f"input {name!r}: shape {shape} holds {math.prod(shape)} values, 'data' has {values}")
+    if any(size != 1 for size in shape[1:]):
+        raise InferError(f"input {name!r}: shape {shape}: one value per row expected (shape [n] or [n, 1])")
+
+
 def records_from_request(body: Any, id_field: str) -> tuple[list[dict], str | None]:
     """The flat records an infer request stands for, and the request's id."""
     if not isinstance(body, Mapping) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
@@ -50,6 +63,7 @@ def records_from_request(body: Any, id_field: str) -> tuple[list[dict], str | No
         data = _flatten(tensor.get("data"))
         if not isinstance(data, list):
             raise InferError(f"input {tensor['name']!r}: 'data' must be a list")
+        _check_shape(tensor["name"], tensor.get("shape"), len(data))
         columns[tensor["name"]] = data
     sizes = {len(values) for values in columns.values()}
     if len(sizes) != 1:

@@ -4,8 +4,10 @@ The bundle in service is one reference (`BundleSwitch.current`); a request reads
 it once and scores everything with that object, so requests in flight finish on
 the old set and no response mixes two bundles. A new bundle is loaded and
 checked off the event loop and only then put in place; one that fails is
-refused (logged, shown by /health) and the old one stays. Loads never overlap:
-a reload asked for during a load waits for it, then looks again.
+refused (logged, shown by /health) and the old one stays. A refusal lasts
+until BUNDLE_DIR holds a bundle that serves again: the one in service (a roll
+back) or any good one. Loads never overlap: a reload asked for during a load
+waits for it, then looks again.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class BundleSwitch:
                 return self._refuse(None, f"{self.bundle_dir}: no manifest.json there (yet); still serving "
                                           f"{self.current.sha256[:12]}")
             if not force and signature == self.signature:
+                self._clear("BUNDLE_DIR holds the bundle in service again")
                 return {"outcome": "unchanged", "bundle": self.current.sha256}
             if not force and self.refused and signature == self.refused.signature:
                 return {"outcome": "refused", "bundle": self.current.sha256, "error": self.refused.error}
@@ -64,7 +67,7 @@ class BundleSwitch:
             except Exception as exc:  # noqa: BLE001 - any failure of a bundle's code refuses it
                 return self._refuse(signature, load_error_line(exc))
             self.signature = signature
-            self.refused = None
+            self._clear(f"BUNDLE_DIR holds a good bundle, {bundle.sha256[:12]}")
             if bundle.sha256 == self.current.sha256:
                 return {"outcome": "unchanged", "bundle": bundle.sha256}
             old, self.current = self.current, bundle
@@ -80,14 +83,18 @@ class BundleSwitch:
         self.refused = Refusal(utc_now(), error, signature)
         return {"outcome": "refused", "bundle": self.current.sha256, "error": error}
 
+    def _clear(self, why: str) -> None:
+        if self.refused:
+            log.warning("bundle refusal cleared (%s): serving %s", why, self.current.sha256[:12])
+        self.refused = None
+
     async def watch(self, interval: float) -> None:
-        """Poll BUNDLE_DIR's manifest every `interval` seconds and reload when it changes."""
+        """Poll BUNDLE_DIR's manifest every `interval` seconds and reload when it holds another bundle than
+        the one last decided on (the one in service, or the one refused since)."""
         while True:
             await asyncio.sleep(interval)
             signature = manifest_signature(self.bundle_dir)
-            if signature is None or signature == self.signature:
-                continue
-            if self.refused and signature == self.refused.signature:
+            if signature is None or signature == (self.refused.signature if self.refused else self.signature):
                 continue
             try:
                 await self.reload()

@@ -28,6 +28,10 @@ def test_infer_inputs_become_flat_records_with_ids():
     ({}, "non-empty 'inputs' list"),
     ({"inputs": [{"data": [1]}]}, "needs a 'name'"),
     ({"inputs": [{"name": "a", "data": [1]}, {"name": "b", "data": [1, 2]}]}, "different lengths"),
+    ({"inputs": [{"name": "a", "shape": [3], "data": [1, 2]}]}, r"^input 'a': shape \[3\] holds 3 values, 'data' has 2$"),
+    ({"inputs": [{"name": "a", "shape": [2, 2], "data": [[1, 2], [3, 4]]}]}, "one value per row"),
+    ({"inputs": [{"name": "a", "shape": "2", "data": [1, 2]}]}, "'shape' must be a list of sizes"),
+    ({"inputs": [{"name": "a", "shape": [-2], "data": [1, 2]}]}, "'shape' must be a list of sizes"),
 ])
 def test_bad_infer_requests_are_one_line(body, message):
     with pytest.raises(InferError, match=message):

@@ -302,12 +302,16 @@ def test_the_live_page_banner_clears_when_the_bundle_in_service_is_back(served, 
             banner = page.locator("#refused")
             page.wait_for_selector("#bundle dd")
             expect(banner).to_be_hidden()
+            expect(page.locator("#bundle dd").first).to_have_text("ok")
             point(link, tampered)
             expect(banner).to_be_visible(timeout=15000)
             expect(banner).to_contain_text("changed since extraction")
+            status = page.locator("#bundle dd").first
+            expect(status).to_have_text("degraded")
             page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
             point(link, in_service)
             expect(banner).to_be_hidden(timeout=15000)
+            expect(status).to_have_text("ok")
             page.screenshot(path=str(tmp_path / "cleared.png"), full_page=True)
         finally:
             browser.close()

@@ -15,7 +15,7 @@ function el(tag, text, className) {
 function showBundle(state) {
   const dl = document.getElementById("bundle");
   const b = state.bundle;
-  const rows = [["sha256", b.sha256], ["path", b.path], ["loaded", b.loaded_at], ["models", b.models.join(", ")],
+  const rows = [["status", state.status], ["sha256", b.sha256], ["path", b.path], ["loaded", b.loaded_at], ["models", b.models.join(", ")],
                 ["swaps", state.swaps]];
   for (const key of ["branch", "commit", "repository"]) if (b[key]) rows.push([key, b[key]]);
   if (state.storage) rows.push(["storage", `${state.storage.stored} stored, ${state.storage.pending} pending` +
