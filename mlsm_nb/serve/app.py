@@ -216,7 +216,7 @@ async def score(request: Request) -> Response:
     if single and scored.rejected:
         raise Problem(400, f"record not scored: {scored.rejected[0]['reason']}")
     out = {"bundle": bundle.sha256, "documents": scored.documents, "rejected": scored.rejected,
-           "draft": bundle.describe()["draft"]}
+           "draft": bundle.drafts}
     if request.app.state.buffer is not None:
         out["stored"] = "queued"
     return json_response(out, bundle=bundle.sha256)

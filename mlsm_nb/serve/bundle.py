@@ -55,12 +55,17 @@ class ServedBundle:
     def keys(self) -> dict[tuple[str, str], Model]:
         return {model.key: model for model in self.plan}
 
+    @cached_property
+    def drafts(self) -> list[str]:
+        """The draft models, as name@version (every response lists them)."""
+        return [model_key(*m.key) for m in self.plan if m.status == "draft"]
+
     def describe(self) -> dict:
         """The bundle in service, as /health and the live page show it."""
         origin = {k: self.manifest[k] for k in ("repository", "branch", "commit", "created_at") if k in self.manifest}
         return {"sha256": self.sha256, "path": self.path, "loaded_at": self.loaded_at, **origin,
                 "models": [model_key(*m.key) for m in self.plan],
-                "draft": [model_key(*m.key) for m in self.plan if m.status == "draft"]}
+                "draft": self.drafts}
 
     def find(self, name: str, version: str | None = None) -> Model | None:
         """The model `name` (at `version`; without one: its only or only active version)."""
