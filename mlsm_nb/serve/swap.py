@@ -67,12 +67,13 @@ class BundleSwitch:
             except Exception as exc:  # noqa: BLE001 - any failure of a bundle's code refuses it
                 return self._refuse(signature, load_error_line(exc))
             self.signature = signature
-            self._clear(f"BUNDLE_DIR holds a good bundle, {bundle.sha256[:12]}")
             if bundle.sha256 == self.current.sha256:
+                self._clear("BUNDLE_DIR holds the bundle in service again")
                 return {"outcome": "unchanged", "bundle": bundle.sha256}
             old, self.current = self.current, bundle
             self.swaps += 1
             log.info("bundle swapped: %s -> %s (%s)", old.sha256[:12], bundle.sha256[:12], bundle.path)
+            self._clear("a good bundle was swapped in")
             self.on_change("swapped", bundle)
             return {"outcome": "swapped", "bundle": bundle.sha256, "previous": old.sha256}
 
