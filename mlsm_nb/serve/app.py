@@ -36,6 +36,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..core.model import model_key
 from ..files import dumps
 from .bundle import ServedBundle, load_served_bundle
 from .metrics import ServeMetrics
@@ -233,7 +234,7 @@ def find(bundle: ServedBundle, name: str, version: str | None):
     model = bundle.find(name, version)
     if model is None:
         which = f"{name} {version}" if version else name
-        known = ", ".join(bundle.describe()["models"])
+        known = ", ".join(model_key(*m.key) for m in bundle.plan)
         reason = "several versions; name one" if version is None and any(m.name == name for m in bundle.plan) \
             else "no such model"
         raise Problem(404, f"model {which}: {reason} (bundle has {known})")
