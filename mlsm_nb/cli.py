@@ -162,7 +162,7 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
     def show(results):
         click.echo(results[0].notebook)
         for r in results:
-            mark = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}[r.status]
+            mark = {"passed": "ok  ", "warning": "warn", "failed": "FAIL", "skipped": "skip"}[r.status]
             click.echo(f"  {mark} {r.check:11} {r.seconds:6.1f}s  {r.message}")
 
     results = run_validation(paths, lax=lax, timeout=timeout, workers=workers,
@@ -171,8 +171,9 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
         write_junit(results, junit)
     failed = [r for r in results if r.status == "failed"]
     notebooks = len({r.notebook for r in results})
+    warned = sum(r.status == "warning" for r in results)
     click.echo(f"{notebooks} notebook(s), {len(results)} checks, {len(failed)} failed"
-               + (f"; JUnit XML in {junit}" if junit else ""))
+               + (f", {warned} warning(s)" if warned else "") + (f"; JUnit XML in {junit}" if junit else ""))
     for r in failed:
         click.echo(f"error: {r.notebook}: {r.check}: {r.message}", err=True)
     sys.exit(1 if failed else 0)

@@ -16,7 +16,9 @@ field), so the CLI can print it as is::
     ├── NotebookError          a notebook breaks the contract; carries path,
     │                          cell index and tag
     ├── BundleError            an extracted bundle is missing or was altered
-    └── ModelTestError         Model.test() found generated inputs that fail
+    ├── ModelTestError         Model.test() found generated inputs that fail
+    └── ScoreError             Model.score() on a record the model fails on;
+                               carries the error kind and entry
 
 Failures of one model on one record are not exceptions: they become
 ``{"_error": ..., "_error_kind": ...}`` result entries (see ``ERROR_KINDS``);
@@ -110,6 +112,15 @@ class ModelTestError(MlsmError):
             f"model {model}: {len(failures)} generated input(s) failed; first: "
             f"{first_error['_error_kind']}: {describe_error(first_error)} on input {first_input!r}"
         )
+
+
+class ScoreError(MlsmError):
+    """Model.score() on a record the model fails on: `kind` is the entry's `_error_kind`, `entry` the entry."""
+
+    def __init__(self, model: str, entry: dict):
+        self.kind = entry["_error_kind"]
+        self.entry = entry
+        super().__init__(f"model {model}: {self.kind}: {describe_error(entry)}")
 
 
 def describe_error(entry) -> str:

@@ -296,7 +296,7 @@ class CheckReport:
                   "parity": "keep production state in tagged cells; make score_frame match score"}
         rows = []
         for r in self.results:
-            colour = {"passed": "#1a7f37", "failed": "#cf222e"}.get(r.status, "#666")
+            colour = {"passed": "#1a7f37", "warning": "#9a6700", "failed": "#cf222e"}.get(r.status, "#666")
             todo = advice.get(r.check, "") if r.status == "failed" else ""
             rows.append(f"<tr class='mlsm-check-{r.status}'><td>{html.escape(r.check)}</td>"
                         f"<td style='color:{colour};font-weight:600'>{html.escape(r.status)}</td>"

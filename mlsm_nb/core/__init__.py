@@ -11,7 +11,7 @@ _WHERE = {
     "generate_inputs": ".fields",
     "Model": ".model",
     "SummaryModel": ".model",
-    "error_entry": ".model",
+    "error_entry": ".output",
     "build_model": ".model",
     "run_models_all": ".scoring",
     "iter_models_all": ".scoring",
@@ -20,6 +20,7 @@ _WHERE = {
     "BatchOutcome": ".batch",
     "record_problem": ".records",
     "output_problem": ".output",
+    "stored_entry": ".output",
 }
 
 __all__ = list(_WHERE)

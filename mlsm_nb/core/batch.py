@@ -2,9 +2,9 @@
 
 The papermill engine calls this inside each executed notebook's runner cell;
 the in-process engine calls it with extracted models. Same code, same results.
-Every entry is checked to be storable as JSON (`core.output`) here, where a
-batch's results are made to be written; `run_models_all` hands back the
-Python objects `score` returned.
+Every entry is checked to be a valid output (`core.output.stored_entry`) here,
+where a batch's results are made to be written; `run_models_all` hands back
+the Python objects `score` returned.
 A model with `score_frame` scores its valid rows in one pandas call (falling
 back to `score` per record if that raises or returns the wrong shape).
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
 
 from .._gc import full_collections_deferred
-from .model import Model, error_entry
-from .output import output_problem
+from .model import Model
+from .output import error_entry, stored_entry
 
 
 @dataclass
@@ -90,19 +90,10 @@ def score_batch(model: Model, records: Sequence[Mapping],
     if model.score_frame is not None and not dependencies:
         entries = _frame_entries(model, datas, notes)
         if entries is not None:
-            return BatchOutcome(model.name, model.version, _storable(entries), "score_frame", notes)
+            return BatchOutcome(model.name, model.version, list(map(stored_entry, entries)), "score_frame", notes)
     results = dependency_results(model, dependencies or {}, len(records))
     entries = []
     for data, result in zip(datas, results):
         model.execute(data, result)
         entries.append(result[model.name][model.version])
-    return BatchOutcome(model.name, model.version, _storable(entries), "score", notes)
-
-
-def _storable(entries: list[dict]) -> list[dict]:
-    """The entries, each one JSON cannot hold replaced by that record's `bad_output` (never the batch's)."""
-    for i, entry in enumerate(entries):
-        problem = output_problem(entry)
-        if problem is not None:
-            entries[i] = error_entry("bad_output", problem)
-    return entries
+    return BatchOutcome(model.name, model.version, list(map(stored_entry, entries)), "score", notes)

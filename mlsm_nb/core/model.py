@@ -27,9 +27,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
-from ..exceptions import ConfigError, ModelTestError, NotebookError, describe_error
+from ..exceptions import ConfigError, ModelTestError, NotebookError, ScoreError, describe_error
 from .cells import raised_at
 from .fields import compile_validator, generate_inputs, parse_fields
+from .output import error_entry, stored_entry
 
 STATUSES = ("draft", "active", "retired")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -44,11 +45,6 @@ def split_model_key(key: str) -> tuple[str, str]:
     """(name, version) of a `name@version` key (a notebook's model name holds no "@")."""
     name, _, version = key.partition("@")
     return name, version
-
-
-def error_entry(kind: str, message: str) -> dict:
-    """The result entry of a model that failed on a record."""
-    return {"_error": message, "_error_kind": kind}
 
 
 def _raised(exc: BaseException, message: str) -> dict:
@@ -153,17 +149,31 @@ class Model:
             slot[self.version] = entry
         return results
 
+    def score(self, data: Any, results: Mapping | None = None) -> dict:
+        """One record's outputs: the dict `score` returns for `data` (without `_status`), checked as a run
+        checks it (`core.output`).
+
+        `results` holds the results of the models it needs (a summary's). Raises ScoreError, naming the
+        error kind and the field or exception, when a run would store an error for this record.
+        """
+        entry = stored_entry(self._entry(data, dict(results or {})))
+        if "_error" in entry:
+            raise ScoreError(f"{self.name} {self.version}", entry)
+        entry.pop("_status", None)
+        return entry
+
     def test(self, random_count: int = 50, seed: int = 0, *, raise_on_failure: bool = False) -> bool:
         """MLSM's self-check: does the model score inputs generated from `fields`?
 
         Tries typical, edge and random legal inputs (MLSM tried one). Returns
-        True when every one scores, else False; with ``raise_on_failure=True``
-        a failure raises ModelTestError, whose `failures` lists each failing
-        input with its error entry.
+        True when every one scores to a valid output (as a run checks it: no
+        NaN, ±inf or value JSON cannot hold, see `core.output`), else False;
+        with ``raise_on_failure=True`` a failure raises ModelTestError, whose
+        `failures` lists each failing input with its error entry.
         """
         failures = []
         for case in generate_inputs(self.specs, random_count=random_count, seed=seed):
-            entry = self._entry(case, self._test_results())
+            entry = stored_entry(self._entry(case, self._test_results()))
             if "_error" in entry:
                 failures.append((case, entry))
         if failures and raise_on_failure:

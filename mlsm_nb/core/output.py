@@ -1,11 +1,16 @@
-"""Check a model's output for one record: it must be storable as JSON, as results are.
+"""What a valid output is: the one definition every check and both run engines use.
 
-Checked by `score_batch` for each entry of a batch (the results both run
-engines write), and available to anything else that stores results
-(`output_problem`), so a value JSON cannot hold (a
-`Decimal`, a `timedelta`, a `complex`, an integer beyond 64 bits, a tuple key,
-nesting deeper than 254 levels) or a NaN/Infinity (which JSON would store as
-`null`) is that record's `bad_output`, never its batch's failure.
+An entry (what `score` returned, plus `_status`) must be storable as JSON, as
+results are: a value JSON cannot hold (a `Decimal`, a `timedelta`, a
+`complex`, an integer beyond 64 bits, a tuple key, nesting deeper than 254
+levels) or a NaN/Infinity (which JSON would store as `null`) makes it that
+record's `bad_output` (`stored_entry`), never its batch's failure. The run
+engines (`score_batch`), `Model.test()`, `Model.score()` and validate's
+robustness, examples and parity checks all decide it here, so a notebook that
+validates does not then fail records in a run for its outputs.
+
+A `score` output that is not a number is stored, but counts as no score
+(`is_score`): validate warns about it (`score_warning`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ def _not_finite(value: Any, path: str) -> str | None:
     return None
 
 
+def error_entry(kind: str, message: str) -> dict:
+    """The result entry of a model that failed on a record."""
+    return {"_error": message, "_error_kind": kind}
+
+
 def is_score(value: Any) -> bool:
     """Whether an entry's `score` counts as a score (in run counts, summaries, reports, metrics): a number,
     not a boolean, not NaN."""
@@ -49,3 +59,23 @@ def output_problem(out: Mapping) -> str | None:
         if where is not None:
             return f"score returned a number JSON cannot hold: {where}"
     return None
+
+
+def stored_entry(entry: dict) -> dict:
+    """`entry` as a run stores it: itself, or that record's `bad_output` naming why JSON cannot hold it."""
+    problem = output_problem(entry)
+    return entry if problem is None else error_entry("bad_output", problem)
+
+
+def score_warning(out: Mapping) -> str | None:
+    """Why the `score` in `out` will not count as a score (run counts, summaries, reports), or None
+    (also when there is no `score`)."""
+    if "score" not in out:
+        return None
+    value = out["score"]
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if is_score(value):
+        return None
+    return (f"`score` is {value!r} ({type(value).__name__}), not a number: runs store it, but run counts, "
+            "summaries and reports leave it out; return a float")

@@ -1,9 +1,12 @@
 """The model checks behind `mlsm-nb validate` (and `check()` in a notebook).
 
 - robustness: legal inputs generated from `fields` (edge cases, then property-
-  based variety with hypothesis) must never make `score` raise or return a
-  non-dict; the smallest failing input is reported;
+  based variety with hypothesis) must never make `score` raise or return an
+  invalid output (not a dict; NaN, ±inf or a value JSON cannot hold: the
+  definition runs use, `core.output`); the smallest failing input is reported;
 - examples: every `examples` entry gives its `expected` outputs;
+- robustness and examples warn (status "warning") when a `score` output is not
+  a number: runs store it, but count no score for it;
 - parity: the extracted Model gives exactly what the notebook's own cells give
   in a kernel, and `score_frame` agrees with `score`.
 
@@ -22,6 +25,7 @@ from ..core.scoring import run_models_all
 from ..exceptions import MlsmError, describe_error
 from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
+from ..core.output import score_warning, stored_entry
 from ..notebook.contract import NotebookSpec
 
 FAILURE_KINDS = ("score_raised", "bad_output")
@@ -34,14 +38,14 @@ class CheckResult:
 
     notebook: str
     check: str
-    status: str  # "passed", "failed" or "skipped"
+    status: str  # "passed", "warning" (passed, with something to look at), "failed" or "skipped"
     message: str = ""
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return self.status == "passed"
+        return self.status in ("passed", "warning")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,9 +94,31 @@ def _strategy(specs: Sequence[FieldSpec]):
                                  optional={s.name: one(s) for s in specs if not s.required})
 
 
+def _entry(model: Model, data: Mapping, results: Mapping | None = None) -> dict:
+    """The entry a run would store for this input."""
+    return stored_entry(model.execute(data, dict(results or {}))[model.name][model.version])
+
+
 def _fails(model: Model, data: Mapping, results: Mapping | None = None) -> dict | None:
-    entry = model.execute(data, dict(results or {}))[model.name][model.version]
+    entry = _entry(model, data, results)
     return entry if entry.get("_error_kind") in FAILURE_KINDS else None
+
+
+def _passed(name: str, check: str, message: str, seconds: float, warning: str | None, details=None) -> CheckResult:
+    """A passing check's result, a "warning" when there is one to show."""
+    if warning:
+        return CheckResult(name, check, "warning", f"{message}; warning: {warning}", seconds, details or {})
+    return CheckResult(name, check, "passed", message, seconds, details or {})
+
+
+def _first_warning(model: Model, cases: Sequence[Mapping], say) -> str | None:
+    """The first case whose entry's `score` is not a number, worded by `say(case)`."""
+    for case in cases:
+        entry = _entry(model, case["data"], case.get("results"))
+        warning = "_error" not in entry and score_warning(entry)
+        if warning:
+            return f"{warning} ({say(case)})"
+    return None
 
 
 def summary_cases(summary: Model, dependencies: Sequence[Model], count: int = 60) -> list[dict]:
@@ -120,8 +146,9 @@ def check_robustness(spec: NotebookSpec, model: Model, dependencies: Sequence[Mo
                 return CheckResult(name, "robustness", "failed",
                                    f"{failure['_error_kind']}: {describe_error(failure)} with model results "
                                    f"{_short(case['results'])}", time.perf_counter() - started)
-        return CheckResult(name, "robustness", "passed", f"{len(cases)} generated model results",
-                           time.perf_counter() - started, {"inputs": len(cases)})
+        warning = _first_warning(model, cases, lambda case: f"with model results {_short(case['results'])}")
+        return _passed(name, "robustness", f"{len(cases)} generated model results", time.perf_counter() - started,
+                       warning, {"inputs": len(cases)})
     cases = generate_inputs(model.specs, random_count=50)
     for data in cases:
         failure = _fails(model, data)
@@ -136,9 +163,9 @@ def check_robustness(spec: NotebookSpec, model: Model, dependencies: Sequence[Mo
         return CheckResult(name, "robustness", "failed",
                            f"{failure['_error_kind']}: {describe_error(failure)} on input {_short(failure_input)} "
                            "(smallest failing input found by hypothesis)", seconds)
-    return CheckResult(name, "robustness", "passed",
-                       f"{len(cases)} edge and random inputs, {max_examples} hypothesis examples", seconds,
-                       {"inputs": len(cases) + max_examples})
+    warning = _first_warning(model, [{"data": data} for data in cases], lambda case: f"on input {_short(case['data'])}")
+    return _passed(name, "robustness", f"{len(cases)} edge and random inputs, {max_examples} hypothesis examples",
+                   seconds, warning, {"inputs": len(cases) + max_examples})
 
 
 def _hypothesis_failure(model: Model, max_examples: int) -> dict | None:
@@ -160,8 +187,9 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
     if not spec.examples:
         why = "its examples cell lists none" if spec.cell("examples") else "the notebook has no examples cell"
         return CheckResult(name, "examples", "skipped", why)
+    warning = None
     for number, example in enumerate(spec.examples):
-        entry = model.execute(example["data"], dict(example.get("results", {})))[model.name][model.version]
+        entry = _entry(model, example["data"], example.get("results"))
         if "_error" in entry:
             return CheckResult(name, "examples", "failed",
                                f"example {number}: {entry['_error_kind']}: {describe_error(entry)}",
@@ -173,8 +201,9 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
             return CheckResult(name, "examples", "failed",
                                f"example {number}: expected {_short(expected)}, got {_short(wrong)}",
                                time.perf_counter() - started)
-    return CheckResult(name, "examples", "passed", f"{len(spec.examples)} example(s)",
-                       time.perf_counter() - started)
+        found = score_warning(entry)
+        warning = warning or (found and f"example {number}: {found}")
+    return _passed(name, "examples", f"{len(spec.examples)} example(s)", time.perf_counter() - started, warning)
 
 
 def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]) -> tuple[list[dict], list[dict]]:
@@ -186,7 +215,7 @@ def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model
         generated = [{"data": data, "results": {}} for data in generate_inputs(model.specs, random_count=40, seed=3)]
 
     def scores(case):
-        return "_error" not in model.execute(case["data"], dict(case["results"]))[model.name][model.version]
+        return "_error" not in _entry(model, case["data"], case["results"])
 
     return [c for c in examples if scores(c)], [c for c in generated if scores(c)]
 

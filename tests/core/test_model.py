@@ -138,3 +138,45 @@ def test_models_built_from_notebook_declarations_keep_the_notebook_naming_rule()
     with pytest.raises(NotebookError, match=r"bundle/m.py: name '../Lead Rules' must match \[a-z\]"):
         build_model(declared, {"score": double}, {"source": "bundle/m.py"})
     assert build_model({**declared, "name": "lead_rules"}, {"score": double}, {}).name == "lead_rules"
+
+
+def test_model_test_fails_a_model_whose_output_a_run_could_not_store():
+    """NaN when a field is 0: a run fails those records as bad_output, so test() says False and names the input."""
+    model = Model("m", {"clicks": {"type": "int", "min": 0}}, "1",
+                  lambda data, results: {"score": data["clicks"] / data["clicks"] if data["clicks"] else float("nan")})
+    assert model.test() is False
+    with pytest.raises(ModelTestError, match=r"bad_output: score returned a number JSON cannot hold: "
+                                             r"output\['score'\] is nan on input \{'clicks': 0\}"):
+        model.test(raise_on_failure=True)
+
+
+def test_score_gives_one_records_outputs():
+    model = Model("m", {"x": {"type": "int", "min": 0}}, "1", lambda data, results: {"score": data["x"] / 10})
+    assert model.score({"x": 5}) == {"score": 0.5}
+    assert model.score({"m": {"1": {"x": 3}}}) == {"score": 0.3}  # the nested layout too
+
+
+@pytest.mark.parametrize("data, kind, words", [
+    ({}, "missing_field", "field 'x' is missing"),
+    ({"x": -1}, "bad_value", "field 'x': -1 is below the minimum 0"),
+    ({"x": 0}, "score_raised", "ZeroDivisionError: division by zero"),
+    ({"x": 7}, "bad_output", r"output\['score'\] is inf"),
+])
+def test_score_raises_a_score_error_naming_the_kind_and_the_field(data, kind, words):
+    from mlsm_nb.exceptions import MlsmError, ScoreError
+
+    model = Model("m", {"x": {"type": "int", "min": 0}}, "1",
+                  lambda data, results: {"score": float("inf") if data["x"] == 7 else 1 / data["x"]})
+    with pytest.raises(ScoreError, match=f"^model m 1: {kind}: .*{words}") as info:
+        model.score(data)
+    assert info.value.kind == kind and isinstance(info.value, MlsmError)
+    assert info.value.entry["_error_kind"] == kind
+
+
+def test_a_summarys_score_reads_the_results_given():
+    summary = SummaryModel("s", [{"name": "a", "version": "1"}], "1",
+                           lambda data, results: {"score": results["a"]["1"]["score"] * 2})
+    assert summary.score({}, {"a": {"1": {"score": 0.25}}}) == {"score": 0.5}
+    from mlsm_nb.exceptions import ScoreError
+    with pytest.raises(ScoreError, match="missing_dependency: needs results of a 1"):
+        summary.score({})

@@ -65,3 +65,27 @@ def test_score_frame_outputs_are_checked_per_record():
     assert outcome.method == "score_frame"
     assert [e.get("_error_kind") for e in outcome.entries] == [None, "bad_output", None]
     assert outcome.entries[0] == {"score": 0.5, "_status": "draft"}
+
+
+def test_the_one_definition_of_a_valid_output_words_the_entry_a_run_stores():
+    from mlsm_nb.core.output import stored_entry
+
+    assert stored_entry({"score": 0.5, "_status": "draft"}) == {"score": 0.5, "_status": "draft"}
+    assert stored_entry({"score": float("nan"), "_status": "draft"}) == {
+        "_error": "score returned a number JSON cannot hold: output['score'] is nan", "_error_kind": "bad_output"}
+
+
+@pytest.mark.parametrize("value, words", [("high", "'high' (str)"), (None, "None (NoneType)"),
+                                          (True, "True (bool)"), ([0.5], "[0.5] (list)")])
+def test_a_score_that_is_not_a_number_is_a_warning(value, words):
+    from mlsm_nb.core.output import score_warning
+
+    assert score_warning({"score": value}) == (f"`score` is {words}, not a number: runs store it, but run counts, "
+                                               "summaries and reports leave it out; return a float")
+
+
+def test_numbers_of_any_kind_and_outputs_without_a_score_get_no_warning():
+    from mlsm_nb.core.output import score_warning
+
+    for out in ({"score": 1}, {"score": 0.5}, {"score": np.float32(0.5)}, {"score": np.int64(3)}, {"route": "x"}):
+        assert score_warning(out) is None, out

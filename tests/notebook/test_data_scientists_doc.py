@@ -18,7 +18,7 @@ from conftest import ROOT
 
 DOC = ROOT / "docs" / "data-scientists.md"
 BLOCK = re.compile(r"<!-- run: (\w+) -->\n```console\n(.*?)```", re.S)
-TIMING = re.compile(r"(?m)^(  (?:ok  |FAIL|skip) \S+) +\d+\.\ds")
+TIMING = re.compile(r"(?m)^(  (?:ok  |warn|FAIL|skip) \S+) +\d+\.\ds")
 
 
 def edit(path: Path, change) -> None:
@@ -120,3 +120,17 @@ def test_doc_python_snippets_run(monkeypatch):
         if "examples" in namespace:  # the summary `examples` format is the one the shipped summary uses
             shipped = lint_notebook(ROOT / "notebooks" / "champion.ipynb").examples
             assert all(example in shipped for example in namespace["examples"])
+
+
+def test_doc_python_sessions_print_what_they_show(monkeypatch):
+    """The doc's `pycon` blocks (`>>>` sessions) are doctests: what they show is what Python prints."""
+    import doctest
+
+    monkeypatch.chdir(ROOT)
+    sessions = re.findall(r"```pycon\n(.*?)```", DOC.read_text(), re.S)
+    assert sessions
+    for number, session in enumerate(sessions):
+        test = doctest.DocTestParser().get_doctest(session, {}, f"pycon block {number}", str(DOC), 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test)
+        assert runner.summarize(verbose=False).failed == 0, session
