@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 REDACTED = "***"
 _SECRET_WORDS = r"pass(?:word|wd|phrase)?|pwd|secret|token|api_?key|credential|private_?key"
@@ -77,9 +78,34 @@ def redact_text(text: str, known: Any = ()) -> str:
 
 
 def safe_uri(uri: str) -> str:
-    """A connection string fit to print: no user, no password, no secret options."""
+    """A connection string fit to print: its scheme and hosts, the user name, never the password
+    (nor the path and options, where secrets can hide).
+
+    Written for URIs a driver refuses too: the credentials end at the last ``@``
+    before the hosts, however many ``/``, ``@``, ``:`` or spaces the password holds.
+    """
     scheme, sep, rest = uri.partition("://")
     if not sep:
-        return REDACTED  # not a URI: nothing of it can be shown safely
-    host = rest.rsplit("@", 1)[-1]
-    return redact_text(f"{scheme}://{REDACTED + '@' if '@' in rest else ''}{host}")
+        return "<not a URI>"
+    userinfo, at, hosts = rest.rpartition("@")
+    hosts = hosts.split("/", 1)[0].split("?", 1)[0]
+    if not at:
+        return f"{scheme}://{hosts}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user if colon and '/' not in user else REDACTED}:{REDACTED}@{hosts}"
+
+
+def redact_uri(text: str, uri: str) -> str:
+    """`text` (e.g. a driver's error about `uri`) with `redact_text`'s redactions and every piece of the
+    URI's credentials replaced by ***, also the pieces a driver cut a badly escaped password into."""
+    _, _, rest = uri.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    secrets = set()
+    if at:
+        password = userinfo.partition(":")[2] or userinfo
+        secrets = {userinfo, password, unquote_plus(password)}
+        for separator in "/@: ?":
+            secrets.update(piece for part in list(secrets) for piece in part.split(separator) if len(piece) >= 3)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return redact_text(text)

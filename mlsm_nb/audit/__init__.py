@@ -13,7 +13,6 @@ _WHERE = {
     "read_outcomes": ".outcomes",
     "OutcomeError": ".outcomes",
     "approve": ".approvals",
-    "check_approvals": ".approvals",
     "set_approvals_required": ".approvals",
     "ApprovalError": ".approvals",
     "AuditDatabase": ".database",

@@ -1,23 +1,22 @@
 """Approvals: who allowed a model version to run as `active`, for which notebook hash.
 
 `approve` records ``{"by", "at", "sha256"}`` on the version's registry entry
-(the latest in `approval`, every one in `approvals`). When the registry's
-policy says approvals are required (`set_approvals_required`), a run refuses
-to start while a notebook it would run as `active` has no approval for its
-current sha256 (`check_approvals`, called by the run path). Runs that force
-every model to draft (git-flow development branches) need no approval.
+(the latest in `approval`, every one in `approvals`), through the store's model
+registry (`store.registry`), which also keeps the policy (`set_approvals_required`).
+While approvals are required, a run refuses to start with a notebook it would
+run as `active` that has no approval for its current sha256: every sink of the
+run is asked (`store.base.check_approvals`), and MongoDB's asks its registry.
+Runs that force every model to draft (git-flow development branches) need no approval.
 """
 
 from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..clock import utc_now
-from ..exceptions import ConfigError, MlsmError
-from ..store.base import StoreError
+from ..exceptions import MlsmError
 from .database import AuditDatabase
 
 
@@ -34,8 +33,8 @@ def _where(database: AuditDatabase) -> str:
 
 
 def _require_registry(database: AuditDatabase) -> None:
-    if not database.has_registry():
-        raise ApprovalError(f"{_where(database)} has no model registry (collection {database.models.name}); "
+    if not database.store.registry.exists():
+        raise ApprovalError(f"{_where(database)} has no model registry (collection {database.store.models.name}); "
                             "register the models first: mlsm-nb extract --mongo-uri ... or mlsm-nb run --mongo-uri ...")
 
 
@@ -49,7 +48,7 @@ def approve(database: AuditDatabase, name: str, version: str, *, by: str | None 
     the notebook differs from the registered one.
     """
     _require_registry(database)
-    entry = database.registry_entry(name, version)
+    entry = database.store.registry.entry(name, version)
     if entry is None:
         raise ApprovalError(f"model {name} {version} is not in the registry of {_where(database)}; "
                             "extract or run it with --mongo-uri first")
@@ -68,50 +67,11 @@ def approve(database: AuditDatabase, name: str, version: str, *, by: str | None 
     if not sha256:
         raise ApprovalError(f"model {name} {version} has no notebook sha256 in the registry; approve it with --notebook")
     approval = {"by": by or _who(), "at": utc_now(), "sha256": sha256}
-    database.record_approval(name, version, approval)
+    database.store.registry.record_approval(name, version, approval)
     return approval
 
 
 def set_approvals_required(database: AuditDatabase, required: bool, *, by: str | None = None) -> None:
     """Say in the registry whether active versions need an approval before they run."""
     _require_registry(database)
-    database.set_approvals_required(required, by or _who(), utc_now())
-
-
-def check_approvals(sinks: Sequence, specs: Sequence, forced_status: str | None = None) -> None:
-    """Refuse (ConfigError) to run a notebook as `active` without an approval for its sha256,
-    when the registry of a MongoDB among the run's `sinks` requires approvals. No MongoDB, or every
-    model forced to draft: nothing to check."""
-    if not sinks or forced_status == "draft":
-        return  # (and pymongo, which the check needs, is not imported for nothing)
-    from ..store.mongo import MongoStore
-
-    store = next((sink for sink in sinks if isinstance(sink, MongoStore)), None)
-    if store is None:
-        return
-    active = [spec for spec in specs if spec.status == "active"]
-    if not active:
-        return
-    from pymongo.errors import PyMongoError
-
-    database = AuditDatabase(store)
-    try:
-        if not database.approvals_required():
-            return
-        registry = database.registry((spec.name, spec.version) for spec in active)
-    except PyMongoError as exc:
-        raise StoreError(f"MongoDB: cannot read the approval policy ({str(exc).splitlines()[0][:300]})") from None
-    unapproved = [s for s in active if not (registry.get((s.name, s.version)) or {}).get("approval")]
-    if unapproved:
-        first = unapproved[0]
-        more = "".join(f", {s.name} {s.version}" for s in unapproved[1:])
-        fix = ("approve each (mlsm-nb approve NAME VERSION), or set their status to draft" if more else
-               f"mlsm-nb approve {first.name} {first.version}, or set its status to draft")
-        raise ConfigError(f"{first.path}: {first.name} {first.version}{more} {'are' if more else 'is'} active but not "
-                          f"approved, and the registry requires approvals: {fix}")
-    for spec in active:
-        approval = registry[spec.name, spec.version]["approval"]
-        if approval.get("sha256") != spec.sha256():
-            raise ConfigError(f"{spec.path}: {spec.name} {spec.version} was approved for sha256 "
-                              f"{approval.get('sha256', '')[:12]}… but its production cells or artifacts now hash to "
-                              f"{spec.sha256()[:12]}…; approve this notebook again")
+    database.store.registry.set_approvals_required(required, by or _who(), utc_now())

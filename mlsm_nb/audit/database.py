@@ -1,9 +1,10 @@
-"""Every MongoDB read (and the few writes) of the audit commands, in one place.
+"""Every MongoDB read (and the few writes) of the audit commands, in one place, but the model registry's.
 
-Collections are the ones `MongoStore` names (results, runs, models) plus
-`outcomes` (observed labels per id) and `settings` (the registry's approval
-policy). Each method is one query, so a caller can count what it costs; the
-indexes they use are created by `ensure_indexes`.
+Collections are the ones `MongoStore` names (results, runs) plus `outcomes`
+(observed labels per id). The model registry and its approvals are read and
+written through the store's `store.registry` (`store/registry.py`), the one
+place that knows them. Each method is one query, so a caller can count what it
+costs; the indexes they use are created by `ensure_indexes`.
 """
 
 from __future__ import annotations
@@ -13,20 +14,16 @@ from typing import Any
 
 from ..store.base import StoreError
 
-APPROVAL_POLICY = "approvals"  # `_id` of the settings document that says whether approvals are required
-
 
 class AuditDatabase:
-    """Audit queries over a `MongoStore`'s database (results, runs, models, outcomes, settings)."""
+    """Audit queries over a `MongoStore`'s database (results, runs, outcomes); its registry: `store.registry`."""
 
     def __init__(self, store):
         self.store = store
         self.id_field = store.id_field
         self.results = store.results
         self.runs = store.runs
-        self.models = store.models
         self.outcomes = store.db["outcomes"]
-        self.settings = store.db["settings"]
 
     def ensure_indexes(self) -> None:
         """(id, _current) on results, so a trace reads an id's whole history through an index (the store's
@@ -44,20 +41,9 @@ class AuditDatabase:
         """The run documents (manifests) of these run ids."""
         return {doc["_id"]: doc for doc in self.runs.find({"_id": {"$in": list(run_ids)}})}
 
-    def registry(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-        """Registry entries of these (name, version) pairs."""
-        keys = list(keys)
-        if not keys:
-            return {}
-        found = self.models.find({"$or": [{"name": n, "version": v} for n, v in keys]})
-        return {(doc["name"], doc["version"]): doc for doc in found}
-
     def outcomes_for(self, ids: Sequence) -> list[dict]:
         """Observed outcomes recorded for these ids."""
         return list(self.outcomes.find({self.id_field: {"$in": list(ids)}}, {"_id": 0}))
-
-    def has_registry(self) -> bool:
-        return "models" in self.store.db.list_collection_names(filter={"name": self.models.name})
 
     # -- outcomes ---------------------------------------------------------------
 
@@ -90,23 +76,6 @@ class AuditDatabase:
     def scores_of_runs(self, run_ids: Sequence[str]) -> list[dict]:
         """`run_id` and `results` of every result document of these runs."""
         return list(self.results.find({"run_id": {"$in": list(run_ids)}}, {"_id": 0, "run_id": 1, "results": 1}))
-
-    # -- approvals --------------------------------------------------------------
-
-    def approvals_required(self) -> bool:
-        doc = self.settings.find_one({"_id": APPROVAL_POLICY})
-        return bool(doc and doc.get("required"))
-
-    def set_approvals_required(self, required: bool, by: str, at: str) -> None:
-        self.settings.replace_one({"_id": APPROVAL_POLICY}, {"_id": APPROVAL_POLICY, "required": required,
-                                                             "set_by": by, "set_at": at}, upsert=True)
-
-    def registry_entry(self, name: str, version: str) -> dict | None:
-        return self.models.find_one({"name": name, "version": version})
-
-    def record_approval(self, name: str, version: str, approval: dict) -> None:
-        self.models.update_one({"name": name, "version": version},
-                               {"$set": {"approval": approval}, "$push": {"approvals": approval}})
 
 
 def open_database(uri: str, database: str | None = None, *, results_collection: str = "results",

@@ -157,7 +157,7 @@ def attach_outcomes(path: str | Path, label: str, *, run: str | Path | None = No
     else:
         rundir = RunDirectory(run)
         manifest = rundir.read_manifest()
-        id_field = manifest.get("id_field", "id")
+        id_field = manifest.id_field
         outcomes = read_outcomes(path, label, id_field, observed_column)
         target = rundir.root / OUTCOMES_FILE
         existing = list(read_jsonl(target)) if target.is_file() else []
@@ -165,7 +165,7 @@ def attach_outcomes(path: str | Path, label: str, *, run: str | Path | None = No
         stored = _typed(d[id_field] for d in rundir.results())
         _refuse_unknown_and_duplicates(path, outcomes, id_field, stored,
                                        [o for o in existing if (type(o[id_field]), o[id_field]) in wanted],
-                                       f"run {manifest['run_id']}")
+                                       f"run {manifest.run_id}")
         write_jsonl(target, existing + outcomes)  # atomic: readers see the old file or the whole new one
         where = str(target)
     return {"attached": len(outcomes), "positives": sum(o["value"] for o in outcomes), "where": where}

@@ -21,6 +21,7 @@ from ..exceptions import MlsmError
 from ..files import dumps, read_jsonl, write_jsonl
 from ..redact import REDACTED
 from ..core.model import model_key
+from ..store.manifest import Manifest, RunStatus
 from ..store.rundir import RunDirectory
 
 IGNORED_FIELDS = ("run_id", "_timestamp", "_current")  # which run, when, and which is live: differ by design
@@ -53,8 +54,8 @@ class ReplayReport:
 
     run_id: str
     replay_dir: Path
-    replay_status: str
-    original_status: str
+    replay_status: RunStatus
+    original_status: RunStatus
     documents: int = 0
     differences: list[Difference] = field(default_factory=list)
     ignored: tuple[str, ...] = IGNORED_FIELDS
@@ -64,11 +65,11 @@ class ReplayReport:
         return not self.differences and self.replay_status == self.original_status
 
 
-def _check_files(run: RunDirectory, manifest: dict) -> int:
-    if manifest.get("status") in ("running", "interrupted") or not manifest.get("input", {}).get("complete"):
-        raise ReplayRefused(f"{run.manifest_path}: run {manifest['run_id']} did not finish "
-                            f"(status {manifest.get('status')}); resume it before replaying")
-    batches = manifest["input"]["batches"]
+def _check_files(run: RunDirectory, manifest: Manifest) -> int:
+    if manifest.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED) or not (manifest.input and manifest.input.complete):
+        raise ReplayRefused(f"{run.manifest_path}: run {manifest.run_id} did not finish "
+                            f"(status {manifest.status}); resume it before replaying")
+    batches = manifest.input.batches
     for batch in range(batches):
         for path in (run.batch_path(batch), run.results_path(batch)):
             if not path.is_file():
@@ -88,42 +89,42 @@ def _recorded_cells(run: RunDirectory, key: str) -> str | None:
                    for c in cells)
 
 
-def _check_notebooks(run: RunDirectory, manifest: dict) -> list[Path]:
+def _check_notebooks(run: RunDirectory, manifest: Manifest) -> list[Path]:
     """The notebooks to run, each checked against the hash the run recorded."""
     from ..notebook.contract import lint_notebook
 
     sources = []
-    for entry in manifest["notebooks"]:
-        key = model_key(entry["name"], entry["version"])
-        source = Path(entry["source"])
+    for entry in manifest.notebooks:
+        key = model_key(entry.name, entry.version)
+        source = Path(entry.source)
         if not source.is_file():
             raise ReplayRefused(f"{source}: notebook of {key} is gone (paths are relative to where the run "
                                 "started; replay from there)")
         spec = lint_notebook(source)
-        if (spec.name, spec.version) != (entry["name"], entry["version"]):
+        if (spec.name, spec.version) != (entry.name, entry.version):
             raise ReplayRefused(f"{source}: now declares {spec.name} {spec.version}, the run ran {key}")
-        if spec.sha256() != entry["sha256"]:
+        if spec.sha256() != entry.sha256:
             if spec.artifacts and _recorded_cells(run, key) == spec.production_source():
                 named = spec.artifacts[0] if len(spec.artifacts) == 1 else "one of " + ", ".join(spec.artifacts)
                 raise ReplayRefused(f"{source.parent / named}: artifact of {key} differs from the one run "
-                                    f"{manifest['run_id']} used (recorded sha256 {entry['sha256'][:12]}…)")
+                                    f"{manifest.run_id} used (recorded sha256 {entry.sha256[:12]}…)")
             raise ReplayRefused(f"{source}: production cells or artifacts of {key} differ from the ones run "
-                                f"{manifest['run_id']} used (recorded sha256 {entry['sha256'][:12]}…, now "
+                                f"{manifest.run_id} used (recorded sha256 {entry.sha256[:12]}…, now "
                                 f"{spec.sha256()[:12]}…)")
         sources.append(source)
     return sources
 
 
-def _parameters(manifest: dict, given: Mapping[str, Any]) -> dict:
-    parameters = dict(manifest.get("parameters") or {})
+def _parameters(manifest: Manifest, given: Mapping[str, Any]) -> dict:
+    parameters = dict(manifest.setting("parameters") or {})
     for name, value in parameters.items():
         if value == REDACTED and name not in given:
             raise ReplayRefused(f"parameter {name} was a credential (never recorded): pass it with --param {name}=...")
     return {**parameters, **given}
 
 
-def _rerun(manifest: dict, sources: list[Path], records: Path, out: Path, run_id: str,
-           parameters: Mapping[str, Any]) -> dict:
+def _rerun(manifest: Manifest, sources: list[Path], records: Path, out: Path, run_id: str,
+           parameters: Mapping[str, Any]) -> Manifest:
     """Run the notebooks again with the settings the manifest recorded (the one place that calls the run
     path); only where it writes, its run id and the credentials differ. A Dask scheduler is not reused."""
     from dataclasses import fields
@@ -132,9 +133,10 @@ def _rerun(manifest: dict, sources: list[Path], records: Path, out: Path, run_id
     from ..run.settings import RunSettings
 
     mine = {"out", "run_id", "resume", "parameters", "scheduler"}
-    recorded = {f.name: manifest[f.name] for f in fields(RunSettings) if f.name in manifest and f.name not in mine}
-    return run_notebooks(sources, records, RunSettings(**recorded, out=str(out), run_id=run_id,
-                                                       parameters=dict(parameters)))
+    recorded = {f.name: manifest.settings[f.name] for f in fields(RunSettings)
+                if f.name in manifest.settings and f.name not in mine}
+    return Manifest.of(run_notebooks(sources, records, RunSettings(**recorded, out=str(out), run_id=run_id,
+                                                                   parameters=dict(parameters))))
 
 
 def _compare_documents(original: dict, replayed: dict, id_field: str) -> list[Difference]:
@@ -189,18 +191,19 @@ def replay_run(run_dir: str | Path, out: str | Path | None = None,
     batches = _check_files(run, manifest)
     sources = _check_notebooks(run, manifest)
     values = _parameters(manifest, parameters or {})
-    if manifest.get("bundle") and not Path(manifest["bundle"]).is_dir():
-        raise ReplayRefused(f"{manifest['bundle']}: the bundle run {manifest['run_id']} scored with is gone")
+    bundle = manifest.setting("bundle")
+    if bundle and not Path(bundle).is_dir():
+        raise ReplayRefused(f"{bundle}: the bundle run {manifest.run_id} scored with is gone")
     out = Path(out) if out else run.root / "replays"
-    replay_id = f"{manifest['run_id']}-replay-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    replay_id = f"{manifest.run_id}-replay-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlsm-replay-", dir=out) as scratch:
         records = Path(scratch) / "batches.jsonl"
         write_jsonl(records, (r for b in range(batches) for r in read_jsonl(run.batch_path(b))))
         replayed = _rerun(manifest, sources, records, out, replay_id, values)
     replay = RunDirectory(out / replay_id)
-    count, differences = compare_runs(run, replay, batches, manifest.get("id_field", "id"))
-    return ReplayReport(manifest["run_id"], replay.root, replayed["status"], manifest["status"], count, differences)
+    count, differences = compare_runs(run, replay, batches, manifest.id_field)
+    return ReplayReport(manifest.run_id, replay.root, replayed.status, manifest.status, count, differences)
 
 
 def format_replay(report: ReplayReport) -> str:

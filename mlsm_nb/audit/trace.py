@@ -18,6 +18,7 @@ from typing import Any
 from ..exceptions import MlsmError
 from ..files import file_sha256
 from ..core.model import model_key
+from ..store.manifest import Manifest
 from ..store.rundir import MANIFEST, RunDirectory
 from .database import AuditDatabase, as_plain
 
@@ -84,9 +85,9 @@ def _hits_in_directories(runs: list[RunDirectory], candidates: list) -> list[dic
     hits = []
     for run in runs:
         manifest = run.read_manifest()
-        for batch, document in _find_in_run(run, candidates, manifest.get("id_field", "id")):
+        for batch, document in _find_in_run(run, candidates, manifest.id_field):
             hits.append({"document": document, "manifest": manifest, "batch": batch, "run_dir": run})
-    hits.sort(key=lambda h: (h["manifest"].get("started_at") or "", h["manifest"]["run_id"]), reverse=True)
+    hits.sort(key=lambda h: (h["manifest"].started_at or "", h["manifest"].run_id), reverse=True)
     return hits
 
 
@@ -96,7 +97,8 @@ def _hits_in_database(db: AuditDatabase, candidates: list, run_dirs: list[RunDir
     local = {r.root.name: r for r in run_dirs or []}
     hits = []
     for document in documents:
-        manifest = manifests.get(document["run_id"]) or {"run_id": document["run_id"]}
+        found = manifests.get(document["run_id"])
+        manifest = Manifest.from_dict(found) if found else None  # None: the run's record is gone
         run = local.get(document["run_id"])
         batch = _batch_of(run, document[db.id_field], db.id_field) if run else None
         hits.append({"document": document, "manifest": manifest, "batch": batch, "run_dir": run})
@@ -124,8 +126,8 @@ def _pick(hits: list[dict], text: str, run_id: str | None, where: str, id_field:
 
 # -- assembling the trace ---------------------------------------------------------
 
-def _bundle(manifest: dict, key: str) -> dict | None:
-    path = manifest.get("bundle")
+def _bundle(manifest: Manifest | None, key: str) -> dict | None:
+    path = manifest.setting("bundle") if manifest else None
     if not path:
         return None
     info: dict[str, Any] = {"path": path}
@@ -143,8 +145,8 @@ def _bundle(manifest: dict, key: str) -> dict | None:
 
 def _model_rows(hit: dict, name: str | None, version: str | None, registry: dict, record_id) -> list[dict]:
     manifest, document = hit["manifest"], hit["document"]
-    notebooks = {model_key(n["name"], n["version"]): n for n in manifest.get("notebooks", [])}
-    override = manifest.get("status_override")
+    notebooks = {model_key(n.name, n.version): n.to_dict() for n in manifest.notebooks} if manifest else {}
+    override = manifest.setting("status_override") if manifest else None
     rows = []
     for model, versions in document.get("results", {}).items():
         for ver, entry in versions.items():
@@ -159,11 +161,11 @@ def _model_rows(hit: dict, name: str | None, version: str | None, registry: dict
                 why = "declared in the notebook's version cell"
             else:
                 why = f"the notebook declares {notebook.get('status')}"
-            batches = manifest.get("executions", {}).get(key, {})
-            execution = batches.get(str(hit["batch"])) if hit["batch"] is not None else None
+            found = manifest.execution(key, hit["batch"]) if manifest and hit["batch"] is not None else None
+            execution = found.to_dict() if found else None
             executed = None
-            if execution and execution.get("executed"):
-                executed = str(hit["run_dir"].root / execution["executed"]) if hit["run_dir"] else execution["executed"]
+            if found and found.executed:
+                executed = str(hit["run_dir"].root / found.executed) if hit["run_dir"] else found.executed
             reg = registry.get((model, ver)) or {}
             rows.append({
                 "name": model, "version": ver, "kind": notebook.get("kind"),
@@ -172,7 +174,7 @@ def _model_rows(hit: dict, name: str | None, version: str | None, registry: dict
                 "sha256": notebook.get("sha256"), "source": notebook.get("source"),
                 "git_commit": notebook.get("git_commit") or reg.get("git_commit") or reg.get("commit"),
                 "git_dirty": notebook.get("git_dirty"), "repository": reg.get("repository"),
-                "branch": manifest.get("branch") or reg.get("branch"),
+                "branch": (manifest.setting("branch") if manifest else None) or reg.get("branch"),
                 "execution": ({k: execution.get(k) for k in ("status", "seconds", "error") if k in execution}
                               if execution else None),
                 "executed_notebook": executed, "bundle": _bundle(manifest, key),
@@ -207,12 +209,12 @@ def trace_record(record_id: str, *, run: str | Path | None = None, database: Aud
     else:
         hits = _hits_in_directories(run_dirs, candidates)
         where = str(run)
-        id_field = hits[0]["manifest"].get("id_field", "id") if hits else "id"
+        id_field = hits[0]["manifest"].id_field if hits else "id"
     chosen, others = _pick(hits, record_id, run_id, where, id_field)
     document, manifest = chosen["document"], chosen["manifest"]
     name, version = parse_model(model)
     keys = {(m, v) for m, vs in document.get("results", {}).items() for v in vs}
-    registry = database.registry(keys) if database is not None else {}
+    registry = database.store.registry.entries(keys) if database is not None else {}
     if database is not None:
         outcomes = database.outcomes_for([document[id_field]])
     else:
@@ -222,22 +224,26 @@ def trace_record(record_id: str, *, run: str | Path | None = None, database: Aud
     return as_plain({
         "id": document[id_field], "id_field": id_field, "where": where,
         "live": run_id is None or (document.get("_current") == 0 if database is not None else chosen is hits[0]),
-        "run": {
-            "run_id": document["run_id"], "status": manifest.get("status"),
-            "started_at": manifest.get("started_at"), "ended_at": manifest.get("ended_at"),
-            "started_by": manifest.get("started_by"), "engine": manifest.get("engine"),
-            "branch": manifest.get("branch"), "status_override": manifest.get("status_override"),
-            "input": manifest.get("input"), "versions": manifest.get("versions"),
-            "run_dir": str(run_dir.root) if run_dir else None,
-        },
+        "run": {"run_id": document["run_id"], **_run_facts(manifest), "run_dir": str(run_dir.root) if run_dir else None},
         "batch": batch,
         "batch_file": str(run_dir.batch_path(batch)) if run_dir and batch is not None else None,
         "scored_at": document.get("_timestamp"),
         "models": _model_rows(chosen, name, version, registry, document[id_field]),
         "outcomes": outcomes,
-        "other_runs": [{"run_id": h["document"]["run_id"], "started_at": h["manifest"].get("started_at")}
+        "other_runs": [{"run_id": h["document"]["run_id"], "started_at": h["manifest"].started_at if h["manifest"] else None}
                        for h in others],
     })
+
+
+def _run_facts(manifest: Manifest | None) -> dict:
+    """What a trace shows of a run: its status, times, who started it, how, on what (None: unknown)."""
+    if manifest is None:
+        return dict.fromkeys(("status", "started_at", "ended_at", "started_by", "engine", "branch", "status_override",
+                              "input", "versions"))
+    return {"status": manifest.status, "started_at": manifest.started_at, "ended_at": manifest.ended_at,
+            "started_by": manifest.started_by or None, "engine": manifest.setting("engine"),
+            "branch": manifest.setting("branch"), "status_override": manifest.setting("status_override"),
+            "input": manifest.input.to_dict() if manifest.input else None, "versions": manifest.versions or None}
 
 
 def _local_outcomes(hit: dict, id_field: str) -> list[dict]:

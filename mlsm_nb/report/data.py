@@ -19,7 +19,7 @@ from ..core.output import is_score
 from ..core.stats import PSI_THRESHOLD, psi, score_stats
 from ..exceptions import describe_error
 from ..files import read_jsonl
-from ..run.verdict import merge_errors
+from ..store.manifest import Manifest, RunStatus
 from ..store.rundir import RunDirectory
 
 ERROR_EXAMPLES = 10
@@ -84,7 +84,7 @@ class RunReport:
     """Everything the run page and the model pages show."""
 
     run_dir: Path
-    manifest: dict
+    manifest: Manifest
     models: dict[str, ModelReport]
     executions: list[dict]
     rejected: list[dict]
@@ -94,19 +94,19 @@ class RunReport:
 
     @property
     def run_id(self) -> str:
-        return self.manifest["run_id"]
+        return self.manifest.run_id
 
     @property
     def input_read(self) -> bool:
         """Whether the run read its input to the end (an interrupted run may not have)."""
-        return "batches" in self.manifest.get("input", {})
+        return self.manifest.input is not None and self.manifest.input.batches is not None
 
     @property
     def batches(self) -> int:
         """The input's batches; for a run that did not read its input to the end, the batches it got to."""
         if self.input_read:
-            return self.manifest["input"]["batches"]
-        return len({int(b) for b in self.manifest.get("batch_states", {})} | {e["batch"] for e in self.executions})
+            return self.manifest.input.batches
+        return len(set(self.manifest.batch_states) | {e["batch"] for e in self.executions})
 
     @property
     def records_scored(self) -> int:
@@ -114,47 +114,42 @@ class RunReport:
         return self.records - self.records_with_errors
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         """The run's status; a run that succeeded while models failed on some records
         "succeeded with errors" (older manifests only say "succeeded")."""
-        status = self.manifest.get("status", "unknown")
-        if status == "succeeded" and self.records_with_errors:
-            return "succeeded with errors"
+        status = self.manifest.status
+        if status is RunStatus.SUCCEEDED and self.records_with_errors:
+            return RunStatus.SUCCEEDED_WITH_ERRORS
         return status
 
     @property
     def status_class(self) -> str:
-        return {"succeeded": "ok", "succeeded with errors": "warn", "running": "warn"}.get(self.status, "failed")
+        return {RunStatus.SUCCEEDED: "ok", RunStatus.SUCCEEDED_WITH_ERRORS: "warn",
+                RunStatus.RUNNING: "warn"}.get(self.status, "failed")
 
     @property
     def merge_errors(self) -> list[str]:
         """Why batches could not be merged, in batch order."""
-        return merge_errors(self.manifest)
+        return self.manifest.merge_error_lines()
 
     def verdict(self) -> dict:
-        """The run's error-rate verdict: threshold and the models over it (none when the
-        manifest has no verdict). Reads `manifest["verdict"]`, falling back to per-model `error_rate`."""
-        verdict = self.manifest.get("verdict")
-        if not isinstance(verdict, dict):
+        """The run's error-rate verdict: threshold and the models over it (none when the manifest has
+        no verdict). A verdict written before verdicts named the models falls back to per-model `error_rate`."""
+        verdict = self.manifest.verdict
+        if verdict is None:
             return {"threshold": None, "over": [], "message": "", "rejected_over": False, "no_records": False,
                     "input_cut_short": None}
-        threshold = next((verdict[k] for k in ("max_error_rate", "threshold") if k in verdict), None)
-        over = next((verdict[k] for k in ("over", "models_over", "models", "failed_models") if k in verdict), None)
-        if isinstance(over, dict):
-            over = list(over)
+        threshold, over = verdict.max_error_rate, verdict.models_over
         if over is None and threshold is not None:
             over = [key for key, m in self.models.items() if m.records and m.error_rate > threshold]
-        return {"threshold": threshold, "over": list(over or []),
-                "message": verdict.get("message") or verdict.get("reason") or "",
-                "rejected_over": bool(verdict.get("rejected_over")), "no_records": bool(verdict.get("no_records")),
-                "input_cut_short": verdict.get("input_cut_short")}
+        return {"threshold": threshold, "over": list(over or []), "message": verdict.message,
+                "rejected_over": verdict.rejected_over, "no_records": verdict.no_records,
+                "input_cut_short": verdict.input_cut_short}
 
 
-def _executions(manifest: dict) -> list[dict]:
-    rows = []
-    for key, batches in manifest.get("executions", {}).items():
-        for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
-            rows.append({"model": key, "batch": int(batch), **entry})
+def _executions(manifest: Manifest) -> list[dict]:
+    rows = [{"model": key, "batch": batch, **entry.to_dict()}
+            for key, batches in manifest.executions.items() for batch, entry in batches.items()]
     return sorted(rows, key=lambda r: (r["batch"], r["model"]))
 
 
@@ -162,13 +157,12 @@ def build_run_report(run_dir: str | Path) -> RunReport:
     """Read a run directory into a RunReport."""
     run = RunDirectory(run_dir)
     manifest = run.read_manifest()
-    id_field = manifest.get("id_field", "id")
+    id_field = manifest.id_field
     models = {}
-    for entry in manifest.get("notebooks", []):
-        key = model_key(entry["name"], entry["version"])
-        models[key] = ModelReport(key, entry["name"], entry["version"], entry.get("status", ""),
-                                  entry.get("kind", "model"), entry.get("sha256", ""), entry.get("git_commit"),
-                                  entry.get("source", ""))
+    for entry in manifest.notebooks:
+        key = model_key(entry.name, entry.version)
+        models[key] = ModelReport(key, entry.name, entry.version, entry.status or "", entry.kind or "model",
+                                  entry.sha256 or "", entry.git_commit, entry.source or "")
     records = with_errors = 0
     for document in run.results():
         records += 1
@@ -191,7 +185,7 @@ def batch_sample(run_dir: str | Path, name: str, version: str, batch: int, size:
     path = run.results_path(batch)
     if not path.is_file():
         return []
-    id_field = run.read_manifest().get("id_field", "id")
+    id_field = run.read_manifest().id_field
     rows = []
     for document in read_jsonl(path):
         rows.append({"id": document.get(id_field), **document.get("results", {}).get(name, {}).get(version, {})})

@@ -38,10 +38,10 @@ def outcome_models(run_dir: str | Path, database: AuditDatabase | None = None) -
     per id), else from the run directory and its `outcomes.jsonl`."""
     run = RunDirectory(run_dir)
     manifest = run.read_manifest()
-    kinds = {model_key(n["name"], n["version"]): n.get("kind", "model") for n in manifest.get("notebooks", [])}
+    kinds = {model_key(n.name, n.version): n.kind or "model" for n in manifest.notebooks}
     if database is None:
         outcomes = run_outcomes(run.root)
-        return join_outcomes(run.results(), outcomes, manifest.get("id_field", "id"), kinds) if outcomes else {}
+        return join_outcomes(run.results(), outcomes, manifest.id_field, kinds) if outcomes else {}
     outcomes = database.all_outcomes()
     documents = database.results_for([o[database.id_field] for o in outcomes]) if outcomes else []
     return join_outcomes(documents, outcomes, database.id_field, kinds)

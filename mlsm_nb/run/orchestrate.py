@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..audit.approvals import check_approvals
-from ..clock import utc_now
+from ..clock import run_start, utc_now
 from ..exceptions import ConfigError, DataFileError, MlsmError
 from ..files import file_sha256, read_jsonl, write_jsonl
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
@@ -33,7 +32,7 @@ from ..notebook.dependencies import check_dependencies
 from ..notebook.provenance import git_info
 from ..notebook.gitflow import forced_status
 from ..redact import is_secret, redact_parameters, redact_text
-from ..store.base import ResultSink
+from ..store.base import ResultSink, check_approvals
 from ..core.model import model_key
 from ..store.rundir import RunDirectory, new_run_id
 from .engines import get_engine
@@ -172,13 +171,13 @@ def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
 def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, settings: dict) -> dict:
     notebooks = _notebook_entries(specs)
     if resume:
-        manifest = run_dir.read_manifest()
+        manifest = run_dir.read_manifest().to_dict()
         _check_same_run(manifest, notebooks, records, settings)
         manifest.update(status=RUNNING, resumed_at=utc_now(), ended_at=None)
         for stale in ("store_error", "merge_errors", "error", "verdict"):
             manifest.pop(stale, None)
         return manifest
-    return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": utc_now(), "ended_at": None,
+    return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": run_start(), "ended_at": None,
             "started_by": _started_by(), **settings, "notebooks": notebooks,
             "input": {"path": redact_text(str(records)), "sha256": file_sha256(records)},
             "executions": {}, "versions": _versions()}

@@ -12,45 +12,44 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-SUCCEEDED_WITH_ERRORS = "succeeded with errors"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-STATUSES = (RUNNING, SUCCEEDED, SUCCEEDED_WITH_ERRORS, FAILED, INTERRUPTED)
+from ..store.manifest import Manifest, RunStatus, Verdict
+
+# The statuses by the names the run path imports them under (one enum: `store.manifest.RunStatus`).
+RUNNING, FAILED, INTERRUPTED = RunStatus.RUNNING, RunStatus.FAILED, RunStatus.INTERRUPTED
 
 
-def judge(manifest: Mapping, max_error_rate: float) -> tuple[str, dict]:
-    """(status, verdict) of a run whose executions are all done; `manifest["models"]` holds the tallies."""
-    models = manifest.get("models", {})
+def judge(manifest: Manifest | Mapping, max_error_rate: float) -> tuple[RunStatus, dict]:
+    """(status, verdict) of a run whose executions are all done; `manifest.models` holds the tallies.
+    The verdict comes as its JSON form (`Verdict.to_dict()`), as the manifest holds it."""
+    manifest = Manifest.of(manifest)
+    models = manifest.models
     over = sorted((k for k, m in models.items() if m["error_rate"] > max_error_rate),
                   key=lambda k: -models[k]["error_rate"])
     with_errors = sorted((k for k, m in models.items() if sum(m["errors"].values())),
                          key=lambda k: -models[k]["error_rate"])
-    data = manifest["input"]
-    lines = data["records"] + data["rejected"]
-    rejected_rate = data["rejected"] / lines if lines else 0.0
-    verdict = {"max_error_rate": max_error_rate, "models_over": over, "models_with_errors": with_errors,
-               "rejected_rate": round(rejected_rate, 6), "rejected_over": rejected_rate > max_error_rate,
-               "no_records": data["records"] == 0, "failed_executions": manifest.get("failed_executions", 0),
-               "failed_merges": len(manifest.get("merge_errors", {})), "input_cut_short": data.get("cut_short")}
-    failed = (over or verdict["rejected_over"] or verdict["no_records"] or verdict["failed_executions"]
-              or verdict["failed_merges"] or verdict["input_cut_short"] or manifest.get("store_error"))
+    data = manifest.input
+    lines = data.records + data.rejected
+    rejected_rate = data.rejected / lines if lines else 0.0
+    verdict = Verdict(max_error_rate, over, with_errors, round(rejected_rate, 6), rejected_rate > max_error_rate,
+                      no_records=data.records == 0, failed_executions=manifest.failed_executions or 0,
+                      failed_merges=len(manifest.merge_errors), input_cut_short=data.cut_short)
+    failed = (over or verdict.rejected_over or verdict.no_records or verdict.failed_executions
+              or verdict.failed_merges or verdict.input_cut_short or manifest.store_error)
     if failed:
-        return FAILED, verdict
-    if with_errors or data["rejected"]:
-        return SUCCEEDED_WITH_ERRORS, verdict
-    return SUCCEEDED, verdict
+        return RunStatus.FAILED, verdict.to_dict()
+    if with_errors or data.rejected:
+        return RunStatus.SUCCEEDED_WITH_ERRORS, verdict.to_dict()
+    return RunStatus.SUCCEEDED, verdict.to_dict()
 
 
-def merge_errors(manifest: Mapping) -> list[str]:
+def merge_errors(manifest: Manifest | Mapping) -> list[str]:
     """Why batches could not be merged (the manifest's `merge_errors`), in batch order."""
-    errors = manifest.get("merge_errors") or {}
-    return [errors[batch] for batch in sorted(errors, key=int)]
+    return Manifest.of(manifest).merge_error_lines()
 
 
 def exit_code(status: str) -> int:
     """0 for a run that succeeded (with or without errors), 130 interrupted, 1 otherwise."""
-    if status in (SUCCEEDED, SUCCEEDED_WITH_ERRORS):
+    status = RunStatus(status)
+    if status.succeeded:
         return 0
-    return 130 if status == INTERRUPTED else 1
+    return 130 if status is RunStatus.INTERRUPTED else 1

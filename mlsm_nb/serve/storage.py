@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..redact import redact_text
+from ..store.manifest import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ResultBuffer:
         started = dt.datetime.now(dt.timezone.utc)
         self.run_id = f"serve-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
         self.manifest = {"run_id": self.run_id, "started_at": started.isoformat(timespec="microseconds"),
-                         "engine": "serve", "status": "running", "bundle": bundle, "host": socket.gethostname(),
+                         "engine": "serve", "status": RunStatus.RUNNING, "bundle": bundle, "host": socket.gethostname(),
                          "mlsm_nb_version": __version__}
         self._sink = None
         self._opened = False
@@ -167,7 +168,7 @@ class ResultBuffer:
             log.error("%d served result document(s) were not stored before shutdown: %s", left, self.last_error)
         elif self._opened:
             try:
-                self._sink.finish_run({**self.manifest, "status": "succeeded", "ended_at":
+                self._sink.finish_run({**self.manifest, "status": RunStatus.SUCCEEDED, "ended_at":
                                        dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                        "input": {"records": self.stored, "batches": self._batch, "rejected": 0}})
             except Exception as exc:  # noqa: BLE001 - the results are stored; only the run record is missing

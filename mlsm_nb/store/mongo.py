@@ -57,8 +57,10 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import UpdateMany, WriteConcern
 
 from ..files import dumps
-from ..redact import redact_text
-from .base import ResultSink, StoreError
+from ..redact import redact_text, redact_uri, safe_uri
+from .base import Approvable, ResultSink, StoreError
+from .manifest import Manifest, manifest_dict
+from .registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -76,39 +78,10 @@ def _transient() -> tuple[type[Exception], ...]:
     return AutoReconnect, NetworkTimeout, NotPrimaryError, ServerSelectionTimeoutError
 
 
-def safe_uri(uri: str) -> str:
-    """The URI's scheme and hosts, with the user name but never the password.
-
-    Written for URIs pymongo refuses too: the credentials end at the last ``@``
-    before the hosts, however many ``/``, ``@``, ``:`` or spaces the password holds.
-    """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return "<not a mongodb:// URI>"
-    userinfo, at, hosts = rest.rpartition("@")
-    hosts = hosts.split("/", 1)[0].split("?", 1)[0]
-    if not at:
-        return f"{scheme}://{hosts}"
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}://{user if colon and '/' not in user else '***'}:***@{hosts}"
-
-
 def _scrub(message: str, uri: str) -> str:
-    """`message` with every piece of the URI's credentials replaced by ***; first line only."""
-    from urllib.parse import unquote_plus
-
-    _, _, rest = uri.partition("://")
-    userinfo, at, _ = rest.rpartition("@")
-    secrets = set()
-    if at:
-        password = userinfo.partition(":")[2] or userinfo
-        secrets = {userinfo, password, unquote_plus(password)}
-        for separator in "/@: ?":  # the pieces pymongo cuts a badly escaped password into
-            secrets.update(piece for part in list(secrets) for piece in part.split(separator) if len(piece) >= 3)
-    for secret in sorted(secrets, key=len, reverse=True):
-        message = message.replace(secret, "***")
+    """A driver's message fit to show: the URI's credentials hidden, pymongo's topology dump cut; first line only."""
     message = message.split(" (configured timeouts")[0]  # pymongo's topology dump says nothing more to a person
-    return redact_text(message).splitlines()[0][:300] if message else ""
+    return redact_uri(message, uri).splitlines()[0][:300] if message else ""
 
 
 def started_micros(started_at: str) -> int:
@@ -224,6 +197,8 @@ class MongoStore(ResultSink):
 
     Create with `connect(uri)` (checks the server and credentials at once) or
     `from_database(db)` (an existing pymongo Database, as MLSM's RunModelsAll had).
+    The driver's errors stop here: every method raises `StoreError` instead (one
+    line, no credentials); transient ones are retried first, boundedly.
     """
 
     name = "mongodb"
@@ -241,6 +216,7 @@ class MongoStore(ResultSink):
         self.retry_wait = retry_wait
         self._indexed = False
         self._started: dict[str, int] = {}
+        self.registry = ModelRegistry(self)
 
     @classmethod
     def connect(cls, uri: str, database: str | None = None, *, timeout_ms: int = 5000, **options) -> "MongoStore":
@@ -276,6 +252,8 @@ class MongoStore(ResultSink):
         self.db.client.close()
 
     def _retry(self, what: str, operation: Callable[[], Any]) -> Any:
+        """`operation()`, again after a transient error (a bounded number of times); any error of the
+        driver or of BSON (a value it cannot encode) as StoreError."""
         from pymongo.errors import PyMongoError
 
         for attempt in range(1, self.retries + 1):
@@ -288,7 +266,7 @@ class MongoStore(ResultSink):
                 log.warning("MongoDB %s failed (%s); retrying (%d/%d)", what, type(exc).__name__, attempt,
                             self.retries)
                 time.sleep(self.retry_wait * attempt)
-            except PyMongoError as exc:
+            except (PyMongoError, bson.errors.BSONError) as exc:
                 raise StoreError(f"MongoDB {what} failed: {redact_text(str(exc)).splitlines()[0][:300]}") from None
         raise AssertionError("unreachable")
 
@@ -307,8 +285,13 @@ class MongoStore(ResultSink):
 
     # -- ResultSink -------------------------------------------------------------
 
-    def open_run(self, manifest: Mapping) -> None:
+    def check_approvals(self, active: Sequence[Approvable]) -> None:
+        """The registry's policy: see `ModelRegistry.check_approvals`."""
+        self.registry.check_approvals(active)
+
+    def open_run(self, manifest: Manifest | Mapping) -> None:
         """Create the indexes and record the run (its manifest, status as given)."""
+        manifest = manifest_dict(manifest)
         self._started[manifest["run_id"]] = started_micros(manifest["started_at"])
         self.ensure_indexes()
         self._record_run(manifest)
@@ -373,12 +356,11 @@ class MongoStore(ResultSink):
                 counted[order[2]] += 1
         return {batch for batch, documents in recorded.items() if counted.get(batch, 0) == documents}
 
-    def finish_run(self, manifest: Mapping) -> None:
-        """Record the run's final manifest and register its models (``manifest["notebooks"]``,
-        else ``manifest["models"]``) with the event "ran"."""
-        self._record_run(manifest)
-        self.register_models(manifest.get("notebooks") or manifest.get("models") or (),
-                             run_id=manifest["run_id"], event="ran")
+    def finish_run(self, manifest: Manifest | Mapping) -> None:
+        """Record the run's final manifest and register its notebooks with the event "ran"."""
+        typed = Manifest.of(manifest)
+        self._record_run(manifest_dict(manifest))
+        self.register_models([entry.to_dict() for entry in typed.notebooks], run_id=typed.run_id, event="ran")
 
     # -- the steps ----------------------------------------------------------------
 

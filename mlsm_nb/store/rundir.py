@@ -16,19 +16,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterator
-
-from collections.abc import Mapping, Sequence
 
 from ..exceptions import ConfigError, MlsmError
+from ..files import read_jsonl, write_jsonl
 from ..processes import pid_alive
-from ..files import read_jsonl, write_json, write_jsonl
-from .base import ResultSink
+from .manifest import Manifest, load_manifest, save_manifest
 
 MANIFEST = "manifest.json"
 
@@ -84,14 +81,14 @@ def _take_lock(f, root: Path) -> None:
         time.sleep(0.05)
 
 
-class RunDirectory(ResultSink):
-    """Paths and manifest of one run (`root` is ``<out>/<run_id>``); the run's first `ResultSink`.
+class RunDirectory:
+    """Paths and manifest of one run (`root` is ``<out>/<run_id>``): the run's own state, not a `ResultSink`.
 
     It is the only owner of the run's paths: other parts ask it, never build them
-    (a model's `name@version` key is `core.model.model_key`).
+    (a model's `name@version` key is `core.model.model_key`). Its results are written
+    by the batch's merge (`write_batch`), wherever that runs; the run hands them to its
+    sinks afterwards (docs/design.md).
     """
-
-    name = "run directory"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -157,28 +154,18 @@ class RunDirectory(ResultSink):
             (self.root / "outputs" / key).mkdir(parents=True, exist_ok=True)
             (self.root / "executed" / key).mkdir(parents=True, exist_ok=True)
 
-    def read_manifest(self) -> dict:
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise MlsmError(f"{self.manifest_path}: no readable run manifest ({exc})") from None
+    def read_manifest(self) -> Manifest:
+        """The run's manifest, typed (`store.manifest`); MlsmError naming the file when unreadable."""
+        return load_manifest(self.manifest_path)
 
-    def write_manifest(self, manifest: dict) -> None:
-        write_json(self.manifest_path, manifest)
+    def write_manifest(self, manifest: Manifest | Mapping) -> None:
+        """Write the manifest atomically (typed, or its JSON form as a mapping)."""
+        save_manifest(self.manifest_path, manifest)
 
-    def open_run(self, manifest: Mapping) -> None:
-        (self.root / "results").mkdir(parents=True, exist_ok=True)
-
-    def write_batch(self, run_id: str, batch: int, documents: Sequence[Mapping]) -> list[str]:
-        """Write ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
+    def write_batch(self, run_id: str, batch: int, documents: Iterable[Mapping]) -> None:
+        """Write the merged result documents of `batch` of this run (`run_id`, the directory's name) to
+        ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
         write_jsonl(self.results_path(batch), documents)
-        return []
-
-    def stored_batches(self, run_id: str) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in (self.root / "results").glob("batch-*.jsonl")}
-
-    def finish_run(self, manifest: Mapping) -> None:
-        self.write_manifest(dict(manifest))
 
     def results(self) -> Iterator[dict]:
         """The result documents of every finished batch, batch by batch."""

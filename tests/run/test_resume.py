@@ -14,6 +14,7 @@ from mlsm_nb.exceptions import ConfigError
 from mlsm_nb.leads import save_leads
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store import rundir
+from mlsm_nb.store.manifest import ExecutionStatus
 from mlsm_nb.store.rundir import RunDirectory, read_results
 
 OPTIONS = dict(batch_size=500, engine="inprocess", workers=2)
@@ -158,9 +159,9 @@ def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, few_leads
     run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="s", **PAPERMILL)
     run_dir = RunDirectory(tmp_path / "s")
     manifest = run_dir.read_manifest()
-    manifest["executions"]["lead_lr@1.0.0"]["2"]["status"] = "failed"
-    for batch in ("1", "2"):
-        manifest["executions"]["champion@1.0.0"][batch]["started_at"] = "before the resume"
+    manifest.executions["lead_lr@1.0.0"][2].status = ExecutionStatus.FAILED
+    for batch in (1, 2):
+        manifest.executions["champion@1.0.0"][batch].started_at = "before the resume"
     run_dir.write_manifest(manifest)
     after = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="s", resume=True, **PAPERMILL)
     assert after["executions"]["champion@1.0.0"]["2"]["started_at"] != "before the resume"  # ran again
@@ -171,10 +172,10 @@ def test_in_process_a_batch_with_a_failed_execution_is_scored_again_whole(tmp_pa
     run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="w", **OPTIONS)
     run_dir = RunDirectory(tmp_path / "w")
     manifest = run_dir.read_manifest()
-    manifest["executions"]["lead_lr@1.0.0"]["2"]["status"] = "failed"
-    for key in manifest["executions"]:
-        for batch in ("1", "2"):
-            manifest["executions"][key][batch]["started_at"] = "before the resume"
+    manifest.executions["lead_lr@1.0.0"][2].status = ExecutionStatus.FAILED
+    for key in manifest.executions:
+        for batch in (1, 2):
+            manifest.executions[key][batch].started_at = "before the resume"
     run_dir.write_manifest(manifest)
     after = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="w", resume=True, **OPTIONS)
     assert all(after["executions"][key]["2"]["started_at"] != "before the resume" for key in after["executions"])

@@ -170,13 +170,13 @@ def test_store_as_run_keeps_call_order_and_repeated_ids(mongo_db):
     second, _ = store_as_run(store, [{"lead": "L1", "_timestamp": 12, "results": {"m": {"1": {"s": 2}}}},
                                      {"lead": "L1", "_timestamp": 13, "results": {"m": {"1": {"s": 3}}}}],
                              batch_size=1)  # the repeat lands in another batch
-    assert problems == [] and first["started_at"] < second["started_at"]
+    assert problems == [] and first.started_at < second.started_at
     assert [(d["run_id"], d["_timestamp"]) for d in store.history("L1")] == [
-        (second["run_id"], 13), (second["run_id"], 12), (first["run_id"], 11)]
+        (second.run_id, 13), (second.run_id, 12), (first.run_id, 11)]
     assert mongo_db.scores.count_documents({"_current": 0}) == 1
-    assert mongo_db.runs.find_one({"_id": second["run_id"]})["status"] == "succeeded"
+    assert mongo_db.runs.find_one({"_id": second.run_id})["status"] == "succeeded"
     entry = mongo_db.models.find_one({"name": "testSummary", "version": "0.0.0"})
-    assert entry["runs"] == [first["run_id"]] and entry["status"] == "draft" and "ran_at" in entry
+    assert entry["runs"] == [first.run_id] and entry["status"] == "draft" and "ran_at" in entry
     assert "_bumped_by" not in mongo_db.scores.find_one()
 
 
