@@ -2,7 +2,8 @@
 
 import pytest
 
-from mlsm_nb.redact import REDACTED, is_secret, redact_parameters, redact_text, safe_uri
+from mlsm_nb.redact import REDACTED, is_secret, redact_parameters, redact_text, redact_uri, safe_uri
+from mlsm_nb.store import mongo
 from mlsm_nb.run.execution import Executor
 
 PASSWORD = "s3cr3t-PLANTED"
@@ -61,3 +62,11 @@ def test_a_failed_executions_error_is_redacted_before_it_is_cut_short(cut):
     exc.add_note("kernel log: executed/m@1/batch-00000.kernel.log")
     error = executor.describe(exc, "m@1", 0)
     assert PASSWORD[:5] not in error and error.endswith(" (kernel log: executed/m@1/batch-00000.kernel.log)")
+
+
+def test_uri_redaction_is_in_one_place():
+    uri = "mongodb://scorer:ab@cd/ef gh@db.example:27017/leads?authSource=admin"
+    assert safe_uri(uri) == "mongodb://scorer:***@db.example:27017" and safe_uri("db.example:27017") == "<not a URI>"
+    told = redact_uri("could not parse 'ab@cd' and 'ef gh' in mongodb://scorer:ab@cd/ef gh@db.example", uri)
+    assert "ab@cd" not in told and "ef gh" not in told and "db.example" in told
+    assert not hasattr(mongo, "safe_uri") or mongo.safe_uri is safe_uri

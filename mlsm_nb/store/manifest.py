@@ -227,7 +227,7 @@ class Manifest(_Part):
     failed_executions: int | None = None
     models: dict[str, dict] = field(default_factory=dict)
     verdict: Verdict | None = None
-    ALWAYS = ("run_id", "status", "started_at", "ended_at", "notebooks", "executions")
+    ALWAYS = ("run_id", "status", "started_at", "ended_at", "notebooks", "executions", "sinks")
     EXTRA = "settings"
 
     _CONVERTERS: ClassVar[dict] = {

@@ -315,3 +315,38 @@ def test_a_uri_that_is_not_mongodb_is_told_so_without_the_password_hint():
     assert message.startswith("MongoDB URI mongodb://u:***@localhost is not valid: ")
     assert message.endswith(" (write a password holding / @ : % or spaces percent-escaped)")
     assert "p@ss" not in message and "ss/w" not in message
+
+
+def test_driver_errors_stop_at_the_store_as_store_errors(mongo_uri, mongo_db):
+    store = opened(mongo_db, ("r", DAY1))
+    with pytest.raises(StoreError, match=r"^MongoDB write of the run failed: .*"):
+        store.open_run({"run_id": "odd", "started_at": DAY1, "parameters": {"threshold": object()}})  # no BSON for it
+    with pytest.raises(StoreError, match=r"^MongoDB read of the model registry failed: "):
+        MongoStore.from_database(mongo_db).registry.entries([("m", {"$bad": object()})])
+    closed = MongoStore.connect(mongo_uri, mongo_db.name)
+    closed.close()
+    with pytest.raises(StoreError, match="^MongoDB "):
+        closed.stored_batches("r")
+
+
+def test_the_later_of_two_runs_started_in_one_second_is_live(mongo_db, tmp_path, make_notebook):
+    """Run ids that sort the other way round: with starts to the second, the run id decided, and the
+    earlier run stayed live."""
+    from conftest import write_records
+    from mlsm_nb.run.orchestrate import run_notebooks
+
+    notebook, records = make_notebook(), write_records(tmp_path / "in.jsonl", 3)
+    store = MongoStore.from_database(mongo_db)
+    for attempt in range(20):
+        first, second = (run_notebooks([notebook], records, out=tmp_path / "runs", run_id=f"{attempt}-{order}",
+                                       engine="inprocess", workers=1, sinks=[store]) for order in ("z", "a"))
+        if first["started_at"][:19] == second["started_at"][:19]:
+            break
+    else:
+        pytest.fail("no two runs in a row started in one second")
+    assert first["started_at"] < second["started_at"] and first["run_id"] > second["run_id"]
+    assert {d["run_id"] for d in mongo_db.results.find({"_current": 0})} == {second["run_id"]}
+    assert mongo_db.results.count_documents({"_current": 0}) == 3
+    assert started_micros(second["started_at"]) % 1_000_000 == int(second["started_at"][20:26])  # the _id's µs
+    assert mongo_db.results.find_one({"run_id": second["run_id"]})["_id"].startswith(
+        f"{started_micros(second['started_at']):017d}:")
