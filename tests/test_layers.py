@@ -31,10 +31,7 @@ LAYERS = [
 ]
 
 # (importer, imported) pairs still against the order, each with the branch that removes it.
-KNOWN = {
-    # run asks audit whether active models are approved; branch `store` makes approvals a sink hook.
-    ("mlsm_nb.run.orchestrate", "mlsm_nb.audit.approvals"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
