@@ -66,7 +66,8 @@ class ReplayReport:
 
 
 def _check_files(run: RunDirectory, manifest: Manifest) -> int:
-    if manifest.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED) or not (manifest.input and manifest.input.complete):
+    finished = manifest.status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+    if not finished or not (manifest.input and manifest.input.complete):
         raise ReplayRefused(f"{run.manifest_path}: run {manifest.run_id} did not finish "
                             f"(status {manifest.status}); resume it before replaying")
     batches = manifest.input.batches

@@ -224,14 +224,15 @@ def trace_record(record_id: str, *, run: str | Path | None = None, database: Aud
     return as_plain({
         "id": document[id_field], "id_field": id_field, "where": where,
         "live": run_id is None or (document.get("_current") == 0 if database is not None else chosen is hits[0]),
-        "run": {"run_id": document["run_id"], **_run_facts(manifest), "run_dir": str(run_dir.root) if run_dir else None},
+        "run": {"run_id": document["run_id"], **_run_facts(manifest),
+                "run_dir": str(run_dir.root) if run_dir else None},
         "batch": batch,
         "batch_file": str(run_dir.batch_path(batch)) if run_dir and batch is not None else None,
         "scored_at": document.get("_timestamp"),
         "models": _model_rows(chosen, name, version, registry, document[id_field]),
         "outcomes": outcomes,
-        "other_runs": [{"run_id": h["document"]["run_id"], "started_at": h["manifest"].started_at if h["manifest"] else None}
-                       for h in others],
+        "other_runs": [{"run_id": h["document"]["run_id"],
+                        "started_at": h["manifest"].started_at if h["manifest"] else None} for h in others],
     })
 
 

@@ -251,7 +251,7 @@ class MongoStore(ResultSink):
     def close(self) -> None:
         self.db.client.close()
 
-    def _retry(self, what: str, operation: Callable[[], Any]) -> Any:
+    def retry(self, what: str, operation: Callable[[], Any]) -> Any:
         """`operation()`, again after a transient error (a bounded number of times); any error of the
         driver or of BSON (a value it cannot encode) as StoreError."""
         from pymongo.errors import PyMongoError
@@ -275,7 +275,7 @@ class MongoStore(ResultSink):
         models; (run_id, batch) on stored_batches."""
         if self._indexed:
             return
-        self._retry("index creation", lambda: (
+        self.retry("index creation", lambda: (
             # `_current` first: reading the live documents of some ids scans those, never their history
             self.results.create_index([("_current", 1), (self.id_field, 1)], name="current_id"),
             self.results.create_index("run_id", name="run_id"),
@@ -336,8 +336,8 @@ class MongoStore(ResultSink):
         updates = [UpdateMany({"_id": {"$in": chunk}}, {"$set": {"_current": value}})
                    for value, ids in losers.items() for chunk in _for_in(ids)]
         if updates:
-            self._retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
-        self._retry("record of the stored batch", lambda: self.batches.update_one(
+            self.retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
+        self.retry("record of the stored batch", lambda: self.batches.update_one(
             {"run_id": run_id, "batch": batch},
             {"$set": {"documents": written, "stored_at": dt.datetime.now(dt.timezone.utc)}}, upsert=True))
         return problems
@@ -345,12 +345,12 @@ class MongoStore(ResultSink):
     def stored_batches(self, run_id: str) -> set[int]:
         """The batches of `run_id` stored completely: recorded as stored, and as many documents
         on the server as were written (a server that lost writes in a crash shows fewer)."""
-        recorded = {m["batch"]: m["documents"] for m in self._retry(
+        recorded = {m["batch"]: m["documents"] for m in self.retry(
             "read of stored batches", lambda: list(self.batches.find({"run_id": run_id})))}
         if not recorded:
             return set()
         counted: dict[int, int] = defaultdict(int)
-        for document in self._retry("read of results", lambda: list(self.results.find({"run_id": run_id}, {"_id": 1}))):
+        for document in self.retry("read of results", lambda: list(self.results.find({"run_id": run_id}, {"_id": 1}))):
             order = _order(document["_id"])
             if order and order[1] == run_id:
                 counted[order[2]] += 1
@@ -366,7 +366,7 @@ class MongoStore(ResultSink):
 
     def _run_started(self, run_id: str) -> int:
         if run_id not in self._started:
-            run = self._retry("read of the run", lambda: self.runs.find_one({"_id": run_id}, {"started_at": 1}))
+            run = self.retry("read of the run", lambda: self.runs.find_one({"_id": run_id}, {"started_at": 1}))
             if not run or "started_at" not in run:
                 raise StoreError(f"MongoDB: run {run_id!r} was not opened (open_run before write_batch)")
             self._started[run_id] = started_micros(run["started_at"])
@@ -377,7 +377,7 @@ class MongoStore(ResultSink):
         found: dict[tuple, list[dict]] = defaultdict(list)
         storable = [i for i in ids if len(bson.encode({"v": i})) < MAX_DOCUMENT_BYTES]  # others cannot be stored
         for chunk in _for_in(storable):
-            cursor = self._retry("read of live results", lambda: list(self.results.find(
+            cursor = self.retry("read of live results", lambda: list(self.results.find(
                 {self.id_field: {"$in": chunk}, "_current": 0}, {"_id": 1, self.id_field: 1, "_timestamp": 1})))
             for document in cursor:
                 found[id_key(document[self.id_field])].append(document)
@@ -399,7 +399,7 @@ class MongoStore(ResultSink):
                         refused.append((documents[error["index"]], error.get("errmsg", "refused")[:300]))
 
         if raw:
-            self._retry("insert of results", lambda: insert(raw))
+            self.retry("insert of results", lambda: insert(raw))
         retry = []
         for document, message in refused:
             as_error, problem = _as_error(document, f"MongoDB refused it: {message}")
@@ -408,14 +408,14 @@ class MongoStore(ResultSink):
             problems.append(f"record {_describe(document[self.id_field])}: {problem}")
         refused_before, refused[:] = len(refused), []
         if retry:
-            self._retry("insert of results", lambda: insert(retry))
+            self.retry("insert of results", lambda: insert(retry))
         for document, message in refused:
             problems.append(f"record {_describe(document[self.id_field])}: not stored in MongoDB: {message}")
         return len(raw) - refused_before + len(retry) - len(refused)
 
     def _record_run(self, manifest: Mapping) -> None:
         document = {k: v for k, v in manifest.items() if k != "batch_stats"}
-        self._retry("write of the run", lambda: self.runs.replace_one(
+        self.retry("write of the run", lambda: self.runs.replace_one(
             {"_id": manifest["run_id"]}, {**document, "_id": manifest["run_id"]}, upsert=True))
 
     def register_models(self, entries: Iterable[Mapping], *, run_id: str | None = None, event: str) -> None:
@@ -433,24 +433,24 @@ class MongoStore(ResultSink):
             operations.append(UpdateOne({"name": entry["name"], "version": entry["version"]}, update, upsert=True))
         if operations:
             self.ensure_indexes()
-            self._retry("write of the model registry", lambda: self.models.bulk_write(operations, ordered=False))
+            self.retry("write of the model registry", lambda: self.models.bulk_write(operations, ordered=False))
 
     # -- queries for consumers ----------------------------------------------------
 
     def current_results(self, ids: Iterable) -> dict:
         """The live result document of each id (``_current: 0``), by id (ids keep their type)."""
         ids = list(ids)
-        found = self._retry("read of results", lambda: list(self.results.find({self.id_field: {"$in": ids},
+        found = self.retry("read of results", lambda: list(self.results.find({self.id_field: {"$in": ids},
                                                                                "_current": 0})))
         return {doc[self.id_field]: doc for doc in found}
 
     def count_run(self, run_id: str) -> int:
         """How many result documents a run has stored."""
-        return self._retry("count of results", lambda: self.results.count_documents({"run_id": run_id}))
+        return self.retry("count of results", lambda: self.results.count_documents({"run_id": run_id}))
 
     def history(self, record_id) -> list[dict]:
         """Every stored result of one id, newest first (``_current`` ascending)."""
-        found = self._retry("read of results", lambda: list(self.results.find({self.id_field: record_id})))
+        found = self.retry("read of results", lambda: list(self.results.find({self.id_field: record_id})))
         return sorted(found, key=_newest_first)
 
 

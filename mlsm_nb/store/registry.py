@@ -34,15 +34,16 @@ class ModelRegistry:
 
     def exists(self) -> bool:
         """Whether the database has a registry (models were ever registered in it)."""
-        return self.models.name in self.store._retry("read of the collections", lambda: self.store.db.list_collection_names(
-            filter={"name": self.models.name}))
+        found = self.store.retry("read of the collections",
+                                 lambda: self.store.db.list_collection_names(filter={"name": self.models.name}))
+        return self.models.name in found
 
     def entries(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
         """The entries of these (name, version) pairs, by pair (one query)."""
         keys = list(keys)
         if not keys:
             return {}
-        found = self.store._retry("read of the model registry", lambda: list(
+        found = self.store.retry("read of the model registry", lambda: list(
             self.models.find({"$or": [{"name": n, "version": v} for n, v in keys]})))
         return {(doc["name"], doc["version"]): doc for doc in found}
 
@@ -50,18 +51,18 @@ class ModelRegistry:
         return self.entries([(name, version)]).get((name, version))
 
     def approvals_required(self) -> bool:
-        policy = self.store._retry("read of the approval policy",
+        policy = self.store.retry("read of the approval policy",
                                    lambda: self.settings.find_one({"_id": APPROVAL_POLICY}))
         return bool(policy and policy.get("required"))
 
     def set_approvals_required(self, required: bool, by: str, at: str) -> None:
         document = {"_id": APPROVAL_POLICY, "required": required, "set_by": by, "set_at": at}
-        self.store._retry("write of the approval policy", lambda: self.settings.replace_one(
+        self.store.retry("write of the approval policy", lambda: self.settings.replace_one(
             {"_id": APPROVAL_POLICY}, document, upsert=True))
 
     def record_approval(self, name: str, version: str, approval: dict) -> None:
         """Add `approval` ({by, at, sha256}) to the entry of `name` `version`: its latest and one of its approvals."""
-        self.store._retry("write of the approval", lambda: self.models.update_one(
+        self.store.retry("write of the approval", lambda: self.models.update_one(
             {"name": name, "version": version}, {"$set": {"approval": approval}, "$push": {"approvals": approval}}))
 
     def check_approvals(self, active: Sequence["Approvable"]) -> None:
@@ -82,5 +83,5 @@ class ModelRegistry:
             approval = registry[spec.name, spec.version]["approval"]
             if approval.get("sha256") != spec.sha256():
                 raise ConfigError(f"{spec.path}: {spec.name} {spec.version} was approved for sha256 "
-                                  f"{approval.get('sha256', '')[:12]}… but its production cells or artifacts now hash "
-                                  f"to {spec.sha256()[:12]}…; approve this notebook again")
+                                  f"{approval.get('sha256', '')[:12]}… but its production cells or artifacts now "
+                                  f"hash to {spec.sha256()[:12]}…; approve this notebook again")
