@@ -85,7 +85,7 @@ def lint(paths: tuple[str, ...]) -> None:
     notebooks = find_notebooks(paths)
     if not notebooks:
         _fail(f"no notebooks found in {', '.join(paths)}")
-    problems = [p for path in notebooks for p in inspect_notebook(path, check_git=True)[1]]
+    problems = [p for path in notebooks for p in inspect_notebook(path, check_git=True, check_names=True)[1]]
     for problem in problems:
         click.echo(str(problem))
     checked = sum(path.is_file() for path in notebooks)  # a path that is not there is a problem, not a notebook

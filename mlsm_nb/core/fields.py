@@ -14,6 +14,7 @@ is a valid `float`.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import random
@@ -50,7 +51,9 @@ def _type_name(field: str, value: Any) -> str:
         return value.__name__
     if isinstance(value, str) and value in TYPE_NAMES:
         return value
-    raise FieldSpecError(field, f"unknown type {value!r}; use one of {', '.join(TYPE_NAMES)}")
+    near = difflib.get_close_matches(str(value).lower(), TYPE_NAMES, n=1, cutoff=0.5)
+    guess = f" (did you mean `{near[0]}`?)" if near else ""
+    raise FieldSpecError(field, f"unknown type {value!r}{guess}; use one of {', '.join(TYPE_NAMES)}")
 
 
 def parse_field(name: str, spec: Any) -> FieldSpec:
@@ -61,7 +64,10 @@ def parse_field(name: str, spec: Any) -> FieldSpec:
         return FieldSpec(name, _type_name(name, spec))
     unknown = set(spec) - _SPEC_KEYS
     if unknown:
-        raise FieldSpecError(name, f"unknown spec key(s) {sorted(unknown)}; known: {sorted(_SPEC_KEYS)}")
+        guesses = [f"`{near[0]}`" for key in sorted(unknown)
+                   if (near := difflib.get_close_matches(str(key), _SPEC_KEYS, n=1))]
+        guess = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+        raise FieldSpecError(name, f"unknown spec key(s) {sorted(unknown)}{guess}; known: {sorted(_SPEC_KEYS)}")
     if "type" not in spec:
         raise FieldSpecError(name, "spec dict needs a 'type'")
     type_name = _type_name(name, spec["type"])

@@ -21,7 +21,7 @@ import nbformat.reader
 
 from ..exceptions import FieldSpecError, NotebookError
 from ..core.cells import cell_marker
-from ..core.fields import PARSE_LOCK, parse_fields
+from ..core.fields import PARSE_LOCK, parse_field
 from ..core.model import NAME_PATTERN, STATUSES
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
@@ -36,6 +36,11 @@ VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]*\Z")
 _SINGLE_TAGS = ("version", "fields", "parameters", "score", "examples", "models")
 _VERSION_KEYS = {"name", "version", "status", "artifacts"}
 _TYPE_NAMES = {"int", "float", "str", "bool"}
+# Names an IPython kernel defines for every cell (production cells run in one); pyflakes knows Python's own.
+IPYTHON_BUILTINS = ("display", "get_ipython", "In", "Out", "exit", "quit", "_", "__", "___",
+                    "_i", "_ii", "_iii", "_ih", "_oh", "_dh")
+_PRODUCTION_ONLY = ("production runs only the tagged cells: define it in a tagged cell, or save it beside the "
+                    "notebook and load it in `setup`")
 
 
 @dataclass
@@ -249,11 +254,21 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _collect_cells(nb: dict, lint: _Linter) -> list[Cell]:
-    cells = []
+def _source(raw) -> str | None:
+    source = raw.get("source", "")
+    source = "".join(map(str, source)) if isinstance(source, list) else source
+    return source if isinstance(source, str) else None
+
+
+def _collect_cells(nb: dict, lint: _Linter) -> tuple[list[Cell], list[Cell]]:
+    """(production cells, untagged code cells), each in authored order."""
+    cells, untagged = [], []
     for index, raw in enumerate(nb["cells"]):
         tags = _cell_tags(index, raw, lint)
         if not tags:
+            source = _source(raw) if isinstance(raw, dict) and raw.get("cell_type") == "code" else None
+            if source is not None:
+                untagged.append(Cell(index, "", source))
             continue
         if len(tags) > 1:
             lint.add(f"cell carries several contract tags {tags}; give each its own cell",
@@ -261,13 +276,69 @@ def _collect_cells(nb: dict, lint: _Linter) -> list[Cell]:
         if raw.get("cell_type") != "code":
             lint.add(f"a {raw.get('cell_type')} cell cannot carry the contract tag", Cell(index, tags[0], ""))
             continue
-        source = raw.get("source", "")
-        source = "".join(map(str, source)) if isinstance(source, list) else source
-        if not isinstance(source, str):
-            lint.add(f"the cell's source is {type(source).__name__}, not text", Cell(index, tags[0], ""))
+        source = _source(raw)
+        if source is None:
+            lint.add(f"the cell's source is {type(raw.get('source')).__name__}, not text", Cell(index, tags[0], ""))
             continue
         cells.append(Cell(index, tags[0], source))
-    return cells
+    return cells, untagged
+
+
+def _bound_names(source: str) -> set[str]:
+    """The names a (workspace) cell binds at module level; IPython's magics and shell escapes are turned into
+    plain calls first (IPython's own transformer: nothing runs)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    from pyflakes.checker import Builtin, Checker, ModuleScope
+
+    try:
+        with PARSE_LOCK:
+            tree = ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError):
+        return set()
+    checker = Checker(tree, builtins=IPYTHON_BUILTINS)
+    module = next(scope for scope in checker.deadScopes if isinstance(scope, ModuleScope))
+    return {name for name, binding in module.items() if not isinstance(binding, Builtin)}
+
+
+def _check_names(spec: NotebookSpec, untagged: list[Cell], lint: _Linter) -> None:
+    """Names the production cells use that no production cell defines before (pyflakes over the production
+    cells in run order; a function's body may use what a later cell defines): production runs only those
+    cells, so such a name fails there even when Run All works."""
+    from pyflakes.checker import Builtin, Checker, ModuleScope
+    from pyflakes.messages import UndefinedName
+
+    parts = [c.source if c.source.endswith("\n") else c.source + "\n" for c in spec.cells]
+    offsets = [sum(part.count("\n") for part in parts[:i]) for i in range(len(parts))]
+    with PARSE_LOCK:
+        tree = ast.parse("".join(parts))
+    checker = Checker(tree, builtins=IPYTHON_BUILTINS)
+    undefined = sorted((m for m in checker.messages if isinstance(m, UndefinedName)), key=lambda m: m.lineno)
+    if not undefined:
+        return
+    module = next(scope for scope in checker.deadScopes if isinstance(scope, ModuleScope))
+    known = {name: binding for name, binding in module.items() if not isinstance(binding, Builtin)}
+    defined_by: dict[str, int] = {}
+    for other in untagged:
+        for name in _bound_names(other.source):
+            defined_by.setdefault(name, other.index)
+
+    def cell_at(line: int) -> int:
+        return max(i for i, start in enumerate(offsets) if start < line)
+
+    for message in undefined:
+        position = cell_at(message.lineno)
+        cell, name = spec.cells[position], message.message_args[0]
+        where = f"line {message.lineno - offsets[position]}: `{name}`"
+        if name in known and getattr(known[name].source, "lineno", None):
+            later = spec.cells[cell_at(known[name].source.lineno)]
+            lint.add(f"{where} is used before cell {later.index} [{later.tag}] defines it; production runs the "
+                     "tagged cells in order: move the definition up", cell)
+        elif name in defined_by:
+            lint.add(f"{where} is defined only in untagged cell {defined_by[name]}; {_PRODUCTION_ONLY}", cell)
+        else:
+            near = difflib.get_close_matches(name, known, n=1)
+            guess = f" (did you mean `{near[0]}`?)" if near else ""
+            lint.add(f"{where} is not defined in any cell{guess}; {_PRODUCTION_ONLY}", cell)
 
 
 def _check_counts(spec: NotebookSpec, lint: _Linter) -> None:
@@ -377,12 +448,18 @@ def _check_fields(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linte
     fields = lint.literal(cell, tree, "fields")
     if fields is None:
         return
-    try:
-        parse_fields(fields)
-    except FieldSpecError as exc:
-        lint.add(str(exc), cell)
+    if not isinstance(fields, dict):
+        lint.add(f"fields must be a dict of field name -> type or spec, got {type(fields).__name__}", cell)
         return
-    spec.fields = fields
+    good = True
+    for name, entry in fields.items():  # every field's problem at once, not only the first
+        try:
+            parse_field(name, entry)
+        except FieldSpecError as exc:
+            lint.add(str(exc), cell)
+            good = False
+    if good:
+        spec.fields = fields
 
 
 def _check_score(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
@@ -451,10 +528,13 @@ def _kernel_problem(path: Path, nb: dict) -> NotebookError | None:
     return None
 
 
-def inspect_notebook(path: str | Path, *, check_git: bool = False) -> tuple[NotebookSpec | None, list[NotebookError]]:
+def inspect_notebook(path: str | Path, *, check_git: bool = False,
+                     check_names: bool = False) -> tuple[NotebookSpec | None, list[NotebookError]]:
     """Read a notebook's declarations and every contract problem, without running it.
 
-    `check_git` also asks git whether the declared artifacts are tracked (lint and validate do).
+    `check_git` also asks git whether the declared artifacts are tracked; `check_names` also finds names the
+    production cells use that only untagged cells, or no cell, define (lint and validate do both; a run
+    meets such a name as the NameError of the cell or record that uses it).
     """
     path = Path(path)
     lint = _Linter(path, check_git)
@@ -467,13 +547,18 @@ def inspect_notebook(path: str | Path, *, check_git: bool = False) -> tuple[Note
     problem = _kernel_problem(path, nb)
     if problem:
         return None, [problem]
-    spec = NotebookSpec(path=path, cells=_collect_cells(nb, lint))
+    cells, untagged = _collect_cells(nb, lint)
+    spec = NotebookSpec(path=path, cells=cells)
     _check_counts(spec, lint)
+    parsed = True
     for cell in spec.cells:
         tree = lint.parse(cell)
+        parsed = parsed and tree is not None
         check = _CHECKS.get(cell.tag)
         if tree is not None and check is not None and cell is spec.cell(cell.tag):
             check(spec, cell, tree, lint)
+    if check_names and parsed:  # a cell that does not parse is reported already; its names would look undefined
+        _check_names(spec, untagged, lint)
     return spec, lint.problems
 
 

@@ -212,7 +212,7 @@ def validate_notebook(path: Path, candidates: Sequence[Path] = (), *, lax: bool 
     path = Path(path)
     name = str(path)
     started = time.perf_counter()
-    spec, problems = inspect_notebook(path, check_git=True)
+    spec, problems = inspect_notebook(path, check_git=True, check_names=True)
     lint = CheckResult(name, "lint", "failed" if problems else "passed",
                        "; ".join(str(p) for p in problems) or "contract holds", time.perf_counter() - started)
     only_missing_artifacts = bool(problems) and spec is not None and len(problems) == len(spec.missing_artifacts)

@@ -133,7 +133,7 @@ def test_lint_of_folder_without_notebooks_fails(tmp_path):
 
 def test_lint_never_runs_notebook_code(tmp_path, make_notebook):
     marker = tmp_path / "ran"
-    cells = replace_cell(GOOD_CELLS, "setup", f"open({str(marker)!r}, 'w').close()")
+    cells = replace_cell(GOOD_CELLS, "setup", f"FACTOR = 2\nopen({str(marker)!r}, 'w').close()")
     assert lint(make_notebook(cells=cells)).exit_code == 0
     assert not marker.exists()
 
@@ -259,3 +259,54 @@ def test_ipython_display_is_allowed_in_production_cells(tmp_path):
     path = write_notebook(tmp_path / "shows.ipynb",
                           replace_cell(GOOD_CELLS, "setup", "from IPython.display import display\nFACTOR = 2"))
     assert inspect_notebook(path)[1] == []
+
+
+def test_lint_reports_every_fields_problem_at_once_with_the_type_meant(make_notebook):
+    fields = 'fields = {"x": "integer", "y": {"type": "flaot", "min": 0}, "z": {"type": "str", "nulable": True}}'
+    path = make_notebook(cells=replace_cell(GOOD_CELLS, "fields", fields))
+    result = lint(path)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[:3] == [
+        f"{path}:cell 1 [fields]: field 'x': unknown type 'integer' (did you mean `int`?); "
+        "use one of int, float, str, bool",
+        f"{path}:cell 1 [fields]: field 'y': unknown type 'flaot' (did you mean `float`?); "
+        "use one of int, float, str, bool",
+        f"{path}:cell 1 [fields]: field 'z': unknown spec key(s) ['nulable'] (did you mean `nullable`?); "
+        "known: ['allowed', 'max', 'min', 'nullable', 'required', 'type']"]
+
+
+UNTAGGED_MODEL = "from statistics import mean\nmodel = {'weight': mean([1, 3])}"
+HINT = ("production runs only the tagged cells: define it in a tagged cell, or save it beside the notebook and "
+        "load it in `setup`")
+
+
+@pytest.mark.parametrize("cells, message", [
+    # score uses what a training cell fitted: Run All works, production fails every record
+    ([*GOOD_CELLS[:4], (None, UNTAGGED_MODEL),
+      ("score", "def score(data, results):\n    return {'score': data['x'] * model['weight'] * FACTOR}"),
+      GOOD_CELLS[5]],
+     f"cell 5 [score]: line 2: `model` is defined only in untagged cell 4; {HINT}"),
+    # setup reads what training made (module level: extraction fails)
+    ([*GOOD_CELLS[:2], (None, "%matplotlib inline\nsample = [1, 2]\n!echo trained"),
+      ("setup", "FACTOR = 2\nTOP = max(sample)"), *GOOD_CELLS[4:]],
+     f"cell 3 [setup]: line 2: `sample` is defined only in untagged cell 2; {HINT}"),
+    # a name no cell defines, and the one meant
+    (replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    return {'score': data['x'] * FACTR}"),
+     f"cell 4 [score]: line 2: `FACTR` is not defined in any cell (did you mean `FACTOR`?); {HINT}"),
+    # a production cell that uses what a later production cell defines, at module level
+    ([*GOOD_CELLS[:2], ("setup", "DOUBLE = FACTOR * 2"), ("setup", "FACTOR = 2"), *GOOD_CELLS[4:]],
+     "cell 2 [setup]: line 1: `FACTOR` is used before cell 3 [setup] defines it; production runs the tagged "
+     "cells in order: move the definition up"),
+])
+def test_lint_finds_names_production_cannot_see(make_notebook, cells, message):
+    path = make_notebook(cells=cells)
+    result = lint(path)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == f"{path}:{message}"
+
+
+def test_lint_knows_ipython_builtins_later_definitions_in_functions_and_star_imports(make_notebook):
+    cells = [*GOOD_CELLS[:2], ("setup", "display('loading')\nFACTOR = 2"),
+             ("score", "def score(data, results):\n    return {'score': data['x'] * FACTOR * helper()}"),
+             ("setup", "from math import *\n\ndef helper():\n    return floor(pi) - 2"), GOOD_CELLS[5]]
+    assert lint(make_notebook(cells=cells)).exit_code == 0

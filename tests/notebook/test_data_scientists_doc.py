@@ -62,6 +62,12 @@ def setup_reads_training(_, cells):
         '\nTITLES = sorted({lead["job_title"] for lead in sample})')
 
 
+def fields_typos(_, cells):
+    cells["fields"]["source"] = ('fields = {\n    "email_clicks": {"type": "integer", "min": 0},\n'
+                                 '    "site_visits": {"type": "int", "min": 0, "nulable": True},\n'
+                                 '    "job_title": "string",\n}')
+
+
 def stale_output(all_cells, _):
     call = next(c for c in all_cells if "".join(c["source"]).startswith("score(sample[0]"))
     call["execution_count"] = 1
@@ -77,6 +83,7 @@ MISTAKES = {
     "unsafe_version": unsafe_version,
     "artifact_not_saved": artifact_not_saved,
     "setup_reads_training": setup_reads_training,
+    "fields_typos": fields_typos,
     "stale_output": stale_output,
 }
 
