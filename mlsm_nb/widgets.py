@@ -4,7 +4,9 @@
 Both work with no argument inside a model notebook: `tryout()` uses the model
 the notebook's cells just defined (the kernel's current `score`, `fields`, ...);
 `check()` validates the notebook file (save it first) found from the kernel's
-session.
+session. Run headless (papermill, nbconvert: a kernel with no notebook session)
+they do nothing but say, in one line, that they are for JupyterLab, so a
+notebook from the templates runs to the end anywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +39,36 @@ def notebook_path() -> Path:
         if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
             return Path(candidate)
     raise ConfigError("cannot tell which notebook this kernel runs; pass its path, e.g. check('notebooks/x.ipynb')")
+
+
+class ForJupyterLab:
+    """What `check()` or `tryout()` gives in a kernel with no notebook session: one line saying so."""
+
+    def __init__(self, call: str, elsewhere: str = ""):
+        self.call = call
+        self.elsewhere = elsewhere
+
+    def __repr__(self) -> str:
+        return (f"{self.call} is for JupyterLab: this kernel runs no notebook session (papermill, nbconvert), so it "
+                f"does nothing here{self.elsewhere}")
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
+def _session_notebook() -> Path | None:
+    """The notebook this kernel runs; None in a kernel with no notebook session; ConfigError outside a kernel."""
+    try:
+        return notebook_path()
+    except ConfigError:
+        if _in_kernel():
+            return None
+        raise
 
 
 def _current_model() -> Model:
@@ -201,10 +233,12 @@ class TryOut:
             field_input.fill(case.get(field_input.spec.name, _ABSENT))
         self.output.value = "<i class='mlsm-stale'>a random lead: press Score</i>"
 
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs):
+        """The form where widgets show (JupyterLab); one line in a saved or headless run's output."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = (f"tryout(): a form to score {self.model.name} {self.model.version} by hand; "
+                                "it shows in JupyterLab")
+        return bundle
 
 
 def render_entry(entry: Mapping) -> str:
@@ -218,12 +252,14 @@ def render_entry(entry: Mapping) -> str:
     return f"<table class='mlsm-ok'>{rows}</table>"
 
 
-def tryout(target=None) -> TryOut:
+def tryout(target=None) -> TryOut | ForJupyterLab:
     """A form to score hand-made inputs with this notebook's model (or `target`: a Model or a path).
 
     For a summary model, the form also holds the inputs of the models it needs
     (found beside the notebook).
     """
+    if target is None and _in_kernel() and _session_notebook() is None:
+        return ForJupyterLab("tryout()")
     model = _resolve(target)
     dependencies: list[Model] = []
     if model.kind == "summary":
@@ -285,8 +321,9 @@ class CheckReport:
     def warning(self) -> str:
         if not self.unsaved:
             return ""
-        return (f"this kernel has not run the saved version of {', '.join(self.unsaved)}: the checks are of the "
-                "saved file; save the notebook (Ctrl+S) and run check() again")
+        cells = ", ".join(self.unsaved)
+        return (f"this kernel has not run the saved version of {cells}: the checks are of the saved file; "
+                f"re-run {cells} (Shift+Enter; save too if you changed it since), then run check() again")
 
     def _repr_html_(self) -> str:
         advice = {"lint": "fix the cell named; `mlsm-nb lint` lists every problem",
@@ -316,17 +353,20 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check(path=None, full: bool = False, timeout: float = 300) -> CheckReport:
+def check(path=None, full: bool = False, timeout: float = 300) -> CheckReport | ForJupyterLab:
     """Validate this notebook (or `path`) as `mlsm-nb validate` does: lint, robustness,
     examples, parity — and nbval when `full=True`.
 
     It checks the saved file (save first): the report names the version it checked (the
-    file's time) and warns when this kernel ran other versions of the production cells.
+    file's time) and warns when this kernel ran other versions of the production cells,
+    naming them. In a kernel with no notebook session (papermill, nbconvert) it does nothing.
     """
     from .validate.pipeline import validate_notebook
 
     own = path is None
-    path = Path(path) if path else notebook_path()
+    path = Path(path) if path else _session_notebook()
+    if path is None:
+        return ForJupyterLab("check()", "; `mlsm-nb validate` checks notebooks headless")
     saved = saved_at(path)
     results = validate_notebook(path, timeout=timeout, nbval=full)
     return CheckReport(path, results, saved, unsaved_cells(path) if own else ())

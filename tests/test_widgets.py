@@ -137,7 +137,8 @@ def test_check_names_the_saved_version_and_warns_about_unsaved_edits(make_notebo
     report = CheckReport(path, [], saved_at(path), ["cell 4 [score]"])
     assert "(the version saved at 2023-11-14 22:13:20 UTC)" in report._repr_html_()
     assert ("this kernel has not run the saved version of cell 4 [score]: the checks are of the saved file; "
-            "save the notebook (Ctrl+S) and run check() again") in report._repr_html_()
+            "re-run cell 4 [score] (Shift+Enter; save too if you changed it since), then run check() again"
+            ) in report._repr_html_()
     shell = InteractiveShell.instance()
     try:
         for _, source, *_ in GOOD_CELLS:
@@ -171,3 +172,30 @@ def test_check_without_a_session_says_what_to_do(monkeypatch):
         check()
     model = load_notebook(NOTEBOOKS / "lead_rules.ipynb")  # the notebook itself still loads
     assert (type(model).__name__, model.name, model.version) == ("Model", "lead_rules", "1.0.0")
+
+
+def test_in_a_kernel_with_no_notebook_session_check_and_tryout_say_one_line_and_do_nothing(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from mlsm_nb.widgets import ForJupyterLab
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    shell = InteractiveShell.instance()
+    try:
+        for _, source, *_ in GOOD_CELLS:
+            shell.run_cell(source)
+        checked, tried = check(), tryout()
+        assert isinstance(checked, ForJupyterLab) and isinstance(tried, ForJupyterLab)
+        assert repr(checked) == ("check() is for JupyterLab: this kernel runs no notebook session (papermill, "
+                                 "nbconvert), so it does nothing here; `mlsm-nb validate` checks notebooks headless")
+        assert repr(tried) == ("tryout() is for JupyterLab: this kernel runs no notebook session (papermill, "
+                               "nbconvert), so it does nothing here")
+        assert tryout(NOTEBOOKS / "lead_rules.ipynb").model.name == "lead_rules"  # a path still works
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_the_form_is_one_line_where_widgets_do_not_show():
+    bundle = tryout(NOTEBOOKS / "lead_rules.ipynb")._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == "tryout(): a form to score lead_rules 1.0.0 by hand; it shows in JupyterLab"

@@ -39,3 +39,26 @@ def test_model_template_trains_before_setup_loads():
     cells = json.loads((TEMPLATES / "model.ipynb").read_text())["cells"]
     tags = [(cell["metadata"].get("tags") or [None])[0] for cell in cells if cell["cell_type"] == "code"]
     assert tags[:7] == ["version", "fields", "parameters", None, "setup", "score", "examples"]
+
+
+@pytest.mark.slow
+def test_fresh_template_notebooks_run_to_the_end_headless_with_papermill(tmp_path):
+    """Run All outside JupyterLab (papermill, as nbconvert would): the Try it cells say one line and do nothing."""
+    import papermill
+
+    folder = tmp_path / "notebooks"
+    for args in (["new", "model", "my_model", "--dir", str(folder)],
+                 ["new", "summary", "my_summary", "--dir", str(folder), "--models", "my_model:0.1.0"]):
+        assert CliRunner().invoke(main, args).exit_code == 0
+    for name in ("my_model", "my_summary"):
+        done = papermill.execute_notebook(str(folder / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"),
+                                          cwd=str(folder), progress_bar=False, kernel_name="python3")
+        shown = {"".join(c.source).splitlines()[-1]: "".join(o.get("data", {}).get("text/plain", "")
+                                                             for o in c.outputs)
+                 for c in done.cells if c.cell_type == "code" and c.outputs}
+        assert shown["check()"] == ("check() is for JupyterLab: this kernel runs no notebook session (papermill, "
+                                    "nbconvert), so it does nothing here; `mlsm-nb validate` checks notebooks "
+                                    "headless")
+        assert shown["tryout()"] == ("tryout() is for JupyterLab: this kernel runs no notebook session "
+                                     "(papermill, nbconvert), so it does nothing here")
+        assert not any(o.output_type == "error" for c in done.cells for o in c.get("outputs", []))
