@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .validate.checks import CheckResult
 from .exceptions import ConfigError, describe_error
-from .core.fields import FieldSpec, generate_inputs
+from .core.fields import FieldSpec
+from .core.samples import sample_inputs
 from .core.model import Model
 
 _MISSING_LABEL = "leave out"
@@ -225,10 +226,9 @@ class TryOut:
         return entry
 
     def randomise(self) -> None:
-        """Fill the form with a generated legal lead (the old result is cleared)."""
+        """Fill the form with a sample record (legal and realistic: `core.samples`); the old result is cleared."""
         self._seed += 1
-        specs = tuple(fi.spec for fi in self.fields.values())
-        case = generate_inputs(specs, random_count=1, seed=self._seed)[-1]
+        case, = sample_inputs([spec for model in self.models for spec in model.specs], 1, seed=self._seed)
         for field_input in self.fields.values():
             field_input.fill(case.get(field_input.spec.name, _ABSENT))
         self.output.value = "<i class='mlsm-stale'>a random lead: press Score</i>"

@@ -59,8 +59,9 @@ def models_repo(tmp_path_factory):
     return origin, work
 
 
-def run_pipeline(tmp_path, origin, branch, build_number):
-    """Jenkins: a fresh workspace, then every stage's script in order until one fails."""
+def run_pipeline(tmp_path, origin, branch, build_number, **parameters):
+    """Jenkins: a fresh workspace, then every stage's script in order until one fails (`parameters`: build
+    parameters set)."""
     workspace = tmp_path / f"ws-{branch.replace('/', '-')}"
     listed = git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
     for name in listed:  # the pipeline repository as Jenkins checks it out
@@ -69,7 +70,7 @@ def run_pipeline(tmp_path, origin, branch, build_number):
             shutil.copy2(ROOT / name, workspace / name, follow_symlinks=False)
     env = {**os.environ, "WORKSPACE": str(workspace), "BRANCH_NAME": branch, "BUILD_NUMBER": str(build_number),
            "GIT_COMMIT": "0" * 40, "MODELS_REPO": f"file://{origin}", "MODELS_BRANCH": "",
-           "MLSM_VENV": str(Path(sys.executable).parent.parent), "SAMPLE_SIZE": "60"}
+           "MLSM_VENV": str(Path(sys.executable).parent.parent), "SAMPLE_SIZE": "60", **parameters}
     ran = []
     for script in pipeline_scripts():
         done = subprocess.run(["bash", script], cwd=workspace, env=env, capture_output=True, text=True)
@@ -153,7 +154,7 @@ def test_a_model_that_fails_every_record_fails_the_sample_stage(tmp_path, models
     origin, work = models_repo
     git(work, "checkout", "--quiet", "-B", "feature/segment", "main")
     nb = json.loads((NOTEBOOKS / "lead_rules.ipynb").read_text())
-    for cell in nb["cells"]:  # valid, its examples pass, but the sample leads have no crm_segment
+    for cell in nb["cells"]:  # valid, its examples pass, but the team's sample records have no crm_segment
         tags = cell["metadata"].get("tags", [])
         source = "".join(cell["source"])
         if "version" in tags:
@@ -167,7 +168,10 @@ def test_a_model_that_fails_every_record_fails_the_sample_stage(tmp_path, models
     git(work, "add", ".")
     git(work, "commit", "--quiet", "-m", "segment model")
     git(work, "push", "--quiet", "origin", "feature/segment")
-    workspace, ran = run_pipeline(tmp_path, origin, "feature/segment", 14)
+    from mlsm_nb.leads import save_leads
+
+    records = save_leads(tmp_path / "team-records.jsonl", 60)
+    workspace, ran = run_pipeline(tmp_path, origin, "feature/segment", 14, SAMPLE_RECORDS=str(records))
     script, done = ran[-1]
     log = done.stdout + done.stderr
     assert script == "ci/sample-run.sh" and done.returncode != 0, [(s, d.returncode) for s, d in ran]

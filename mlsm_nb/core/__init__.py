@@ -20,6 +20,8 @@ _WHERE = {
     "BatchOutcome": ".batch",
     "record_problem": ".records",
     "output_problem": ".output",
+    "sample_inputs": ".samples",
+    "sample_records": ".samples",
     "stored_entry": ".output",
 }
 

@@ -5,6 +5,7 @@ from .._lazy import lazy_exports
 _WHERE = {
     "CheckResult": ".checks",
     "validate": ".pipeline",
+    "notebook_samples": ".samples",
     "validate_notebook": ".pipeline",
     "write_junit": ".pipeline",
 }
