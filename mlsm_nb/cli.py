@@ -1,13 +1,16 @@
 """The `mlsm-nb` command: parses options, sets up logging, calls the library.
 
 Errors print as one line each (no traceback unless --debug); the exit code is
-0 only when everything asked for succeeded.
+0 only when everything asked for succeeded. A standard stream whose reader goes
+away (`| head`, a closed terminal) goes quiet and the command goes on.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 import signal
 import sys
 import threading
@@ -23,9 +26,32 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+# A MongoDB server's reply as pymongo shows it (a dict holding `errmsg`, `$clusterTime`, a binary signature),
+# and pymongo's timeouts and topology description: nothing an operator can act on.
+_SERVER_REPLY = re.compile(r"\{'[$\w]+': (?=.*'errmsg': ).*", re.S)
+_DRIVER_DUMP = re.compile(r" \(configured timeouts.*|, Timeout: .*|, Topology Description: .*", re.S)
+
+
+def plain(message: str) -> str:
+    """`message` in one line without what a person cannot use: a server's raw reply (its `errmsg` and code
+    name are kept) and pymongo's timeouts and topology description."""
+    reply = _SERVER_REPLY.search(message)
+    if reply:
+        said = re.search(r"'errmsg': '((?:[^'\\]|\\.)*)'", reply.group())
+        code = re.search(r"'codeName': '(\w+)'", reply.group())
+        message = (message[:reply.start()] + (said.group(1) if said else "the server refused")
+                   + (f" ({code.group(1)})" if code else ""))
+    return _DRIVER_DUMP.sub("", message).splitlines()[0] if message else message
+
+
+def _os_error(exc: OSError) -> str:
+    """An operating system's refusal (a read-only or vanished folder) in one line: the path and why."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else (exc.strerror or str(exc))
+
+
 def handle_errors(command):
     """Map library errors to one line on stderr and exit 1, or 2 for settings that cannot work as for any
-    usage error (traceback with --debug)."""
+    usage error; so too a file the system refuses and a MongoDB driver error (traceback with --debug)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -35,9 +61,70 @@ def handle_errors(command):
         except MlsmError as exc:
             if ctx.obj.get("debug"):
                 raise
-            _fail(str(exc), 2 if isinstance(exc, SettingsError) else 1)
+            _fail(plain(str(exc)), 2 if isinstance(exc, SettingsError) else 1)
+        except OSError as exc:
+            if ctx.obj.get("debug"):
+                raise
+            _fail(_os_error(exc))
+        except Exception as exc:
+            if ctx.obj.get("debug") or not type(exc).__module__.startswith("pymongo"):
+                raise
+            from .redact import redact_text
+
+            _fail(f"MongoDB: {plain(redact_text(str(getattr(exc, 'details', None) or exc)))}")
 
     return wrapper
+
+
+class _Quiet:
+    """A standard stream that goes quiet once its reader is gone (`| head`, a closed terminal): writes
+    are dropped from then on, and its descriptor points at /dev/null (so the interpreter's last flush and
+    processes started later write nowhere, without an error)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.lost = False
+
+    def write(self, text):
+        if not self.lost:
+            try:
+                return self._stream.write(text)
+            except (OSError, ValueError):
+                self._lose()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._lose()
+
+    def _lose(self) -> None:
+        self.lost = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass  # not a file (a test's capture): dropping the writes is enough
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _quiet_streams(ctx: click.Context) -> None:
+    """Standard output and error that go quiet when closed; when output went, a warning says so at the end."""
+    if isinstance(sys.stdout, _Quiet):
+        return
+    sys.stdout, sys.stderr = out, err = _Quiet(sys.stdout), _Quiet(sys.stderr)
+
+    def said_what_was_lost() -> None:
+        if out.lost and not err.lost:
+            click.echo("warning: standard output was closed (e.g. by `| head`), so what came after was not "
+                       "shown; the command went on to its end", err=True)
+
+    ctx.call_on_close(said_what_was_lost)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,6 +139,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    _quiet_streams(ctx)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -260,6 +348,7 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
     from .run.orchestrate import run_notebooks
     from .run.parameters import list_parameters
     from .run.progress import progress_reporter
+    from .run.records import InputChanged
     from .run.settings import RunSettings
     from .run.verdict import exit_code
     from .store.rundir import new_run_id
@@ -282,12 +371,30 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
         reporter.close()
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         _fail(f"{how}; finish with: {_resume_command(paths, records, settings)}", code)
+    except InputChanged as exc:
+        reporter.close()
+        _fail(f"{exc}: put back the file the run started with, then finish with: "
+              f"{_resume_command(paths, records, settings)}; or start a new run")
+    except OSError as exc:  # before the run could start: its folder cannot be made
+        if not _within(exc.filename, settings.out) or click.get_current_context().obj.get("debug"):
+            raise
+        _fail(f"{_os_error(exc)}: --out {settings.out} must be a folder this user can write; nothing was run")
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, stop_on_sigterm)
     reporter.close()
     _print_run_totals(manifest, settings.out, store)
     sys.exit(exit_code(manifest["status"]))
+
+
+def _within(path, folder: str) -> bool:
+    """Whether `path` is `folder`, in it, or one of the folders it is made in."""
+    from pathlib import Path
+
+    if path is None:
+        return False
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path.is_relative_to(folder) or folder.is_relative_to(path)
 
 
 class Terminated(KeyboardInterrupt):
@@ -300,19 +407,12 @@ def _terminate(signum, frame) -> None:
 
 
 def _resume_command(paths, records: str, settings) -> str:
-    """The command that finishes an interrupted run: its notebooks, records, folder, id and the settings a
-    resume must repeat. Parameter values are not shown (they may be credentials)."""
-    import shlex
+    """The command that finishes this run (see `run.settings.resume_command`)."""
+    import dataclasses
 
-    from .run.settings import RunSettings
+    from .run.settings import resume_command
 
-    words = ["mlsm-nb", "run", *paths, "--records", records, "--out", settings.out, "--run-id", settings.run_id,
-             "--resume"]
-    for name in RunSettings.result_settings():
-        value = getattr(settings, name)
-        if name != "parameters" and value != RunSettings.default(name):
-            words += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])  # True: a flag
-    return shlex.join(words) + (" with the same --param values" if settings.parameters else "")
+    return resume_command(paths, records, settings.out, settings.run_id, dataclasses.asdict(settings))
 
 
 def _print_run_totals(manifest: dict, out: str, store=None) -> None:
@@ -357,12 +457,12 @@ def _print_run_totals(manifest: dict, out: str, store=None) -> None:
     if store is not None:
         where = f"{store.db.name}.{store.results.name}"
         if manifest.get("store_error"):
-            click.echo(f"error: results not all stored in MongoDB ({where}): {manifest['store_error']}; "
+            click.echo(f"error: results not all stored in MongoDB ({where}): {plain(manifest['store_error'])}; "
                        "run again with --resume to store them", err=True)
         else:
             click.echo(f"  MongoDB:  {where}")
         for problem in manifest.get("store_problems", [])[:5]:
-            click.echo(f"warning: MongoDB: {problem}", err=True)
+            click.echo(f"warning: MongoDB: {plain(problem)}", err=True)
 
 
 def _print_verdict(manifest: dict, root) -> None:

@@ -42,7 +42,8 @@ from .parameters import check_parameters
 from .pools import DaskPool, ThreadPool
 from .progress import ExecutionDone
 from .inmemory import score_in_memory
-from .records import check_records_file, declared_types, estimate_records, planned_batches, read_batches
+from .records import (check_records_file, check_same_input, declared_types, estimate_records, input_identity,
+                      planned_batches, read_batches)
 from .settings import RunSettings
 from .verdict import FAILED, INTERRUPTED, RUNNING, judge
 
@@ -179,7 +180,7 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
         return manifest
     return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": run_start(), "ended_at": None,
             "started_by": _started_by(), **settings, "notebooks": notebooks,
-            "input": {"path": redact_text(str(records)), "sha256": file_sha256(records)},
+            "input": {"path": redact_text(str(records)), **input_identity(records)},  # sha256: once read
             "executions": {}, "versions": _versions()}
 
 
@@ -193,8 +194,7 @@ def _check_same_run(manifest: dict, notebooks: list[dict], records: Path, settin
             f"{name} {version}" for (name, version), digest in now.items() if before[name, version] != digest)
         raise ConfigError(f"{where}: the notebooks differ from the ones it started with ({', '.join(changed)}); "
                           "resume with the same notebooks and artifacts, or start a new run")
-    if manifest["input"].get("sha256") not in (None, file_sha256(records)):
-        raise ConfigError(f"{records}: the records file changed since {where} started")
+    check_same_input(manifest["input"], records, where)
     for name in (*RunSettings.result_settings(), "status_override"):
         if name in settings and manifest.get(name) != settings[name]:
             raise ConfigError(f"{where}: {name} differs from the run's ({_show(manifest.get(name))} at the start, "

@@ -6,6 +6,13 @@ Every line stands alone: one that cannot be decoded, parsed or written back
 that cannot be read at all raises InputFileError (missing, a directory, empty,
 UTF-16, not gzip or not Parquet despite its name, no id column).
 
+The file is opened once and parsed once; the bytes read are hashed as they are
+read (a `.gz` file's compressed bytes; a Parquet file is read through once
+before it is parsed, as Parquet is read out of order), so the sha256 a run
+records is that of what it scored. A file that changes while it is read (its
+size, modification time or inode, or fewer bytes read than it had) raises
+`InputChanged`: what was read is no one version of the file.
+
 Tabular files are flat: the id column plus one column per field. CSV cells
 are read as text and converted one by one: ids stay strings exactly as
 written (leading zeros, any number of digits); a field declared `str`
@@ -23,7 +30,10 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
+import io
 import math
+import os
 import re
 import zlib
 from collections.abc import Iterable, Mapping
@@ -36,8 +46,8 @@ from .._gc import full_collections_deferred
 from ..core.fields import parse_fields
 from ..core.ids import IdIndex
 from ..core.records import INT64, Rejected, check_records
-from ..exceptions import FieldSpecError, MlsmError
-from ..files import count_lines, dumps, jsonl_writer
+from ..exceptions import ConfigError, FieldSpecError, MlsmError
+from ..files import count_lines, dumps, file_sha256, jsonl_writer
 
 TABULAR_CHUNK = 50_000
 ID_CHUNK = 4096  # records checked for duplicate ids at once (see core.ids.IdIndex)
@@ -50,6 +60,14 @@ _CUT_SHORT = (EOFError, zlib.error, gzip.BadGzipFile)
 
 class InputFileError(MlsmError):
     """A records file that cannot be read at all (missing, empty, wrong format, no id column)."""
+
+
+class InputChanged(InputFileError):
+    """The records file changed while it was read: the records read are no one version of the file."""
+
+    def __init__(self, path: Path, how: str):
+        self.path = path
+        super().__init__(f"{path}: the records file changed while the run read it ({how})")
 
 
 class CutShort(Rejected):
@@ -135,6 +153,71 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
+class _Input(io.RawIOBase):
+    """A records file opened once: every byte read is hashed and counted, and `check` says whether the
+    file is still the one opened (same inode, size and modification time; `at_end`: read to its end)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "rb", buffering=0)
+        self._opened = os.fstat(self._file.fileno())
+        self._digest = hashlib.sha256()
+        self._read = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._ended:
+            return 0
+        count = self._file.readinto(buffer)
+        if count:
+            self._digest.update(memoryview(buffer)[:count])
+            self._read += count
+        else:
+            self._ended = True
+        return count
+
+    def __exit__(self, *exc) -> None:  # the file itself stays open until here, whatever its readers close
+        self._file.close()
+        self.close()
+
+    def stream(self) -> io.BufferedIOBase:
+        """The file's bytes (decompressed when its name ends in .gz), read through this hashing reader."""
+        buffered = io.BufferedReader(self, 1 << 16)
+        return gzip.GzipFile(fileobj=buffered, mode="rb") if _is_gzip(self.path) else buffered
+
+    def again(self) -> io.BufferedReader:
+        """The opened file again, for reading out of order (Parquet), once it has been hashed."""
+        return open(self._file.fileno(), "rb", closefd=False)
+
+    def sha256(self) -> str:
+        """The sha256 of every byte of the file, once it has been read to its end (the rest is read now)."""
+        while self.readinto(bytearray(1 << 16)):
+            pass  # what a reader left unread (e.g. a gzip trailer): hashed too, so the size check holds
+        return self._digest.hexdigest()
+
+    def check(self, at_end: bool = False) -> None:
+        """InputChanged when the file is no longer the one opened, or (`at_end`) was not read whole."""
+        opened, now = self._opened, os.fstat(self._file.fileno())
+        try:
+            there = os.stat(self.path)
+        except OSError:
+            there = None
+        if there is None or (there.st_dev, there.st_ino) != (opened.st_dev, opened.st_ino):
+            how = "it was removed or renamed" if there is None else "another file took its place"
+        elif now.st_size != opened.st_size:
+            how = f"its size went from {opened.st_size:,} to {now.st_size:,} bytes"
+        elif now.st_mtime_ns != opened.st_mtime_ns:
+            how = "it was written to (its modification time changed)"
+        elif at_end and self._read != opened.st_size:
+            how = f"{self._read:,} of its {opened.st_size:,} bytes could be read"
+        else:
+            return
+        raise InputChanged(self.path, how)
+
+
 def _cut_short(number: int, exc: BaseException) -> CutShort:
     return CutShort(number, f"the compressed file is cut short or corrupt here ({exc}); "
                             "nothing after this line could be read")
@@ -148,9 +231,9 @@ def _json_problem(line: bytes, exc: Exception) -> str:
     return f"not valid JSON: {exc}"
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+def _json_lines(source: _Input) -> Iterator[tuple[int, Any]]:
     number = 0
-    with _open_binary(path) as f:
+    with source.stream() as f:
         try:
             for number, line in enumerate(f, 1):
                 if number == 1 and line.startswith(codecs.BOM_UTF8):
@@ -173,10 +256,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             yield number + 1, _cut_short(number + 1, exc)
 
 
-def _csv(path: Path, id_field: str, types: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
-    text = gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") if _is_gzip(path) \
-        else open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    with text as f:
+def _csv(source: _Input, id_field: str, types: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
+    path = source.path
+    with io.TextIOWrapper(source.stream(), encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         rows = csv.reader(f)
         header = next(rows, [])
         if not header:
@@ -227,12 +309,14 @@ def _parquet_value(kind: str | None, value: Any) -> Any:
     return _from_text(kind, text)
 
 
-def _parquet(path: Path, id_field: str, types: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
+def _parquet(source: _Input, id_field: str, types: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = source.path
+    source.sha256()  # Parquet is read out of order: one sequential read first hashes every byte
     try:
-        table = pq.ParquetFile(path)
+        table = pq.ParquetFile(source.again())
         names = table.schema_arrow.names
         if id_field not in names:
             raise InputFileError(f"{path}: no id column {id_field!r} (columns: {', '.join(names)})")
@@ -303,28 +387,58 @@ def planned_batches(counts: Mapping, expected: int | None, batch_size: int) -> i
     return -(-expected // batch_size) if expected else None
 
 
-def read_records(path: str | Path, id_field: str = "id",
-                 types: Mapping[str, str] | None = None) -> Iterator[tuple[int, dict | Rejected]]:
+def read_records(path: str | Path, id_field: str = "id", types: Mapping[str, str] | None = None,
+                 counts: dict | None = None) -> Iterator[tuple[int, dict | Rejected]]:
     """Yield (line number, record) or (line number, Rejected) for each input line.
 
     `types` (field name -> "int", "float", "str" or "bool", see `declared_types`)
     converts tabular cells by the models' field specs. Raises InputFileError
-    for a file that cannot be read at all; a bad line is a Rejected. Records
-    follow `core.records`' rules; ids must be unique within the file (`1` and
-    `"1"` are two ids).
+    for a file that cannot be read at all, and InputChanged for one that
+    changes while it is read; a bad line is a Rejected. Records follow
+    `core.records`' rules; ids must be unique within the file (`1` and `"1"`
+    are two ids). `counts`, when given, gets the ``sha256`` of the bytes read
+    once the file has been read to its end, unchanged.
     """
     path = Path(path)
     kind = check_records_file(path)
     types = dict(types or {})
-    readers = {"jsonl": lambda: _json_lines(path), "csv": lambda: _csv(path, id_field, types),
-               "parquet": lambda: _parquet(path, id_field, types)}
+    readers = {"jsonl": lambda: _json_lines(source), "csv": lambda: _csv(source, id_field, types),
+               "parquet": lambda: _parquet(source, id_field, types)}
     index = IdIndex()
     count = 0
-    for chunk in _chunks(readers[kind](), ID_CHUNK):
-        count += len(chunk)
-        yield from check_records(chunk, id_field, index)
+    with _Input(path) as source:
+        for chunk in _chunks(readers[kind](), ID_CHUNK):
+            source.check()
+            count += len(chunk)
+            yield from check_records(chunk, id_field, index)
+        digest = source.sha256()
+        source.check(at_end=True)
     if count == 0:
         raise InputFileError(f"{path}: the file holds no records")
+    if counts is not None:
+        counts["sha256"] = digest
+
+
+def input_identity(path: str | Path) -> dict:
+    """What a run records of its records file before reading it: its size and modification time, which a
+    resume compares when the run ended before its sha256 was known (see `check_same_input`)."""
+    stat = os.stat(path)
+    return {"size": stat.st_size, "modified_ns": stat.st_mtime_ns}
+
+
+def check_same_input(recorded: Mapping, path: str | Path, run: str) -> None:
+    """ConfigError when the records file at `path` is not the one `run` read (`recorded`: the manifest's
+    "input"): another sha256, or, before the run had read it to its end, another size or modification time."""
+    if recorded.get("sha256") is not None:
+        if file_sha256(Path(path)) != recorded["sha256"]:
+            raise ConfigError(f"{path}: the records file changed since {run} started")
+        return
+    now = input_identity(path)
+    before = {key: recorded[key] for key in now if key in recorded}
+    if before and before != {key: now[key] for key in before}:
+        raise ConfigError(f"{path}: the records file changed since {run} started (its size or modification "
+                          "time differs, and the run had not read it to its end); resume needs that file "
+                          "unchanged (a copy made with cp -p keeps its time), or start a new run")
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -354,12 +468,12 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,
                  rejected_path: Path, counts: dict) -> Iterator[tuple[int, list[dict]]]:
     """Yield (batch number, records) from the records file, read once; rejected lines are streamed to
-    `rejected_path` (complete when the generator is). `counts` gets the input's counts when done, and
-    `cut_short` (where and why) when the file breaks off."""
+    `rejected_path` (complete when the generator is). `counts` gets the input's counts and the sha256 of the
+    bytes read when done, and `cut_short` (where and why) when the file breaks off."""
     count = batches = 0
     batch: list[dict] = []
     with jsonl_writer(rejected_path) as reject:
-        for _, record in read_records(records, id_field, types):
+        for _, record in read_records(records, id_field, types, counts):
             if isinstance(record, Rejected):
                 reject(record.to_dict())
                 if isinstance(record, CutShort):  # records were lost, however few lines say so: the run fails

@@ -7,6 +7,8 @@ the same fields (`default` and `help`), so the two never disagree.
 from __future__ import annotations
 
 import dataclasses
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,12 @@ def _option(default: Any, help: str, **extra) -> Any:
     if isinstance(default, dict):
         return field(default_factory=dict, metadata={"help": help, **extra})
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _names_a_folder(run_id: str) -> bool:
+    """Whether `run_id` can name a folder in --out: printable, not blank, . or .., no / or \\, no space at either end."""
+    return (run_id == run_id.strip() and run_id not in ("", ".", "..") and run_id.isprintable()
+            and "/" not in run_id and "\\" not in run_id)
 
 
 @dataclass
@@ -60,9 +68,9 @@ class RunSettings:
         self.bundle = str(self.bundle) if self.bundle is not None else None
         if self.engine not in engine_names():
             raise SettingsError(f"unknown engine {self.engine!r}; known engines: {', '.join(engine_names())}")
-        if self.run_id is not None and (self.run_id in ("", ".", "..") or "/" in self.run_id or "\\" in self.run_id):
-            raise SettingsError(f"--run-id {self.run_id!r}: a run id names a folder in --out, so it holds no / or \\ "
-                                "and is not . or ..")
+        if self.run_id is not None and not _names_a_folder(self.run_id):
+            raise SettingsError(f"--run-id {self.run_id!r}: a run id names a folder in --out, so it holds no / or \\, "
+                                "is not blank, . or .., and has no space at either end")
         if not 0 < self.timeout < float("inf"):  # also refuses NaN
             raise SettingsError(f"--timeout must be a number of seconds above 0, got {self.timeout}")
         if self.batch_size < 1:
@@ -99,3 +107,16 @@ class RunSettings:
     def result_settings(cls) -> list[str]:
         """The settings that change results."""
         return [f.name for f in dataclasses.fields(cls) if f.metadata.get("result")]
+
+
+def resume_command(paths: Sequence[str], records: str, out: str, run_id: str, settings: Mapping[str, Any]) -> str:
+    """The command that finishes a run: its notebooks, records, folder and id, and the settings a resume must
+    repeat (`settings`: the run's settings by name, e.g. its manifest). Parameter values are not shown
+    (they may be credentials)."""
+    words = ["mlsm-nb", "run", *map(str, paths), "--records", str(records), "--out", str(out), "--run-id", run_id,
+             "--resume"]
+    for name in RunSettings.result_settings():
+        value = settings.get(name, RunSettings.default(name))
+        if name != "parameters" and value != RunSettings.default(name):
+            words += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])  # True: a flag
+    return shlex.join(words) + (" with the same --param values" if settings.get("parameters") else "")
