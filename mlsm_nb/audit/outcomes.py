@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import utc_now
+from ..core.labels import label_value
 from ..exceptions import MlsmError
 from ..files import read_jsonl, to_native, write_jsonl
 from ..store.rundir import RunDirectory
 from .database import AuditDatabase
 
 OUTCOMES_FILE = "outcomes.jsonl"
-_TRUE, _FALSE = ("1", "true"), ("0", "false")
 _SHOWN = 3  # ids named in an error message
 
 
@@ -30,20 +30,7 @@ class OutcomeError(MlsmError):
     """An outcomes file that cannot be attached (nothing was stored)."""
 
 
-def label_value(value: Any) -> int | None:
-    """0 or 1 for 0/1, true/false (booleans, numbers or text, any case); None otherwise."""
-    value = to_native(value)
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        return 1 if text in _TRUE else 0 if text in _FALSE else None
-    return None
-
-
-def _rows(path: Path, id_field: str) -> Iterator[tuple[int, dict]]:
+def _rows(path: Path, label: str) -> Iterator[tuple[int, dict]]:
     from ..run.records import check_records_file
 
     kind = check_records_file(path)
@@ -64,7 +51,8 @@ def _rows(path: Path, id_field: str) -> Iterator[tuple[int, dict]]:
         return
     import pandas as pd
 
-    frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    # a CSV label is read as its text, so that "1.0" is not taken for 1 (see core.labels)
+    frame = pd.read_csv(path, dtype={label: str}) if kind == "csv" else pd.read_parquet(path)
     for number, row in enumerate(frame.to_dict("records"), 2):  # line 1 is the header
         yield number, {k: (None if v != v else to_native(v)) for k, v in row.items()}
 
@@ -90,7 +78,7 @@ def read_outcomes(path: str | Path, label: str, id_field: str = "id", observed_c
     """
     path = Path(path)
     outcomes, seen = [], {}
-    for number, row in _rows(path, id_field):
+    for number, row in _rows(path, label):
         where = f"{path}: line {number}"
         record_id = row.get(id_field)
         if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):

@@ -35,11 +35,20 @@ def id_problem(record_id: Any, id_field: str) -> str | None:
             return f"integer id field {id_field!r} does not fit in 64 bits; use a string id"
         return None
     if record_id is None:
-        return f"has no id field {id_field!r}"
+        return f"id field {id_field!r} is null; an id is a string or an integer"
     if isinstance(record_id, str):  # a str subclass: its text is the id
         return id_problem(str(record_id), id_field)
-    hint = " (JSON integers beyond 64 bits are read as floats: write such ids as strings)" if kind is float else ""
-    return f"id field {id_field!r} must be a string or an integer, got {kind.__name__}{hint}"
+    if kind is float:
+        return f"id field {id_field!r} must be a string or an integer, got float {record_id!r}{_float_hint(record_id)}"
+    return f"id field {id_field!r} must be a string or an integer, got {kind.__name__}"
+
+
+def _float_hint(record_id: float) -> str:
+    if record_id.is_integer() and abs(record_id) < 2 ** 53:  # 4.0: an integer written as a float
+        return f" (write {int(record_id)}, without the fraction)"
+    if abs(record_id) >= 2 ** 63:  # how a JSON reader gives an integer beyond 64 bits
+        return " (JSON integers beyond 64 bits are read as floats: write such ids as strings)"
+    return ""
 
 
 def record_problem(record: Any, id_field: str | None = "id") -> str | None:
@@ -50,7 +59,9 @@ def record_problem(record: Any, id_field: str | None = "id") -> str | None:
     if not isinstance(record, Mapping):
         return f"is a {type(record).__name__}, not a mapping"
     if id_field is not None:
-        problem = id_problem(record.get(id_field), id_field)
+        if id_field not in record:
+            return f"has no id field {id_field!r}"
+        problem = id_problem(record[id_field], id_field)
         if problem is not None:
             return problem
     if "data" not in record:

@@ -10,8 +10,10 @@ scored, and manifests written by older versions (without `verdict` or
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..core.model import model_key
@@ -19,11 +21,13 @@ from ..core.output import is_score
 from ..core.stats import PSI_THRESHOLD, psi, score_stats
 from ..exceptions import describe_error
 from ..files import read_jsonl
+from ..run.settings import resume_command
 from ..store.manifest import Manifest, RunStatus
 from ..store.rundir import RunDirectory
 
 ERROR_EXAMPLES = 10
 SAMPLE_SIZE = 5  # records shown on an executed notebook's page
+STOPPED = "stopped"  # the report's word for a run whose manifest says running but no process runs
 
 
 @dataclass
@@ -114,13 +118,32 @@ class RunReport:
         return self.records - self.records_with_errors
 
     @property
-    def status(self) -> RunStatus:
+    def status(self) -> RunStatus | str:
         """The run's status; a run that succeeded while models failed on some records
-        "succeeded with errors" (older manifests only say "succeeded")."""
+        "succeeded with errors" (older manifests only say "succeeded"); one whose manifest says "running"
+        while no process runs it (killed, or its machine went down) "stopped"."""
         status = self.manifest.status
         if status is RunStatus.SUCCEEDED and self.records_with_errors:
             return RunStatus.SUCCEEDED_WITH_ERRORS
+        if status is RunStatus.RUNNING and not self._running:
+            return STOPPED
         return status
+
+    @cached_property
+    def _running(self) -> bool:
+        host = self.manifest.started_by.get("host")
+        if host and host != socket.gethostname():
+            return True  # a process on another machine: this one cannot tell
+        return RunDirectory(self.run_dir).running_pid() is not None
+
+    @property
+    def resume_command(self) -> str | None:
+        """The command that finishes an interrupted or stopped run (None for any other)."""
+        if self.status not in (RunStatus.INTERRUPTED, STOPPED):
+            return None
+        m = self.manifest
+        return resume_command([n.source for n in m.notebooks], m.input.path if m.input else "",
+                              str(self.run_dir.parent), self.run_id, m.settings)
 
     @property
     def status_class(self) -> str:

@@ -231,6 +231,47 @@ def _json_problem(line: bytes, exc: Exception) -> str:
     return f"not valid JSON: {exc}"
 
 
+def _may_repeat_a_key(line: bytes, record: Any) -> bool:
+    """Whether `line` may hold a key twice in one object (orjson keeps the last). Every key is followed by
+    a colon, so a line with no more colons than `record` has keys repeats none: a flat record without a
+    colon in its text is cleared by counting, anything else by counting the colons it serialises to."""
+    colons = line.count(b":")
+    if type(record) is dict:
+        data = record.get("data")
+        if colons == len(record) + (len(data) if type(data) is dict else 0):
+            return False
+    try:
+        return colons > orjson.dumps(record).count(b":")
+    except orjson.JSONEncodeError:  # nested too deeply: rejected as such next
+        return False
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Repeated(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _repeated_key(line: bytes) -> str | None:
+    """The first key `line` repeats within one object, read slowly (only lines `_may_repeat_a_key`)."""
+    import json
+
+    try:
+        json.loads(line, object_pairs_hook=_unique_pairs)
+    except _Repeated as repeated:
+        return repeated.args[0]
+    except ValueError:  # what orjson reads and json does not: no repeated key known
+        pass
+    return None
+
+
 def _json_lines(source: _Input) -> Iterator[tuple[int, Any]]:
     number = 0
     with source.stream() as f:
@@ -245,6 +286,12 @@ def _json_lines(source: _Input) -> Iterator[tuple[int, Any]]:
                 except orjson.JSONDecodeError as exc:
                     yield number, Rejected(number, _json_problem(line, exc))
                     continue
+                if _may_repeat_a_key(line, record):
+                    repeated = _repeated_key(line)
+                    if repeated is not None:
+                        yield number, Rejected(number, f"the key {repeated!r} appears twice in one object "
+                                                       "(JSON readers keep only the last): write each key once")
+                        continue
                 if line.count(b"[") + line.count(b"{") >= DEEP:
                     try:
                         dumps(record)

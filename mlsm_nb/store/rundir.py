@@ -146,6 +146,14 @@ class RunDirectory:
                 _HELD_LOCKS.discard(f.fileno())
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def running_pid(self) -> int | None:
+        """The pid of the live process on this host that took the run's lock last; None when it has ended."""
+        try:
+            taker = (self.root / ".lock").read_text().strip()
+        except OSError:
+            return None
+        return int(taker) if taker.isdigit() and pid_alive(int(taker)) else None
+
     def prepare(self, keys) -> None:
         """Create the folders a run writes into."""
         for sub in ("batches", "results", "notebooks"):

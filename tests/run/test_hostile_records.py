@@ -161,7 +161,7 @@ def test_parquet_nullable_int_and_timestamps_do_not_crash(tmp_path):
     good, bad = collect(path, types={"when": "str"})
     assert good == [{"id": 1, "data": {"n": 5, "when": "2024-01-02T00:00:00"}},
                     {"id": 3, "data": {"n": 7, "when": "2024-03-04T05:06:07"}}]
-    assert bad == {3: Rejected(3, "has no id field 'id'")}
+    assert bad == {3: Rejected(3, "id field 'id' is null; an id is a string or an integer")}
 
 
 def test_parquet_ids_keep_their_type_and_a_corrupt_body_is_one_error(tmp_path):
