@@ -7,6 +7,7 @@ notebook and batch, and the standard library's json was most of a run's time.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -117,3 +118,13 @@ def file_sha256(path: Path) -> str:
 def count_lines(path: Path) -> int:
     """How many newlines a file holds (a JSON Lines file's rows), counted in chunks without parsing."""
     return sum(chunk.count(b"\n") for chunk in file_chunks(path))
+
+
+def write_failure(root: Path, exc: OSError) -> str:
+    """Why a run could not write into its folder `root`, and what to do, in one line."""
+    what = f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}"
+    if not Path(root).is_dir():
+        return f"{root}: the run directory was removed while the run wrote it ({what}); start the run again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{root}: {what}; make the folder writable, then --resume"
+    return f"{root}: {what}; free the space or fix the folder, then --resume"

@@ -26,7 +26,7 @@ from typing import Any
 from .._version import __version__
 from ..clock import run_start, utc_now
 from ..exceptions import ConfigError, DataFileError, MlsmError
-from ..files import file_sha256, read_jsonl, write_jsonl
+from ..files import file_sha256, read_jsonl, write_failure, write_jsonl
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
 from ..notebook.dependencies import check_dependencies
 from ..notebook.provenance import git_info
@@ -274,8 +274,7 @@ def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirecto
         except OSError:
             pass  # e.g. the disk is full: the manifest on disk says "running", which resume finishes
         if isinstance(exc, OSError):
-            raise MlsmError(f"{run_dir.root}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
-                            "free the space or fix the folder, then --resume") from exc
+            raise MlsmError(write_failure(run_dir.root, exc)) from exc
         raise
     return manifest
 

@@ -1,6 +1,9 @@
 import gzip
-import re
+import hashlib
 import json
+import os
+import re
+import time
 
 import pandas as pd
 import pytest
@@ -115,3 +118,100 @@ def test_chunks_yield_every_item_once_in_order_and_what_came_before_an_error(cou
     else:
         assert fails_after is None
     assert seen == list(range(count if fails_after is None else fails_after))
+
+
+# -- the bytes a run reads: hashed once, as read; a file that changes while read fails --------------
+
+def write_lines(path, count):
+    path.write_bytes(b"".join(json.dumps({"id": i, "data": {"x": i}}).encode() + b"\n" for i in range(count)))
+    return path
+
+
+def test_the_sha256_is_that_of_the_bytes_read_whatever_the_format(tmp_path):
+    from mlsm_nb.run.records import read_batches
+
+    lines = write_lines(tmp_path / "r.jsonl", 500)
+    frame = pd.DataFrame({"id": range(500), "x": range(500)})
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    frame.to_parquet(tmp_path / "r.parquet")
+    for name in ("r.jsonl.gz", "r.csv.gz"):
+        (tmp_path / name).write_bytes(gzip.compress((tmp_path / name[:-3]).read_bytes() if name != "r.jsonl.gz"
+                                                    else lines.read_bytes()))
+    for name in ("r.jsonl", "r.jsonl.gz", "r.csv", "r.csv.gz", "r.parquet"):
+        summary = {}
+        scored = sum(len(batch) for _, batch in read_batches(tmp_path / name, "id", 100, None,
+                                                              tmp_path / "rejected.jsonl", summary))
+        assert scored == 500 and summary["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+
+
+def shrink(path):
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def rewrite_in_place(path):
+    body = path.read_bytes()
+    time.sleep(0.01)  # a later modification time than the one the reader opened
+    path.write_bytes(body.replace(b'"x": 1}', b'"x": 7}'))
+
+
+def replace(path):
+    path.with_name("new").write_bytes(path.read_bytes())
+    os.replace(path.with_name("new"), path)
+
+
+@pytest.mark.parametrize("change, words", [
+    (shrink, "its size went from {size:,} to {half:,} bytes"),
+    (rewrite_in_place, "it was written to (its modification time changed)"),
+    (replace, "another file took its place"),
+    (os.remove, "it was removed or renamed"),
+])
+def test_a_file_that_changes_while_it_is_read_is_named_and_refused(tmp_path, change, words):
+    from mlsm_nb.run.records import InputChanged
+
+    path = write_lines(tmp_path / "r.jsonl", 1000)
+    size = path.stat().st_size
+    rows = read_records(path)
+    next(rows)  # the file is open, and read ahead
+    change(path)
+    with pytest.raises(InputChanged, match=re.escape(f"{path}: the records file changed while the run read it "
+                                                     f"({words.format(size=size, half=size // 2)})")):
+        list(rows)
+
+
+def test_a_resume_compares_the_files_identity_until_its_sha256_is_known(tmp_path):
+    from mlsm_nb.exceptions import ConfigError
+    from mlsm_nb.run.records import check_same_input, input_identity
+
+    path = write_lines(tmp_path / "r.jsonl", 10)
+    recorded = {"path": str(path), **input_identity(path)}
+    check_same_input(recorded, path, "run a")  # the same file
+    os.utime(path, ns=(0, 0))
+    with pytest.raises(ConfigError, match="changed since run a started .its size or modification time differs"):
+        check_same_input(recorded, path, "run a")
+    check_same_input({**recorded, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}, path, "run a")
+    with pytest.raises(ConfigError, match="changed since run a started$"):
+        check_same_input({**recorded, "sha256": "0" * 64}, path, "run a")
+
+
+def test_a_repeated_key_is_a_bad_record_naming_the_key(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": 5, "id": 6, "data": {}}\n'
+                    '{"id" : 7 , "data" : {"x": 1, "x" : 2}}\n'
+                    '{"id": 8, "data": {"when": "12:00:01", "m": {"1": {"a": 1, "a": 2}}}}\n'
+                    '{"id": 9, "data": {"when": "12:00:01", "note": "a \\"key\\": b"}}\n')
+    good, bad = collect(path)
+    assert [r["id"] for r in good] == [9]
+    assert [(b.line, b.reason, b.record_id) for b in bad] == [
+        (line, f"the key {key!r} appears twice in one object (JSON readers keep only the last): write each key once",
+         None) for line, key in ((1, "id"), (2, "x"), (3, "a"))]
+
+
+@pytest.mark.parametrize("record_id, reason", [
+    ("4.0", "id field 'id' must be a string or an integer, got float 4.0 (write 4, without the fraction)"),
+    ("4.5", "id field 'id' must be a string or an integer, got float 4.5"),
+    ("null", "id field 'id' is null; an id is a string or an integer"),
+])
+def test_a_float_or_null_id_is_told_what_it_is(tmp_path, record_id, reason):
+    path = tmp_path / "r.jsonl"
+    path.write_text(f'{{"id": {record_id}, "data": {{}}}}\n{{"data": {{}}}}\n')
+    assert [(b.line, b.reason) for b in collect(path)[1]] == [(1, reason), (2, "has no id field 'id'")]
