@@ -133,6 +133,38 @@ def test_bad_outcomes_are_one_line_and_store_nothing(scored, tmp_path, rows, mes
     assert not (run_dir / "outcomes.jsonl").exists()
 
 
+@pytest.mark.parametrize("name, text, shown", [
+    ("bad.jsonl", '{"id": "lead-11-0000001", "converted": 1.0}\n', "1.0"),
+    ("bad.jsonl", '{"id": "lead-11-0000001", "converted": 1e0}\n', "1.0"),
+    ("bad.jsonl", '{"id": "lead-11-0000001", "converted": "1e0"}\n', "'1e0'"),
+    ("bad.csv", "id,converted\nlead-11-0000001,1.0\n", "'1.0'"),
+])
+def test_a_label_that_only_equals_1_is_refused(scored, tmp_path, name, text, shown):
+    run_dir, _ = scored
+    path = tmp_path / name
+    path.write_text(text)
+    result = cli("outcomes", path, "--label", "converted", "--run", run_dir)
+    assert result.exit_code == 1
+    assert result.output == (f"error: {path}: line {2 if name.endswith('.csv') else 1}, id 'lead-11-0000001': "
+                             f"label converted is {shown}; labels must be 0/1 or true/false\n")
+    assert not (run_dir / "outcomes.jsonl").exists()
+
+
+def test_labels_are_0_1_true_false_in_every_format(scored, tmp_path):
+    from mlsm_nb.core.labels import label_value
+
+    run_dir, records = scored
+    ids = [r["id"] for r in records[:6]]
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "converted": v}) + "\n"
+                            for i, v in zip(ids, [1, 0, True, False, " TRUE ", "0"])))
+    result = cli("outcomes", path, "--label", "converted", "--run", run_dir)
+    assert result.exit_code == 0, result.output
+    assert [o["value"] for o in read_jsonl(run_dir / "outcomes.jsonl")] == [1, 0, 1, 0, 1, 0]
+    assert [label_value(v) for v in (np.int64(1), np.bool_(False), 2, 1.0, "1.0", "yes", None)] == [
+        1, 0, None, None, None, None, None]
+
+
 def test_outcomes_need_one_place(scored, tmp_path):
     result = cli("outcomes", tmp_path / "o.csv", "--label", "converted")
     assert result.exit_code == 2 and "--run RUN_DIR or --mongo-uri URI (one of them)" in result.output

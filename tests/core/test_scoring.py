@@ -92,7 +92,7 @@ def test_empty_iterable_gives_empty_list():
 @pytest.mark.parametrize("bad, words", [
     (["not", "a", "mapping"], "record #1: is a list, not a mapping"),
     ({"data": {"x": 1}}, "record #1: has no id field 'id'"),
-    ({"id": None, "data": {"x": 1}}, "record #1: has no id field 'id'"),
+    ({"id": None, "data": {"x": 1}}, "record #1: id field 'id' is null; an id is a string or an integer"),
     ({"id": "z", "data": [1]}, "record #1, id 'z': 'data' must be a mapping, got list"),
 ])
 def test_bad_records_are_reported_and_the_rest_scored(bad, words, caplog):

@@ -199,3 +199,79 @@ def test_an_executions_page_shows_its_kernels_log_escaped(tmp_path, make_noteboo
     log = page.find(id="kernel-log").text
     assert log.splitlines()[0] == "[IPKernelApp] ERROR | <script>window.__pwned = 1</script> from the kernel"
     assert page.find("script") is None
+
+
+def _here_first():
+    """The environment for a command started in another folder: this checkout's mlsm_nb first."""
+    import os
+
+    from conftest import ROOT
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def _started(tmp_path, make_notebook):
+    """`mlsm-nb run` started in its own session, once it has scored a batch: (process, command)."""
+    import subprocess
+    import sys
+    import time
+
+    slow = replace_cell(GOOD_CELLS, "score", "import time\n\ndef score(data, results):\n    time.sleep(0.002)\n"
+                                             "    return {'score': data['x'] * FACTOR, 'n': len(data['label'])}")
+    notebook = make_notebook("slow.ipynb", slow)
+    records = write_records(tmp_path / "in.jsonl", [{"id": i, "data": {"x": i, "label": "a"}} for i in range(3000)])
+    # relative paths, as Jenkins gives them: a report shows no absolute path of the machine (report.paths)
+    command = [sys.executable, "-m", "mlsm_nb.cli", "run", notebook.name, "--records", records.name, "--out",
+               "runs", "--run-id", "k", "--engine", "inprocess", "--batch-size", "100", "--workers", "1"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=tmp_path, env=_here_first())
+    deadline = time.time() + 60
+    while not (tmp_path / "runs" / "k" / "results" / "batch-00000.jsonl").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    resume = "mlsm-nb run slow.ipynb --records in.jsonl --out runs --run-id k --resume --batch-size 100 --engine inprocess"
+    return process, resume
+
+
+def _reported(run_dir):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "report", "runs/k"], capture_output=True,
+                          text=True, timeout=120, cwd=run_dir.parent.parent, env=_here_first())
+    assert done.returncode == 0, done.stderr
+    return _page_text(run_dir / "report" / "index.html")
+
+
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_a_killed_run_is_stopped_not_running_and_its_report_says_how_to_finish_it(tmp_path, make_notebook, how):
+    import os
+    import signal
+
+    process, resume = _started(tmp_path, make_notebook)
+    if how == "sigkill":
+        os.killpg(process.pid, signal.SIGKILL)  # the runner and its workers: no one left to say so
+    else:
+        process.send_signal(signal.SIGINT)
+    process.wait(60)
+    run_dir = tmp_path / "runs" / "k"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == (
+        "running" if how == "sigkill" else "interrupted")
+    page = _reported(run_dir)
+    assert page.select_one("#run-status").text == ("stopped" if how == "sigkill" else "interrupted")
+    assert page.select_one("#run-status")["class"] == ["failed"]
+    assert page.select_one("#resume").text == f"Finish it with: {resume}"
+    if how == "sigkill":
+        assert "no process is running it" in page.select_one("#verdict-stopped").text
+
+
+def test_a_running_run_is_reported_running_without_a_resume_command(tmp_path, make_notebook):
+    import os
+    import signal
+
+    process, _ = _started(tmp_path, make_notebook)
+    try:
+        page = _reported(tmp_path / "runs" / "k")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(60)
+    assert page.select_one("#run-status").text == "running" and page.select_one("#resume") is None

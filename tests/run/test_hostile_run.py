@@ -38,7 +38,7 @@ def test_hostile_lines_cost_their_line_and_ids_keep_their_type(tmp_path, make_no
     rejected = [json.loads(line) for line in (tmp_path / "h" / "rejected.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"].split(" (")[0]) for r in rejected] == [
         (3, "not valid UTF-8"), (4, "nested too deeply to be stored as JSON"),
-        (5, "id field 'id' must be a string or an integer, got float")]
+        (5, "id field 'id' must be a string or an integer, got float 4.0")]
     docs = list(read_results(tmp_path / "h"))
     assert [(d["id"], d["results"]["tiny"]["1.0"]["score"]) for d in docs] == [(1, 2), ("1", 4), (5, 12)]
 
