@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -157,3 +158,60 @@ def test_a_repeated_key_and_float_or_null_ids_are_rejected_with_exact_reasons(tm
         {"line": 2, "id": None, "reason": "id field 'id' must be a string or an integer, got float 4.0 (write 4, "
                                           "without the fraction)"},
         {"line": 3, "id": None, "reason": "id field 'id' is null; an id is a string or an integer"}]
+
+
+MONGO_NOISE = ("$clusterTime", "signature", "Topology Description", "configured timeouts", "{'", "Traceback")
+
+
+@pytest.mark.slow
+def test_mongodb_refusing_the_credentials_is_one_plain_line(tmp_path):
+    import pymongo
+
+    from servers import SecantusServer
+
+    server = SecantusServer(tmp_path / "db").start()
+    try:
+        client = pymongo.MongoClient(server.uri)
+        client.admin.command("createUser", "scorer", pwd="right-password", roles=["root"])
+        client.close()
+        server.stop()
+        server.auth = True
+        server.start()
+        records = write_records(tmp_path / "in.jsonl", 1)
+        code, shown = in_terminal("run", write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS), "--records",
+                                  records, "--out", tmp_path / "runs", "--engine", "inprocess", "--mongo-uri",
+                                  f"mongodb://scorer:WRONG@127.0.0.1:{server.port}/leads?authSource=admin")
+    finally:
+        server.stop()
+    assert code == 1, shown
+    assert shown.count("\n") == 1 and shown.startswith(
+        f"error: MongoDB at mongodb://scorer:***@127.0.0.1:{server.port} refused the request: "), shown
+    assert not [word for word in MONGO_NOISE if word in shown] and "WRONG" not in shown, shown
+
+
+@pytest.mark.slow
+def test_mongodb_dying_mid_run_is_one_plain_line(tmp_path):
+    from servers import SecantusServer
+
+    server = SecantusServer(tmp_path / "db").start()
+    records = write_records(tmp_path / "in.jsonl", 2000)
+    notebook = doing_first(tmp_path, "import time\ntime.sleep(3)")  # the server dies meanwhile
+    run = subprocess.Popen([sys.executable, "-m", "mlsm_nb.cli", "run", str(notebook), "--records", str(records),
+                            "--out", str(tmp_path / "runs"), "--run-id", "m", "--engine", "inprocess",
+                            "--batch-size", "1000", "--workers", "1", "--no-progress", "--mongo-uri",
+                            f"{server.uri}/leads"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "runs" / "m" / "manifest.json").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        server.kill()
+        out, err = run.communicate(timeout=300)
+    finally:
+        server.stop()
+        run.kill()
+    assert run.returncode == 1, out + err
+    stored = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(stored) == 1 and stored[0].startswith("error: results not all stored in MongoDB (leads.results): ")
+    assert stored[0].endswith("; run again with --resume to store them"), stored
+    assert not [word for word in MONGO_NOISE if word in out + err], out + err
+    assert "run m: failed (inprocess engine)" in out
