@@ -124,7 +124,7 @@ def write_failure(root: Path, exc: OSError) -> str:
     """Why a run could not write into its folder `root`, and what to do, in one line."""
     what = f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}"
     if not Path(root).is_dir():
-        return f"{root}: the run directory was removed while the run wrote it ({what}); start the run again"
+        return f"{root}: the run directory was removed while the run wrote it; start the run again"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{root}: {what}; make the folder writable, then --resume"
     return f"{root}: {what}; free the space or fix the folder, then --resume"

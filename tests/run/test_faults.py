@@ -127,8 +127,8 @@ def test_an_out_folder_removed_mid_run_is_one_line(tmp_path):
                               "--engine", "inprocess", "--batch-size", 100, "--workers", 1)
     assert code == 1, shown
     assert len(errors(shown)) == 1 and not [word for word in NOISE if word in shown], shown
-    assert errors(shown)[0].startswith(f"error: {out / 'v'}: the run directory was removed while the run wrote it (")
-    assert errors(shown)[0].endswith("); start the run again"), shown
+    assert errors(shown) == [f"error: {out / 'v'}: the run directory was removed while the run wrote it; "
+                             "start the run again"], shown
 
 
 @pytest.mark.parametrize("run_id", [" ", "\t", " padded"])
