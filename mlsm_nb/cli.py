@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -24,24 +23,6 @@ from .exceptions import MlsmError, SettingsError
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
-
-
-# A MongoDB server's reply as pymongo shows it (a dict holding `errmsg`, `$clusterTime`, a binary signature),
-# and pymongo's timeouts and topology description: nothing an operator can act on.
-_SERVER_REPLY = re.compile(r"\{'[$\w]+': (?=.*'errmsg': ).*", re.S)
-_DRIVER_DUMP = re.compile(r" \(configured timeouts.*|, Timeout: .*|, Topology Description: .*", re.S)
-
-
-def plain(message: str) -> str:
-    """`message` in one line without what a person cannot use: a server's raw reply (its `errmsg` and code
-    name are kept) and pymongo's timeouts and topology description."""
-    reply = _SERVER_REPLY.search(message)
-    if reply:
-        said = re.search(r"'errmsg': '((?:[^'\\]|\\.)*)'", reply.group())
-        code = re.search(r"'codeName': '(\w+)'", reply.group())
-        message = (message[:reply.start()] + (said.group(1) if said else "the server refused")
-                   + (f" ({code.group(1)})" if code else ""))
-    return _DRIVER_DUMP.sub("", message).splitlines()[0] if message else message
 
 
 def _os_error(exc: OSError) -> str:
@@ -61,7 +42,7 @@ def handle_errors(command):
         except MlsmError as exc:
             if ctx.obj.get("debug"):
                 raise
-            _fail(plain(str(exc)), 2 if isinstance(exc, SettingsError) else 1)
+            _fail(str(exc), 2 if isinstance(exc, SettingsError) else 1)
         except OSError as exc:
             if ctx.obj.get("debug"):
                 raise
@@ -69,9 +50,9 @@ def handle_errors(command):
         except Exception as exc:
             if ctx.obj.get("debug") or not type(exc).__module__.startswith("pymongo"):
                 raise
-            from .redact import redact_text
+            from .store.mongo import driver_message
 
-            _fail(f"MongoDB: {plain(redact_text(str(getattr(exc, 'details', None) or exc)))}")
+            _fail(f"MongoDB: {driver_message(exc)}")
 
     return wrapper
 
@@ -457,12 +438,12 @@ def _print_run_totals(manifest: dict, out: str, store=None) -> None:
     if store is not None:
         where = f"{store.db.name}.{store.results.name}"
         if manifest.get("store_error"):
-            click.echo(f"error: results not all stored in MongoDB ({where}): {plain(manifest['store_error'])}; "
+            click.echo(f"error: results not all stored in MongoDB ({where}): {manifest['store_error']}; "
                        "run again with --resume to store them", err=True)
         else:
             click.echo(f"  MongoDB:  {where}")
         for problem in manifest.get("store_problems", [])[:5]:
-            click.echo(f"warning: MongoDB: {plain(problem)}", err=True)
+            click.echo(f"warning: MongoDB: {problem}", err=True)
 
 
 def _print_verdict(manifest: dict, root) -> None:

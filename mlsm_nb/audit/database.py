@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..store.base import StoreError
+from ..store.mongo import driver_message
 
 
 class AuditDatabase:
@@ -60,7 +61,7 @@ class AuditDatabase:
             self.outcomes.insert_many([{**d, "import_id": import_id} for d in documents], ordered=True)
         except PyMongoError as exc:
             self.outcomes.delete_many({"import_id": import_id})
-            raise StoreError(f"MongoDB refused the outcomes (none stored): {str(exc).splitlines()[0][:300]}") from None
+            raise StoreError(f"MongoDB refused the outcomes (none stored): {driver_message(exc)}") from None
 
     def all_outcomes(self, label: str | None = None) -> list[dict]:
         return list(self.outcomes.find({"label": label} if label else {}, {"_id": 0}))

@@ -78,10 +78,19 @@ def _transient() -> tuple[type[Exception], ...]:
     return AutoReconnect, NetworkTimeout, NotPrimaryError, ServerSelectionTimeoutError
 
 
-def _scrub(message: str, uri: str) -> str:
-    """A driver's message fit to show: the URI's credentials hidden, pymongo's topology dump cut; first line only."""
-    message = message.split(" (configured timeouts")[0]  # pymongo's topology dump says nothing more to a person
-    return redact_uri(message, uri).splitlines()[0][:300] if message else ""
+def driver_message(exc: BaseException, uri: str | None = None) -> str:
+    """What a driver error says that a person can use, in one line: a server's refusal as its `errmsg`
+    and code name (not the raw reply, with `$clusterTime` and a binary signature), anything else without
+    pymongo's timeouts and topology description; credentials hidden."""
+    details = getattr(exc, "details", None)
+    if isinstance(details, Mapping) and details.get("errmsg"):
+        message = str(details["errmsg"]) + (f" ({details['codeName']})" if details.get("codeName") else "")
+    else:
+        message = str(exc)
+    for dump in (" (configured timeouts", ", Timeout: ", ", Topology Description: "):
+        message = message.split(dump)[0]
+    message = redact_uri(message, uri) if uri else message
+    return redact_text(message).splitlines()[0][:300] if message.strip() else type(exc).__name__
 
 
 def started_micros(started_at: str) -> int:
@@ -236,11 +245,11 @@ class MongoStore(ResultSink):
             client[name].list_collection_names()
         except (InvalidURI, ValueError) as exc:
             hint = " (write a password holding / @ : % or spaces percent-escaped)" if "@" in uri else ""
-            raise StoreError(f"MongoDB URI {safe} is not valid: {_scrub(str(exc), uri)}{hint}") from None
+            raise StoreError(f"MongoDB URI {safe} is not valid: {driver_message(exc, uri)}{hint}") from None
         except OperationFailure as exc:
-            raise StoreError(f"MongoDB at {safe} refused the request: {_scrub(str(exc.details or exc), uri)}") from None
+            raise StoreError(f"MongoDB at {safe} refused the request: {driver_message(exc, uri)}") from None
         except (ConfigurationError, PyMongoError) as exc:
-            raise StoreError(f"MongoDB at {safe} is not reachable: {_scrub(str(exc), uri)}") from None
+            raise StoreError(f"MongoDB at {safe} is not reachable: {driver_message(exc, uri)}") from None
         return cls(client[name], **options)
 
     @classmethod
@@ -261,13 +270,13 @@ class MongoStore(ResultSink):
                 return operation()
             except _transient() as exc:
                 if attempt == self.retries:
-                    raise StoreError(f"MongoDB {what} failed after {attempt} attempts: "
-                                     f"{redact_text(str(exc)).splitlines()[0][:300]}") from None
+                    tries = f" after {attempt} attempts" if attempt > 1 else ""
+                    raise StoreError(f"MongoDB {what} failed{tries}: {driver_message(exc)}") from None
                 log.warning("MongoDB %s failed (%s); retrying (%d/%d)", what, type(exc).__name__, attempt,
                             self.retries)
                 time.sleep(self.retry_wait * attempt)
             except (PyMongoError, bson.errors.BSONError) as exc:
-                raise StoreError(f"MongoDB {what} failed: {redact_text(str(exc)).splitlines()[0][:300]}") from None
+                raise StoreError(f"MongoDB {what} failed: {driver_message(exc)}") from None
         raise AssertionError("unreachable")
 
     def ensure_indexes(self) -> None:
