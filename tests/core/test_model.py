@@ -180,3 +180,11 @@ def test_a_summarys_score_reads_the_results_given():
     from mlsm_nb.exceptions import ScoreError
     with pytest.raises(ScoreError, match="missing_dependency: needs results of a 1"):
         summary.score({})
+
+
+def test_model_key_is_name_at_version_and_splits_back():
+    from mlsm_nb.core.model import model_key, split_model_key
+
+    model = Model("lead_rules", {"x": float}, "1.0.0-rc.1", lambda data, results: {"score": 0.0})
+    assert model_key(*model.key) == "lead_rules@1.0.0-rc.1"
+    assert split_model_key(model_key(*model.key)) == model.key

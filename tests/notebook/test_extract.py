@@ -196,3 +196,18 @@ def test_extract_never_runs_a_non_literal_fields_cell(tmp_path, make_notebook):
     with pytest.raises(NotebookError):
         load_notebook(path)
     assert not marker.exists()
+
+
+def test_the_public_names_of_the_split_extract_module_come_from_the_notebook_front_door():
+    """extract.py was split by job (execute, provenance, dependencies, extract, bundle); its public names stay
+    importable from mlsm_nb.notebook, each from the module that does that job."""
+    import mlsm_nb.notebook as notebook
+
+    where = {"load_notebook": "execute", "execute_production_cells": "execute", "working_directory": "execute",
+             "time_limit": "execute", "git_info": "provenance", "check_dependencies": "dependencies",
+             "missing_models": "dependencies", "extract_bundle": "extract", "bundle_entries": "bundle",
+             "load_bundle": "bundle", "declarations": "contract"}
+    for name, module in where.items():
+        assert name in notebook.__all__
+        assert getattr(notebook, name).__module__ == f"mlsm_nb.notebook.{module}"
+    assert notebook.MANIFEST == "manifest.json"
