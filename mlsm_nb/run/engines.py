@@ -81,10 +81,12 @@ class PapermillEngine:
         import nbformat
 
         from ..core.model import model_key
+        from .fork import FORKER
         from .kernels import remove_stale_kernel_files
         from .notebooks import production_notebook
 
         remove_stale_kernel_files()  # what a killed run's kernels left behind
+        FORKER.prepare(specs)  # what the kernel template imports
         for spec in specs:
             key = model_key(spec.name, spec.version)
             nbformat.write(production_notebook(spec, sorted(executor.secrets)), executor.run.notebook_path(key))
@@ -106,7 +108,9 @@ class PapermillEngine:
                       "mlsm_output_path": str(run.output_path(key, batch)),
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
-        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets)
+        launched_because = ("--warm-kernels: kept kernels are launched" if executor.warm_kernels else
+                            None if executor.own_threads else "--scheduler: Dask workers launch their kernels")
+        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets, launched_because)
         # In the run's own threads, the thread's kernels: its kept kernel of the notebook (--warm-kernels), or a
         # new one nbclient starts and leaves running, which the thread keeps or stops (in the background).
         # On Dask, nbclient starts and stops the kernel.
@@ -116,6 +120,7 @@ class PapermillEngine:
         log_fact = {"kernel_log": str(log.relative_to(run.root))}
         # the executions this kernel ran before this one
         facts = {"kernel_runs": km.executions} if executor.warm_kernels else {}
+        origin = km.origin if km else lambda: {"kernel": "launched", "kernel_launched_because": launched_because}
         try:
             # The kernel's working directory is set through nbclient's resources, not papermill's
             # `cwd`, which changes the whole process's directory and so is unsafe in threads.
@@ -124,8 +129,10 @@ class PapermillEngine:
                 progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
                 kernel_manager_class=manager_class, resources={"metadata": {"path": cwd}})
         except BaseException as exc:
+            facts.update(origin())
             if km is not None:
                 run_sync(kernels.discard)(km)
+            exc.mlsm_facts = facts
             if kernel_log_written(log, executor.secrets):
                 exc.add_note(f"kernel log: {log_fact['kernel_log']}")
                 exc.mlsm_facts = {**facts, **log_fact}
@@ -133,6 +140,7 @@ class PapermillEngine:
         # Before the kernel is asked to stop: a log is not rewritten (redacted) while its kernel writes its exit
         # lines; those are redacted when it has stopped.
         written = kernel_log_written(log, executor.secrets)
+        facts.update(origin())
         if km is not None:
             run_sync(kernels.keep)(notebook, km, cwd)
         return {**facts, **log_fact} if written else facts

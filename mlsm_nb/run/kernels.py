@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import socket
@@ -59,16 +60,19 @@ import time
 import uuid
 import zlib
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import zmq.asyncio
 from jupyter_client import AsyncKernelClient, AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from jupyter_core.utils import run_sync
 from traitlets import Type
 
 from ..processes import pid_alive
 from ..redact import redact_text
+from .fork import FORKER, PROVISIONER, ForkProvisioner
 
 RESET_TIMEOUT = 10.0  # seconds a kept kernel may take to reset between executions
 _RESET = """\
@@ -128,8 +132,10 @@ class KernelClient(AsyncKernelClient):
 
 
 class QuietKernelManager(AsyncKernelManager):
-    """A local kernel on IPC sockets, shut down without a needless interrupt, with one client."""
+    """A local kernel on IPC sockets, shut down without a needless interrupt, with one client; forked from the
+    run's template (`run.fork`) unless `launched_because` says why it is launched."""
 
+    launched_because: str | None = None
     extra_env: Mapping[str, str] = {}
     kernel_log: str | None = None  # the file the kernel process's stdout and stderr go to (None: inherited)
     secrets: Mapping[str, object] = {}  # credential values, redacted from the kernel's log
@@ -146,6 +152,24 @@ class QuietKernelManager(AsyncKernelManager):
         kwargs.setdefault("connection_file", f"{stem}.json")
         kwargs.setdefault("ip", f"{stem}-ipc")
         super().__init__(**kwargs)
+
+    @property
+    def kernel_spec(self):
+        """The kernelspec (its name is what executed notebooks record), started by `run.fork`'s provisioner."""
+        if self._kernel_spec is None and self.kernel_name:
+            spec = self.kernel_spec_manager.get_kernel_spec(self.kernel_name)
+            if _fork_provisioner_installed():
+                spec.metadata = {**spec.metadata, "kernel_provisioner": {"provisioner_name": PROVISIONER}}
+            self._kernel_spec = spec
+        return self._kernel_spec
+
+    def origin(self) -> dict[str, str]:
+        """How this kernel started, for its execution's manifest entry: {"kernel": "forked"}, or "launched"
+        and why."""
+        if isinstance(self.provisioner, ForkProvisioner):
+            return self.provisioner.origin()
+        return {"kernel": "launched", "kernel_launched_because": self.launched_because or
+                f"the {PROVISIONER} kernel provisioner is not installed (install mlsm-nb again)"}
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         if self.extra_env:
@@ -214,12 +238,21 @@ def remove_stale_kernel_files() -> int:
 
 
 def kernel_manager_class(env: Mapping[str, str] | None = None, log: Path | None = None,
-                         secrets: Mapping[str, object] | None = None) -> type[QuietKernelManager]:
+                         secrets: Mapping[str, object] | None = None,
+                         launched_because: str | None = None) -> type[QuietKernelManager]:
     """The manager class for one execution; `env` is added to that kernel's environment only, and the
-    kernel process's output goes to `log`, with the values of `secrets` redacted."""
+    kernel process's output goes to `log`, with the values of `secrets` redacted. Its kernel is forked
+    unless `launched_because` says why it is launched."""
     return type("ExecutionKernelManager", (QuietKernelManager,),
                 {"extra_env": dict(env or {}), "kernel_log": None if log is None else str(log),
-                 "secrets": dict(secrets or {})})
+                 "secrets": dict(secrets or {}), "launched_because": launched_because})
+
+
+@functools.cache
+def _fork_provisioner_installed() -> bool:
+    """Whether the package's entry point for `ForkProvisioner` is installed (an editable checkout whose
+    pyproject.toml gained it must be installed again: ci/setup.sh does)."""
+    return bool(entry_points(group=KernelProvisionerFactory.GROUP_NAME, name=PROVISIONER))
 
 
 def kernel_log_written(path: Path, secrets: Mapping[str, object]) -> bool:
@@ -332,12 +365,17 @@ def thread_kernels(limit: int) -> ThreadKernels:
     """The kernels this thread started (it keeps at most `limit`)."""
     if not hasattr(_THREAD, "kernels"):
         _THREAD.kernels = ThreadKernels(limit)
+        FORKER.use()
     return _THREAD.kernels
 
 
 def release_thread_kernels() -> None:
-    """Shut down the kernels this thread kept or is stopping (on the event loop they run on: this thread's)."""
+    """Shut down the kernels this thread kept or is stopping (on the event loop they run on: this thread's);
+    the last thread to do so closes the kernel template."""
     kernels = getattr(_THREAD, "kernels", None)
     if kernels is not None:
         del _THREAD.kernels
-        run_sync(kernels.close)()
+        try:
+            run_sync(kernels.close)()
+        finally:
+            FORKER.release()
