@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -37,6 +39,16 @@ PROBE = ("import os\n"
 @pytest.fixture
 def records(tmp_path):
     return write_records(tmp_path / "in.jsonl", 30)
+
+
+def kill(km):
+    """SIGKILL a kernel (launched or forked), and wait until its manager knows it exited (a forked kernel's
+    exit comes from its template)."""
+    from jupyter_core.utils import run_sync
+
+    os.kill(km.provisioner.pid, signal.SIGKILL)
+    while run_sync(km.provisioner.poll)() is None:
+        time.sleep(0.05)
 
 
 def probes(run_dir, key="tiny@1.0"):
@@ -94,8 +106,7 @@ def test_a_kept_kernel_that_died_is_replaced(tmp_path):
     run_sync(kernels.keep)("nb", km, str(tmp_path))
     assert run_sync(kernels.take)("nb") is km  # alive and reset: handed back
     run_sync(kernels.keep)("nb", km, str(tmp_path))
-    km.provisioner.process.kill()
-    km.provisioner.process.wait()
+    kill(km)
     assert run_sync(kernels.take)("nb") is None  # dead: the caller starts a new one
     assert not os.path.exists(km.connection_file)
     run_sync(kernels.close)()
@@ -109,7 +120,7 @@ def test_a_thread_keeps_at_most_its_limit_the_least_recently_used_stopped_first(
     for km in (first, second):
         run_sync(km.start_kernel)(cwd=str(tmp_path))
     run_sync(kernels.keep)("a", first, str(tmp_path))
-    pid = first.provisioner.process.pid
+    pid = first.provisioner.pid
     run_sync(kernels.keep)("b", second, str(tmp_path))
     assert first.shutting_down  # over the limit: asked to stop; the thread goes on while it exits
     assert run_sync(kernels.take)("a") is None and run_sync(kernels.take)("b") is second
@@ -126,7 +137,7 @@ def test_by_default_a_thread_stops_a_finished_executions_kernel_while_it_goes_on
     kernels = ThreadKernels(limit=0)
     km = kernels.new(QuietKernelManager)
     run_sync(km.start_kernel)(cwd=str(tmp_path))
-    pid = km.provisioner.process.pid
+    pid = km.provisioner.pid
     run_sync(kernels.keep)("nb", km, str(tmp_path))
     assert km.shutting_down and km.has_kernel  # asked to stop, not waited for
     assert run_sync(kernels.take)("nb") is None  # never kept
@@ -263,7 +274,6 @@ def test_a_kernels_log_is_new_redacted_when_it_stops_and_removed_if_empty_even_w
 
     km = kernel_manager_class(log=log)(kernel_name="python3")
     run_sync(km.start_kernel)(cwd=str(tmp_path))
-    km.provisioner.process.kill()  # as the OOM killer would: nothing written
-    km.provisioner.process.wait()
+    kill(km)  # as the OOM killer would: nothing written
     run_sync(km.cleanup_resources)()  # what nbclient calls for a kernel that died
     assert not log.exists()
