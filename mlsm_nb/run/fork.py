@@ -50,6 +50,7 @@ MAX_RESTARTS = 3  # a template that died is started again this often in a run; t
 CLOSE_TIMEOUT = 10.0  # seconds a closed template may take to exit (its last kernels are stopping) before it is killed
 UNKNOWN_EXIT = 1  # the exit status of a kernel whose template died before it (no one left to report it)
 _IMPORTING_TAGS = ("setup", "score")
+RUNNER_MODULES = ("mlsm_nb.run.runtime",)  # what the runner's cell of every production notebook imports (run.notebooks)
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ def unavailable() -> str | None:
 
 
 def preload_modules(specs: Sequence["NotebookSpec"]) -> list[str]:
-    """The modules the notebooks' setup and score cells import (read with `ast`, never run); whether each
-    is installed (not beside a notebook) is for the template to find out."""
-    names: set[str] = set()
+    """The modules the notebooks' setup and score cells import (read with `ast`, never run), and the runner
+    cell's; whether each is installed (not beside a notebook) is for the template to find out."""
+    names: set[str] = set(RUNNER_MODULES)
     for spec in specs:
         for cell in spec.cells:
             if cell.tag not in _IMPORTING_TAGS:

@@ -19,6 +19,8 @@ child outlives the template (the runner restarts a template that died) but not t
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import json
 import os
@@ -28,6 +30,11 @@ import sys
 import threading
 import time
 
+# What every kernel imports as it starts (IPKernelApp, its shell, its debugger: debugpy, a third of a
+# kernel's start; what they import as the app initialises), before any of the notebooks' modules.
+BASE_MODULES = ("IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.debugger",
+                "IPython.core.completerlib", "IPython.extensions.storemagic", "sqlite3", "faulthandler",
+                "tornado.platform.asyncio")
 RUNNER_POLL = 1.0  # seconds between a child's checks that the runner still runs (as ipykernel's parent poller)
 
 
@@ -50,11 +57,8 @@ def _preload(notebook_dirs: list[str], modules: list[str]) -> dict:
     # What ipykernel sets as it starts, before matplotlib (if preloaded) reads it at import.
     if not os.environ.get("MPLBACKEND"):
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    import IPython  # noqa: F401
-    import ipykernel.kernelapp  # noqa: F401
-
     skipped = []
-    for name in modules:
+    for name in (*BASE_MODULES, *modules):
         try:
             found = importlib.util.find_spec(name)
         except (ImportError, ValueError):
@@ -169,6 +173,14 @@ def _kernel(request: dict, runner: int) -> None:
     # The runner is watched above; ipykernel's parent poller would watch this template (1: no poller, and
     # no banner for a terminal, as for a kernel that has a parent).
     kernelapp.IPKernelApp.launch_instance([*request["argv"], "--IPKernelApp.parent_handle=1"])
+    # What a launched kernel does as it exits: the exit functions (IPython's empties the namespace, which closes
+    # what the cells left open), flushed output; not the interpreter's teardown of every module, the template's
+    # included, which would copy the template's memory page by page (a fifth of a kernel's CPU).
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _watch(runner: int) -> None:
