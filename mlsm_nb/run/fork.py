@@ -176,6 +176,7 @@ class Forker:
         self.template: Template | None = None
         self.off: str | None = None  # why this run launches its kernels, once forking failed
         self._deaths = 0
+        self._last_death = ""
         self._users = 0
 
     def prepare(self, specs: Sequence["NotebookSpec"]) -> None:
@@ -227,7 +228,7 @@ class Forker:
                 self._deaths += 1
                 self.template = None
                 if self._deaths > MAX_RESTARTS:
-                    self._give_up(f"the kernel template died {self._deaths} times")
+                    self._give_up(f"the kernel template died {self._deaths} times (last: {self._last_death})")
                     raise TemplateGone(self.off)
             if self.template is not None and self.template.options != options:
                 raise TemplateGone("the kernelspec's interpreter options differ from the kernel template's")
@@ -237,22 +238,21 @@ class Forker:
             return self.template
 
     def _lost(self, template: Template, exc: TemplateGone) -> None:
-        """After a fork that failed: leave out a module that started a thread, or give up on a template that
-        could not start."""
-        if template.closed:  # by the last thread as this one began: the next fork starts a new template
+        """After a fork that failed: a template that was closed or died is started again (see `_template`);
+        one that stopped because a module started a thread is started again without it."""
+        if template.closed:  # by the last thread as this one began
             return
         if not template.ended.wait(CLOSE_TIMEOUT):  # it is exiting (its input is broken); then its first reply is known
             template.process.kill()
             template.ended.wait()
-        ready = template.ready.exception(timeout=0) or template.ready.result(timeout=0)
-        with self._lock:
-            if isinstance(ready, dict) and "threaded" in ready:
+        self._last_death = str(template.ready.exception(timeout=0) or exc)
+        ready = template.ready.result(timeout=0) if template.ready.exception(timeout=0) is None else {}
+        if "threaded" in ready:
+            with self._lock:
                 self._excluded.add(ready["threaded"])
                 log.info("kernel template: %s starts a thread as it is imported, so kernels import it themselves",
                          ready["threaded"])
                 self.template = None
-            elif isinstance(ready, Exception) and self.off is None:
-                self._give_up(str(ready))
 
     def _give_up(self, reason: str) -> None:
         self.off = reason
