@@ -63,8 +63,10 @@ def _preload(notebook_dirs: list[str], modules: list[str]) -> dict:
             found = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             found = None
-        origin = getattr(found, "origin", None) or ""
-        if found is None or any(origin.startswith(d + os.sep) for d in notebook_dirs):
+        origin, top = getattr(found, "origin", None) or "", name.split(".")[0]
+        # A module beside a notebook is the notebook's (a launched kernel imports it from there), whatever is installed.
+        if found is None or any(origin.startswith(d + os.sep) or os.path.exists(os.path.join(d, top + ".py"))
+                                or os.path.isdir(os.path.join(d, top)) for d in notebook_dirs):
             skipped.append(name)
             continue
         try:
@@ -74,13 +76,14 @@ def _preload(notebook_dirs: list[str], modules: list[str]) -> dict:
         if threading.active_count() > 1:
             return {"threaded": name}
     return {"ready": os.getpid(), "skipped": skipped, "seconds": round(time.perf_counter() - started, 3),
-            "cpu": round(time.process_time() - cpu, 3), "threads": threading.active_count()}
+            "cpu": round(time.process_time() - cpu, 3), "threads": threading.active_count(),
+            "native_threads": len(os.listdir("/proc/self/task"))}  # e.g. OpenBLAS's pool, started by numpy
 
 
 def _serve(replies, runner: int, notebook_dirs: list[str], modules: list[str]) -> dict | None:
     """Fork a child per request until the input ends; returns the request in a child, None in the template."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle (the template has its own session)
-    sys.path[:] = [p for p in sys.path[1:]]  # the runner's folder (python -m puts it first): installed packages only
+    del sys.path[0]  # the runner's folder (python -m puts it first): installed packages only
     saved = [os.dup(1), os.dup(2)]
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1), os.dup2(devnull, 2)  # what imports print is not the runner's output

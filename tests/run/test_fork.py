@@ -225,3 +225,16 @@ def test_a_template_that_cannot_start_leaves_the_run_to_launched_kernels_said_on
     launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=1)
     assert results(out / "forked") == results(out / "launched")
     assert leftover(os.getpid()) == []
+
+
+@pytest.mark.slow
+def test_the_template_runs_no_python_thread_and_leaves_modules_beside_a_notebook_to_the_kernel(tmp_path):
+    (tmp_path / "json.py").write_text("")  # beside the notebook: the notebook's json, not the installed one
+    template = fork.Template([], ["numpy", "json", "mlsm_no_such_module"], [str(tmp_path)])
+    try:
+        ready = template.ready.result(timeout=60)
+    finally:
+        template.close()
+    assert ready["threads"] == 1  # OpenBLAS's native threads may run (numpy starts them): ready["native_threads"]
+    assert "numpy" not in ready["skipped"] and {"json", "mlsm_no_such_module"} <= set(ready["skipped"])
+    assert template.process.returncode == 0 and not pid_alive(template.process.pid)
