@@ -110,7 +110,8 @@ class PapermillEngine:
         env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
         launched_because = ("--warm-kernels: kept kernels are launched" if executor.warm_kernels else
                             None if executor.own_threads else "--scheduler: Dask workers launch their kernels")
-        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets, launched_because)
+        manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets,
+                                             launched_because)
         # In the run's own threads, the thread's kernels: its kept kernel of the notebook (--warm-kernels), or a
         # new one nbclient starts and leaves running, which the thread keeps or stops (in the background).
         # On Dask, nbclient starts and stops the kernel.

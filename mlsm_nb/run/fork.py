@@ -96,8 +96,9 @@ class Template:
         reply_r, reply_w = os.pipe()
         # Its own session: Ctrl-C in the terminal reaches the runner, which stops its kernels and then the template.
         self.process = subprocess.Popen(
-            [sys.executable, *options, "-m", "mlsm_nb.run.template", str(reply_w), str(os.getpid()), json.dumps(list(notebook_dirs)),
-             *modules], stdin=subprocess.PIPE, pass_fds=(reply_w,), start_new_session=True)
+            [sys.executable, *options, "-m", "mlsm_nb.run.template", str(reply_w), str(os.getpid()),
+             json.dumps(list(notebook_dirs)), *modules], stdin=subprocess.PIPE, pass_fds=(reply_w,),
+            start_new_session=True)
         os.close(reply_w)
         self._replies = os.fdopen(reply_r, "rb")
         self._lock = threading.Lock()
@@ -112,14 +113,14 @@ class Template:
     def fork(self, argv: list[str], cwd: str, env: dict[str, str], log_path: str | None) -> Future:
         """Ask for a new kernel; the future's result is its process id (TemplateGone if the template is gone)."""
         future: Future = Future()
-        request = json.dumps({"argv": argv, "cwd": cwd, "env": env, "log": log_path, "id": None})
         with self._lock:
             if self.closed or self.ended.is_set():
                 raise TemplateGone("the kernel template was closed" if self.closed else self._why_ended())
             ident = next(self._ids)
             self._pending[ident] = future
+            request = {"id": ident, "argv": argv, "cwd": cwd, "env": env, "log": log_path}
             try:
-                self.process.stdin.write(request.replace('"id": null', f'"id": {ident}').encode() + b"\n")
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
                 self.process.stdin.flush()
             except OSError:
                 self._pending.pop(ident)
@@ -282,9 +283,11 @@ class ForkProvisioner(LocalProvisioner):
             None if command else "the kernelspec does not run ipykernel in the runner's Python")
         if reason is None:
             cwd = str(kwargs.get("cwd") or os.getcwd())
-            env = {**kwargs.get("env", os.environ), "JPY_PARENT_PID": str(os.getpid())}  # as jupyter_client's launcher sets
+            # JPY_PARENT_PID: as jupyter_client's launcher sets it for a launched kernel
+            env = {**kwargs.get("env", os.environ), "JPY_PARENT_PID": str(os.getpid())}
+            log_path = getattr(self.parent, "kernel_log", None)
             try:
-                self.template, self.forked = await FORKER.fork(*command, cwd, env, getattr(self.parent, "kernel_log", None))
+                self.template, self.forked = await FORKER.fork(*command, cwd, env, log_path)
             except TemplateGone as exc:
                 reason = str(exc)
             else:

@@ -91,7 +91,8 @@ def test_forking_is_off_where_the_switch_says_so(monkeypatch):
 @pytest.mark.slow
 def test_module_state_a_setup_changes_is_seen_within_its_own_execution_only(tmp_path, monkeypatch):
     setup = "import json\njson.mlsm_seen = getattr(json, 'mlsm_seen', 0) + 1\nFACTOR = 2"
-    score = "def score(data, results):\n    import json\n    return {'score': data['x'] * FACTOR, 'seen': json.mlsm_seen}"
+    score = ("def score(data, results):\n    import json\n"
+             "    return {'score': data['x'] * FACTOR, 'seen': json.mlsm_seen}")
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb",
                               replace_cell(replace_cell(GOOD_CELLS, "setup", setup), "score", score))
     records = write_records(tmp_path / "in.jsonl", 30)
