@@ -168,6 +168,8 @@ class QuietKernelManager(AsyncKernelManager):
         and why."""
         if isinstance(self.provisioner, ForkProvisioner):
             return self.provisioner.origin()
+        if self.provisioner is None:  # it never started (jupyter_client failed before choosing how)
+            return {}
         return {"kernel": "launched", "kernel_launched_because": self.launched_because or
                 f"the {PROVISIONER} kernel provisioner is not installed (install mlsm-nb again)"}
 
