@@ -138,3 +138,104 @@ def test_scratch_copy_holds_the_folder_without_hidden_folders(tmp_path):
         assert sorted(p.name for p in copy.parent.iterdir()) == ["data", "m.ipynb", "weights.json"]
         (copy.parent / "new.txt").write_text("")
     assert not (tmp_path / "new.txt").exists()
+
+
+# Mistakes that once passed validate and then failed records in `mlsm-nb run` (issue 34): each now fails
+# validate at the check named, and a run of the notebook shows the records validate stood for.
+TRAIN_MODEL = "from statistics import mean\nmodel = {'weight': mean([1, 3])}"
+RUN_MISTAKES = {
+    "nan_when_zero": ([*GOOD_CELLS[:4], ("score", "def score(data, results):\n"
+                                                  "    return {'score': FACTOR * data['x'] / data['x'] "
+                                                  "if data['x'] else float('nan')}"), GOOD_CELLS[5]],
+                      "robustness", "bad_output: score returned a number JSON cannot hold: output['score'] is nan "
+                                    "on input {'x': 0, 'label': 'example'}"),
+    "inf_when_large": ([*GOOD_CELLS[:4], ("score", "def score(data, results):\n"
+                                                   "    return {'score': float('inf') if data['x'] > 5 else "
+                                                   "data['x'] * FACTOR, 'n': len(data['label'])}"), GOOD_CELLS[5]],
+                       "robustness", "bad_output: score returned a number JSON cannot hold: output['score'] is inf "
+                                     "on input {'x': 10, 'label': 'example'}"),
+    "decimal_output": ([*GOOD_CELLS[:2], ("setup", "from decimal import Decimal\nFACTOR = 2"),
+                        GOOD_CELLS[3], ("score", "def score(data, results):\n"
+                                                 "    return {'score': Decimal(data['x'] * FACTOR), "
+                                                 "'n': len(data['label'])}"), GOOD_CELLS[5]],
+                       "robustness", "bad_output: score returned a value JSON cannot hold: Type is not JSON "
+                                     "serializable: decimal.Decimal on input {'x': 10, 'label': 'example'}"),
+    "score_uses_training_model": ([*GOOD_CELLS[:4], (None, TRAIN_MODEL),
+                                   ("score", "def score(data, results):\n    return {'score': data['x'] * "
+                                             "model['weight'] * FACTOR, 'n': len(data['label'])}"), GOOD_CELLS[5]],
+                                  "lint", "{path}:cell 11 [score]: line 2: `model` is defined only in untagged "
+                                          "cell 9; production runs only the tagged cells: define it in a tagged "
+                                          "cell, or save it beside the notebook and load it in `setup`"),
+    "misspelt_name": ([*GOOD_CELLS[:4], ("score", "def score(data, results):\n    return {'score': data['x'] * "
+                                                  "FACTR, 'n': len(data['label'])}"), GOOD_CELLS[5]],
+                      "lint", "{path}:cell 9 [score]: line 2: `FACTR` is not defined in any cell (did you mean "
+                              "`FACTOR`?); production runs only the tagged cells: define it in a tagged cell, or "
+                              "save it beside the notebook and load it in `setup`"),
+}
+
+
+def _run_errors(tmp_path, path: Path, records: Path) -> list[dict]:
+    """The error entries of an in-process run of one notebook over `records`."""
+    from mlsm_nb import read_results
+
+    out = tmp_path / f"runs-{path.stem}"
+    subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "run", str(path), "--records", str(records), "--out",
+                    str(out), "--run-id", "r", "--engine", "inprocess"], capture_output=True, text=True)
+    return [e for doc in read_results(out / "r") for versions in doc["results"].values() for e in versions.values()
+            if "_error" in e]
+
+
+@pytest.mark.slow
+def test_what_validate_fails_is_what_a_run_would_fail(tmp_path):
+    from conftest import write_records
+
+    records = write_records(tmp_path / "records.jsonl", 12)  # x = 0 .. 11
+    folder = tmp_path / "models"
+    paths = {name: authored(folder / f"{name}.ipynb", cells) for name, (cells, _, _) in RUN_MISTAKES.items()}
+    done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "validate", str(folder), "--timeout", "60"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    for name, (_, check, message) in RUN_MISTAKES.items():
+        path = paths[name]
+        expected = message.replace("{path}", str(path))
+        assert f"error: {path}: {check}: {expected}" in done.stderr.splitlines(), (name, done.stderr)
+        assert _run_errors(tmp_path, path, records), name  # a run fails records for the same reason
+
+
+@pytest.mark.slow
+def test_a_score_that_is_a_string_is_a_warning_in_validate(tmp_path):
+    cells = [*GOOD_CELLS[:4], ("score", "def score(data, results):\n    return {'score': 'high' if data['x'] > 3 "
+                                        "else data['x'] * FACTOR, 'n': len(data['label'])}"), GOOD_CELLS[5]]
+    path = authored(tmp_path / "string_score.ipynb", cells)
+    done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "validate", str(path), "--timeout", "60"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.startswith("  warn robustness") and line.endswith(
+        "warning: `score` is 'high' (str), not a number: runs store it, but run counts, summaries and reports leave "
+        "it out; return a float (on input {'x': 10, 'label': 'example'})") for line in done.stdout.splitlines())
+    assert done.stdout.splitlines()[-1] == "1 notebook(s), 5 checks, 0 failed, 1 warning(s)"
+
+
+@pytest.mark.slow
+def test_notebooks_that_validate_fail_no_record_of_a_sample_run(tmp_path):
+    """The example notebooks and fresh templates pass validate (test_validate.py); a run of them over the
+    sample records made from their fields fails no record."""
+    from conftest import NOTEBOOKS
+
+    folder = tmp_path / "notebooks"
+    for args in (["new", "model", "my_model", "--dir", str(folder)],
+                 ["new", "summary", "my_summary", "--dir", str(folder), "--models", "my_model:0.1.0"]):
+        assert subprocess.run([sys.executable, "-m", "mlsm_nb.cli", *args], capture_output=True).returncode == 0
+    for source in (NOTEBOOKS, folder):
+        records = tmp_path / f"{source.name}-sample.jsonl"
+        subprocess.run([sys.executable, "-m", "mlsm_nb.validate.samples", "200", str(source), "--out",
+                        str(records)], check=True)
+        out = tmp_path / f"runs-{source.parent.name}"
+        done = subprocess.run([sys.executable, "-m", "mlsm_nb.cli", "run", str(source), "--records", str(records),
+                               "--out", str(out), "--run-id", "r", "--engine", "inprocess"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        from mlsm_nb import read_results
+
+        entries = [e for doc in read_results(out / "r") for v in doc["results"].values() for e in v.values()]
+        assert len(entries) >= 400 and not [e for e in entries if "_error" in e], source
