@@ -30,6 +30,9 @@ from ..notebook.contract import NotebookSpec
 
 FAILURE_KINDS = ("score_raised", "bad_output")
 REL_TOL, ABS_TOL = 1e-6, 1e-9
+# Numbers without a bound are tried within JSON's safe integers (beyond them most JSON readers lose
+# precision): overflowing to inf only past 1e308, or past 64 bits, is not what a record brings.
+SAFE_MAGNITUDE = 2 ** 53
 
 
 @dataclass
@@ -74,16 +77,15 @@ def _strategy(specs: Sequence[FieldSpec]):
     from hypothesis import strategies as st
 
     def one(spec: FieldSpec):
+        low = spec.min if spec.min is not None else min(-SAFE_MAGNITUDE, spec.max if spec.max is not None else 0)
+        high = spec.max if spec.max is not None else max(SAFE_MAGNITUDE, low)
         if spec.allowed:
             base = st.sampled_from(spec.allowed)
         elif spec.type == "int":
-            low = math.ceil(spec.min) if spec.min is not None else None
-            high = math.floor(spec.max) if spec.max is not None else None
-            base = st.integers(low, high)
+            base = st.integers(math.ceil(low), math.floor(high))
         elif spec.type == "float":
-            base = st.floats(spec.min, spec.max, allow_nan=False, allow_infinity=False) | st.integers(
-                math.ceil(spec.min) if spec.min is not None else None,
-                math.floor(spec.max) if spec.max is not None else None)
+            base = (st.floats(low, high, allow_nan=False, allow_infinity=False)
+                    | st.integers(math.ceil(low), math.floor(high)))
         elif spec.type == "str":
             base = st.text(max_size=40)
         else:

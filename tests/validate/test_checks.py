@@ -56,3 +56,12 @@ def test_a_score_that_is_a_string_is_a_warning_naming_the_example_and_the_input(
     assert result.message.endswith("warning: `score` is 'high' (str), not a number: runs store it, but run counts, "
                                    "summaries and reports leave it out; return a float (on input "
                                    "{'x': 10, 'label': 'example'})")
+
+
+def test_robustness_tries_unbounded_numbers_within_jsons_safe_integers(make_notebook):
+    """x * 2 overflows 64 bits only past 2**62: not a record's doing, so not a failure."""
+    from mlsm_nb.validate.checks import check_robustness
+
+    fields = 'fields = {"x": {"type": "int", "min": 0}, "label": str, "f": {"type": "float", "required": False}}'
+    path = make_notebook(cells=replace_cell(GOOD_CELLS, "fields", fields))
+    assert check_robustness(lint_notebook(path), load_notebook(path)).status == "passed"

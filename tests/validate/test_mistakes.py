@@ -35,7 +35,10 @@ MISTAKES = {
     "typo_examples": (retag(GOOD_CELLS, "examples", "exmaples"), "lint",
                       "{path}:cell 11 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
     "typo_setup": (retag(GOOD_CELLS, "setup", "setpu"), "lint",
-                   "{path}:cell 5 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?"),
+                   "{path}:cell 5 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?; "
+                   "{path}:cell 9 [score]: line 2: `FACTOR` is defined only in untagged cell 5; production runs "
+                   "only the tagged cells: define it in a tagged cell, or save it beside the notebook and load it "
+                   "in `setup`"),
     "typo_score": (retag(GOOD_CELLS, "score", "scroe"), "lint",
                    "{path}:cell 9 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?; "
                    "{path}: no cell tagged `score`; a model notebook needs exactly one"),
@@ -46,8 +49,8 @@ MISTAKES = {
                            "beside the notebook; the notebook's untagged cells create weights.json when run "
                            "(validate ran them in a scratch copy; your folder is unchanged): run them, then commit "
                            "the file(s) beside the notebook"),
-    "setup_raises": ([*GOOD_CELLS[:2], ("setup", "FACTOR = 2\nLOG = math.log(FACTOR)"), *GOOD_CELLS[3:]], "nbval",
-                     "cell 5 [setup] raised at line 2: NameError: name 'math' is not defined"),
+    "setup_raises": ([*GOOD_CELLS[:2], ("setup", "import math\nFACTOR = 2\nLOG = math.log(FACTOR - 2)"),
+                      *GOOD_CELLS[3:]], "nbval", "cell 5 [setup] raised at line 3: ValueError: math domain error"),
     "stale_output": ([*GOOD_CELLS, (None, "print(1 + 1)", "3\n")], "nbval",
                      "cell 13 (untagged): the output differs from the saved one: expected '3', got '2'; re-run "
                      "all cells and save, or mark an unstable output with # NBVAL_IGNORE_OUTPUT"),
