@@ -1,81 +1,222 @@
 """Engines: how a model scores a batch. A registry of one shape, as papermill's.
 
-An engine is an object with a ``name``, ``prepare(executor, specs)`` (called
-once per run, in the orchestrating process, before any batch: load and check
-models, write production notebooks; raises `ConfigError` when the run cannot
-start) and an ``in_memory`` flag (default False) saying which of two kinds it is:
+An engine is an instance of one of two base classes, whose docstrings state
+what a subclass supplies:
 
-- a file engine (``in_memory = False``, e.g. papermill) runs each
-  (notebook, batch) execution on its own, reading the batch file and writing
-  the model's entries to ``run.output_path(key, batch)`` (one line per record,
-  batch order): ``kept(executor, key, batch) -> dict`` says where the
-  execution's audit artifacts go (e.g. the executed notebook), and
-  ``execute(executor, key, batch)`` does it, returning facts for the
-  execution's manifest entry or None; it runs in a pool thread or on a Dask
-  worker and raises on failure (the executor records it: notes added to the
-  exception end the recorded error, and a dict of facts set as the
-  exception's ``mlsm_facts`` joins the manifest entry). An optional
-  ``release()`` runs in each pool thread as the run's pool stops, to free
-  what the engine kept in that thread between executions (warm kernels);
-- an in-memory engine (``in_memory = True``, e.g. inprocess) scores records
-  it is handed: ``score(executor, key, records, dependencies) -> BatchOutcome``,
-  called in a worker process (or on a Dask worker) by `run.inmemory`.
+- `FileEngine` (e.g. papermill) runs each (notebook, batch) execution on its
+  own, in threads of the run's process or on Dask workers, reading the batch
+  file and writing the model's entries to a file;
+- `InMemoryEngine` (e.g. inprocess) scores records it is handed, in worker
+  processes (or on Dask workers); a whole batch is one task.
 
-`register(name, engine)` adds one; `get_engine(name)` finds it, or raises a
-`ConfigError` naming the known ones.
+Each kind hands the run's scheduler (`run.schedule`) its *plan* for a batch
+(`plan`: the tasks and what each needs, see `run.plans`) and the pools they
+run in (`pools`); an engine itself only says how one model scores.
+
+`register(name, engine)` adds one, `unregister(name)` removes it;
+`get_engine(name)` finds it, or one a distribution declares in the entry-point
+group ``mlsm_nb.engines`` (``name = "package.module:EngineClass"``, a class
+made with no arguments, or an engine instance), as papermill finds its
+engines: a third-party engine plugs in without editing run/. An unknown name
+is a `ConfigError` naming the known ones.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
 
 if TYPE_CHECKING:
     from ..core.batch import BatchOutcome
     from ..notebook.contract import NotebookSpec
+    from .context import RunContext
     from .execution import Executor
+    from .plans import Plan
+
+ENTRY_POINTS = "mlsm_nb.engines"
 
 
-class Engine(Protocol):
-    name: str
-    in_memory: bool
+class Engine:
+    """What every engine has. Subclass `FileEngine` or `InMemoryEngine`, not this.
 
-    def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None: ...
+    - ``check(executor, specs)``: once per run, before the run directory exists;
+      raises `ConfigError` when the run cannot start (e.g. a bundle that does
+      not match the notebooks). Default: nothing to check.
+    - ``prepare(executor, specs)``: once per run, in the orchestrating process,
+      after `check` and before any batch (e.g. write production notebooks into
+      the run directory). Default: nothing.
+    - ``finish(context)``: once the run's pools have stopped (default: nothing).
+    """
+
+    name = ""
+    required: tuple[str, ...] = ()  # the methods a subclass must supply (`register` checks them)
+
+    def check(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+        pass
+
+    def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+        pass
+
+    def finish(self, context: "RunContext") -> None:
+        pass
+
+    def pools(self, workers: int, scheduler: str | None) -> tuple[Any, Any]:
+        """(the pool tasks run in, the pool merges run in): one Dask pool for both with a `scheduler`."""
+        from .pools import DaskPool
+
+        pool = DaskPool(scheduler)
+        return pool, pool
+
+    def reads_again(self, input_complete: bool) -> bool:
+        """Whether a resumed run reads the records file again (else its batch files are used)."""
+        return True
+
+    def plan(self, context: "RunContext", batch: int, records: list[dict] | None) -> "Plan":
+        raise NotImplementedError
+
+
+class FileEngine(Engine):
+    """An engine that runs each (notebook, batch) execution on its own. A subclass supplies:
+
+    - ``kept(executor, key, batch) -> dict``: where the execution's audit artifacts
+      go (e.g. the executed notebook), for its manifest entry;
+    - ``execute(executor, key, batch) -> dict | None``: run model `key` over the
+      batch file ``run.batch_path(batch)`` and write its entries to
+      ``run.output_path(key, batch)`` (one JSON object per line, batch order);
+      returns facts for the execution's manifest entry. It runs in a pool thread
+      or on a Dask worker and raises on failure (the executor records it: notes
+      added to the exception end the recorded error, and a dict of facts set as
+      the exception's ``mlsm_facts`` joins the manifest entry);
+    - optionally ``release()``: runs in each pool thread as the run's pool stops,
+      to free what the engine kept in that thread between executions (warm kernels).
+
+    Its plan for a batch (`plans.FilePlan`): one task per notebook, a summary's
+    after its models' of the same batch; the batch is merged in a thread of its own.
+    """
+
+    required = ("kept", "execute")
+
+    def kept(self, executor: "Executor", key: str, batch: int) -> dict:
+        raise NotImplementedError
+
+    def execute(self, executor: "Executor", key: str, batch: int) -> dict | None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        pass
+
+    def pools(self, workers: int, scheduler: str | None) -> tuple[Any, Any]:
+        from .pools import ThreadPool
+
+        if scheduler:
+            return super().pools(workers, scheduler)
+        return ThreadPool(workers, self.release), ThreadPool(1)
+
+    def reads_again(self, input_complete: bool) -> bool:
+        return not input_complete
+
+    def plan(self, context: "RunContext", batch: int, records: list[dict] | None) -> "Plan":
+        from .plans import FilePlan
+
+        return FilePlan(context, batch, records)
+
+
+class InMemoryEngine(Engine):
+    """An engine that scores records in memory. A subclass supplies:
+
+    - ``score(executor, key, records, dependencies) -> core.batch.BatchOutcome``:
+      model `key`'s entries for `records` (batch order); `dependencies` maps
+      (name, version) of each model a summary needs to its entries. Called in
+      a worker process (or on a Dask worker); a failure fails this model's
+      execution of the batch only.
+
+    Its plan for a batch (`inmemory.BatchPlan`): one task scores the whole batch,
+    every model then every summary, and merges it, in a worker; a batch whose
+    worker is lost is scored again one model at a time (`inmemory.FallbackPlan`).
+    """
+
+    required = ("score",)
+
+    def score(self, executor: "Executor", key: str, records: Sequence[Mapping],
+              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> "BatchOutcome":
+        raise NotImplementedError
+
+    def pools(self, workers: int, scheduler: str | None) -> tuple[Any, Any]:
+        from .pools import ProcessPool
+
+        if scheduler:
+            return super().pools(workers, scheduler)
+        pool = ProcessPool(workers)
+        return pool, pool
+
+    def plan(self, context: "RunContext", batch: int, records: list[dict] | None) -> "Plan":
+        from .inmemory import BatchPlan
+
+        return BatchPlan(context, batch, records)
 
 
 _ENGINES: dict[str, Engine] = {}
+_FROM_ENTRY_POINTS: set[str] = set()  # names loaded once from an entry point (unregister keeps them out)
 
 
 def register(name: str, engine: Engine) -> None:
-    """Make `engine` available as `--engine name`."""
-    needed = ("prepare", "score") if getattr(engine, "in_memory", False) else ("prepare", "kept", "execute")
-    missing = [m for m in needed if not callable(getattr(engine, m, None))]
+    """Make `engine` available as `--engine name`; ConfigError naming what is missing when it is not a
+    `FileEngine` or `InMemoryEngine` that supplies its kind's methods."""
+    if not isinstance(engine, (FileEngine, InMemoryEngine)):
+        raise ConfigError(f"engine {name!r} is {type(engine).__name__}, not a FileEngine or InMemoryEngine "
+                          "(mlsm_nb.run.engines)")
+    base = FileEngine if isinstance(engine, FileEngine) else InMemoryEngine
+    missing = [m for m in engine.required if getattr(type(engine), m) is getattr(base, m)]
     if missing:
         raise ConfigError(f"engine {name!r} has no {', '.join(missing)} method")
     _ENGINES[name] = engine
 
 
+def unregister(name: str) -> None:
+    """Remove engine `name` (registered, or loaded from an entry point); ConfigError when unknown."""
+    if _ENGINES.pop(name, None) is None:
+        raise ConfigError(f"unknown engine {name!r}; known engines: {', '.join(engine_names())}")
+    _FROM_ENTRY_POINTS.add(name)
+
+
 def get_engine(name: str) -> Engine:
-    """The engine registered as `name`; ConfigError naming the known engines otherwise."""
+    """The engine registered as `name`, else the one entry point `name` of group ``mlsm_nb.engines``
+    names (loaded once); ConfigError naming the known engines otherwise."""
+    if name not in _ENGINES and name not in _FROM_ENTRY_POINTS:
+        found = [ep for ep in metadata.entry_points(group=ENTRY_POINTS) if ep.name == name]
+        if found:
+            _FROM_ENTRY_POINTS.add(name)
+            register(name, _load(found[0]))
     try:
         return _ENGINES[name]
     except KeyError:
-        raise ConfigError(f"unknown engine {name!r}; known engines: {', '.join(sorted(_ENGINES))}") from None
+        raise ConfigError(f"unknown engine {name!r}; known engines: {', '.join(engine_names())}") from None
+
+
+def _load(entry_point: metadata.EntryPoint) -> Engine:
+    try:
+        loaded = entry_point.load()
+        return loaded() if isinstance(loaded, type) else loaded
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in is one error naming it
+        raise ConfigError(f"engine {entry_point.name!r} (entry point {entry_point.value} of group "
+                          f"{ENTRY_POINTS}) cannot be loaded: {type(exc).__name__}: {exc}") from None
 
 
 def engine_names() -> list[str]:
-    return sorted(_ENGINES)
+    """The registered engines and those entry points declare (not loaded here)."""
+    declared = {ep.name for ep in metadata.entry_points(group=ENTRY_POINTS)} - _FROM_ENTRY_POINTS
+    return sorted(set(_ENGINES) | declared)
 
 
-class PapermillEngine:
+class PapermillEngine(FileEngine):
     """Executes the production notebook with papermill: the audit path, one executed notebook per execution."""
 
     name = "papermill"
-    in_memory = False
 
     def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
         import nbformat
@@ -151,15 +292,23 @@ class PapermillEngine:
 
         release_thread_kernels()
 
+    def finish(self, context: "RunContext") -> None:
+        """Name in its execution's entry a kernel log written after the entry was: what a kernel wrote as it
+        stopped (its kernels have all stopped now, and only logs that are not empty are left)."""
+        run = context.run
+        for key, batch, entry in context.executions():
+            log = run.kernel_log_path(key, batch)
+            if "kernel_log" not in entry and log.is_file():
+                entry["kernel_log"] = str(log.relative_to(run.root))
 
-class InProcessEngine:
+
+class InProcessEngine(InMemoryEngine):
     """Scores with the extracted Model objects, in memory, in worker processes: no kernels, no files between models."""
 
     name = "inprocess"
-    in_memory = True
 
-    def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
-        if executor.bundle:  # a bundle that does not match the notebooks fails the run before any batch
+    def check(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+        if executor.bundle:  # a bundle that does not match the notebooks fails the run before it starts
             executor.check_bundle()
 
     def score(self, executor: "Executor", key: str, records: Sequence[Mapping],

@@ -13,10 +13,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import orjson
 
 from ..clock import utc_now
 from ..exceptions import ConfigError, MlsmError
@@ -25,6 +27,7 @@ from ..core.model import Model, error_entry, model_key
 from ..redact import redact_text
 from ..store.rundir import RunDirectory
 from .engines import get_engine
+from .merge import count_errors
 
 _MODELS: dict[tuple, Model | MlsmError] = {}  # (settings, key) -> the model, or why it cannot load
 _MODELS_LOCK = threading.Lock()
@@ -186,12 +189,19 @@ def _count_lines(path: Path) -> int:
 
 
 def _output_facts(path: Path) -> dict:
-    """sha256, record count and error count of a model's output file, in one read (no JSON parsing:
-    every entry is one line, and only an error entry holds the key `_error_kind`)."""
-    digest, records, errors = hashlib.sha256(), 0, 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-            records += chunk.count(b"\n")
-            errors += chunk.count(b'"_error_kind":')
-    return {"output_sha256": digest.hexdigest(), "records": records, "errors": errors}
+    """sha256, record count and error count of a model's output file (one JSON entry per line); errors
+    are counted from the entries (see `merge.count_errors`), not from the bytes."""
+    data = path.read_bytes()
+    return {"output_sha256": hashlib.sha256(data).hexdigest(), "records": data.count(b"\n"),
+            "errors": count_errors(_objects(data))}
+
+
+def _objects(data: bytes) -> Iterator[dict]:
+    """The JSON objects among the lines of `data` (a line that is not one is for the merge to name)."""
+    for line in data.splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            yield entry

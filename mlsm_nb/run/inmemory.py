@@ -1,7 +1,7 @@
-"""The in-memory run path (the in-process engine): each record read once, scored in memory, written once.
+"""The in-memory engine kind's plans: each record read once, scored in memory, written once.
 
-The orchestrating process reads the records file once, batch by batch, and
-hands each batch to a worker process (or a Dask worker). There the batch is
+The scheduler reads the records file once, batch by batch, and hands each
+batch (`BatchPlan`: one task) to a worker process (or a Dask worker). There the batch is
 written to its batch file (the run's copy of its input, for resume, trace
 and replay), every model then every summary scores the records in memory,
 and the merged result documents are written: no file between two models.
@@ -9,8 +9,8 @@ and the merged result documents are written: no file between two models.
 Model code runs in the workers, so `sys.exit` costs a record (see `Model`)
 and `os._exit`, a crash or a hang cost one execution: a worker that dies or
 overruns `--timeout` (per model) is replaced, and its batch is scored again
-model by model, to fail only the (model, batch) that cannot finish; the
-others keep their results.
+model by model (`FallbackPlan`), to fail only the (model, batch) that cannot
+finish; the others keep their results.
 
     read ─► batch ─► worker: batch file ─► model, model, …, summary ─► merge ─► results file
                                                                               └─► other sinks
@@ -19,9 +19,8 @@ others keep their results.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._gc import full_collections_deferred
@@ -29,15 +28,14 @@ from ..clock import utc_now
 from ..core.model import error_entry, split_model_key
 from ..exceptions import MlsmError
 from ..files import write_jsonl
-from ..store.rundir import RunDirectory
 from .engines import get_engine
 from .execution import Executor, worker_name
-from .merge import Merger
-from .pools import DaskPool, ProcessPool, TaskLost
-from .records import estimate_records, planned_batches, read_batches
+from .merge import Merger, count_errors
+from .plans import Plan, Task
+from .pools import TaskLost
 
 if TYPE_CHECKING:
-    from .orchestrate import _Run
+    from .context import RunContext
 
 
 class ExecutionLost(MlsmError):
@@ -74,7 +72,7 @@ class BatchScorer:
         dependencies = {split_model_key(dep): entries[dep] for dep in self.executor.needs[key]}
         try:
             scored = get_engine(self.executor.engine).score(self.executor, key, records, dependencies).entries
-            entry.update(records=len(scored), errors=sum(1 for e in scored if "_error_kind" in e))
+            entry.update(records=len(scored), errors=count_errors(scored))
         except Exception as exc:  # noqa: BLE001 - one model failing never stops the batch's other models
             entry, scored = self.failed(key, batch, len(records), exc, entry)
         except SystemExit as exc:  # in the notebook's setup code (in `score` it costs one record)
@@ -102,108 +100,65 @@ def lost(exc: BaseException) -> ExecutionLost:
     return ExecutionLost(f"{type(exc).__name__}: {exc}")  # e.g. Dask's KilledWorker
 
 
-@dataclass
-class _Fallback:
-    """A batch whose worker was lost, scored again one model at a time."""
-
-    records: list[dict]
-    keys: list[str]
-    executions: dict
-    entries: dict
 
 
-def score_in_memory(state: "_Run", records: Path, types: Mapping[str, str], workers: int,
-                    on_done: Callable[[str, int, dict, int | None, bool], None]) -> set[int]:
-    """Score every batch not already done; returns the batches merged (now or before a resume).
+class BatchPlan(Plan):
+    """A batch scored whole: one task, in a worker, scores every model then every summary and merges
+    the batch. A batch merged before a resume with every execution ok is settled as it was."""
 
-    `state` is the orchestrator's run; `on_done(key, batch, entry, total, earlier)` follows each execution,
-    and comes with `earlier` true for each execution of a batch done before a resume (so progress counts it).
-    """
-    manifest, run, settings = state.manifest, state.run, state.settings
-    executions, batch_stats = manifest["executions"], manifest.setdefault("batch_stats", {})
-    scorer = BatchScorer(state.executor, state.merger)
-    keys, timeout = scorer.keys, settings.timeout
-    done = {int(b) for b in batch_stats if _intact(run, manifest, keys, int(b))}
-    keep = bool(state.sinks)
-    summary: dict = {}
-    reader = read_batches(records, settings.id_field, settings.batch_size, types, run.rejected_path, summary)
-    pool = DaskPool(settings.scheduler) if settings.scheduler else ProcessPool(workers)
-    running: dict[Any, tuple[int, str | None]] = {}  # future -> (batch, None for the whole batch, else the model)
-    fallbacks: dict[int, _Fallback] = {}
-    held: dict[int, list[dict]] = {}  # a running batch's records, should its worker be lost
+    def __init__(self, context: "RunContext", batch: int, records: list[dict]):
+        super().__init__(context, batch)
+        self.records = records
+        previous = {key: context.execution(key, batch) for key in context.keys}
+        if context.merged(batch) and all(e and e["status"] == "ok" for e in previous.values()):
+            self.earlier, self.settled = previous, dict(previous)
+            self.merged_before = True
+            return
+        scorer = BatchScorer(context.executor, context.merger)
+        self._waiting.append(Task(batch, tuple(context.keys), scorer.score, (batch, records, context.keep),
+                                  timeout=context.settings.timeout * len(context.keys)))
 
-    expected = estimate_records(records)
+    def done(self, task: Task, result: dict) -> dict[str, dict]:
+        self.records = None
+        self.merged = result
+        return self._settle(result["executions"])
 
-    def total() -> int | None:  # executions: exact once the reader is done, estimated from the file until then
-        batches = planned_batches(summary, expected, settings.batch_size)
-        return None if batches is None else len(keys) * batches
-
-    def finish(batch: int, merged: dict) -> None:
-        for key in keys:
-            executions.setdefault(key, {})[str(batch)] = merged["executions"][key]
-        batch_stats[str(batch)] = merged["models"]
-        done.add(batch)
-        state.store_batch(batch, merged.get("documents"))
-        run.write_manifest(manifest)  # every execution is recorded before anything builds on it
-        for key in keys:
-            on_done(key, batch, merged["executions"][key], total(), False)
-
-    def next_model(batch: int) -> None:
-        step = fallbacks[batch]
-        if not step.keys:
-            del fallbacks[batch]
-            merged = scorer.merger.merge_entries(batch, step.records, step.entries, keep)
-            return finish(batch, {**merged, "executions": step.executions})
-        key = step.keys[0]
-        needed = {dep: step.entries[dep] for dep in state.executor.needs[key]}
-        running[pool.submit(scorer.score_model, key, batch, step.records, needed, timeout=timeout)] = (batch, key)
-
-    try:
-        while True:
-            while len(running) < pool.capacity and reader is not None:
-                item = next(reader, None)
-                if item is None:
-                    reader = None
-                    manifest["input"].update(summary)
-                    run.write_manifest(manifest)
-                elif item[0] in done:  # scored before a resume: counted as done, not run again
-                    for key in keys:
-                        on_done(key, item[0], manifest["executions"][key][str(item[0])], total(), True)
-                else:
-                    batch, held[batch] = item
-                    running[pool.submit(scorer.score, batch, held[batch], keep,
-                                        timeout=timeout * len(keys))] = (batch, None)
-            if not running:
-                break
-            for future in pool.wait_any(running):
-                batch, key = running.pop(future)
-                try:
-                    result = pool.result(future)
-                except (Exception, SystemExit) as exc:  # noqa: BLE001 - the worker was lost
-                    if key is None:  # score the batch again model by model, to fail only the one that loses it
-                        fallbacks[batch] = _Fallback(held.pop(batch), list(keys), {}, {})
-                        write_jsonl(run.batch_path(batch), fallbacks[batch].records)
-                        next_model(batch)
-                        continue
-                    result = scorer.failed(key, batch, len(fallbacks[batch].records), lost(exc))
-                if key is None:
-                    del held[batch]
-                    finish(batch, result)
-                else:
-                    step = fallbacks[batch]
-                    step.executions[key], step.entries[key] = result
-                    step.keys.pop(0)
-                    next_model(batch)
-    except BaseException:
-        pool.close(cancel=True)
-        if reader is not None:
-            reader.close()
-        raise
-    pool.close()
-    return done
+    def lost(self, task: Task, exc: BaseException) -> dict[str, dict]:
+        """The worker was lost: the batch is scored again model by model, to fail only the one that loses it."""
+        self.then = FallbackPlan(self.context, self.batch, self.records)
+        return {}
 
 
-def _intact(run: RunDirectory, manifest: dict, keys: Sequence[str], batch: int) -> bool:
-    """Whether a batch was merged with every execution ok (resume keeps it)."""
-    return run.results_path(batch).is_file() and all(
-        manifest["executions"].get(key, {}).get(str(batch), {}).get("status") == "ok" for key in keys)
+class FallbackPlan(Plan):
+    """A batch whose worker was lost, scored again one model at a time (each model's task after the one
+    before), then merged from the entries in memory."""
+
+    def __init__(self, context: "RunContext", batch: int, records: list[dict]):
+        super().__init__(context, batch)
+        self.records = records
+        self.entries: dict[str, list[dict]] = {}
+        self._scorer = BatchScorer(context.executor, context.merger)
+        write_jsonl(context.run.batch_path(batch), records)  # the lost worker may not have written it
+        self._next()
+
+    def _next(self) -> None:
+        if not self.executed:
+            key = self.context.keys[len(self.settled)]
+            needed = {dep: self.entries[dep] for dep in self.context.executor.needs[key]}
+            self._waiting.append(Task(self.batch, (key,), self._scorer.score_model,
+                                      (key, self.batch, self.records, needed), timeout=self.context.settings.timeout))
+
+    def done(self, task: Task, result: tuple[dict, list[dict]]) -> dict[str, dict]:
+        key = task.keys[0]
+        entry, self.entries[key] = result
+        settled = self._settle({key: entry})
+        self._next()
+        return settled
+
+    def lost(self, task: Task, exc: BaseException) -> dict[str, dict]:
+        return self.done(task, self._scorer.failed(task.keys[0], self.batch, len(self.records), lost(exc)))
+
+    def merge_task(self) -> Task:
+        records, self.records = self.records, None
+        return Task(self.batch, (), self.context.merger.merge_entries, (self.batch, records, self.entries,
+                                                                       self.context.keep))

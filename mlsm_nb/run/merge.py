@@ -61,7 +61,7 @@ class Merger:
                 for (name, version, add_score, tally), entry in zip(columns, entries):
                     results.setdefault(name, {})[version] = entry
                     add_score(entry.get("score"))
-                    if entry.get("_error_kind"):
+                    if is_error(entry):
                         tally.add_error(entry, record_id)
                 yield {self.id_field: record_id, "run_id": self.run_id, "_timestamp": timestamp,
                        "_current": 0, "results": results}
@@ -76,6 +76,16 @@ class Merger:
         if keep:
             merged["documents"] = kept
         return merged
+
+
+def is_error(entry: Mapping) -> bool:
+    """Whether a result entry is a failed model's (it has an `_error_kind`)."""
+    return bool(entry.get("_error_kind"))
+
+
+def count_errors(entries: Iterable[Mapping]) -> int:
+    """How many of a model's entries are errors (see `is_error`)."""
+    return sum(1 for entry in entries if is_error(entry))
 
 
 def _entries(path: Path, records: int) -> Iterator[dict]:

@@ -88,7 +88,7 @@ def test_an_output_that_is_not_one_object_per_record_is_named(tmp_path, lines, p
     assert caught.value.path == str(output)
 
 
-class Constant:
+class Constant(engines.FileEngine):
     """A kernel-free engine: every record scores 1, except that a `broken` batch's output is cut short
     in its last line; `on_execute(batch)` is called as each execution starts."""
 
@@ -113,7 +113,7 @@ class Constant:
 def constant():
     engines.register("constant", Constant())
     yield engines.get_engine("constant")
-    del engines._ENGINES["constant"]
+    engines.unregister("constant")
 
 
 def run_constant(tmp_path, notebook, **settings):

@@ -50,14 +50,14 @@ def test_a_lost_merge_is_merged_again(tmp_path, leads, uninterrupted):
 
 KILL_AFTER_SCORING = """
 import os, signal, sys
-from mlsm_nb.run import orchestrate
+from mlsm_nb.run import orchestrate, schedule
 
-original = orchestrate._Run.store_batch
-def store_or_die(self, batch, *args):
-    if batch == 3:  # a worker scored batch 3 and wrote its results: die before the manifest records it
+original = schedule.Scheduler.merged
+def merged_or_die(self, event):
+    if event.batch == 3:  # a worker scored batch 3 and wrote its results: die before the manifest records it
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, batch, *args)
-orchestrate._Run.store_batch = store_or_die
+    return original(self, event)
+schedule.Scheduler.merged = merged_or_die
 orchestrate.run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=500,
                           engine="inprocess", workers=2)
 """
@@ -122,14 +122,14 @@ def test_papermill_killed_between_executions_and_merge_then_resumed_equals_an_un
 
 KILL_WHILE_READING = """
 import os, signal, sys
-from mlsm_nb.run import orchestrate
+from mlsm_nb.run import orchestrate, plans
 
-original = orchestrate.write_jsonl
+original = plans.write_jsonl
 def write_or_die(path, rows):
     if path.name == "batch-00004.jsonl":  # executions of the first batches ran while the input was read
         os.kill(os.getpid(), signal.SIGKILL)
     return original(path, rows)
-orchestrate.write_jsonl = write_or_die
+plans.write_jsonl = write_or_die
 orchestrate.run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=10,
                           engine="papermill", workers=2)
 """

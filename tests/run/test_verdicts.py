@@ -263,7 +263,7 @@ def test_bundle_refuses_parameters_it_cannot_apply(tmp_path, make_notebook):
 def test_an_engine_is_registered_by_name_and_checked(tmp_path, make_notebook):
     from mlsm_nb.run import engines
 
-    class Constant:
+    class Constant(engines.FileEngine):
         """A kernel-free engine: every record scores 1."""
 
         def prepare(self, executor, specs):
@@ -278,12 +278,12 @@ def test_an_engine_is_registered_by_name_and_checked(tmp_path, make_notebook):
             run.output_path(key, batch).write_text('{"score": 1}\n' * lines)
 
     with pytest.raises(ConfigError, match="engine 'half' has no kept, execute method"):
-        engines.register("half", type("Half", (), {"prepare": lambda self, e, s: None})())
+        engines.register("half", type("Half", (engines.FileEngine,), {"prepare": lambda self, e, s: None})())
     engines.register("constant", Constant())
     try:
         manifest = run_notebooks([make_notebook()], records(tmp_path, 5), out=tmp_path, run_id="k",
                                  engine="constant", batch_size=2)
     finally:
-        del engines._ENGINES["constant"]
+        engines.unregister("constant")
     assert manifest["status"] == "succeeded" and manifest["executions"]["tiny@1.0"]["0"]["engine"] == "constant"
     assert [d["results"]["tiny"]["1.0"] for d in read_results(tmp_path / "k")] == [{"score": 1}] * 5
