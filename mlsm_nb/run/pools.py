@@ -2,8 +2,8 @@
 
 The pools have the same small shape — `submit(fn, *args, timeout=None)`,
 `wait_any(futures)`, `result(future)`, `capacity` (work to keep in flight),
-`close()` — so the runner's scheduling loops are one piece of code each. Dask
-is imported only when a scheduler is given.
+`close()` — so the run's one scheduling loop (`run.schedule`) drives any of
+them. Dask is imported only when a scheduler is given.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ class ExecutionDone:
     errors: int
     seconds: float
     done: int
-    total: int | None  # None while the records are still being read (the in-process engine streams them)
+    total: int | None  # None while the records are read and their number is unknown (a compressed file)
     earlier: bool = False  # done before a resume: counted (records, errors), not run again
 
     @classmethod
