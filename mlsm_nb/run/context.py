@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..files import file_sha256
 from ..notebook.contract import NotebookSpec
 from ..redact import is_secret, redact_text
 from ..store.rundir import RunDirectory, model_key
@@ -86,8 +87,6 @@ class RunContext:
 
     def intact(self, key: str, batch: int) -> bool:
         """Whether execution (key, batch) succeeded and its output file is the one it wrote (resume keeps it)."""
-        from ..files import file_sha256
-
         entry = self.execution(key, batch)
         output = self.run.output_path(key, batch)
         return bool(entry and entry["status"] == "ok" and output.is_file()

@@ -83,6 +83,7 @@ class Scheduler:
                                        context.run.rejected_path, self.summary)
         self.expected = estimate_records(records) if self.reader is not None else None
         self.plans: dict[int, Plan] = {}  # batches read and not merged yet
+        self.due: list[Plan] = []  # batches whose executions are all settled: merged at the next start
         self.running: dict[Any, Task] = {}  # future -> task, in the pool or the merge pool
         self.storing: dict[Future, int] = {}  # future -> batch, in the sinks' thread
         self.finished = 0  # executions settled, for progress
@@ -122,7 +123,7 @@ class Scheduler:
             del self.plans[event.batch]
             self._store(event.batch, None)  # a sink may lack it (resume stores the rest)
         elif plan.executed:  # executions done, merge lost (killed in between, or deleted)
-            self._merge(plan)
+            self.due.append(plan)
 
     def executed(self, event: Executed) -> None:
         """The plan settles the task's executions; a batch whose executions are all settled is merged."""
@@ -140,7 +141,7 @@ class Scheduler:
         if plan.merged is not None:
             self.merged(Merged(batch, plan.merged))
         elif plan.executed:
-            self._merge(plan)
+            self.due.append(plan)
 
     def merged(self, event: Merged) -> None:
         """Record the batch's counts and hand its documents to the sinks, or record why it is not merged."""
@@ -174,13 +175,15 @@ class Scheduler:
             self.batch_read(BatchRead(*item))
 
     def _start(self) -> None:
+        """Start the merges due and as many ready tasks as the pool has room for (after the manifest is saved:
+        nothing starts before what it builds on is recorded)."""
+        due, self.due = self.due, []
+        for plan in due:
+            task = plan.merge_task()
+            self.running[self.merges.submit(task.fn, *task.args, timeout=task.timeout)] = task
         for plan, task in self._ready()[:max(0, self.pool.capacity - self._busy())]:
             plan.start(task)
             self.running[self.pool.submit(task.fn, *task.args, timeout=task.timeout)] = task
-
-    def _merge(self, plan: Plan) -> None:
-        task = plan.merge_task()
-        self.running[self.merges.submit(task.fn, *task.args, timeout=task.timeout)] = task
 
     def _finished(self, future) -> None:
         task = self.running.pop(future)

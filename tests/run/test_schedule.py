@@ -5,6 +5,7 @@ The fake pool runs a task when the scheduler waits for it, oldest first, in the 
 order of executions, merges and reads from the log. Sinks get their real thread.
 """
 
+import json
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class FakePool:
         self.capacity, self.log, self.tasks = capacity, log, tasks
 
     def submit(self, fn, *args, timeout=None) -> Future:
+        if fn.__name__ == "merge":  # which executions of the batch the manifest on disk holds by now
+            saved = json.loads((Path(fn.__self__.run_root) / "manifest.json").read_text())["executions"]
+            self.log.append(("merge submitted", args[0], sorted(k for k, b in saved.items() if str(args[0]) in b)))
         future = Future()
         self.tasks[future] = (fn, args)
         return future
@@ -155,13 +159,15 @@ def schedule(tmp_path, engine, records=6, batch_size=2, sinks=(), manifest=None,
     return manifest, events
 
 
-def test_a_summary_runs_after_its_models_of_the_same_batch_and_the_batch_merges_after_all(tmp_path, fake):
+def test_a_summary_runs_after_its_models_of_the_same_batch_and_the_batch_merges_after_all_are_recorded(
+        tmp_path, fake):
     manifest, events = schedule(tmp_path, fake)
     order = [(e[0], e[1], e[2]) if e[0] == "execute" else e for e in fake.log if e[0] in ("execute", "merge")]
     for batch in range(3):
         at = {key: order.index(("execute", key, batch)) for key in KEYS}
         assert at["s@1"] > at["a@1"] and at["s@1"] > at["b@1"]
         assert order.index(("merge", batch)) > at["s@1"]
+        assert ("merge submitted", batch, KEYS) in fake.log  # recorded before the merge starts
     assert sorted(fake.executions()) == sorted((k, b) for k in KEYS for b in range(3))
     assert manifest["input"]["batches"] == 3 and set(manifest["batch_stats"]) == {"0", "1", "2"}
     assert manifest["models"]["s@1"]["records"] == 6 and manifest["failed_executions"] == 0
