@@ -8,10 +8,11 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..core.model import model_key
 from ..files import file_sha256
 from ..notebook.contract import NotebookSpec
 from ..redact import is_secret, redact_text
-from ..store.rundir import RunDirectory, model_key
+from ..store.rundir import RunDirectory
 from .execution import Executor
 from .merge import Merger, Tally
 from .settings import RunSettings

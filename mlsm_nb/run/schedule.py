@@ -76,11 +76,11 @@ class Scheduler:
         self.stores = ThreadPool(1) if sinks else None
         self.on_progress = on_progress
         settings = context.settings
-        self.summary: dict = {}  # the input's counts, once read to the end
+        self.counts: dict = {}  # the input's counts, once it is read to the end
         self.reader = None
         if engine.reads_again(bool(context.input.get("complete"))):
             self.reader = read_batches(records, settings.id_field, settings.batch_size, types,
-                                       context.run.rejected_path, self.summary)
+                                       context.run.rejected_path, self.counts)
         self.expected = estimate_records(records) if self.reader is not None else None
         self.plans: dict[int, Plan] = {}  # batches read and not merged yet
         self.due: list[Plan] = []  # batches whose executions are all settled: merged at the next start
@@ -169,7 +169,7 @@ class Scheduler:
             item = next(self.reader, None)
             if item is None:
                 self.reader = None
-                self.context.record_input(self.summary)
+                self.context.record_input(self.counts)
                 self.context.save()
                 return
             self.batch_read(BatchRead(*item))
@@ -225,7 +225,7 @@ class Scheduler:
 
     def _total(self) -> int | None:
         """Executions in the run: exact once the input is read, estimated from the file until then."""
-        counts = self.summary if self.reader is not None else self.context.input
+        counts = self.counts if self.reader is not None else self.context.input
         batches = planned_batches(counts, self.expected, self.context.settings.batch_size)
         return None if batches is None else len(self.context.keys) * batches
 
