@@ -131,7 +131,7 @@ class BatchPlan(Plan):
 
 class FallbackPlan(Plan):
     """A batch whose worker was lost, scored again one model at a time (each model's task after the one
-    before), then merged from the entries in memory."""
+    before), then merged here from the entries in memory (as the batch's task would have in its worker)."""
 
     def __init__(self, context: "RunContext", batch: int, records: list[dict]):
         super().__init__(context, batch)
@@ -142,11 +142,14 @@ class FallbackPlan(Plan):
         self._next()
 
     def _next(self) -> None:
-        if not self.executed:
-            key = self.context.keys[len(self.settled)]
-            needed = {dep: self.entries[dep] for dep in self.context.executor.needs[key]}
-            self._waiting.append(Task(self.batch, (key,), self._scorer.score_model,
-                                      (key, self.batch, self.records, needed), timeout=self.context.settings.timeout))
+        if self.executed:
+            self.merged = self.context.merger.merge_entries(self.batch, self.records, self.entries, self.context.keep)
+            self.records = None
+            return
+        key = self.context.keys[len(self.settled)]
+        needed = {dep: self.entries[dep] for dep in self.context.executor.needs[key]}
+        self._waiting.append(Task(self.batch, (key,), self._scorer.score_model,
+                                  (key, self.batch, self.records, needed), timeout=self.context.settings.timeout))
 
     def done(self, task: Task, result: tuple[dict, list[dict]]) -> dict[str, dict]:
         key = task.keys[0]
@@ -157,8 +160,3 @@ class FallbackPlan(Plan):
 
     def lost(self, task: Task, exc: BaseException) -> dict[str, dict]:
         return self.done(task, self._scorer.failed(task.keys[0], self.batch, len(self.records), lost(exc)))
-
-    def merge_task(self) -> Task:
-        records, self.records = self.records, None
-        return Task(self.batch, (), self.context.merger.merge_entries, (self.batch, records, self.entries,
-                                                                       self.context.keep))

@@ -81,7 +81,8 @@ class Scheduler:
         if engine.reads_again(bool(context.input.get("complete"))):
             self.reader = read_batches(records, settings.id_field, settings.batch_size, types,
                                        context.run.rejected_path, self.counts)
-        self.expected = estimate_records(records) if self.reader is not None else None
+        self.records = records
+        self.expected: int | None = None  # the records the file seems to hold, for progress until it is read
         self.plans: dict[int, Plan] = {}  # batches read and not merged yet
         self.due: list[Plan] = []  # batches whose executions are all settled: merged at the next start
         self.running: dict[Any, Task] = {}  # future -> task, in the pool or the merge pool
@@ -92,7 +93,9 @@ class Scheduler:
     def run(self) -> None:
         """The loop; on any exception (an interrupt too) the pools stop at once and it is raised again."""
         try:
-            if self.reader is None:
+            if self.reader is not None:
+                self.expected = estimate_records(self.records)
+            else:
                 for batch in range(self.context.input["batches"]):
                     self.batch_read(BatchRead(batch, None))
                 self._report()
