@@ -100,8 +100,8 @@ class Scheduler:
                     self.batch_read(BatchRead(batch, None))
                 self._report()
             while True:
-                self._read_ahead()
                 self._start()
+                self._read_ahead()
                 if not self.running:
                     break
                 for future in self.pool.wait_any(self.running):
@@ -167,7 +167,8 @@ class Scheduler:
         return sum(1 for task in self.running.values() if not task.is_merge or self.merges is self.pool)
 
     def _read_ahead(self) -> None:
-        """Read batches while fewer tasks are running or ready to start than the pool's capacity."""
+        """Read batches while fewer tasks are running or ready to start than the pool's capacity, starting
+        each batch's tasks as soon as it is read."""
         while self.reader is not None and len(self._ready()) + self._busy() < self.pool.capacity:
             item = next(self.reader, None)
             if item is None:
@@ -176,6 +177,7 @@ class Scheduler:
                 self.context.save()
                 return
             self.batch_read(BatchRead(*item))
+            self._start()
 
     def _start(self) -> None:
         """Start the merges due and as many ready tasks as the pool has room for (after the manifest is saved:
