@@ -12,6 +12,7 @@ from ..core.model import model_key
 from ..files import file_sha256
 from ..notebook.contract import NotebookSpec
 from ..redact import is_secret, redact_text
+from ..store.manifest import BatchState, ExecutionStatus
 from ..store.rundir import RunDirectory
 from .execution import Executor
 from .merge import Merger, Tally
@@ -90,7 +91,7 @@ class RunContext:
         """Whether execution (key, batch) succeeded and its output file is the one it wrote (resume keeps it)."""
         entry = self.execution(key, batch)
         output = self.run.output_path(key, batch)
-        return bool(entry and entry["status"] == "ok" and output.is_file()
+        return bool(entry and entry["status"] == ExecutionStatus.OK and output.is_file()
                     and file_sha256(output) == entry.get("output_sha256"))
 
     # -- merges
@@ -103,7 +104,7 @@ class RunContext:
 
     def fail_execution(self, key: str, batch: int, error: str) -> None:
         """An execution that succeeded is failed after all (e.g. its output cannot be merged)."""
-        self.manifest["executions"][key][str(batch)].update(status="failed", error=redact_text(error))
+        self.manifest["executions"][key][str(batch)].update(status=ExecutionStatus.FAILED, error=redact_text(error))
 
     def record_merge_error(self, batch: int, error: str) -> None:
         self.manifest.setdefault("merge_errors", {})[str(batch)] = redact_text(error)
@@ -112,7 +113,7 @@ class RunContext:
     def record_stored(self, batch: int, stored: bool, problems: Sequence[str], errors: Sequence[str]) -> None:
         """A batch handed to the sinks: "stored" when every sink holds it, else "merged" (its results are
         in the run directory); the first problems the sinks reported, and the first sink error."""
-        self.manifest.setdefault("batch_states", {})[str(batch)] = "stored" if stored else "merged"
+        self.manifest.setdefault("batch_states", {})[str(batch)] = BatchState.STORED if stored else BatchState.MERGED
         if problems:
             kept = self.manifest.setdefault("store_problems", [])
             kept += [redact_text(p) for p in problems[:max(0, STORE_PROBLEMS - len(kept))]]
@@ -127,7 +128,7 @@ class RunContext:
         """The run's failed executions and per-model counts, from its executions and batches."""
         batch_stats = self.manifest.get("batch_stats", {})
         failed = sum(1 for k in self.keys for e in self.manifest["executions"].get(k, {}).values()
-                     if e["status"] != "ok")
+                     if e["status"] != ExecutionStatus.OK)
         totals = {key: Tally() for key in self.keys}
         for _, per_model in sorted(batch_stats.items(), key=lambda item: int(item[0])):  # same sums in any order
             for key, counts in per_model.items():

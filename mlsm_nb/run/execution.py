@@ -25,6 +25,7 @@ from ..exceptions import ConfigError, MlsmError
 from ..files import write_jsonl
 from ..core.model import Model, error_entry, model_key
 from ..redact import redact_text
+from ..store.manifest import ExecutionStatus
 from ..store.rundir import RunDirectory
 from .engines import get_engine
 from .merge import count_errors
@@ -133,7 +134,7 @@ class Executor:
         """
         run = self.run
         started = time.perf_counter()
-        entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": worker_name()}
+        entry: dict[str, Any] = {"status": ExecutionStatus.OK, "started_at": utc_now(), "worker": worker_name()}
         output = run.output_path(key, batch)
         engine = get_engine(self.engine)
         entry.update(engine.kept(self, key, batch))
@@ -144,7 +145,7 @@ class Executor:
             entry.update(_output_facts(output))
         except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
             entry.update(getattr(exc, "mlsm_facts", {}))  # e.g. the papermill engine's kernel log
-            entry.update(status="failed", error=self.describe(exc, key, batch))
+            entry.update(status=ExecutionStatus.FAILED, error=self.describe(exc, key, batch))
             entry.update(records=self.write_failure(key, batch, entry["error"]))
             entry["errors"] = entry["records"]
         entry["seconds"] = round(time.perf_counter() - started, 3)

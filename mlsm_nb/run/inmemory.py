@@ -28,6 +28,7 @@ from ..clock import utc_now
 from ..core.model import error_entry, split_model_key
 from ..exceptions import MlsmError
 from ..files import write_jsonl
+from ..store.manifest import ExecutionStatus
 from .engines import get_engine
 from .execution import Executor, worker_name
 from .merge import Merger, count_errors
@@ -68,7 +69,7 @@ class BatchScorer:
                     entries: Mapping[str, Sequence[dict]]) -> tuple[dict, list[dict]]:
         """One model over the batch: (its manifest entry, its entries); a failure fails this model only."""
         started = time.perf_counter()
-        entry: dict[str, Any] = {"status": "ok", "started_at": utc_now(), "worker": worker_name()}
+        entry: dict[str, Any] = {"status": ExecutionStatus.OK, "started_at": utc_now(), "worker": worker_name()}
         dependencies = {split_model_key(dep): entries[dep] for dep in self.executor.needs[key]}
         try:
             scored = get_engine(self.executor.engine).score(self.executor, key, records, dependencies).entries
@@ -86,7 +87,7 @@ class BatchScorer:
         """The manifest entry and `notebook_failed` entries of a (model, batch) that could not finish."""
         error = self.executor.describe(exc, key, batch)
         entry = {**(entry or {"started_at": None, "worker": "lost", "seconds": None}),
-                 "status": "failed", "error": error, "records": size, "errors": size}
+                 "status": ExecutionStatus.FAILED, "error": error, "records": size, "errors": size}
         return entry, [error_entry("notebook_failed", error)] * size
 
 
@@ -110,7 +111,7 @@ class BatchPlan(Plan):
         super().__init__(context, batch)
         self.records = records
         previous = {key: context.execution(key, batch) for key in context.keys}
-        if context.merged(batch) and all(e and e["status"] == "ok" for e in previous.values()):
+        if context.merged(batch) and all(e and e["status"] == ExecutionStatus.OK for e in previous.values()):
             self.earlier, self.settled = previous, dict(previous)
             self.merged_before = True
             return

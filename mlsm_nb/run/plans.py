@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..files import write_jsonl
+from ..store.manifest import ExecutionStatus
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -109,7 +110,7 @@ class FilePlan(Plan):
         key, executor = task.keys[0], self.context.executor
         error = executor.describe(exc, key, self.batch)
         records = executor.write_failure(key, self.batch, error)
-        return self._settle({key: {"status": "failed", "error": error, "worker": "lost", "seconds": None,
+        return self._settle({key: {"status": ExecutionStatus.FAILED, "error": error, "worker": "lost", "seconds": None,
                                    "records": records, "errors": records}})
 
     def merge_task(self) -> Task:
