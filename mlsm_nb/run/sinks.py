@@ -78,10 +78,8 @@ class Sinks:
         return errors
 
     def _guard(self, sink: ResultSink, what: str, action: Callable[[], None], errors: list[str]) -> None:
-        from pymongo.errors import PyMongoError  # a sink may let a driver error through
-
         try:
             action()
-        except (MlsmError, PyMongoError) as exc:
+        except MlsmError as exc:  # a sink maps its driver's errors to StoreError (store.base's contract)
             self.held.pop(sink.name, None)
             errors.append(f"{sink.name}: {what}: {exc}")
