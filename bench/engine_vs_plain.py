@@ -59,11 +59,12 @@ def main() -> None:
     assert len(scored) == len(expected) == args.records
     strip = lambda r: {n: {v: {k: x for k, x in e.items() if k != "_status"} for v, e in vs.items()}  # noqa: E731
                        for n, vs in r.items()}
-    assert all(strip(a["results"]) == strip(b["results"]) for a, b in zip(scored, expected)), "results differ"
+    assert all(strip(a["results"]) == strip(b["results"]) for a, b in zip(scored, expected,
+                                                                          strict=True)), "results differ"
     engine, plain = min(engine_times), min(plain_times)
     # Each round times both back to back, so the ratio within a round sees the same machine load;
     # the median of those ratios is what holds on a shared, noisy machine.
-    ratios = sorted(e / p for e, p in zip(engine_times, plain_times))
+    ratios = sorted(e / p for e, p in zip(engine_times, plain_times, strict=True))
     print(f"records: {args.records}, models: 3 + 1 summary, rounds: {args.rounds}")
     print(f"engine: best {engine:.3f} s ({args.records / engine:,.0f} records/s)")
     print(f"plain:  best {plain:.3f} s ({args.records / plain:,.0f} records/s)")

@@ -72,9 +72,9 @@ def main() -> None:
             for mode in MODES:
                 short = measure(args.notebook, records[args.short], tmp, f"{mode}-{round_}-s", mode)
                 long = measure(args.notebook, records[args.long], tmp, f"{mode}-{round_}-l", mode)
-                one = tuple((b - a) / (args.long - args.short) for a, b in zip(short, long))
+                one = tuple((b - a) / (args.long - args.short) for a, b in zip(short, long, strict=True))
                 per[mode].append(one)
-                once[mode].append(tuple(s - args.short * o for s, o in zip(short, one)))
+                once[mode].append(tuple(s - args.short * o for s, o in zip(short, one, strict=True)))
     medians = {mode: [statistics.median(v[i] for v in per[mode]) for i in (0, 1)] for mode in MODES}
     print(f"one execution ({args.notebook.name}, one lead), median of {args.rounds} rounds:")
     for mode, (wall, cpu) in medians.items():

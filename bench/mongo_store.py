@@ -78,7 +78,7 @@ def main() -> None:
         client.drop_database(db.name)
         documents = result_documents(args.records)
         store = MongoStore.from_database(db, results_collection="stored")
-        first_start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        first_start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         print(f"{len(documents):,} result documents of 4 models each, {args.runs} runs, batches of "
               f"{args.batch_size:,}; server {args.uri.split('@')[-1]}")
         print(f"{'run':>4} {'plain s':>8} {'store s':>8} {'ratio':>6}")
@@ -86,9 +86,9 @@ def main() -> None:
         for run in range(1, args.runs + 1):
             run_id = f"run-{run:02d}"
             plain_docs = [{**d, "run_id": run_id, "_current": 0} for d in copy.deepcopy(documents)]
-            plain = timed(lambda: db.plain.insert_many(plain_docs, ordered=False))
+            plain = timed(lambda docs=plain_docs: db.plain.insert_many(docs, ordered=False))
             started_at = (first_start + dt.timedelta(days=run)).isoformat()
-            stored = timed(lambda: store_run(store, run_id, started_at, documents, args.batch_size))
+            stored = timed(lambda r=run_id, s=started_at: store_run(store, r, s, documents, args.batch_size))
             worst = max(worst, stored / plain)
             print(f"{run:>4} {plain:8.1f} {stored:8.1f} {stored / plain:6.2f}", flush=True)
         live = store.results.count_documents({"_current": 0})

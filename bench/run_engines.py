@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=None, help="default: mlsm-nb's default")
-    parser.add_argument("--rounds", type=int, default=1, 
+    parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of the three runs, alternated; ratios are medians")
     parser.add_argument("--memory", action="store_true", help="also compare peak memory at N/5 and N records")
     args = parser.parse_args()
@@ -81,7 +81,7 @@ def main() -> None:
         for label, measured in runs.items():
             print(f"{label + ':':25} " + "; ".join(f"{s:6.1f} s, CPU {c:6.1f} s, peak RSS {r} MiB"
                                                    for s, c, r in measured))
-        ratios = {label: [(s / b, c / bc) for (s, c, _), (b, bc, _) in zip(runs[label], runs["inprocess"])]
+        ratios = {label: [(s / b, c / bc) for (s, c, _), (b, bc, _) in zip(runs[label], runs["inprocess"], strict=True)]
                   for label in ("papermill", "papermill --warm-kernels")}
         for label, pairs in ratios.items():
             wall, cpu = _median(w for w, _ in pairs), _median(c for _, c in pairs)
@@ -91,7 +91,7 @@ def main() -> None:
         if args.memory:
             small = args.records // 5
             with open(tmp / "leads.jsonl") as source, open(tmp / "small.jsonl", "w") as target:
-                for _, line in zip(range(small), source):
+                for _, line in zip(range(small), source, strict=False):
                     target.write(line)
             for engine, big_rss in (("papermill", papermill_rss), ("inprocess", inprocess_rss)):
                 _, _, small_rss = measure(tmp / "small.jsonl", tmp / "runs", engine, batch_size, f"{engine}-small")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from mlsm_nb.leads import save_leads
 
-
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = """
@@ -73,7 +72,8 @@ def main() -> None:
                 runs.append(run)
                 scripts.append(script)
                 ratios.append(run / script)
-            print(f"{count:>9,} leads: run {statistics.median(runs):6.1f} s, script {statistics.median(scripts):6.1f} s, "
+            run_s, script_s = statistics.median(runs), statistics.median(scripts)
+            print(f"{count:>9,} leads: run {run_s:6.1f} s, script {script_s:6.1f} s, "
                   f"ratio run/script {statistics.median(ratios):.2f} (target <= 1.3; rounds: "
                   + ", ".join(f"{r:.2f}" for r in ratios) + ")", flush=True)
 

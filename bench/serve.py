@@ -283,7 +283,8 @@ def main() -> None:
             for r in range(args.rounds):
                 rate = {n: results[n]["one"][r]["requests"] / results[n]["one"][r]["seconds"] for n in servers}
                 ratios_one.append(rate["serve"] / rate["minimal"])
-                rate = {n: results[n]["thousand"][r]["requests"] / results[n]["thousand"][r]["seconds"] for n in servers}
+                rate = {n: results[n]["thousand"][r]["requests"] / results[n]["thousand"][r]["seconds"]
+                        for n in servers}
                 ratios_k.append(rate["serve"] / rate["minimal"])
             for name in servers:
                 one_runs, k_runs = results[name]["one"], results[name]["thousand"]

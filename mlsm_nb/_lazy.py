@@ -7,8 +7,8 @@ for pandas, nbformat and friends it never uses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
-from typing import Callable
 
 
 def lazy_exports(package: str, where: dict[str, str]) -> tuple[Callable, Callable]:

@@ -208,7 +208,8 @@ def _connect_store(uri: str | None, database: str | None, **options):
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML (for Jenkins' junit step).")
-@click.option("--lax", is_flag=True, help="nbval --nbval-lax: compare only outputs of cells marked # NBVAL_CHECK_OUTPUT.")
+@click.option("--lax", is_flag=True,
+              help="nbval --nbval-lax: compare only outputs of cells marked # NBVAL_CHECK_OUTPUT.")
 @click.option("--timeout", default=300.0, show_default=True, type=float,
               help="Seconds a cell may run (in nbval, and while extracting for the model checks).")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Notebooks at once (default: cores).")
@@ -223,7 +224,8 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
     from pathlib import Path
 
     from .notebook.contract import find_notebooks
-    from .validate.pipeline import DEFAULT_SANITIZE, validate as run_validation, write_junit
+    from .validate.pipeline import DEFAULT_SANITIZE, write_junit
+    from .validate.pipeline import validate as run_validation
 
     if not find_notebooks(paths):
         _fail(f"no notebooks found in {', '.join(paths)}")
@@ -317,7 +319,8 @@ def _engine_names() -> list[str]:
 @click.option("--mongo-collection", default="results", show_default=True, help="Results collection.")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar, or one line per finished execution (default: a bar when stderr is a terminal).")
-@click.option("--list-params", is_flag=True, help="List the parameters the notebooks define, with defaults; run nothing.")
+@click.option("--list-params", is_flag=True,
+              help="List the parameters the notebooks define, with defaults; run nothing.")
 @handle_errors
 def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress, list_params, **settings):
     """Run model notebooks, then summary notebooks, over record batches.
@@ -399,8 +402,8 @@ def _resume_command(paths, records: str, settings) -> str:
 def _print_run_totals(manifest: dict, out: str, store=None) -> None:
     from pathlib import Path
 
-    from .run.verdict import merge_errors
     from .core.model import model_key
+    from .run.verdict import merge_errors
 
     root = Path(out) / manifest["run_id"]
     data = manifest["input"]
@@ -418,14 +421,15 @@ def _print_run_totals(manifest: dict, out: str, store=None) -> None:
         label = key if status == "active" else f"{key} ({status})"
         line = f"  {label:24} {stats['records']} records"
         if stats["scored"]:
-            line += f", score mean {stats['score_mean']:.3f} (min {stats['score_min']:.3f}, max {stats['score_max']:.3f})"
+            line += (f", score mean {stats['score_mean']:.3f} "
+                     f"(min {stats['score_min']:.3f}, max {stats['score_max']:.3f})")
             unscored = stats["records"] - stats["scored"] - sum(stats["errors"].values())
             if unscored:  # e.g. a text score: the figures above leave those records out, so say so
                 line += f" of {stats['scored']} numeric scores; {unscored} records have none"
         errors = ", ".join(f"{n} {kind}" for kind, n in sorted(stats["errors"].items()))
         click.echo(line + (f", errors: {errors} ({stats['error_rate']:.1%})" if errors else ""))
-    for key, batches in sorted(manifest["executions"].items()):
-        for batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
+    for _key, batches in sorted(manifest["executions"].items()):
+        for _batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
             if entry["status"] != "ok":
                 click.echo(f"error: {entry['error']}", err=True)
     for error in merge_errors(manifest):
@@ -572,7 +576,8 @@ def outcomes(file, label, observed_column, run_dir, mongo_uri, mongo_db, mongo_c
 @handle_errors
 def approve(name, version, notebook, by, require, mongo_uri, mongo_db, mongo_collection, id_field):
     """Record in the model registry that model NAME VERSION may run as active (who, when, notebook sha256)."""
-    from .audit.approvals import approve as record_approval, set_approvals_required
+    from .audit.approvals import approve as record_approval
+    from .audit.approvals import set_approvals_required
 
     if not mongo_uri:
         _fail("approvals live in the MongoDB model registry: pass --mongo-uri (or set MLSM_MONGO_URI)", 2)

@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from .core.scoring import iter_models_all, plan_run
 from .core.model import Model, SummaryModel
 from .core.records import record_problem
+from .core.scoring import iter_models_all, plan_run
 from .exceptions import ConfigError, RecordError, SummaryModelListException
 
 __all__ = ["Model", "SummaryModel", "RunModels", "RunModelsAll", "SummaryModelListException"]
@@ -97,7 +97,7 @@ def _store(db, collection: str, id_field: str, models: Sequence[Model], records:
 
     sink = MongoStore.from_database(db, results_collection=collection, id_field=id_field)
     documents = ({id_field: record[id_field], "_timestamp": stamp, "results": record["results"]}
-                 for record, stamp in zip(records, stamps))
+                 for record, stamp in zip(records, stamps, strict=True))
     entries = [{"name": m.name, "version": m.version, "status": m.status, "kind": m.kind} for m in models]
     _, problems = store_as_run(sink, documents, models=entries, source="RunModelsAll")
     for problem in problems:

@@ -12,10 +12,11 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
 
 import orjson
-from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
 
 from .exceptions import DataFileError
 

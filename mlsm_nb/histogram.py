@@ -48,12 +48,12 @@ def score_histogram(scores: Sequence[float], *, bins: int = 30, size: tuple[int,
              f'<rect width="{width}" height="{height}" fill="#fff"/>']
     if title:
         parts.append(f'<text x="{left + plot_w / 2}" y="15" text-anchor="middle" font-size="13">{escape(title)}</text>')
-    for tick, text in zip(y_ticks, _labels(y_ticks)):
+    for tick, text in zip(y_ticks, _labels(y_ticks), strict=True):
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick)}" y2="{y(tick)}" stroke="#e3e3e3"/>'
                      f'<text x="{left - 5}" y="{y(tick) + 4}" text-anchor="end">{text}</text>')
     parts.append(f'<path d="{" ".join(outline)}" fill="{COLOR}"/>')
     x_ticks = [tick for tick in _ticks(lo, hi) if lo <= tick <= hi]
-    for tick, text in zip(x_ticks, _labels(x_ticks)):
+    for tick, text in zip(x_ticks, _labels(x_ticks), strict=True):
         parts.append(f'<line x1="{x(tick)}" x2="{x(tick)}" y1="{top + plot_h}" y2="{top + plot_h + 4}" '
                      f'stroke="#333"/><text x="{x(tick)}" y="{top + plot_h + 15}" text-anchor="middle">{text}</text>')
     parts.append(f'<path d="M{left},{top} V{top + plot_h} H{left + plot_w}" fill="none" stroke="#333"/>'

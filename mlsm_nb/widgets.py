@@ -14,13 +14,14 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Mapping, Sequence
+from datetime import UTC
 from pathlib import Path
 
-from .validate.checks import CheckResult
-from .exceptions import ConfigError, describe_error
 from .core.fields import FieldSpec
-from .core.samples import sample_inputs
 from .core.model import Model
+from .core.samples import sample_inputs
+from .exceptions import ConfigError, describe_error
+from .validate.checks import CheckResult
 
 _MISSING_LABEL = "leave out"
 
@@ -263,8 +264,8 @@ def tryout(target=None) -> TryOut | ForJupyterLab:
     model = _resolve(target)
     dependencies: list[Model] = []
     if model.kind == "summary":
-        from .validate.checks import dependency_models
         from .notebook.contract import lint_notebook
+        from .validate.checks import dependency_models
 
         path = Path(target) if isinstance(target, (str, Path)) else notebook_path()
         spec = lint_notebook(path)
@@ -276,9 +277,9 @@ def tryout(target=None) -> TryOut | ForJupyterLab:
 
 def saved_at(path: Path) -> str:
     """The file's modification time, in UTC, as people read it."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def unsaved_cells(path: Path) -> list[str]:

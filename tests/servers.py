@@ -30,7 +30,7 @@ class SecantusServer:
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "SecantusServer":
+    def start(self, timeout: float = 30) -> SecantusServer:
         command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage-path", str(self.data_dir), "--log-level", "WARNING"]
         if self.auth:
@@ -84,7 +84,7 @@ class ServeServer:
         self.log_path = Path(log_dir or bundle_dir).parent / f"serve-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "ServeServer":
+    def start(self, timeout: float = 60) -> ServeServer:
         import httpx
 
         self.log = open(self.log_path, "wb")

@@ -50,7 +50,8 @@ def test_any_use_loads_the_real_module(use):
         before = getattr(sys.modules["rfc3987_syntax"], "__file__", None) is not None
         value = {use}
         import rfc3987_syntax as now
-        print(json.dumps({{"before": before, "value": bool(value), "real": getattr(now, "__file__", None) is not None}}))
+        real = getattr(now, "__file__", None) is not None
+        print(json.dumps({{"before": before, "value": bool(value), "real": real}}))
     """)
     assert seen == {"before": False, "value": True, "real": True}
 

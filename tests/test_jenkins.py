@@ -18,7 +18,6 @@ from junitparser import JUnitXml
 
 from conftest import NOTEBOOKS, ROOT
 
-
 JENKINSFILE = (ROOT / "Jenkinsfile").read_text()
 STAGES, POST = JENKINSFILE.split("\n    stages {", 1)[1].split("\n    post {", 1)
 SH_STEP = r"""\bsh\s+['"](ci/[\w.-]+\.sh)['"]"""

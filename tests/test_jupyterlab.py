@@ -40,7 +40,8 @@ def lab(tmp_path):
                 break
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
-                    raise AssertionError(f"jupyter lab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+                    raise AssertionError(
+                        f"jupyter lab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}") from None
                 time.sleep(0.5)
         yield base, token, tmp_path
     finally:

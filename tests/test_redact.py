@@ -3,8 +3,8 @@
 import pytest
 
 from mlsm_nb.redact import REDACTED, is_secret, redact_parameters, redact_text, redact_uri, safe_uri
-from mlsm_nb.store import mongo
 from mlsm_nb.run.execution import Executor
+from mlsm_nb.store import mongo
 
 PASSWORD = "s3cr3t-PLANTED"
 

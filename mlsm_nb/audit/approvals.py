@@ -65,7 +65,8 @@ def approve(database: AuditDatabase, name: str, version: str, *, by: str | None 
                                 "with --mongo-uri)")
         sha256 = spec.sha256()
     if not sha256:
-        raise ApprovalError(f"model {name} {version} has no notebook sha256 in the registry; approve it with --notebook")
+        raise ApprovalError(f"model {name} {version} has no notebook sha256 in the registry; "
+                            "approve it with --notebook")
     approval = {"by": by or _who(), "at": utc_now(), "sha256": sha256}
     database.store.registry.record_approval(name, version, approval)
     return approval

@@ -100,5 +100,5 @@ def as_plain(value: Any) -> Any:
     if isinstance(value, list):
         return [as_plain(v) for v in value]
     if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=value.tzinfo or dt.timezone.utc).isoformat(timespec="seconds")
+        return value.replace(tzinfo=value.tzinfo or dt.UTC).isoformat(timespec="seconds")
     return value

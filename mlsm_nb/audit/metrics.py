@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.model import model_key
 from ..core.output import is_score
 from ..core.stats import PSI_THRESHOLD, psi, score_stats
-from ..core.model import model_key
 
 DECILES = 10
 CALIBRATION_BINS = 10

@@ -66,10 +66,11 @@ def _observed(value: Any, where: str) -> str:
         moment = dt.datetime.fromisoformat(str(value))
     except ValueError:
         raise OutcomeError(f"{where}: observed_at {value!r} is not an ISO date or time") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).isoformat()  # naive means UTC
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()  # naive means UTC
 
 
-def read_outcomes(path: str | Path, label: str, id_field: str = "id", observed_column: str = "observed_at") -> list[dict]:
+def read_outcomes(path: str | Path, label: str, id_field: str = "id",
+                  observed_column: str = "observed_at") -> list[dict]:
     """The outcome documents of a file (JSON Lines, CSV or Parquet), every row checked.
 
     Raises OutcomeError naming the file, line, id and column for a missing id,

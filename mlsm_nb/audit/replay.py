@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
+from ..core.model import model_key
 from ..exceptions import MlsmError
 from ..files import dumps, read_jsonl, write_jsonl
 from ..redact import REDACTED
-from ..core.model import model_key
 from ..store.manifest import Manifest, RunStatus
 from ..store.rundir import RunDirectory
 
@@ -196,7 +196,7 @@ def replay_run(run_dir: str | Path, out: str | Path | None = None,
     if bundle and not Path(bundle).is_dir():
         raise ReplayRefused(f"{bundle}: the bundle run {manifest.run_id} scored with is gone")
     out = Path(out) if out else run.root / "replays"
-    replay_id = f"{manifest.run_id}-replay-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    replay_id = f"{manifest.run_id}-replay-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlsm-replay-", dir=out) as scratch:
         records = Path(scratch) / "batches.jsonl"

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.model import model_key
 from ..exceptions import MlsmError
 from ..files import file_sha256
-from ..core.model import model_key
 from ..store.manifest import Manifest
 from ..store.rundir import MANIFEST, RunDirectory
 from .database import AuditDatabase, as_plain
@@ -282,7 +282,7 @@ def format_trace(trace: dict) -> str:
     if run.get("run_dir"):
         lines.append(f"  run dir   {run['run_dir']}")
     if trace.get("scored_at"):
-        scored = dt.datetime.fromtimestamp(trace["scored_at"], dt.timezone.utc).isoformat(timespec="seconds")
+        scored = dt.datetime.fromtimestamp(trace["scored_at"], dt.UTC).isoformat(timespec="seconds")
         lines.append(f"  scored    {scored}")
     for row in trace["models"]:
         lines.append(f"{row['name']} {row['version']} ({row.get('kind') or 'model'})")
@@ -296,8 +296,8 @@ def format_trace(trace: dict) -> str:
         lines.append("  git       " + ", ".join(git))
         if row.get("bundle"):
             b = row["bundle"]
-            lines.append(f"  bundle    {b['path']}" + (f"  manifest sha256 {b['manifest_sha256']}, module sha256 "
-                                                       f"{b.get('module_sha256')}" if not b.get("missing") else " (gone)"))
+            hashes = f"  manifest sha256 {b['manifest_sha256']}, module sha256 {b.get('module_sha256')}"
+            lines.append(f"  bundle    {b['path']}" + (" (gone)" if b.get("missing") else hashes))
         execution = row.get("execution") or {}
         if row.get("executed_notebook"):
             lines.append(f"  executed  {row['executed_notebook']} ({execution.get('status')})")

@@ -14,8 +14,8 @@ A batch is scored with full garbage collections deferred (see `mlsm_nb._gc`).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from .._gc import full_collections_deferred
 from .model import Model
@@ -41,7 +41,7 @@ def dependency_results(model: Model, dependencies: Mapping[tuple[str, str], Sequ
     """Per-record `results` dicts built from the dependency models' entries."""
     per_record: list[dict] = [{} for _ in range(size)]
     for (name, version), entries in dependencies.items():
-        for results, entry in zip(per_record, entries):
+        for results, entry in zip(per_record, entries, strict=False):  # an output cut short leaves the rest without it
             results.setdefault(name, {})[version] = entry
     return per_record
 
@@ -71,7 +71,7 @@ def _frame_entries(model: Model, datas: Sequence[Mapping], notes: list[str]) -> 
         except Exception as exc:  # noqa: BLE001 - fall back to score, record by record
             notes.append(f"score_frame failed ({type(exc).__name__}: {exc}); scored record by record")
             return None
-        for i, values in zip(positions, out.to_dict("records")):
+        for i, values in zip(positions, out.to_dict("records"), strict=True):
             values["_status"] = model.status
             entries[i] = values
     return entries
@@ -93,7 +93,7 @@ def score_batch(model: Model, records: Sequence[Mapping],
             return BatchOutcome(model.name, model.version, list(map(stored_entry, entries)), "score_frame", notes)
     results = dependency_results(model, dependencies or {}, len(records))
     entries = []
-    for data, result in zip(datas, results):
+    for data, result in zip(datas, results, strict=True):
         model.execute(data, result)
         entries.append(result[model.name][model.version])
     return BatchOutcome(model.name, model.version, list(map(stored_entry, entries)), "score", notes)

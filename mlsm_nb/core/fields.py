@@ -19,9 +19,9 @@ import math
 import numbers
 import random
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from collections.abc import Iterable, Mapping
-from typing import Any, Callable
+from typing import Any
 
 from ..exceptions import FieldSpecError
 

@@ -43,7 +43,7 @@ class IdIndex:
         Positions are distinct and non-negative over all calls (line numbers, say)."""
         digests = [_digest(record_id) for record_id in ids]
         first: dict[bytes, int] = {}
-        for digest, position in zip(digests, positions):
+        for digest, position in zip(digests, positions, strict=False):  # positions may run on (a count)
             first.setdefault(digest, position)
         if first:
             halves = np.frombuffer(b"".join(first), dtype=np.uint64).reshape(-1, 2)
@@ -58,10 +58,11 @@ class IdIndex:
                 known[mine] = part.lookup(high[mine], low[mine])
                 new = mine[known[mine] < 0]
                 part.add(high[new], low[new], firsts[new])
-            for digest, position in zip(first, known.tolist()):
+            for digest, position in zip(first, known.tolist(), strict=True):
                 if position >= 0:
                     first[digest] = position
-        return [None if first[digest] == position else first[digest] for digest, position in zip(digests, positions)]
+        return [None if first[digest] == position else first[digest]
+                for digest, position in zip(digests, positions, strict=False)]
 
 
 class _SortedRuns:
@@ -101,4 +102,4 @@ class _SortedRuns:
         while len(self._runs) > 1 and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0]):
             newer, older = self._runs.pop(), self._runs.pop()
             at = np.searchsorted(older[0], newer[0])
-            self._runs.append(tuple(np.insert(old, at, new) for old, new in zip(older, newer)))
+            self._runs.append(tuple(np.insert(old, at, new) for old, new in zip(older, newer, strict=True)))

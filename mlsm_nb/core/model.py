@@ -24,8 +24,8 @@ becomes file and folder names).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from ..exceptions import ConfigError, ModelTestError, NotebookError, ScoreError, describe_error
 from .cells import raised_at
@@ -226,7 +226,7 @@ def _dependency(owner: str, version: str, dep: Any) -> dict:
                       f"'name' and 'version', got {dep!r}")
 
 
-def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> "Model":
+def build_model(declared: Mapping, namespace: Mapping, provenance: Mapping) -> Model:
     """A Model or SummaryModel from declarations (literals) and the executed namespace.
 
     The name follows the notebook rule (`NAME_PATTERN`): it becomes file and folder names.

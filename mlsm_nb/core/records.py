@@ -108,5 +108,5 @@ def check_records(numbered: Sequence[tuple[int, Any]], id_field: str, index: IdI
     earlier = index.earlier([record[id_field] for _, record in good], [number for number, _ in good])
     duplicates = {number: Rejected(number, f"duplicate id {record[id_field]!r} (first {where} {first})",
                                    record[id_field])
-                  for (number, record), first in zip(good, earlier) if first is not None}
+                  for (number, record), first in zip(good, earlier, strict=True) if first is not None}
     return [(number, duplicates.get(number, record)) for number, record in checked] if duplicates else checked

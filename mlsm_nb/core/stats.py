@@ -61,4 +61,4 @@ def psi(expected: list[float], actual: list[float], bins: int = 10) -> float | N
             counts[low] += 1
         return [max(c / len(values), 1e-4) for c in counts]  # floor keeps empty bins finite
 
-    return sum((a - e) * math.log(a / e) for e, a in zip(shares(expected), shares(actual)))
+    return sum((a - e) * math.log(a / e) for e, a in zip(shares(expected), shares(actual), strict=True))

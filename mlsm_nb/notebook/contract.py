@@ -19,10 +19,10 @@ from typing import Any
 import nbformat
 import nbformat.reader
 
-from ..exceptions import FieldSpecError, NotebookError
 from ..core.cells import cell_marker
 from ..core.fields import PARSE_LOCK, parse_field
 from ..core.model import NAME_PATTERN, STATUSES
+from ..exceptions import FieldSpecError, NotebookError
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
 RUNNER_TAG = "mlsm-runner"  # the tag of the cells the runner adds to a production notebook (never an author's)
@@ -120,7 +120,7 @@ def _literal(node: ast.AST) -> Any:
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise _NotLiteral(node)
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal(e) for e in node.elts]
     raise _NotLiteral(node)

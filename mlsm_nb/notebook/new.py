@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import nbformat
 
-from ..exceptions import ConfigError
 from ..core.model import NAME_PATTERN
+from ..exceptions import ConfigError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 KINDS = ("model", "summary")

@@ -13,11 +13,10 @@ with their content, every `style` attribute, images and link targets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
-
-import re
 
 import nbformat
 import nh3

@@ -17,8 +17,8 @@ from pathlib import Path
 import jinja2
 import nbformat
 
-from ..histogram import score_histogram
 from ..core.stats import PSI_THRESHOLD
+from ..histogram import score_histogram
 from .data import RunReport, batch_sample, build_run_report, compare_runs
 from .notebook_html import ANSI, render_notebook
 from .paths import PathScrubber

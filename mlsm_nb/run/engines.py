@@ -56,13 +56,13 @@ class Engine:
     name = ""
     required: tuple[str, ...] = ()  # the methods a subclass must supply (`register` checks them)
 
-    def check(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+    def check(self, executor: Executor, specs: Sequence[NotebookSpec]) -> None:
         pass
 
-    def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+    def prepare(self, executor: Executor, specs: Sequence[NotebookSpec]) -> None:
         pass
 
-    def finish(self, context: "RunContext") -> None:
+    def finish(self, context: RunContext) -> None:
         pass
 
     def pools(self, workers: int, scheduler: str | None) -> tuple[Any, Any]:
@@ -76,7 +76,7 @@ class Engine:
         """Whether a resumed run reads the records file again (else its batch files are used)."""
         return True
 
-    def plan(self, context: "RunContext", batch: int, records: list[dict] | None) -> "Plan":
+    def plan(self, context: RunContext, batch: int, records: list[dict] | None) -> Plan:
         raise NotImplementedError
 
 
@@ -101,10 +101,10 @@ class FileEngine(Engine):
 
     required = ("kept", "execute")
 
-    def kept(self, executor: "Executor", key: str, batch: int) -> dict:
+    def kept(self, executor: Executor, key: str, batch: int) -> dict:
         raise NotImplementedError
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> dict | None:
+    def execute(self, executor: Executor, key: str, batch: int) -> dict | None:
         raise NotImplementedError
 
     def release(self) -> None:
@@ -120,7 +120,7 @@ class FileEngine(Engine):
     def reads_again(self, input_complete: bool) -> bool:
         return not input_complete
 
-    def plan(self, context: "RunContext", batch: int, records: list[dict] | None) -> "Plan":
+    def plan(self, context: RunContext, batch: int, records: list[dict] | None) -> Plan:
         from .plans import FilePlan
 
         return FilePlan(context, batch, records)
@@ -142,8 +142,8 @@ class InMemoryEngine(Engine):
 
     required = ("score",)
 
-    def score(self, executor: "Executor", key: str, records: Sequence[Mapping],
-              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> "BatchOutcome":
+    def score(self, executor: Executor, key: str, records: Sequence[Mapping],
+              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> BatchOutcome:
         raise NotImplementedError
 
     def pools(self, workers: int, scheduler: str | None) -> tuple[Any, Any]:
@@ -154,7 +154,7 @@ class InMemoryEngine(Engine):
         pool = ProcessPool(workers)
         return pool, pool
 
-    def plan(self, context: "RunContext", batch: int, records: list[dict] | None) -> "Plan":
+    def plan(self, context: RunContext, batch: int, records: list[dict] | None) -> Plan:
         from .inmemory import BatchPlan
 
         return BatchPlan(context, batch, records)
@@ -218,7 +218,7 @@ class PapermillEngine(FileEngine):
 
     name = "papermill"
 
-    def prepare(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+    def prepare(self, executor: Executor, specs: Sequence[NotebookSpec]) -> None:
         import nbformat
 
         from ..core.model import model_key
@@ -232,11 +232,11 @@ class PapermillEngine(FileEngine):
             key = model_key(spec.name, spec.version)
             nbformat.write(production_notebook(spec, sorted(executor.secrets)), executor.run.notebook_path(key))
 
-    def kept(self, executor: "Executor", key: str, batch: int) -> dict:
+    def kept(self, executor: Executor, key: str, batch: int) -> dict:
         run = executor.run
         return {"executed": str(run.executed_path(key, batch).relative_to(run.root))}
 
-    def execute(self, executor: "Executor", key: str, batch: int) -> dict | None:
+    def execute(self, executor: Executor, key: str, batch: int) -> dict | None:
         import papermill
         from jupyter_core.utils import run_sync
 
@@ -248,7 +248,8 @@ class PapermillEngine(FileEngine):
         parameters = {**executor.parameters, "mlsm_batch_path": str(run.batch_path(batch)),
                       "mlsm_output_path": str(run.output_path(key, batch)),
                       "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
-        env = {secret_env(name): json.dumps(value) for name, value in executor.secrets.items()}  # JSON: a dict stays a dict
+        env = {secret_env(name): json.dumps(value) for name,
+               value in executor.secrets.items()}  # JSON: a dict stays a dict
         launched_because = ("--warm-kernels: kept kernels are launched" if executor.warm_kernels else
                             None if executor.own_threads else "--scheduler: Dask workers launch their kernels")
         manager_class = kernel_manager_class(env, run.kernel_log_path(key, batch), executor.secrets,
@@ -292,7 +293,7 @@ class PapermillEngine(FileEngine):
 
         release_thread_kernels()
 
-    def finish(self, context: "RunContext") -> None:
+    def finish(self, context: RunContext) -> None:
         """Name in its execution's entry a kernel log written after the entry was: what a kernel wrote as it
         stopped (its kernels have all stopped now, and only logs that are not empty are left)."""
         run = context.run
@@ -307,12 +308,12 @@ class InProcessEngine(InMemoryEngine):
 
     name = "inprocess"
 
-    def check(self, executor: "Executor", specs: Sequence["NotebookSpec"]) -> None:
+    def check(self, executor: Executor, specs: Sequence[NotebookSpec]) -> None:
         if executor.bundle:  # a bundle that does not match the notebooks fails the run before it starts
             executor.check_bundle()
 
-    def score(self, executor: "Executor", key: str, records: Sequence[Mapping],
-              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> "BatchOutcome":
+    def score(self, executor: Executor, key: str, records: Sequence[Mapping],
+              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> BatchOutcome:
         from ..core.batch import score_batch
 
         return score_batch(executor.model(key), records, dependencies)

@@ -12,8 +12,8 @@ import hashlib
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ import nbformat
 import orjson
 
 from ..clock import utc_now
+from ..core.model import Model, error_entry, model_key
 from ..exceptions import ConfigError, MlsmError
 from ..files import write_jsonl
-from ..core.model import Model, error_entry, model_key
 from ..redact import redact_text
 from ..store.manifest import ExecutionStatus
 from ..store.rundir import RunDirectory
@@ -92,8 +92,8 @@ class Executor:
     def check_bundle(self) -> None:
         """ConfigError, before any batch, when the bundle lacks a model or was extracted from other notebooks
         (read from its manifest: no model code runs here)."""
-        from ..notebook.contract import lint_notebook
         from ..notebook.bundle import bundle_entries
+        from ..notebook.contract import lint_notebook
 
         try:
             bundled = {model_key(e["name"], e["version"]): e for e in bundle_entries(self.bundle)}

@@ -68,7 +68,7 @@ def unavailable() -> str | None:
     return None
 
 
-def preload_modules(specs: Sequence["NotebookSpec"]) -> list[str]:
+def preload_modules(specs: Sequence[NotebookSpec]) -> list[str]:
     """The modules the notebooks' setup and score cells import (read with `ast`, never run), and the runner
     cell's; whether each is installed (not beside a notebook) is for the template to find out."""
     names: set[str] = set(RUNNER_MODULES)
@@ -180,7 +180,7 @@ class Forker:
         self._last_death = ""
         self._users = 0
 
-    def prepare(self, specs: Sequence["NotebookSpec"]) -> None:
+    def prepare(self, specs: Sequence[NotebookSpec]) -> None:
         """Once per run, before its executions: what the template imports. Closes a template of another run."""
         with self._lock:
             modules = preload_modules(specs)

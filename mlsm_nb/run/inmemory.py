@@ -107,7 +107,7 @@ class BatchPlan(Plan):
     """A batch scored whole: one task, in a worker, scores every model then every summary and merges
     the batch. A batch merged before a resume with every execution ok is settled as it was."""
 
-    def __init__(self, context: "RunContext", batch: int, records: list[dict]):
+    def __init__(self, context: RunContext, batch: int, records: list[dict]):
         super().__init__(context, batch)
         self.records = records
         previous = {key: context.execution(key, batch) for key in context.keys}
@@ -134,7 +134,7 @@ class FallbackPlan(Plan):
     """A batch whose worker was lost, scored again one model at a time (each model's task after the one
     before), then merged here from the entries in memory (as the batch's task would have in its worker)."""
 
-    def __init__(self, context: "RunContext", batch: int, records: list[dict]):
+    def __init__(self, context: RunContext, batch: int, records: list[dict]):
         super().__init__(context, batch)
         self.records = records
         self.entries: dict[str, list[dict]] = {}

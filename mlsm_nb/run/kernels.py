@@ -65,8 +65,8 @@ from pathlib import Path
 
 import zmq.asyncio
 from jupyter_client import AsyncKernelClient, AsyncKernelManager
-from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
+from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 from traitlets import Type
 

@@ -58,7 +58,7 @@ class Merger:
         def documents():
             for record_id, *entries in zip(ids, *outputs, strict=True):
                 results: dict = {}
-                for (name, version, add_score, tally), entry in zip(columns, entries):
+                for (name, version, add_score, tally), entry in zip(columns, entries, strict=True):
                     results.setdefault(name, {})[version] = entry
                     add_score(entry.get("score"))
                     if is_error(entry):
@@ -70,9 +70,9 @@ class Merger:
         # makes the garbage collector scan them all, slowing every thread.
         kept = list(documents()) if keep else None
         run.write_batch(self.run_id, batch, kept if keep else documents())
-        for tally, batch_scores in zip(tallies, scores):
+        for tally, batch_scores in zip(tallies, scores, strict=True):
             tally.add_scores(batch_scores)
-        merged = {"models": {key: tally.as_dict() for key, tally in zip(keys, tallies)}}
+        merged = {"models": {key: tally.as_dict() for key, tally in zip(keys, tallies, strict=True)}}
         if keep:
             merged["documents"] = kept
         return merged
@@ -137,7 +137,7 @@ class Tally:
             self.score_min = low if self.score_min is None else min(self.score_min, low)
             self.score_max = high if self.score_max is None else max(self.score_max, high)
 
-    def merge(self, other: "Tally") -> None:
+    def merge(self, other: Tally) -> None:
         self.records += other.records
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n

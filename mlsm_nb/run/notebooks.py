@@ -37,7 +37,8 @@ class _UpstreamNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.name == "asyncio":
-            return not (message.startswith("Task was destroyed but it is pending") and "_async_poll_output_msg" in message)
+            return not (message.startswith("Task was destroyed but it is pending")
+                        and "_async_poll_output_msg" in message)
         return not message.startswith(self._PREFIXES)
 
 

@@ -26,15 +26,15 @@ from typing import Any
 
 from .._version import __version__
 from ..clock import run_start, utc_now
+from ..core.model import model_key
 from ..exceptions import ConfigError, MlsmError
 from ..files import write_failure
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
 from ..notebook.dependencies import check_dependencies
-from ..notebook.provenance import git_info
 from ..notebook.gitflow import forced_status
+from ..notebook.provenance import git_info
 from ..redact import redact_parameters, redact_text
 from ..store.base import ResultSink, check_approvals
-from ..core.model import model_key
 from ..store.rundir import RunDirectory, new_run_id
 from .context import RunContext, build_executor, worker_count
 from .engines import Engine, get_engine

@@ -51,8 +51,8 @@ class BatchOverview:
             svg, alt = score_histogram(scores), "histogram of the batch's scores"
             # JupyterLab shows no SVG of an untrusted notebook (every executed notebook a reviewer opens),
             # but shows HTML's images: the same SVG as a data: URI.
-            display({"image/svg+xml": svg, "text/plain": f"<{alt}>",
-                     "text/html": f'<img alt="{alt}" src="data:image/svg+xml;base64,{b64encode(svg.encode()).decode()}">'},
+            uri = f"data:image/svg+xml;base64,{b64encode(svg.encode()).decode()}"
+            display({"image/svg+xml": svg, "text/plain": f"<{alt}>", "text/html": f'<img alt="{alt}" src="{uri}">'},
                     raw=True, metadata={"image/svg+xml": {"alt": alt}})
         sample = outcome.entries[:SAMPLE_SIZE]
         columns = list(dict.fromkeys(key for entry in sample for key in entry))
@@ -70,14 +70,14 @@ def describe(scores: Sequence[float]) -> dict[str, float | int | None]:
 def table(columns: Sequence[str], rows: Sequence[Sequence], index: Sequence | None = None) -> dict[str, str]:
     """A table as a display bundle: HTML and plain text. Row labels are `index` (default: 0, 1, ...)."""
     index = list(range(len(rows))) if index is None else index
-    cells = [[_text(label), *map(_text, row)] for label, row in zip(index, rows)]
+    cells = [[_text(label), *map(_text, row)] for label, row in zip(index, rows, strict=True)]
     head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
     body = "".join("<tr><th>" + escape(row[0]) + "</th>" + "".join(f"<td>{escape(v)}</td>" for v in row[1:])
                    + "</tr>" for row in cells)
     html = f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
     grid = [["", *map(str, columns)], *cells]
     widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
-    plain = "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)).rstrip() for row in grid)
+    plain = "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=False)).rstrip() for row in grid)
     return {"text/html": html, "text/plain": plain}
 
 

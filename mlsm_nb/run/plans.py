@@ -49,7 +49,7 @@ class Plan:
     in-memory engine's fallback after a lost worker).
     """
 
-    def __init__(self, context: "RunContext", batch: int):
+    def __init__(self, context: RunContext, batch: int):
         self.context, self.batch = context, batch
         self.settled: dict[str, dict] = {}
         self.earlier: dict[str, dict] = {}
@@ -87,7 +87,7 @@ class FilePlan(Plan):
     """A file engine's batch: the batch file written (when its records are given, else it is the one a
     run before a resume wrote), one execution per notebook not done intact before, then the merge."""
 
-    def __init__(self, context: "RunContext", batch: int, records: Sequence[dict] | None):
+    def __init__(self, context: RunContext, batch: int, records: Sequence[dict] | None):
         super().__init__(context, batch)
         self._ids = None
         if records is not None:

@@ -17,9 +17,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from multiprocessing import connection
-from typing import Any, Callable
+from typing import Any
 
 from .._gc import collect_deferred, full_collections_deferred
 from ..exceptions import ConfigError

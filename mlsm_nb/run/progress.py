@@ -26,7 +26,7 @@ class ExecutionDone:
 
     @classmethod
     def of(cls, key: str, notebook: str, batch: int, entry: dict, done: int, total: int | None,
-           earlier: bool = False) -> "ExecutionDone":
+           earlier: bool = False) -> ExecutionDone:
         """The event of an execution's manifest entry."""
         return cls(key, notebook, batch, entry["status"], entry.get("records", 0), entry.get("errors", 0),
                    entry.get("seconds") or 0.0, done, total, earlier)

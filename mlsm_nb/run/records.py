@@ -36,9 +36,9 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -343,7 +343,8 @@ def _csv_row(number: int, row: list[str], header: list[str], kinds: list, at: in
         return Rejected(number, "not valid UTF-8")
     if not row[at].strip():
         return Rejected(number, f"the id cell {id_field!r} is empty")
-    data = {name: _from_text(kind, cell) for i, (name, kind, cell) in enumerate(zip(header, kinds, row)) if i != at}
+    data = {name: _from_text(kind, cell) for i, (name, kind, cell) in enumerate(zip(header, kinds, row,
+                                                                                    strict=False)) if i != at}
     return {id_field: row[at], "data": data}
 
 

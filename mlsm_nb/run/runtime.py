@@ -8,14 +8,14 @@ engine runs.
 from __future__ import annotations
 
 import linecache
-from pathlib import Path
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 from .._gc import full_collections_deferred
 from ..core.batch import BatchOutcome, score_batch
 from ..core.cells import set_layout, source_digest
-from ..files import read_jsonl, write_jsonl
 from ..core.model import Model, build_model, split_model_key
+from ..files import read_jsonl, write_jsonl
 from .overview import BatchOverview
 
 

@@ -25,7 +25,8 @@ def _option(default: Any, help: str, **extra) -> Any:
 
 
 def _names_a_folder(run_id: str) -> bool:
-    """Whether `run_id` can name a folder in --out: printable, not blank, . or .., no / or \\, no space at either end."""
+    """Whether `run_id` can name a folder in --out: printable, not blank, . or .., no / or \\, no space at
+    either end."""
     return (run_id == run_id.strip() and run_id not in ("", ".", "..") and run_id.isprintable()
             and "/" not in run_id and "\\" not in run_id)
 

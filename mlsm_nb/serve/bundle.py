@@ -22,13 +22,13 @@ from typing import Any
 from ..clock import utc_now
 from ..core.batch import score_batch
 from ..core.cells import CELL_MARKER
-from ..core.scoring import plan_run
 from ..core.fields import PARSE_LOCK
+from ..core.ids import IdIndex
 from ..core.model import Model, model_key
+from ..core.records import check_records
+from ..core.scoring import plan_run
 from ..exceptions import BundleError, MlsmError
 from ..notebook.bundle import MANIFEST, load_bundle
-from ..core.ids import IdIndex
-from ..core.records import check_records
 
 
 @dataclass
@@ -190,7 +190,7 @@ def module_parameters(module_text: str) -> dict:
     A value that is not a literal is given as its source text.
     """
     parts = CELL_MARKER.split(module_text)  # [header, index, tag, source, index, tag, source, ...]
-    sources = [source for tag, source in zip(parts[2::3], parts[3::3]) if tag == "parameters"]
+    sources = [source for tag, source in zip(parts[2::3], parts[3::3], strict=False) if tag == "parameters"]
     if not sources:
         return {}
     with PARSE_LOCK:

@@ -8,8 +8,8 @@ import os
 import socket
 import tempfile
 
-from .app import ServeSettings, create_app
 from ..exceptions import MlsmError
+from .app import ServeSettings, create_app
 from .bundle import load_served_bundle
 
 

@@ -46,7 +46,7 @@ class ResultBuffer:
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
-        started = dt.datetime.now(dt.timezone.utc)
+        started = dt.datetime.now(dt.UTC)
         self.run_id = f"serve-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
         self.manifest = {"run_id": self.run_id, "started_at": started.isoformat(timespec="microseconds"),
                          "engine": "serve", "status": RunStatus.RUNNING, "bundle": bundle, "host": socket.gethostname(),
@@ -147,7 +147,7 @@ class ResultBuffer:
         message = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if message != self.last_error:
             log.error("%s: %s", what, message)
-        self.last_error, self.last_error_at = message, dt.datetime.now(dt.timezone.utc).isoformat()
+        self.last_error, self.last_error_at = message, dt.datetime.now(dt.UTC).isoformat()
 
     def _works_again(self) -> None:
         if self.last_error:
@@ -169,7 +169,7 @@ class ResultBuffer:
         elif self._opened:
             try:
                 self._sink.finish_run({**self.manifest, "status": RunStatus.SUCCEEDED, "ended_at":
-                                       dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                       dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                        "input": {"records": self.stored, "batches": self._batch, "rejected": 0}})
             except Exception as exc:  # noqa: BLE001 - the results are stored; only the run record is missing
                 log.error("recording the finished serve run failed: %s", redact_text(str(exc)))

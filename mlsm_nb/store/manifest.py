@@ -192,7 +192,7 @@ class Verdict(_Part):
               "failed_executions", "failed_merges", "input_cut_short")
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Verdict":
+    def from_dict(cls, data: Mapping) -> Verdict:
         """A verdict, also of the older shapes (`threshold`, `over` as a list or a mapping, `reason`)."""
         renamed = {k: v for k, v in data.items() if k not in _OLD_VERDICT}
         for old, new in _OLD_VERDICT.items():
@@ -246,7 +246,7 @@ class Manifest(_Part):
         return cls._CONVERTERS.get(name, lambda v: v)(value)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Manifest":
+    def from_dict(cls, data: Mapping) -> Manifest:
         """A manifest from its JSON form (a run directory's file, a `runs` document, `run_notebooks`'
         result). A `runs` document of an MLSM-style call lists its models' registry entries under
         `models`: they read as its notebooks."""
@@ -258,7 +258,7 @@ class Manifest(_Part):
         return super().from_dict(data)
 
     @classmethod
-    def of(cls, manifest: "Manifest | Mapping") -> "Manifest":
+    def of(cls, manifest: Manifest | Mapping) -> Manifest:
         """`manifest` typed: as it is when it is one, else read from its JSON form."""
         return manifest if isinstance(manifest, Manifest) else cls.from_dict(manifest)
 

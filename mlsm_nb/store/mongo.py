@@ -100,8 +100,8 @@ def started_micros(started_at: str) -> int:
     except ValueError:
         raise StoreError(f"run manifest: started_at {started_at!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
 def superseded_value(started: int) -> float:
@@ -228,7 +228,7 @@ class MongoStore(ResultSink):
         self.registry = ModelRegistry(self)
 
     @classmethod
-    def connect(cls, uri: str, database: str | None = None, *, timeout_ms: int = 5000, **options) -> "MongoStore":
+    def connect(cls, uri: str, database: str | None = None, *, timeout_ms: int = 5000, **options) -> MongoStore:
         """Connect and check the server answers and accepts the credentials; StoreError if not.
 
         The error message names the server but never holds the password, however
@@ -253,7 +253,7 @@ class MongoStore(ResultSink):
         return cls(client[name], **options)
 
     @classmethod
-    def from_database(cls, database, **options) -> "MongoStore":
+    def from_database(cls, database, **options) -> MongoStore:
         """A store over an existing pymongo Database."""
         return cls(database, **options)
 
@@ -348,7 +348,7 @@ class MongoStore(ResultSink):
             self.retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
         self.retry("record of the stored batch", lambda: self.batches.update_one(
             {"run_id": run_id, "batch": batch},
-            {"$set": {"documents": written, "stored_at": dt.datetime.now(dt.timezone.utc)}}, upsert=True))
+            {"$set": {"documents": written, "stored_at": dt.datetime.now(dt.UTC)}}, upsert=True))
         return problems
 
     def stored_batches(self, run_id: str) -> set[int]:
@@ -386,7 +386,7 @@ class MongoStore(ResultSink):
         found: dict[tuple, list[dict]] = defaultdict(list)
         storable = [i for i in ids if len(bson.encode({"v": i})) < MAX_DOCUMENT_BYTES]  # others cannot be stored
         for chunk in _for_in(storable):
-            cursor = self.retry("read of live results", lambda: list(self.results.find(
+            cursor = self.retry("read of live results", lambda chunk=chunk: list(self.results.find(
                 {self.id_field: {"$in": chunk}, "_current": 0}, {"_id": 1, self.id_field: 1, "_timestamp": 1})))
             for document in cursor:
                 found[id_key(document[self.id_field])].append(document)
@@ -431,7 +431,7 @@ class MongoStore(ResultSink):
         """Upsert registry documents per (name, version); `event` ("extracted", "validated", "ran") is timestamped."""
         from pymongo import UpdateOne
 
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         operations = []
         for entry in entries:
             fields = {k: entry[k] for k in ("status", "kind", "fields", "models", "sha256", "git_commit",

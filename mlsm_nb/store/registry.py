@@ -27,7 +27,7 @@ APPROVAL_POLICY = "approvals"  # `_id` of the settings document that says whethe
 class ModelRegistry:
     """The registry of a `MongoStore`'s database: entries, approvals and the approval policy."""
 
-    def __init__(self, store: "MongoStore"):
+    def __init__(self, store: MongoStore):
         self.store = store
         self.models = store.models
         self.settings = store.db["settings"]
@@ -65,7 +65,7 @@ class ModelRegistry:
         self.store.retry("write of the approval", lambda: self.models.update_one(
             {"name": name, "version": version}, {"$set": {"approval": approval}, "$push": {"approvals": approval}}))
 
-    def check_approvals(self, active: Sequence["Approvable"]) -> None:
+    def check_approvals(self, active: Sequence[Approvable]) -> None:
         """ConfigError, naming the notebook, when the policy requires approvals and a notebook of `active`
         has none, or one for another sha256 (its production cells or artifacts changed since)."""
         if not active or not self.approvals_required():

@@ -32,7 +32,7 @@ MANIFEST = "manifest.json"
 
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus a short random suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 _HELD_LOCKS: set[int] = set()  # file descriptors of the run locks this process holds

@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.scoring import run_models_all
-from ..exceptions import MlsmError, describe_error
 from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
 from ..core.output import score_warning, stored_entry
+from ..core.scoring import run_models_all
+from ..exceptions import MlsmError, describe_error
 from ..notebook.contract import NotebookSpec
 
 FAILURE_KINDS = ("score_raised", "bad_output")
@@ -240,7 +240,7 @@ def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]
     except MlsmError as exc:
         return CheckResult(name, "parity", "failed", str(exc), time.perf_counter() - started)
     kernel_seconds = time.perf_counter() - started
-    for case, expected in zip(cases, in_kernel):
+    for case, expected in zip(cases, in_kernel, strict=False):
         try:
             got = model.fcn(case["data"], case["results"])
         except Exception as exc:  # noqa: BLE001
@@ -282,7 +282,7 @@ def _frame_disagreement(model: Model, datas: Sequence[Mapping]) -> str | None:
         return f"score_frame raised {type(exc).__name__}: {exc}"
     if not isinstance(out, pd.DataFrame) or not out.index.equals(frame.index):
         return "score_frame must return a DataFrame with the input's index"
-    for data, framed in zip(rows, out.to_dict("records")):
+    for data, framed in zip(rows, out.to_dict("records"), strict=False):
         scored = model.fcn(data, {})
         if not close_enough(scored, framed):
             return f"score_frame gives {_short(framed)} but score gives {_short(scored)} on input {_short(data)}"
@@ -295,9 +295,9 @@ def dependency_models(spec: NotebookSpec, candidates: Sequence[Path],
 
     Returns (models, problem): problem names what is missing.
     """
+    from ..notebook.contract import inspect_notebook
     from ..notebook.dependencies import missing_models
     from ..notebook.execute import load_notebook
-    from ..notebook.contract import inspect_notebook
 
     found: dict[tuple[str, str], Path] = {}
     for path in candidates:

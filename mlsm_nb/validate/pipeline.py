@@ -27,9 +27,9 @@ from pathlib import Path
 
 import nbformat
 
+from ..notebook.contract import NotebookSpec, find_notebooks, inspect_notebook
 from .checks import CheckResult
 from .nbval_verdicts import VERDICTS_ENV, plain
-from ..notebook.contract import NotebookSpec, find_notebooks, inspect_notebook
 
 CHECKS = ("lint", "nbval", "robustness", "examples", "parity")
 MODEL_CHECKS = ("robustness", "examples", "parity")
@@ -143,10 +143,10 @@ def _model_checks(path: Path, candidates: Sequence[Path], timeout: float) -> lis
 
 def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[CheckResult]:
     """Inside the child process: extract the model and run robustness, examples, parity."""
-    from .checks import check_examples, check_parity, check_robustness, dependency_models
     from ..exceptions import MlsmError
-    from ..notebook.execute import load_notebook
     from ..notebook.contract import lint_notebook
+    from ..notebook.execute import load_notebook
+    from .checks import check_examples, check_parity, check_robustness, dependency_models
 
     name = str(path)
     spec = lint_notebook(path)
@@ -154,7 +154,8 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
     try:
         model = load_notebook(path, timeout=timeout)
     except MlsmError as exc:
-        failed = CheckResult(name, MODEL_CHECKS[0], "failed", f"extraction failed: {exc}", time.perf_counter() - started)
+        failed = CheckResult(name, MODEL_CHECKS[0], "failed", f"extraction failed: {exc}",
+                             time.perf_counter() - started)
         return [failed, *_skipped(name, MODEL_CHECKS[1:], f"extraction failed (see {MODEL_CHECKS[0]})")]
     dependencies: list = []
     if spec.kind == "summary":

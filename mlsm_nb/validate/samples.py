@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..core.fields import FieldSpec, parse_fields
 from ..core.samples import sample_records

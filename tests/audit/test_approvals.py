@@ -99,7 +99,8 @@ def test_approve_bad_input(registry, mongo_uri):
     empty = f"{mongo_uri}/approvals_none"
     result = cli("approve", "lead_lr", "1.0.0", "--mongo-uri", empty)
     assert result.exit_code == 1
-    assert result.output.strip() == ("error: MongoDB (approvals_none) has no model registry (collection models); register "
-                                     "the models first: mlsm-nb extract --mongo-uri ... or mlsm-nb run --mongo-uri ...")
+    assert result.output.strip() == ("error: MongoDB (approvals_none) has no model registry (collection models); "
+                                     "register the models first: mlsm-nb extract --mongo-uri ... "
+                                     "or mlsm-nb run --mongo-uri ...")
     with pytest.raises(ApprovalError, match="no model registry"):
         approve(AuditDatabase(MongoStore.from_database(pymongo.MongoClient(mongo_uri)["approvals_none"])), "a", "1")

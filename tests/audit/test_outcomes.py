@@ -13,11 +13,11 @@ from conftest import NOTEBOOKS
 from mlsm_nb.audit.database import AuditDatabase
 from mlsm_nb.audit.metrics import champion_vs_challengers, drift
 from mlsm_nb.audit.outcomes import OutcomeError, attach_outcomes
-from mlsm_nb.report.outcomes_page import outcome_models
 from mlsm_nb.cli import main
+from mlsm_nb.core.stats import psi
 from mlsm_nb.files import file_sha256, read_jsonl
 from mlsm_nb.leads import converted, generate_leads
-from mlsm_nb.core.stats import psi
+from mlsm_nb.report.outcomes_page import outcome_models
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.mongo import MongoStore
@@ -63,7 +63,8 @@ def test_outcomes_attach_to_a_run_without_touching_scores(scored, tmp_path):
     assert result.exit_code == 0, result.output
     stored = list(read_jsonl(run_dir / "outcomes.jsonl"))
     positives = sum(o["value"] for o in stored)
-    assert result.output == f"attached {COUNT} converted outcome(s) ({positives} positive) to {run_dir / 'outcomes.jsonl'}\n"
+    assert result.output == (f"attached {COUNT} converted outcome(s) ({positives} positive) "
+                             f"to {run_dir / 'outcomes.jsonl'}\n")
     assert stored[0] == {"id": records[0]["id"], "label": "converted", "value": stored[0]["value"],
                          "observed_at": "2026-12-01T09:30:00+00:00", "source": "outcomes.csv"}
     assert result_hashes(run_dir) == before
@@ -157,7 +158,7 @@ def test_labels_are_0_1_true_false_in_every_format(scored, tmp_path):
     ids = [r["id"] for r in records[:6]]
     path = tmp_path / "good.jsonl"
     path.write_text("".join(json.dumps({"id": i, "converted": v}) + "\n"
-                            for i, v in zip(ids, [1, 0, True, False, " TRUE ", "0"])))
+                            for i, v in zip(ids, [1, 0, True, False, " TRUE ", "0"], strict=True)))
     result = cli("outcomes", path, "--label", "converted", "--run", run_dir)
     assert result.exit_code == 0, result.output
     assert [o["value"] for o in read_jsonl(run_dir / "outcomes.jsonl")] == [1, 0, 1, 0, 1, 0]
@@ -215,16 +216,19 @@ def test_outcomes_in_mongodb_and_drift_across_runs(mongo_uri, tmp_path):
 
     # a third run whose lead_rules 1.0.0 scores all shift up: drift is flagged for it alone
     shifted = [{**d, "run_id": "m3", "results": {**d["results"], "lead_rules": {
-        "1.0.0": {**d["results"]["lead_rules"]["1.0.0"], "score": d["results"]["lead_rules"]["1.0.0"]["score"] * 0.3 + 0.7}}}}
+        "1.0.0": {**d["results"]["lead_rules"]["1.0.0"],
+                  "score": d["results"]["lead_rules"]["1.0.0"]["score"] * 0.3 + 0.7}}}}
         for d in live]
     m3 = {"run_id": "m3", "started_at": "2099-01-01T00:00:00+00:00", "status": "succeeded"}
     store.open_run(m3)
-    store.write_batch("m3", 0, [{k: v for k, v in d.items() if k not in ("_id", "_current", "run_id")} for d in shifted])
+    store.write_batch("m3", 0, [{k: v for k, v in d.items() if k not in ("_id", "_current",
+                                                                         "run_id")} for d in shifted])
     store.finish_run(m3)
     runs = database.recent_runs(10)
     assert [r["_id"] for r in runs] == ["m1", "m2", "m3"]
     rows = {row["model"]: row for row in drift(runs, database.scores_of_runs(["m1", "m2", "m3"]))}
-    first = [d["results"]["lead_rules"]["1.0.0"]["score"] for d in client["outcomes_test"].results.find({"run_id": "m1"})]
+    first = [d["results"]["lead_rules"]["1.0.0"]["score"]
+             for d in client["outcomes_test"].results.find({"run_id": "m1"})]
     third = [d["results"]["lead_rules"]["1.0.0"]["score"] for d in shifted]
     assert rows["lead_rules@1.0.0"]["latest_psi"] == pytest.approx(psi(first, third))
     assert rows["lead_rules@1.0.0"]["drift"] and not rows["lead_lr@1.0.0"]["drift"]

@@ -163,10 +163,12 @@ def test_trace_names_the_bundle_a_run_scored_with(tmp_path, runs):
     found = trace_record("lead-5-0000001", run=tmp_path / "runs" / "b", model="lead_lr")
     module = json.loads((bundle / "manifest.json").read_text())["models"]
     expected = next(m["module_sha256"] for m in module if m["name"] == "lead_lr")
-    assert found["models"][0]["bundle"] == {"path": str(bundle), "manifest_sha256": file_sha256(bundle / "manifest.json"),
+    assert found["models"][0]["bundle"] == {"path": str(bundle),
+                                            "manifest_sha256": file_sha256(bundle / "manifest.json"),
                                             "module_sha256": expected}
     text = cli("trace", "lead-5-0000001", "--run", tmp_path / "runs" / "b", "--model", "lead_lr").output
-    assert f"bundle    {bundle}  manifest sha256 {file_sha256(bundle / 'manifest.json')}, module sha256 {expected}" in text
+    manifest_sha = file_sha256(bundle / "manifest.json")
+    assert f"bundle    {bundle}  manifest sha256 {manifest_sha}, module sha256 {expected}" in text
 
 
 def test_trace_shows_the_outcome_attached_to_the_id(tmp_path, runs):

@@ -72,9 +72,8 @@ def test_names_and_versions_as_mlsm_accepted_them(name, version):
 
 
 def test_the_notebook_naming_rule_is_for_notebooks_only(make_notebook):
-    from mlsm_nb.notebook.contract import inspect_notebook
-
     from conftest import GOOD_CELLS, replace_cell
+    from mlsm_nb.notebook.contract import inspect_notebook
 
     cells = replace_cell(GOOD_CELLS, "version", 'name = "testSummary"\nversion = "1.0"\nstatus = "active"')
     _, problems = inspect_notebook(make_notebook(cells=cells))

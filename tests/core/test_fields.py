@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from mlsm_nb.exceptions import FieldSpecError
 from mlsm_nb.core.fields import FieldSpec, compile_validator, generate_inputs, parse_field, parse_fields
+from mlsm_nb.exceptions import FieldSpecError
 
 
 def check(fields, data):

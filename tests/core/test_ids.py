@@ -19,13 +19,14 @@ def reference(ids):
 
 
 @settings(max_examples=200, deadline=None)
-@given(ids=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=4), st.sampled_from([1, "1", 0, "", "\ud83d", "\U0001F600", "\ud83d\ude00"])),
+@given(ids=st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=4),
+                              st.sampled_from([1, "1", 0, "", "\ud83d", "\U0001F600", "\ud83d\ude00"])),
                     max_size=300),
        cuts=st.lists(st.integers(0, 300), max_size=12))
 def test_index_agrees_with_a_dict_of_the_ids_however_the_input_is_cut(ids, cuts):
     index, got = IdIndex(), []
     bounds = sorted({0, len(ids), *(c for c in cuts if c < len(ids))})
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in zip(bounds, bounds[1:], strict=False):
         got += index.earlier(ids[start:end], range(start, end))
     assert got == reference(ids)
     assert len(index) == len({(type(i) is int, i) for i in ids})

@@ -45,7 +45,8 @@ def test_models_then_summary_on_every_record():
 def test_one_failing_model_on_one_record_loses_nothing_else():
     out = run_models_all([A, B], records(5), [S])
     failed = out[3]["results"]
-    assert failed["b"]["1"] == {"_error": "three is unlucky", "_error_kind": "score_raised", "_error_type": "ValueError"}
+    assert failed["b"]["1"] == {"_error": "three is unlucky", "_error_kind": "score_raised",
+                                "_error_type": "ValueError"}
     assert failed["a"]["1"]["score"] == 0.3
     assert failed["best"]["1"]["_error_kind"] == "missing_dependency"
     assert all("_error" not in r["results"]["best"]["1"] for i, r in enumerate(out) if i != 3)

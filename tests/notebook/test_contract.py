@@ -242,7 +242,8 @@ def test_lint_prints_problems_and_summary_on_stdout(make_notebook):
 
 
 def test_untracked_artifact_in_a_repository(tmp_path, make_notebook):
-    cells = replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "1"\nstatus = "draft"\nartifacts = ["w.json"]')
+    cells = replace_cell(GOOD_CELLS, "version",
+                         'name = "tiny"\nversion = "1"\nstatus = "draft"\nartifacts = ["w.json"]')
     path = make_notebook(cells=cells)
     (tmp_path / "w.json").write_text("{}")
     assert lint(path).exit_code == 0  # not a repository: nothing to say

@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell
 from mlsm_nb import Model, SummaryModel, run_models_all
 from mlsm_nb.cli import main
-from mlsm_nb.exceptions import BundleError, NotebookError
-from mlsm_nb.notebook import extract_bundle, load_bundle, load_notebook
 from mlsm_nb.core.fields import generate_inputs
-from mlsm_nb.notebook.parity import score_in_kernel
+from mlsm_nb.exceptions import BundleError, NotebookError
 from mlsm_nb.leads import generate_leads
+from mlsm_nb.notebook import extract_bundle, load_bundle, load_notebook
 from mlsm_nb.notebook.contract import lint_notebook
+from mlsm_nb.notebook.parity import score_in_kernel
 
 EXAMPLES = sorted(NOTEBOOKS.glob("*.ipynb"))
 

@@ -166,8 +166,8 @@ def test_only_the_runners_svg_reaches_the_report_as_an_image_file(tmp_path):
     import nbformat
 
     from mlsm_nb.histogram import score_histogram
-    from mlsm_nb.report.notebook_html import render_notebook
     from mlsm_nb.notebook.contract import RUNNER_TAG
+    from mlsm_nb.report.notebook_html import render_notebook
 
     evil = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
     author = nbformat.v4.new_code_cell("show()", outputs=[nbformat.v4.new_output(
@@ -228,7 +228,8 @@ def _started(tmp_path, make_notebook):
     deadline = time.time() + 60
     while not (tmp_path / "runs" / "k" / "results" / "batch-00000.jsonl").is_file() and time.time() < deadline:
         time.sleep(0.05)
-    resume = "mlsm-nb run slow.ipynb --records in.jsonl --out runs --run-id k --resume --batch-size 100 --engine inprocess"
+    resume = ("mlsm-nb run slow.ipynb --records in.jsonl --out runs --run-id k --resume --batch-size 100 "
+              "--engine inprocess")
     return process, resume
 
 

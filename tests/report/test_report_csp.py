@@ -12,11 +12,11 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 from bs4 import BeautifulSoup
+from test_report import EVIL_ID, tiny_rows, write_records
 
 from conftest import GOOD_CELLS, replace_cell
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
-from test_report import EVIL_ID, tiny_rows, write_records
 
 JENKINS_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'self';"
 HOSTILE_HTML = ("from IPython.display import HTML, Markdown, display\n"
@@ -82,7 +82,8 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page()
         console, failed_requests = [], []
-        page.on("console", lambda m: console.append(f"{page.url}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("console", lambda m: console.append(f"{page.url}: {m.text}") if m.type in ("error",
+                                                                                           "warning") else None)
         page.on("requestfailed", lambda r: failed_requests.append(r.url))
         start = urljoin(base, "report/index.html")
         todo, seen, outside = [start], set(), []
@@ -98,7 +99,8 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
             assert page.eval_on_selector("header", "h => getComputedStyle(h).backgroundColor") == "rgb(36, 70, 107)"
             sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.getAttribute('src'), i.naturalWidth])")
             assert all(width > 0 for _, width in sizes), (url, sizes)
-            for href in page.eval_on_selector_all("a[href], link[href]", "els => els.map(e => e.getAttribute('href'))") \
+            for href in page.eval_on_selector_all("a[href], link[href]",
+                                                  "els => els.map(e => e.getAttribute('href'))") \
                     + [src for src, _ in sizes]:
                 target = urljoin(url, href).split("#")[0]
                 if not urlparse(target).path.startswith("/report/") or not target.startswith(base):
@@ -126,7 +128,8 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
         banner = page.text_content("#failure")
         assert "This execution failed" in banner and "weights file is missing" in banner
         page.goto(urljoin(base, "report/models/pick_1.html"))
-        shares = page.eval_on_selector_all(".categories td:last-child", "tds => tds.map(t => parseFloat(t.textContent))")
+        shares = page.eval_on_selector_all(".categories td:last-child",
+                                           "tds => tds.map(t => parseFloat(t.textContent))")
         assert abs(sum(shares) - 100) < 0.5 and page.text_content(".categories tr.error-row td") == "error"
         assert EVIL_ID in page.text_content("#error-examples") or "bad_type" not in page.text_content("#errors")
         page.screenshot(path=str(tmp_path / "model-page.png"), full_page=True)

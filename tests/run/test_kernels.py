@@ -1,7 +1,7 @@
-"""The papermill engine starts a kernel per execution (and does not wait for it to exit); with --warm-kernels it keeps a notebook's kernel
-between batches: the next batch runs in it after a reset (nothing of the last batch's namespace, execution
-count from 1, working directory restored), a kernel whose execution failed is never reused, a thread keeps
-at most its share of the kernels, and no kernel outlives the run."""
+"""The papermill engine starts a kernel per execution (and does not wait for it to exit); with --warm-kernels it
+keeps a notebook's kernel between batches: the next batch runs in it after a reset (nothing of the last
+batch's namespace, execution count from 1, working directory restored), a kernel whose execution failed is
+never reused, a thread keeps at most its share of the kernels, and no kernel outlives the run."""
 
 import asyncio
 import json
@@ -91,7 +91,8 @@ def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
     manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="b", batch_size=10, workers=1,
                              warm_kernels=True)
     assert manifest["status"] == "failed" and manifest["failed_executions"] == 1
-    assert "tiny.ipynb:cell 2 [setup]: batch 1: ValueError: bad batch" in manifest["executions"]["tiny@1.0"]["1"]["error"]
+    error = manifest["executions"]["tiny@1.0"]["1"]["error"]
+    assert "tiny.ipynb:cell 2 [setup]: batch 1: ValueError: bad batch" in error
     first, failed, after = probes(tmp_path / "runs" / "b")
     assert first["pid"] == failed["pid"] != after["pid"] and after["left"] is None
     assert not alive(first["pid"]) and not alive(after["pid"])

@@ -58,7 +58,8 @@ def test_every_merged_batch_reaches_the_sinks(tmp_path, leads):
 def test_a_failing_sink_fails_the_run_and_resume_stores_only_what_it_lacks(tmp_path, leads):
     sink = Recording(fail_on=1)
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="f", sinks=[sink], **OPTIONS)
-    assert manifest["status"] == "failed" and manifest["store_error"] == "recording: batch 1: recording: batch 1 refused"
+    assert manifest["status"] == "failed"
+    assert manifest["store_error"] == "recording: batch 1: recording: batch 1 refused"
     assert 1 not in sink.batches and len(sink.batches) < 3  # batches finish in any order; none after the failure
     assert manifest["batch_states"]["1"] == "merged"
     assert len(list(read_results(tmp_path / "f"))) == 300  # the run directory is complete anyway

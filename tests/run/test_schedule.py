@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from conftest import write_records
-from mlsm_nb.files import read_jsonl
 from mlsm_nb.run import engines
 from mlsm_nb.run.context import RunContext, build_executor
 from mlsm_nb.run.merge import Merger

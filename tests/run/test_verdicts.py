@@ -31,7 +31,8 @@ def manifest_of(run_dir):
 def failing_on(make_notebook, condition, name="flaky"):
     cells = replace_cell(GOOD_CELLS, "version", f'name = "{name}"\nversion = "1"\nstatus = "draft"')
     cells = replace_cell(cells, "score", "def score(data, results):\n"
-                                         f"    if {condition}:\n        raise ValueError('no score for ' + str(data['x']))\n"
+                                         f"    if {condition}:\n"
+                                         "        raise ValueError('no score for ' + str(data['x']))\n"
                                          "    return {'score': data['x']}")
     cells = replace_cell(cells, "examples", None)
     return make_notebook(f"{name}.ipynb", cells)
@@ -50,7 +51,8 @@ def test_a_model_failing_on_every_record_fails_the_run(tmp_path, make_notebook):
     assert manifest["verdict"]["models_over"] == ["broken@1"] and manifest["verdict"]["max_error_rate"] == 0.1
     stats = manifest["models"]["broken@1"]
     assert stats["records"] == 20 and stats["errors"] == {"score_raised": 20} and stats["error_rate"] == 1.0
-    assert {"records", "errors", "scored", "score_min", "score_max", "score_mean"} <= set(manifest["models"]["tiny@1.0"])
+    assert {"records", "errors", "scored", "score_min", "score_max",
+            "score_mean"} <= set(manifest["models"]["tiny@1.0"])
 
 
 def test_errors_within_the_threshold_succeed_with_errors_and_are_listed(tmp_path, make_notebook):
@@ -108,7 +110,8 @@ def test_a_records_file_that_breaks_off_fails_the_run_however_few_lines_it_costs
     from mlsm_nb.report.site import write_report
 
     page = BeautifulSoup(write_report(tmp_path / "g").read_text(), "html.parser")
-    assert page.select_one("#verdict-cut-short").text.startswith(f"Failed: the records file breaks off at line {line}: ")
+    verdict = page.select_one("#verdict-cut-short").text
+    assert verdict.startswith(f"Failed: the records file breaks off at line {line}: ")
 
 
 def test_every_record_rejected_fails_the_run(tmp_path, make_notebook):

@@ -229,7 +229,7 @@ def test_ten_swaps_under_load_fail_nothing_and_mix_nothing(served):
         thread.start()
     for i, bundle in enumerate(bundles, start=2):
         point(link, bundle)
-        sha = wait_for(lambda: (h := health(server)["bundle"])["models"] == [f"tiny@{i}.0"] and h["sha256"])
+        sha = wait_for(lambda i=i: (h := health(server)["bundle"])["models"] == [f"tiny@{i}.0"] and h["sha256"])
         expected[sha] = (f"{i}.0", i)
         time.sleep(0.3)
     stop.set()

@@ -9,8 +9,15 @@ from mlsm_nb.exceptions import MlsmError
 from mlsm_nb.report.data import build_run_report
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.run.verdict import exit_code, judge, merge_errors
-from mlsm_nb.store.manifest import (BatchState, ExecutionStatus, Manifest, RunStatus, Verdict, load_manifest,
-                                    save_manifest)
+from mlsm_nb.store.manifest import (
+    BatchState,
+    ExecutionStatus,
+    Manifest,
+    RunStatus,
+    Verdict,
+    load_manifest,
+    save_manifest,
+)
 from mlsm_nb.store.rundir import RunDirectory
 
 

@@ -340,7 +340,7 @@ def test_the_later_of_two_runs_started_in_one_second_is_live(mongo_db, tmp_path,
     from mlsm_nb.run.orchestrate import run_notebooks
 
     # The clock holds still within one second (a microsecond a call), however slow the machine.
-    second_start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=1)
+    second_start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
     calls = iter(range(1_000_000))
 
     class FrozenSecond(dt.datetime):

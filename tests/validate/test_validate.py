@@ -44,8 +44,10 @@ def lead_cells(score_source, examples_source=None):
 BAD = {
     "stale_output": (GOOD_CELLS + [(None, "print(1 + 1)", "3\n")], "nbval", "cell 6 (untagged)"),
     "zero_company_size": (lead_cells("def score(data, results):\n    return {'score': 100 / data['company_size']}"),
-                          "robustness", "score_raised: ZeroDivisionError at cell 2 [score], line 2: division by zero on input"),
-    "empty_job_title": (lead_cells("def score(data, results):\n    return {'score': float(data['job_title'][0] == 'V')}"),
+                          "robustness",
+                          "score_raised: ZeroDivisionError at cell 2 [score], line 2: division by zero on input"),
+    "empty_job_title": (lead_cells("def score(data, results):\n"
+                                   "    return {'score': float(data['job_title'][0] == 'V')}"),
                         "robustness", "IndexError at cell 2 [score], line 2: string index out of range on input "
                         "{'company_size': 10, 'job_title': ''}"),
     "wrong_example": (replace_cell(GOOD_CELLS, "examples",
@@ -59,7 +61,8 @@ BAD = {
     "missing_model_version": ([("version", 'name = "pick"\nversion = "1"\nstatus = "draft"'),
                                ("models", 'models = [{"name": "tiny", "version": "9.9"}]'),
                                ("score", "def score(data, results):\n    return {}")],
-                              "robustness", "cell 1 [models]: summary names tiny 9.9, not found among the notebooks given "
+                              "robustness",
+                              "cell 1 [models]: summary names tiny 9.9, not found among the notebooks given "
                               "or in its folder (there: tiny 1.0)"),
     "loops_forever": (GOOD_CELLS + [(None, "while True:\n    pass")], "nbval", "cell 6 (untagged)"),
 }
@@ -72,7 +75,7 @@ def test_each_bad_notebook_fails_its_check_and_the_others_still_validate(tmp_pat
     result = validate(tmp_path, "--junit", report, "--timeout", 5)
     assert result.exit_code == 1
     cases = cases_by_key(report)
-    for path, (name, (_, check, words)) in zip(paths, BAD.items()):
+    for path, (name, (_, check, words)) in zip(paths, BAD.items(), strict=True):
         case = cases[str(path), check]
         failures = [r for r in case.result if isinstance(r, Failure)]
         assert failures, f"{name}: {check} did not fail"
