@@ -63,6 +63,15 @@ class SecantusServer:
                 self.process.wait()
         self.process = None
 
+    def require_login(self, user: str, password: str) -> SecantusServer:
+        """Restart with authentication on, `user` (root) the only one who can log in."""
+        client = pymongo.MongoClient(self.uri)
+        client.admin.command("createUser", user, pwd=password, roles=["root"])
+        client.close()
+        self.stop()
+        self.auth = True
+        return self.start()
+
     def kill(self) -> None:
         if self.process:
             self.process.kill()

@@ -165,18 +165,12 @@ MONGO_NOISE = ("$clusterTime", "signature", "Topology Description", "configured 
 
 @pytest.mark.slow
 def test_mongodb_refusing_the_credentials_is_one_plain_line(tmp_path):
-    import pymongo
 
     from servers import SecantusServer
 
     server = SecantusServer(tmp_path / "db").start()
     try:
-        client = pymongo.MongoClient(server.uri)
-        client.admin.command("createUser", "scorer", pwd="right-password", roles=["root"])
-        client.close()
-        server.stop()
-        server.auth = True
-        server.start()
+        server.require_login("scorer", "right-password")
         records = write_records(tmp_path / "in.jsonl", 1)
         code, shown = in_terminal("run", write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS), "--records",
                                   records, "--out", tmp_path / "runs", "--engine", "inprocess", "--mongo-uri",

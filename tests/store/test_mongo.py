@@ -254,13 +254,7 @@ def test_server_down_at_start_fails_before_any_notebook(tmp_path):
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
-    server = SecantusServer(tmp_path_factory.mktemp("auth") / "db").start()
-    client = pymongo.MongoClient(server.uri)
-    client.admin.command("createUser", "scorer", pwd="right-password", roles=["root"])
-    client.close()
-    server.stop()
-    server.auth = True
-    server.start()
+    server = SecantusServer(tmp_path_factory.mktemp("auth") / "db").start().require_login("scorer", "right-password")
     yield server
     server.stop()
 
