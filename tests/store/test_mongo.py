@@ -342,8 +342,7 @@ def test_the_later_of_two_runs_started_in_one_second_is_live(mongo_db, tmp_path,
         def now(cls, tz=None):
             return second_start + dt.timedelta(microseconds=next(calls))
 
-    monkeypatch.setattr(clock, "dt", SimpleNamespace(datetime=FrozenSecond, timezone=dt.timezone,
-                                                     timedelta=dt.timedelta))
+    monkeypatch.setattr(clock, "dt", SimpleNamespace(**{**vars(dt), "datetime": FrozenSecond}))
     notebook, records = make_notebook(), write_records(tmp_path / "in.jsonl", 3)
     store = MongoStore.from_database(mongo_db)
     first, second = (run_notebooks([notebook], records, out=tmp_path / "runs", run_id=run_id, engine="inprocess",
