@@ -25,7 +25,7 @@ def timed_run(records: Path, out: Path, run_id: str, batch_size: int, scheduler:
     start = time.perf_counter()
     manifest = run_notebooks([NOTEBOOKS], records, out=out, run_id=run_id, batch_size=batch_size,
                              engine="inprocess", scheduler=scheduler)
-    assert manifest["status"] == "succeeded", manifest.get("error")
+    assert manifest.status == "succeeded", manifest.error
     return time.perf_counter() - start
 
 

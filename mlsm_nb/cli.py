@@ -368,7 +368,7 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
             signal.signal(signal.SIGTERM, stop_on_sigterm)
     reporter.close()
     _print_run_totals(manifest, settings.out, store)
-    sys.exit(exit_code(manifest["status"]))
+    sys.exit(exit_code(manifest.status))
 
 
 def _within(path, folder: str) -> bool:
@@ -399,24 +399,21 @@ def _resume_command(paths, records: str, settings) -> str:
     return resume_command(paths, records, settings.out, settings.run_id, dataclasses.asdict(settings))
 
 
-def _print_run_totals(manifest: dict, out: str, store=None) -> None:
+def _print_run_totals(manifest, out: str, store=None) -> None:
     from pathlib import Path
 
     from .core.model import model_key
-    from .run.verdict import merge_errors
 
-    root = Path(out) / manifest["run_id"]
-    data = manifest["input"]
-    click.echo(f"run {manifest['run_id']}: {manifest['status']} ({manifest['engine']} engine)")
-    if manifest.get("status_override"):
-        click.echo(f"  every model ran as {manifest['status_override']['status']}: "
-                   f"{manifest['status_override']['reason']}")
-    click.echo(f"  records: {data['records']} scored in {data['batches']} batch(es), {data['rejected']} rejected"
-               + (f" (see {root / 'rejected.jsonl'})" if data["rejected"] else ""))
+    root = Path(out) / manifest.run_id
+    data, override = manifest.input, manifest.setting("status_override")
+    click.echo(f"run {manifest.run_id}: {manifest.status} ({manifest.setting('engine')} engine)")
+    if override:
+        click.echo(f"  every model ran as {override['status']}: {override['reason']}")
+    click.echo(f"  records: {data.records} scored in {data.batches} batch(es), {data.rejected} rejected"
+               + (f" (see {root / 'rejected.jsonl'})" if data.rejected else ""))
     # A model that is not active is marked, unless every model ran under one forced status (said above).
-    statuses = {} if manifest.get("status_override") else {
-        model_key(n["name"], n["version"]): n["status"] for n in manifest.get("notebooks", [])}
-    for key, stats in manifest.get("models", {}).items():
+    statuses = {} if override else {model_key(n.name, n.version): n.status for n in manifest.notebooks}
+    for key, stats in manifest.models.items():
         status = statuses.get(key, "active")
         label = key if status == "active" else f"{key} ({status})"
         line = f"  {label:24} {stats['records']} records"
@@ -428,46 +425,46 @@ def _print_run_totals(manifest: dict, out: str, store=None) -> None:
                 line += f" of {stats['scored']} numeric scores; {unscored} records have none"
         errors = ", ".join(f"{n} {kind}" for kind, n in sorted(stats["errors"].items()))
         click.echo(line + (f", errors: {errors} ({stats['error_rate']:.1%})" if errors else ""))
-    for _key, batches in sorted(manifest["executions"].items()):
-        for _batch, entry in sorted(batches.items(), key=lambda kv: int(kv[0])):
-            if entry["status"] != "ok":
-                click.echo(f"error: {entry['error']}", err=True)
-    for error in merge_errors(manifest):
+    for _key, batches in sorted(manifest.executions.items()):
+        for _batch, entry in sorted(batches.items()):
+            if entry.status != "ok":
+                click.echo(f"error: {entry.error}", err=True)
+    for error in manifest.merge_error_lines():
         click.echo(f"error: {error}; finish with --resume once the cause is fixed", err=True)
     _print_verdict(manifest, root)
     click.echo(f"  results:  {root / 'results'}")
-    if manifest["engine"] == "papermill":
+    if manifest.setting("engine") == "papermill":
         click.echo(f"  executed notebooks: {root / 'executed'}")
     click.echo(f"  manifest: {root / 'manifest.json'}")
     if store is not None:
         where = f"{store.db.name}.{store.results.name}"
-        if manifest.get("store_error"):
-            click.echo(f"error: results not all stored in MongoDB ({where}): {manifest['store_error']}; "
+        if manifest.store_error:
+            click.echo(f"error: results not all stored in MongoDB ({where}): {manifest.store_error}; "
                        "run again with --resume to store them", err=True)
         else:
             click.echo(f"  MongoDB:  {where}")
-        for problem in manifest.get("store_problems", [])[:5]:
+        for problem in manifest.store_problems[:5]:
             click.echo(f"warning: MongoDB: {problem}", err=True)
 
 
-def _print_verdict(manifest: dict, root) -> None:
+def _print_verdict(manifest, root) -> None:
     """The models with errors, worst first, with a few record ids and error lines; why a run failed."""
-    verdict, models = manifest["verdict"], manifest["models"]
-    limit = verdict["max_error_rate"]
-    for key in verdict["models_with_errors"][:5]:
+    verdict, models = manifest.verdict, manifest.models
+    limit = verdict.max_error_rate
+    for key in verdict.models_with_errors[:5]:
         stats = models[key]
-        over = key in verdict["models_over"]
+        over = key in verdict.models_over
         click.echo(f"{'error' if over else 'warning'}: {key}: {stats['error_rate']:.1%} of records have errors "
                    f"({'over' if over else 'within'} --max-error-rate {limit:g})", err=True)
         for example in stats.get("examples", []):
             click.echo(f"    id {example['id']!r}: {example['kind']}: {example['error']}", err=True)
-    if verdict.get("input_cut_short"):
-        click.echo(f"error: {manifest['input']['path']}: {verdict['input_cut_short']}: replace the file and run "
+    if verdict.input_cut_short:
+        click.echo(f"error: {manifest.input.path}: {verdict.input_cut_short}: replace the file and run "
                    "again", err=True)
-    if verdict["no_records"]:
+    if verdict.no_records:
         click.echo("error: no record could be scored (every input line was rejected)", err=True)
-    elif verdict["rejected_over"]:
-        click.echo(f"error: {verdict['rejected_rate']:.1%} of input lines were rejected "
+    elif verdict.rejected_over:
+        click.echo(f"error: {verdict.rejected_rate:.1%} of input lines were rejected "
                    f"(over --max-error-rate {limit:g}); see {root / 'rejected.jsonl'}", err=True)
 
 

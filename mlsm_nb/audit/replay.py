@@ -136,8 +136,8 @@ def _rerun(manifest: Manifest, sources: list[Path], records: Path, out: Path, ru
     mine = {"out", "run_id", "resume", "parameters", "scheduler"}
     recorded = {f.name: manifest.settings[f.name] for f in fields(RunSettings)
                 if f.name in manifest.settings and f.name not in mine}
-    return Manifest.of(run_notebooks(sources, records, RunSettings(**recorded, out=str(out), run_id=run_id,
-                                                                   parameters=dict(parameters))))
+    return run_notebooks(sources, records, RunSettings(**recorded, out=str(out), run_id=run_id,
+                                                       parameters=dict(parameters)))
 
 
 def _compare_documents(original: dict, replayed: dict, id_field: str) -> list[Difference]:

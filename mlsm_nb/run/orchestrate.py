@@ -35,6 +35,7 @@ from ..notebook.gitflow import forced_status
 from ..notebook.provenance import git_info
 from ..redact import redact_parameters, redact_text
 from ..store.base import ResultSink, check_approvals
+from ..store.manifest import Manifest
 from ..store.rundir import RunDirectory, new_run_id
 from .context import RunContext, build_executor, worker_count
 from .engines import Engine, get_engine
@@ -133,8 +134,8 @@ def _show(value) -> str:
 
 def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | None = None, *,
                   sinks: Sequence[ResultSink] = (), on_progress: Callable[[ExecutionDone], None] | None = None,
-                  **options: Any) -> dict:
-    """Run model notebooks then summary notebooks over the records; returns the manifest.
+                  **options: Any) -> Manifest:
+    """Run model notebooks then summary notebooks over the records; returns the manifest (typed).
 
     Results, executed notebooks and the manifest go to ``<out>/<run_id>/``
     (see `RunSettings` for every option). A failed execution is recorded (its
@@ -176,7 +177,7 @@ def run_notebooks(paths: Sequence, records: str | Path, settings: RunSettings | 
 
 
 def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirectory, recorded: dict, sinks,
-                engine: Engine, executor: Executor, on_progress) -> dict:
+                engine: Engine, executor: Executor, on_progress) -> Manifest:
     manifest = _open_run(run_dir, settings.resume, specs, records, recorded)
     manifest["sinks"] = [sink.name for sink in sinks]
     for entry in manifest["notebooks"]:  # the status a model runs as: its bundle's (a develop bundle: draft)
@@ -206,7 +207,7 @@ def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirecto
         if isinstance(exc, OSError):
             raise MlsmError(write_failure(run_dir.root, exc)) from exc
         raise
-    return manifest
+    return Manifest.from_dict(manifest)
 
 
 def _read_notebooks(paths: Sequence) -> list[NotebookSpec]:

@@ -42,11 +42,6 @@ def judge(manifest: Manifest | Mapping, max_error_rate: float) -> tuple[RunStatu
     return RunStatus.SUCCEEDED, verdict.to_dict()
 
 
-def merge_errors(manifest: Manifest | Mapping) -> list[str]:
-    """Why batches could not be merged (the manifest's `merge_errors`), in batch order."""
-    return Manifest.of(manifest).merge_error_lines()
-
-
 def exit_code(status: str) -> int:
     """0 for a run that succeeded (with or without errors), 130 interrupted, 1 otherwise."""
     status = RunStatus(status)

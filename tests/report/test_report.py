@@ -100,7 +100,7 @@ def test_report_tells_the_truth_about_errors(tmp_path, two_models):
     records = write_records(tmp_path / "in.jsonl", tiny_rows(30))
     manifest = run_notebooks(two_models, records, out=tmp_path, run_id="a", engine="inprocess", batch_size=10)
     # Every execution ran; one record failed in two models (manifests before run verdicts say "succeeded").
-    assert manifest["status"] in ("succeeded", "succeeded with errors")
+    assert manifest.status in ("succeeded", "succeeded with errors")
     index = write_report(tmp_path / "a")
     page = _page_text(index)
     assert page.select_one("#run-status").text == "succeeded with errors"
@@ -192,7 +192,7 @@ def test_an_executions_page_shows_its_kernels_log_escaped(tmp_path, make_noteboo
         "FACTOR = 2")))
     records = write_records(tmp_path / "in.jsonl", [{"id": "r1", "data": {"x": 1, "label": "a"}}])
     manifest = run_notebooks([noisy], records, out=tmp_path, run_id="k")
-    assert manifest["executions"]["tiny@1.0"]["0"]["kernel_log"] == "executed/tiny@1.0/batch-00000.kernel.log"
+    assert manifest.executions["tiny@1.0"][0].kernel_log == "executed/tiny@1.0/batch-00000.kernel.log"
     write_report(tmp_path / "k")
     page = _page_text(tmp_path / "k" / "report" / "executed" / "tiny_1.0" / "batch-00000.html")
     # the first line: a busy machine can make the kernel log more as it stops

@@ -62,7 +62,7 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
     notebooks = [tiny, make_notebook("pick.ipynb", pick), make_notebook("broken.ipynb", broken)]
     records = write_records(tmp_path / "in.jsonl", tiny_rows(40))
     manifest = run_notebooks(notebooks, records, out=tmp_path / "runs", run_id="web", batch_size=20)
-    assert manifest["status"] == "failed"
+    assert manifest.status == "failed"
     write_report(tmp_path / "runs" / "web")
     served, base = jenkins_like
     shutil.copytree(tmp_path / "runs" / "web" / "report", served / "report")  # published away from the run

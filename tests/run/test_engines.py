@@ -47,7 +47,7 @@ def test_an_engine_a_distribution_declares_plugs_in_without_editing_run(tmp_path
         assert type(engines.get_engine("halves")).__name__ == "Halves"
     finally:
         engines.unregister("halves")
-    assert manifest["status"] == "succeeded" and manifest["executions"]["tiny@1.0"]["0"]["engine"] == "halves"
+    assert manifest.status == "succeeded" and manifest.executions["tiny@1.0"][0].extra["engine"] == "halves"
     assert [d["results"]["tiny"]["1.0"] for d in read_results(tmp_path / "out" / "p")] == [{"score": 0.5}] * 5
     assert "halves" not in engines.engine_names()  # unregistered stays so, though its entry point is there
     with pytest.raises(ConfigError, match="unknown engine 'halves'; known engines: .*inprocess"):

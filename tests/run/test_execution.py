@@ -18,7 +18,7 @@ def test_a_local_run_imports_neither_dask_nor_pymongo(tmp_path):
         save_leads({str(tmp_path / "leads.jsonl")!r}, 30, seed=2)
         manifest = run_notebooks([{str(NOTEBOOKS)!r}], {str(tmp_path / "leads.jsonl")!r}, engine="inprocess",
                                  out={str(tmp_path / "runs")!r}, run_id="r")
-        print(json.dumps({{"status": manifest["status"], "worker": worker_name(),
+        print(json.dumps({{"status": manifest.status, "worker": worker_name(),
                           "loaded": sorted({{"distributed", "pymongo"}} & set(sys.modules))}}))
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -18,6 +18,7 @@ from mlsm_nb.notebook.contract import lint_notebook
 from mlsm_nb.processes import pid_alive
 from mlsm_nb.run import fork
 from mlsm_nb.run.orchestrate import run_notebooks
+from mlsm_nb.store.manifest import Manifest, load_manifest
 from mlsm_nb.store.rundir import read_results
 
 KEY = "tiny@1.0"
@@ -60,8 +61,8 @@ def results(run_dir: Path) -> list:
     return [d["results"] for d in read_results(run_dir)]
 
 
-def kernels(manifest: dict) -> set:
-    return {(e.get("kernel"), e.get("kernel_launched_because")) for e in manifest["executions"][KEY].values()}
+def kernels(manifest: Manifest) -> set:
+    return {(e.extra.get("kernel"), e.extra.get("kernel_launched_because")) for e in manifest.executions[KEY].values()}
 
 
 def launched_run(notebook, records, out, monkeypatch, **options) -> dict:
@@ -98,7 +99,7 @@ def test_module_state_a_setup_changes_is_seen_within_its_own_execution_only(tmp_
     records = write_records(tmp_path / "in.jsonl", 30)
     out = tmp_path / "runs"
     forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=10, workers=2)
-    assert forked["status"] == "succeeded" and kernels(forked) == {("forked", None)}
+    assert forked.status == "succeeded" and kernels(forked) == {("forked", None)}
     assert leftover(os.getpid()) == []
     launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=2)
     warm = run_notebooks([notebook], records, out=out, run_id="warm", batch_size=10, workers=1, warm_kernels=True)
@@ -118,10 +119,10 @@ def test_a_kernel_that_aborts_fails_its_execution_only_as_a_launched_one(tmp_pat
     forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=10, workers=1)
     launched = launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=1)
     assert kernels(forked) == {("forked", None)}
-    statuses = {run: {b: e["status"] for b, e in m["executions"][KEY].items()}
+    statuses = {run: {b: e.status for b, e in m.executions[KEY].items()}
                 for run, m in (("forked", forked), ("launched", launched))}
-    assert statuses["forked"] == statuses["launched"] == {"0": "ok", "1": "failed", "2": "ok"}
-    assert "Kernel died" in forked["executions"][KEY]["1"]["error"]
+    assert statuses["forked"] == statuses["launched"] == {0: "ok", 1: "failed", 2: "ok"}
+    assert "Kernel died" in forked.executions[KEY][1].error
     assert results(out / "forked") == results(out / "launched")
     assert leftover(os.getpid()) == []
 
@@ -139,9 +140,9 @@ def test_a_setup_import_that_fails_fails_the_execution_in_its_cell_not_the_templ
     forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=10, workers=1)
     launched = launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=1)
     assert kernels(forked) == {("forked", None)} and fork.FORKER.off is None  # the template did not fail
-    for batch in ("0", "1"):
-        error = forked["executions"][KEY][batch]["error"]
-        assert error == launched["executions"][KEY][batch]["error"]
+    for batch in (0, 1):
+        error = forked.executions[KEY][batch].error
+        assert error == launched.executions[KEY][batch].error
         assert error.startswith(f"{notebook}:cell 2 [setup]: batch {batch}: RuntimeError: broken at import")
     assert results(out / "forked") == results(out / "launched")
     assert leftover(os.getpid()) == []
@@ -171,7 +172,7 @@ def test_a_template_killed_mid_run_is_started_again_and_its_kernel_finishes(tmp_
     killer.start()
     forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=10, workers=1)
     killer.join()
-    assert killed and forked["status"] == "succeeded" and fork.FORKER.off is None
+    assert killed and forked.status == "succeeded" and fork.FORKER.off is None
     assert kernels(forked) == {("forked", None)}  # the kernel of the killed template finished; later ones forked again
     launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=1)
     assert results(out / "forked") == results(out / "launched")
@@ -200,8 +201,8 @@ def test_ctrl_c_stops_the_run_its_kernels_and_template_and_resume_finishes_it(tm
     assert none_left(process.pid) == []
     done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    finished = json.loads(manifest.read_text())
-    assert kernels(finished) == {("forked", None)} and len(finished["executions"][KEY]) == 5
+    finished = load_manifest(manifest)
+    assert kernels(finished) == {("forked", None)} and len(finished.executions[KEY]) == 5
     launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=1)
     assert results(out / "forked") == results(out / "launched")
 
@@ -218,7 +219,7 @@ def test_a_template_that_cannot_start_leaves_the_run_to_launched_kernels_said_on
     records = write_records(tmp_path / "in.jsonl", 30)
     out = tmp_path / "runs"
     manifest = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=10, workers=1)
-    assert manifest["status"] == "succeeded"
+    assert manifest.status == "succeeded"
     [(kernel, why)] = kernels(manifest)
     assert kernel == "launched" and why.startswith(f"the kernel template died {fork.MAX_RESTARTS + 1} times")
     said = [r for r in caplog.records if r.name == fork.__name__ and r.levelname == "WARNING"]

@@ -13,6 +13,7 @@ import pytest
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
 from mlsm_nb.processes import pid_alive
 from mlsm_nb.run.orchestrate import run_notebooks
+from mlsm_nb.store.manifest import load_manifest
 from mlsm_nb.store.rundir import read_results
 
 OPTIONS = dict(batch_size=10, engine="inprocess", workers=2)
@@ -40,7 +41,7 @@ def entries(run_dir, name="tiny"):
 def test_sys_exit_in_score_costs_that_record(tmp_path, make_notebook, records):
     notebook = make_notebook(cells=score_cell("sys.exit(0)"))
     manifest = run_notebooks([notebook], records, out=tmp_path, run_id="e", **OPTIONS)
-    assert manifest["status"] == "succeeded with errors" and manifest["failed_executions"] == 0
+    assert manifest.status == "succeeded with errors" and manifest.failed_executions == 0
     got = entries(tmp_path / "e")
     assert got[13] == {"_error": "score called sys.exit(0)", "_error_kind": "score_raised", "_error_type": "SystemExit",
                        "_error_at": "cell 4 [score], line 5"}
@@ -50,11 +51,11 @@ def test_sys_exit_in_score_costs_that_record(tmp_path, make_notebook, records):
 def test_os_exit_in_score_costs_that_execution_and_the_run_says_failed(tmp_path, make_notebook, records):
     notebook = make_notebook(cells=score_cell("os._exit(0)"))
     manifest = run_notebooks([notebook], records, out=tmp_path, run_id="x", **OPTIONS)
-    assert manifest["status"] == "failed" and manifest["failed_executions"] == 1
-    execution = manifest["executions"]["tiny@1.0"]
-    assert execution["1"]["status"] == "failed" and execution["1"]["worker"] == "lost"
-    assert "tiny.ipynb: batch 1: ExecutionLost: the worker process exited (code 0)" in execution["1"]["error"]
-    assert all(execution[b]["status"] == "ok" for b in ("0", "2", "3"))
+    assert manifest.status == "failed" and manifest.failed_executions == 1
+    execution = manifest.executions["tiny@1.0"]
+    assert execution[1].status == "failed" and execution[1].worker == "lost"
+    assert "tiny.ipynb: batch 1: ExecutionLost: the worker process exited (code 0)" in execution[1].error
+    assert all(execution[b].status == "ok" for b in (0, 2, 3))
     got = entries(tmp_path / "x")
     assert len(got) == 40 and all(got[i]["_error_kind"] == "notebook_failed" for i in range(10, 20))
     assert got[9]["score"] == 18 and got[20]["score"] == 40
@@ -67,11 +68,11 @@ def test_a_hung_score_is_stopped_at_the_timeout_and_costs_that_execution(tmp_pat
     started = time.monotonic()
     manifest = run_notebooks([notebook], records, out=tmp_path, run_id="h", timeout=2, **OPTIONS)
     assert time.monotonic() - started < 30
-    execution = manifest["executions"]["tiny@1.0"]
-    assert execution["1"]["status"] == "failed"
-    assert "ran longer than the timeout (2 s per model)" in execution["1"]["error"]
-    assert all(execution[b]["status"] == "ok" for b in ("0", "2", "3"))
-    assert manifest["status"] == "failed" and len(entries(tmp_path / "h")) == 40
+    execution = manifest.executions["tiny@1.0"]
+    assert execution[1].status == "failed"
+    assert "ran longer than the timeout (2 s per model)" in execution[1].error
+    assert all(execution[b].status == "ok" for b in (0, 2, 3))
+    assert manifest.status == "failed" and len(entries(tmp_path / "h")) == 40
 
 
 def test_a_model_lost_in_a_batch_fails_alone_and_its_summary_says_why(tmp_path, records):
@@ -83,9 +84,9 @@ def test_a_model_lost_in_a_batch_fails_alone_and_its_summary_says_why(tmp_path, 
         ("models", 'models = [{"name": "tiny", "version": "1.0"}, {"name": "other", "version": "1.0"}]'),
         ("score", "def score(data, results):\n    return {'score': results['tiny']['1.0']['score']}")])
     manifest = run_notebooks([killer, other, summary], records, out=tmp_path, run_id="s", **OPTIONS)
-    failed = {(k, b) for k, per in manifest["executions"].items() for b, e in per.items() if e["status"] != "ok"}
-    assert failed == {("tiny@1.0", "1")}
-    assert "code 3" in manifest["executions"]["tiny@1.0"]["1"]["error"]
+    failed = {(k, b) for k, per in manifest.executions.items() for b, e in per.items() if e.status != "ok"}
+    assert failed == {("tiny@1.0", 1)}
+    assert "code 3" in manifest.executions["tiny@1.0"][1].error
     assert entries(tmp_path / "s", "other")[13]["score"] == 26  # scored again, model by model, after the loss
     assert entries(tmp_path / "s", "pick")[13]["_error_kind"] == "missing_dependency"
     assert entries(tmp_path / "s", "pick")[23]["score"] == 46
@@ -97,9 +98,9 @@ def test_a_failing_setup_fails_that_model_only(tmp_path, records):
         "setup", "FACTOR = 1 / 0"))
     good = write_notebook(tmp_path / "tiny.ipynb", GOOD_CELLS)
     manifest = run_notebooks([broken, good], records, out=tmp_path, run_id="b", **OPTIONS)
-    assert manifest["status"] == "failed"
-    assert all(e["status"] == "ok" for e in manifest["executions"]["tiny@1.0"].values())
-    errors = [e["error"] for e in manifest["executions"]["broken@1.0"].values()]
+    assert manifest.status == "failed"
+    assert all(e.status == "ok" for e in manifest.executions["tiny@1.0"].values())
+    errors = [e.error for e in manifest.executions["broken@1.0"].values()]
     assert len(errors) == 4 and all("ZeroDivisionError" in e and "[setup]" in e for e in errors), errors[0]
     assert entries(tmp_path / "b")[5]["score"] == 10
 
@@ -163,6 +164,6 @@ def test_a_killed_run_leaves_no_worker_behind_and_resumes(tmp_path, make_noteboo
                              "--resume", "--timeout", "1", "--no-progress"], capture_output=True, text=True,
                             env={**os.environ, "MLSM_TEST_PIDS": str(tmp_path / "pids")})
     assert result.returncode == 1, result.stdout + result.stderr  # batch 1 hangs again: failed after its timeout
-    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
-    assert manifest["status"] == "failed" and manifest["failed_executions"] == 1
+    manifest = load_manifest(tmp_path / "r" / "manifest.json")
+    assert manifest.status == "failed" and manifest.failed_executions == 1
     assert len(entries(tmp_path / "r")) == 40

@@ -66,8 +66,8 @@ def test_a_notebooks_batches_run_in_one_kernel_reset_between_them(tmp_path, reco
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", PROBE))
     manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="w", batch_size=10, workers=1,
                              warm_kernels=True)
-    assert manifest["status"] == "succeeded" and manifest["warm_kernels"] is True
-    assert [manifest["executions"]["tiny@1.0"][b]["kernel_runs"] for b in "012"] == [0, 1, 2]
+    assert manifest.status == "succeeded" and manifest.setting("warm_kernels") is True
+    assert [manifest.executions["tiny@1.0"][b].kernel_runs for b in (0, 1, 2)] == [0, 1, 2]
     seen = probes(tmp_path / "runs" / "w")
     assert len(seen) == 3 and len({s["pid"] for s in seen}) == 1  # one kernel for the three batches
     for s in seen:  # as if fresh: no name, figure or directory change of the last batch
@@ -79,8 +79,8 @@ def test_a_notebooks_batches_run_in_one_kernel_reset_between_them(tmp_path, reco
 def test_by_default_every_execution_has_a_kernel_of_its_own(tmp_path, records):
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", PROBE))
     manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="f", batch_size=10, workers=1)
-    assert manifest["status"] == "succeeded" and manifest["warm_kernels"] is False
-    assert not any("kernel_runs" in e for e in manifest["executions"]["tiny@1.0"].values())
+    assert manifest.status == "succeeded" and manifest.setting("warm_kernels") is False
+    assert all(e.kernel_runs is None for e in manifest.executions["tiny@1.0"].values())
     seen = probes(tmp_path / "runs" / "f")
     assert len({s["pid"] for s in seen}) == 3 and not any(alive(s["pid"]) for s in seen)
 
@@ -90,8 +90,8 @@ def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
     manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="b", batch_size=10, workers=1,
                              warm_kernels=True)
-    assert manifest["status"] == "failed" and manifest["failed_executions"] == 1
-    error = manifest["executions"]["tiny@1.0"]["1"]["error"]
+    assert manifest.status == "failed" and manifest.failed_executions == 1
+    error = manifest.executions["tiny@1.0"][1].error
     assert "tiny.ipynb:cell 2 [setup]: batch 1: ValueError: bad batch" in error
     first, failed, after = probes(tmp_path / "runs" / "b")
     assert first["pid"] == failed["pid"] != after["pid"] and after["left"] is None
@@ -206,12 +206,12 @@ def test_a_kernels_own_output_goes_to_a_log_next_to_the_executed_notebook(tmp_pa
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", KERNEL_LOG))
     manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="k", batch_size=10, workers=1,
                              warm_kernels=warm)
-    assert manifest["status"] == "succeeded"
-    run_dir, executions = tmp_path / "runs" / "k", manifest["executions"]["tiny@1.0"]
-    logs = {b: executions[b]["kernel_log"] for b in "012"}
+    assert manifest.status == "succeeded"
+    run_dir, executions = tmp_path / "runs" / "k", manifest.executions["tiny@1.0"]
+    logs = {b: executions[b].kernel_log for b in (0, 1, 2)}
     if warm:  # one kernel ran the three batches: its log is the first execution's
         assert set(logs.values()) == {"executed/tiny@1.0/batch-00000.kernel.log"}
-        text = (run_dir / logs["0"]).read_text()
+        text = (run_dir / logs[0]).read_text()
         assert text.count("kernel log line from ") == 3 and text.endswith("at exit\n")  # stopped with the run
     else:
         for batch, log in logs.items():
@@ -226,28 +226,28 @@ def test_a_kernel_log_written_only_as_the_kernel_stops_is_named_too(tmp_path, re
     at_exit = "import atexit, os\natexit.register(os.write, 2, b'at exit only\\n')\nFACTOR = 2"
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", at_exit))
     manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="x", batch_size=10, workers=1)
-    assert manifest["status"] == "succeeded"
-    for batch, entry in manifest["executions"]["tiny@1.0"].items():
-        assert entry["kernel_log"] == f"executed/tiny@1.0/batch-0000{batch}.kernel.log"
-        assert (tmp_path / "runs" / "x" / entry["kernel_log"]).read_text() == "at exit only\n"
+    assert manifest.status == "succeeded"
+    for batch, entry in manifest.executions["tiny@1.0"].items():
+        assert entry.kernel_log == f"executed/tiny@1.0/batch-0000{batch}.kernel.log"
+        assert (tmp_path / "runs" / "x" / entry.kernel_log).read_text() == "at exit only\n"
 
 
 def test_an_empty_kernel_log_is_removed_and_a_dead_kernels_is_named_in_the_error(tmp_path, records):
     dies = "import logging, os\nlogging.getLogger('IPKernelApp').error('out of memory, say')\nos._exit(3)"
     good = write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS)
     manifest = run_notebooks([good], records, out=tmp_path / "runs", run_id="e", batch_size=10, workers=1)
-    assert manifest["status"] == "succeeded"
+    assert manifest.status == "succeeded"
     # Nothing written: nothing kept. (A loaded machine can make a healthy kernel log a race as it stops;
     # such a log is kept, named in the manifest and not empty.)
     run_dir = tmp_path / "runs" / "e"
     kept = {str(log.relative_to(run_dir)): log.read_text() for log in run_dir.rglob("*.log")}
-    named = {e["kernel_log"] for e in manifest["executions"]["tiny@1.0"].values() if "kernel_log" in e}
+    named = {e.kernel_log for e in manifest.executions["tiny@1.0"].values() if e.kernel_log}
     assert set(kept) == named and all(kept.values()), kept
     write_notebook(good, replace_cell(GOOD_CELLS, "setup", dies))
     manifest = run_notebooks([good], records, out=tmp_path / "runs", run_id="d", batch_size=30, workers=1)
-    error = manifest["executions"]["tiny@1.0"]["0"]["error"]
-    assert manifest["status"] == "failed" and "DeadKernelError" in error
-    assert manifest["executions"]["tiny@1.0"]["0"]["kernel_log"] == "executed/tiny@1.0/batch-00000.kernel.log"
+    error = manifest.executions["tiny@1.0"][0].error
+    assert manifest.status == "failed" and "DeadKernelError" in error
+    assert manifest.executions["tiny@1.0"][0].kernel_log == "executed/tiny@1.0/batch-00000.kernel.log"
     assert error.endswith(" (kernel log: executed/tiny@1.0/batch-00000.kernel.log)"), error
     assert "out of memory, say" in (tmp_path / "runs" / "d" / "executed/tiny@1.0/batch-00000.kernel.log").read_text()
 

@@ -137,7 +137,7 @@ def test_a_batch_merging_does_not_hold_back_the_next_execution(tmp_path, make_no
     monkeypatch.setattr(Merger, "merge", slow_merge)
     manifest = run_constant(tmp_path, make_notebook(), workers=1)
     assert overlapped == [True]
-    assert manifest["status"] == "succeeded" and set(manifest["batch_stats"]) == {"0", "1", "2"}
+    assert manifest.status == "succeeded" and set(manifest.batch_stats) == {0, 1, 2}
     assert given_ids == {0: [0, 1], 1: [2, 3], 2: [4, 5]}
 
 
@@ -149,17 +149,17 @@ def test_an_output_that_cannot_be_merged_fails_its_execution_not_the_other_batch
     run_dir = tmp_path / "m"
     output = run_dir / "outputs" / "tiny@1.0" / "batch-00001.jsonl"
     error = f"{notebook}: batch 1: its output cannot be merged: {output}: line 2 is not JSON"
-    entry = manifest["executions"]["tiny@1.0"]["1"]
-    assert manifest["status"] == "failed" and manifest["failed_executions"] == 1 and "merge_errors" not in manifest
-    assert entry["status"] == "failed" and entry["error"].startswith(error)
+    entry = manifest.executions["tiny@1.0"][1]
+    assert manifest.status == "failed" and manifest.failed_executions == 1 and not manifest.merge_errors
+    assert entry.status == "failed" and entry.error.startswith(error)
     assert sorted(p.name for p in (run_dir / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
-    assert manifest["models"]["tiny@1.0"]["records"] == 4  # the two merged batches
+    assert manifest.models["tiny@1.0"]["records"] == 4  # the two merged batches
     _print_run_totals(manifest, str(tmp_path))  # what `mlsm-nb run` prints
     assert f"error: {error} (unexpected end of data, column 12)\n" in capsys.readouterr().err
 
     constant.broken.clear()  # the cause is fixed: resume runs the execution again, then merges
     manifest = run_constant(tmp_path, notebook, resume=True)
-    assert manifest["status"] == "succeeded" and manifest["executions"]["tiny@1.0"]["1"]["status"] == "ok"
+    assert manifest.status == "succeeded" and manifest.executions["tiny@1.0"][1].status == "ok"
     assert [d["id"] for d in read_jsonl(run_dir / "results" / "batch-00001.jsonl")] == [2, 3]
 
 
@@ -176,8 +176,8 @@ def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_p
     notebook = make_notebook()
     manifest = run_constant(tmp_path, notebook)
     error = "batch 1: its results could not be merged: OSError: [Errno 28] No space left on device"
-    assert manifest["status"] == "failed" and manifest["verdict"]["failed_merges"] == 1
-    assert manifest["merge_errors"] == {"1": error} and manifest["failed_executions"] == 0
+    assert manifest.status == "failed" and manifest.verdict.failed_merges == 1
+    assert manifest.merge_errors == {1: error} and manifest.failed_executions == 0
     assert sorted(p.name for p in (tmp_path / "m" / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
     _print_run_totals(manifest, str(tmp_path))
     assert f"error: {error}; finish with --resume once the cause is fixed\n" in capsys.readouterr().err
@@ -186,5 +186,5 @@ def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_p
 
     monkeypatch.setattr(RunDirectory, "write_batch", write_batch)  # space again: resume merges batch 1
     manifest = run_constant(tmp_path, notebook, resume=True)
-    assert manifest["status"] == "succeeded" and "merge_errors" not in manifest
+    assert manifest.status == "succeeded" and not manifest.merge_errors
     assert [d["id"] for d in read_jsonl(tmp_path / "m" / "results" / "batch-00001.jsonl")] == [2, 3]

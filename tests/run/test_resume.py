@@ -35,7 +35,7 @@ def comparable(run_dir):
 def uninterrupted(leads, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
     manifest = run_notebooks([NOTEBOOKS], leads, out=out, run_id="whole", **OPTIONS)
-    assert manifest["status"] == "succeeded"
+    assert manifest.status == "succeeded"
     return out / "whole", manifest
 
 
@@ -43,9 +43,9 @@ def test_a_lost_merge_is_merged_again(tmp_path, leads, uninterrupted):
     run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="r", **OPTIONS)
     (tmp_path / "r" / "results" / "batch-00004.jsonl").unlink()
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="r", resume=True, **OPTIONS)
-    assert manifest["status"] == "succeeded"
+    assert manifest.status == "succeeded"
     assert comparable(tmp_path / "r") == comparable(uninterrupted[0])
-    assert {k: m["records"] for k, m in manifest["models"].items()} == {k: 5000 for k in manifest["models"]}
+    assert {k: m["records"] for k, m in manifest.models.items()} == {k: 5000 for k in manifest.models}
 
 
 KILL_AFTER_SCORING = """
@@ -72,10 +72,10 @@ def test_killed_between_scoring_and_recording_then_resumed_equals_an_uninterrupt
     assert before["status"] == "running" and "3" not in before.get("batch_stats", {})
     assert (run_dir / "results" / "batch-00003.jsonl").exists()
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="k", resume=True, **OPTIONS)
-    assert manifest["status"] == "succeeded"
+    assert manifest.status == "succeeded"
     assert comparable(run_dir) == comparable(uninterrupted[0])
-    assert manifest["models"] == uninterrupted[1]["models"]
-    assert manifest["input"] == uninterrupted[1]["input"]
+    assert manifest.models == uninterrupted[1].models
+    assert manifest.input == uninterrupted[1].input
 
 
 # The papermill engine runs each (notebook, batch) on its own and merges the batch's output files afterwards.
@@ -115,9 +115,9 @@ def test_papermill_killed_between_executions_and_merge_then_resumed_equals_an_un
     assert all(before["executions"][key]["1"]["status"] == "ok" for key in before["executions"])
     assert not (run_dir / "results" / "batch-00001.jsonl").exists()
     manifest = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="k", resume=True, **PAPERMILL)
-    assert manifest["status"] == "succeeded"
+    assert manifest.status == "succeeded"
     assert comparable(run_dir) == comparable(tmp_path / "whole")
-    assert manifest["models"] == whole["models"]
+    assert manifest.models == whole.models
 
 
 KILL_WHILE_READING = """
@@ -144,14 +144,14 @@ def test_papermill_killed_while_reading_the_input_then_resumed_keeps_what_ran(tm
     assert killed.returncode == -9
     before = json.loads((tmp_path / "k" / "manifest.json").read_text())
     assert before["status"] == "running" and "complete" not in before["input"]
-    ran = {(key, batch): e["started_at"] for key, batches in before["executions"].items()
+    ran = {(key, int(batch)): e["started_at"] for key, batches in before["executions"].items()
            for batch, e in batches.items() if e["status"] == "ok"}
-    assert ran and all(int(batch) < 4 for _, batch in ran)
+    assert ran and all(batch < 4 for _, batch in ran)
     manifest = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="k", resume=True, **options)
-    assert manifest["status"] == "succeeded" and manifest["input"] == whole["input"]
+    assert manifest.status == "succeeded" and manifest.input == whole.input
     assert comparable(tmp_path / "k") == comparable(tmp_path / "whole")
-    assert manifest["models"] == whole["models"]
-    assert all(manifest["executions"][key][batch]["started_at"] == at for (key, batch), at in ran.items())
+    assert manifest.models == whole.models
+    assert all(manifest.executions[key][batch].started_at == at for (key, batch), at in ran.items())
 
 
 @pytest.mark.slow
@@ -164,8 +164,8 @@ def test_a_rerun_model_reruns_the_summaries_that_consumed_it(tmp_path, few_leads
         manifest.executions["champion@1.0.0"][batch].started_at = "before the resume"
     run_dir.write_manifest(manifest)
     after = run_notebooks([NOTEBOOKS], few_leads, out=tmp_path, run_id="s", resume=True, **PAPERMILL)
-    assert after["executions"]["champion@1.0.0"]["2"]["started_at"] != "before the resume"  # ran again
-    assert after["executions"]["champion@1.0.0"]["1"]["started_at"] == "before the resume"  # kept
+    assert after.executions["champion@1.0.0"][2].started_at != "before the resume"  # ran again
+    assert after.executions["champion@1.0.0"][1].started_at == "before the resume"  # kept
 
 
 def test_in_process_a_batch_with_a_failed_execution_is_scored_again_whole(tmp_path, leads):
@@ -178,9 +178,9 @@ def test_in_process_a_batch_with_a_failed_execution_is_scored_again_whole(tmp_pa
             manifest.executions[key][batch].started_at = "before the resume"
     run_dir.write_manifest(manifest)
     after = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="w", resume=True, **OPTIONS)
-    assert all(after["executions"][key]["2"]["started_at"] != "before the resume" for key in after["executions"])
-    assert all(after["executions"][key]["1"]["started_at"] == "before the resume" for key in after["executions"])
-    assert after["status"] == "succeeded"
+    assert all(after.executions[key][2].started_at != "before the resume" for key in after.executions)
+    assert all(after.executions[key][1].started_at == "before the resume" for key in after.executions)
+    assert after.status == "succeeded"
 
 
 LOCK_AND_LEAVE_A_CHILD = """

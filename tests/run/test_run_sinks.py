@@ -49,7 +49,7 @@ OPTIONS = dict(batch_size=100, engine="inprocess")
 def test_every_merged_batch_reaches_the_sinks(tmp_path, leads):
     sink = Recording()
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="a", sinks=[sink], **OPTIONS)
-    assert manifest["status"] == "succeeded" and manifest["sinks"] == ["recording"]
+    assert manifest.status == "succeeded" and manifest.sinks == ["recording"]
     assert sink.opened == ["a"] and sink.finished == ["succeeded"]
     stored = [d for b in sorted(sink.batches) for d in sink.batches[b]]
     assert stored == list(read_results(tmp_path / "a"))
@@ -58,17 +58,17 @@ def test_every_merged_batch_reaches_the_sinks(tmp_path, leads):
 def test_a_failing_sink_fails_the_run_and_resume_stores_only_what_it_lacks(tmp_path, leads):
     sink = Recording(fail_on=1)
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="f", sinks=[sink], **OPTIONS)
-    assert manifest["status"] == "failed"
-    assert manifest["store_error"] == "recording: batch 1: recording: batch 1 refused"
+    assert manifest.status == "failed"
+    assert manifest.store_error == "recording: batch 1: recording: batch 1 refused"
     assert 1 not in sink.batches and len(sink.batches) < 3  # batches finish in any order; none after the failure
-    assert manifest["batch_states"]["1"] == "merged"
+    assert manifest.batch_states[1] == "merged"
     assert len(list(read_results(tmp_path / "f"))) == 300  # the run directory is complete anyway
     sink.fail_on = None
     first = dict(sink.batches)
     manifest = run_notebooks([NOTEBOOKS], leads, out=tmp_path, run_id="f", sinks=[sink], resume=True, **OPTIONS)
-    assert manifest["status"] == "succeeded" and "store_error" not in manifest
+    assert manifest.status == "succeeded" and manifest.store_error is None
     assert set(sink.batches) == {0, 1, 2}
-    assert manifest["batch_states"] == {"0": "stored", "1": "stored", "2": "stored"}
+    assert manifest.batch_states == {0: "stored", 1: "stored", 2: "stored"}
     assert all(sink.batches[b] is documents for b, documents in first.items())  # not written again
 
 

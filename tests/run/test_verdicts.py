@@ -11,6 +11,7 @@ from mlsm_nb.exceptions import ConfigError
 from mlsm_nb.run.engines import get_engine
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.run.settings import RunSettings
+from mlsm_nb.store.manifest import load_manifest
 from mlsm_nb.store.rundir import read_results
 
 
@@ -25,7 +26,7 @@ def run(*args):
 
 
 def manifest_of(run_dir):
-    return json.loads((run_dir / "manifest.json").read_text())
+    return load_manifest(run_dir / "manifest.json")
 
 
 def failing_on(make_notebook, condition, name="flaky"):
@@ -47,12 +48,12 @@ def test_a_model_failing_on_every_record_fails_the_run(tmp_path, make_notebook):
     assert "error: broken@1: 100.0% of records have errors (over --max-error-rate 0.1)" in result.output
     assert "    id 0: score_raised: ValueError at cell 4 [score], line 3: no score for 0" in result.output
     manifest = manifest_of(tmp_path / "a")
-    assert manifest["status"] == "failed"
-    assert manifest["verdict"]["models_over"] == ["broken@1"] and manifest["verdict"]["max_error_rate"] == 0.1
-    stats = manifest["models"]["broken@1"]
+    assert manifest.status == "failed"
+    assert manifest.verdict.models_over == ["broken@1"] and manifest.verdict.max_error_rate == 0.1
+    stats = manifest.models["broken@1"]
     assert stats["records"] == 20 and stats["errors"] == {"score_raised": 20} and stats["error_rate"] == 1.0
     assert {"records", "errors", "scored", "score_min", "score_max",
-            "score_mean"} <= set(manifest["models"]["tiny@1.0"])
+            "score_mean"} <= set(manifest.models["tiny@1.0"])
 
 
 def test_errors_within_the_threshold_succeed_with_errors_and_are_listed(tmp_path, make_notebook):
@@ -63,8 +64,8 @@ def test_errors_within_the_threshold_succeed_with_errors_and_are_listed(tmp_path
     assert "warning: flaky@1: 5.0% of records have errors (within --max-error-rate 0.1)" in result.output
     assert "    id 3: score_raised: ValueError at cell 4 [score], line 3: no score for 3" in result.output
     manifest = manifest_of(tmp_path / "w")
-    assert manifest["status"] == "succeeded with errors" and manifest["verdict"]["models_with_errors"] == ["flaky@1"]
-    assert manifest["models"]["flaky@1"]["error_rate"] == 0.05
+    assert manifest.status == "succeeded with errors" and manifest.verdict.models_with_errors == ["flaky@1"]
+    assert manifest.models["flaky@1"]["error_rate"] == 0.05
     strict = run(flaky, "--records", records(tmp_path), "--out", tmp_path, "--run-id", "s", "--engine", "inprocess",
                  "--max-error-rate", 0)
     assert strict.exit_code == 1 and "run s: failed" in strict.output
@@ -74,7 +75,7 @@ def test_a_clean_run_succeeds(tmp_path, make_notebook):
     result = run(make_notebook(), "--records", records(tmp_path), "--out", tmp_path, "--run-id", "c",
                  "--engine", "inprocess")
     assert result.exit_code == 0 and "run c: succeeded (inprocess engine)" in result.output
-    assert manifest_of(tmp_path / "c")["verdict"]["models_with_errors"] == []
+    assert manifest_of(tmp_path / "c").verdict.models_with_errors == []
 
 
 def test_the_summary_says_how_many_records_have_no_numeric_score(tmp_path, make_notebook):
@@ -99,12 +100,12 @@ def test_a_records_file_that_breaks_off_fails_the_run_however_few_lines_it_costs
     path.write_bytes(whole[: len(whole) // 2])
     result = run(make_notebook(), "--records", path, "--out", tmp_path, "--run-id", "g", "--engine", "inprocess")
     manifest = manifest_of(tmp_path / "g")
-    assert 0 < manifest["input"]["records"] < 4000 and manifest["input"]["rejected"] == 1  # 1 line: within 10 %
-    assert result.exit_code == 1 and manifest["status"] == "failed", result.output
-    line = manifest["input"]["records"] + 1
+    assert 0 < manifest.input.records < 4000 and manifest.input.rejected == 1  # 1 line: within 10 %
+    assert result.exit_code == 1 and manifest.status == "failed", result.output
+    line = manifest.input.records + 1
     assert (f"error: {path}: line {line}: the compressed file is cut short or corrupt here") in result.output
     assert "nothing after this line could be read: replace the file and run again\n" in result.output
-    assert manifest["verdict"]["input_cut_short"].startswith(f"line {line}: ")
+    assert manifest.verdict.input_cut_short.startswith(f"line {line}: ")
     from bs4 import BeautifulSoup
 
     from mlsm_nb.report.site import write_report
@@ -120,7 +121,7 @@ def test_every_record_rejected_fails_the_run(tmp_path, make_notebook):
     result = run(make_notebook(), "--records", path, "--out", tmp_path, "--run-id", "r", "--engine", "inprocess")
     assert result.exit_code == 1
     assert "error: no record could be scored (every input line was rejected)" in result.output
-    assert manifest_of(tmp_path / "r")["status"] == "failed"
+    assert manifest_of(tmp_path / "r").status == "failed"
 
 
 def test_usage_errors_exit_2(tmp_path, make_notebook):
@@ -250,7 +251,7 @@ def test_the_summary_marks_a_model_a_develop_bundle_holds_as_draft(tmp_path, mak
                  "inprocess", "--bundle", tmp_path / "bundle")
     assert result.exit_code == 0, result.output
     assert "\n  tiny@1.0 (draft)         20 records, score mean" in result.output
-    assert manifest_of(tmp_path / "b")["notebooks"][0]["status"] == "draft"
+    assert manifest_of(tmp_path / "b").notebooks[0].status == "draft"
     assert {d["results"]["tiny"]["1.0"]["_status"] for d in read_results(tmp_path / "b")} == {"draft"}
 
 
@@ -288,5 +289,5 @@ def test_an_engine_is_registered_by_name_and_checked(tmp_path, make_notebook):
                                  engine="constant", batch_size=2)
     finally:
         engines.unregister("constant")
-    assert manifest["status"] == "succeeded" and manifest["executions"]["tiny@1.0"]["0"]["engine"] == "constant"
+    assert manifest.status == "succeeded" and manifest.executions["tiny@1.0"][0].extra["engine"] == "constant"
     assert [d["results"]["tiny"]["1.0"] for d in read_results(tmp_path / "k")] == [{"score": 1}] * 5

@@ -347,13 +347,13 @@ def test_the_later_of_two_runs_started_in_one_second_is_live(mongo_db, tmp_path,
     store = MongoStore.from_database(mongo_db)
     first, second = (run_notebooks([notebook], records, out=tmp_path / "runs", run_id=run_id, engine="inprocess",
                                    workers=1, sinks=[store]) for run_id in ("z", "a"))
-    assert first["started_at"][:19] == second["started_at"][:19]
-    assert first["started_at"] < second["started_at"] and first["run_id"] > second["run_id"]
-    assert {d["run_id"] for d in mongo_db.results.find({"_current": 0})} == {second["run_id"]}
+    assert first.started_at[:19] == second.started_at[:19]
+    assert first.started_at < second.started_at and first.run_id > second.run_id
+    assert {d["run_id"] for d in mongo_db.results.find({"_current": 0})} == {second.run_id}
     assert mongo_db.results.count_documents({"_current": 0}) == 3
-    assert started_micros(second["started_at"]) % 1_000_000 == int(second["started_at"][20:26])  # the _id's µs
-    assert mongo_db.results.find_one({"run_id": second["run_id"]})["_id"].startswith(
-        f"{started_micros(second['started_at']):017d}:")
+    assert started_micros(second.started_at) % 1_000_000 == int(second.started_at[20:26])  # the _id's µs
+    assert mongo_db.results.find_one({"run_id": second.run_id})["_id"].startswith(
+        f"{started_micros(second.started_at):017d}:")
 
 
 def test_a_driver_error_is_told_in_one_line_a_person_can_use():
