@@ -240,6 +240,7 @@ class PapermillEngine(FileEngine):
         import papermill
         from jupyter_core.utils import run_sync
 
+        from .executed import ENGINE
         from .kernels import kernel_log_written, kernel_manager_class, thread_kernels
         from .notebooks import secret_env
 
@@ -269,7 +270,7 @@ class PapermillEngine(FileEngine):
             # `cwd`, which changes the whole process's directory and so is unsafe in threads.
             papermill.execute_notebook(
                 notebook, str(run.executed_path(key, batch)), parameters=parameters, kernel_name="python3",
-                progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
+                engine_name=ENGINE, progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
                 kernel_manager_class=manager_class, resources={"metadata": {"path": cwd}})
         except BaseException as exc:
             facts.update(origin())
