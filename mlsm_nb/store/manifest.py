@@ -247,8 +247,8 @@ class Manifest(_Part):
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Manifest:
-        """A manifest from its JSON form (a run directory's file, a `runs` document, `run_notebooks`'
-        result). A `runs` document of an MLSM-style call lists its models' registry entries under
+        """A manifest from its JSON form (a run directory's file, a `runs` document, the run
+        context's working copy). A `runs` document of an MLSM-style call lists its models' registry entries under
         `models`: they read as its notebooks."""
         data = {k: v for k, v in data.items() if k != "_id"}
         if isinstance(data.get("models"), list):
