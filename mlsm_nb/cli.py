@@ -566,23 +566,39 @@ def outcomes(file, label, observed_column, run_dir, mongo_uri, mongo_db, mongo_c
 @click.argument("version", required=False)
 @click.option("--notebook", type=click.Path(exists=True, dir_okay=False),
               help="Approve this notebook: it must be the registered one for NAME VERSION.")
+@click.option("--sha256", help="Approve this sha256 (at least its first 12 characters): it must be the registered "
+              "one. Needed, or --notebook, when it differs from the last approval.")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
+              help="A run directory, or a folder of them, where earlier versions' cells may be kept.")
 @click.option("--by", help="Who approves (default: user@host).")
 @click.option("--require/--no-require", "require", default=None,
               help="From now on, runs refuse active versions without an approval (or stop requiring it).")
 @_mongo_options
 @handle_errors
-def approve(name, version, notebook, by, require, mongo_uri, mongo_db, mongo_collection, id_field):
-    """Record in the model registry that model NAME VERSION may run as active (who, when, notebook sha256)."""
+def approve(name, version, notebook, sha256, run_dir, by, require, mongo_uri, mongo_db, mongo_collection, id_field):
+    """Record in the model registry that model NAME VERSION may run as active (who, when, notebook sha256).
+
+    Shows first what it approves: the sha256, the notebook, branch and commit it was registered from, and
+    what changed in the production cells since the last approved version. A sha256 that differs from the
+    last approval is approved only with --sha256 or --notebook.
+    """
+    from .audit.approvals import ChangedSinceApproval, format_review, set_approvals_required
     from .audit.approvals import approve as record_approval
-    from .audit.approvals import set_approvals_required
 
     if not mongo_uri:
         _fail("approvals live in the MongoDB model registry: pass --mongo-uri (or set MLSM_MONGO_URI)", 2)
     if (name is None) != (version is None) or (name is None and require is None):
-        _fail("usage: mlsm-nb approve NAME VERSION [--notebook PATH], or mlsm-nb approve --require/--no-require", 2)
+        _fail("usage: mlsm-nb approve NAME VERSION [--notebook PATH | --sha256 SHA256], "
+              "or mlsm-nb approve --require/--no-require", 2)
     database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
     if name:
-        found = record_approval(database, name, version, by=by, notebook=notebook)
+        try:
+            review = record_approval(database, name, version, by=by, notebook=notebook, sha256=sha256, run=run_dir)
+        except ChangedSinceApproval as exc:
+            click.echo(format_review(exc.review))
+            raise
+        found = review.approval
+        click.echo(format_review(review))
         click.echo(f"approved {name} {version} for sha256 {found['sha256']} by {found['by']} at {found['at']}")
     if require is not None:
         set_approvals_required(database, require, by=by)

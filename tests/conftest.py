@@ -1,6 +1,8 @@
 """Shared fixtures: small notebooks written on the fly, the repository's paths."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +43,13 @@ def write_notebook(path: Path, cells, language: str = "python", headings: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+def git(cwd, *args) -> str:
+    """Run git in `cwd` as a fixed author; its output, stripped."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "ds", "GIT_AUTHOR_EMAIL": "ds@example.com",
+           "GIT_COMMITTER_NAME": "ds", "GIT_COMMITTER_EMAIL": "ds@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def write_records(path: Path, count: int) -> Path:

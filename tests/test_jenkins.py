@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from conftest import NOTEBOOKS, ROOT
+from conftest import NOTEBOOKS, ROOT, git
 
 JENKINSFILE = (ROOT / "Jenkinsfile").read_text()
 STAGES, POST = JENKINSFILE.split("\n    stages {", 1)[1].split("\n    post {", 1)
@@ -28,12 +28,6 @@ def pipeline_scripts(section: str = STAGES) -> list[str]:
     scripts = re.findall(SH_STEP, section)
     assert scripts, "no `sh 'ci/...'` steps found in the Jenkinsfile"
     return scripts
-
-
-def git(cwd, *args) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "ds", "GIT_AUTHOR_EMAIL": "ds@example.com",
-           "GIT_COMMITTER_NAME": "ds", "GIT_COMMITTER_EMAIL": "ds@example.com"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")

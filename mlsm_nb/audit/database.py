@@ -42,6 +42,11 @@ class AuditDatabase:
         """The run documents (manifests) of these run ids."""
         return {doc["_id"]: doc for doc in self.runs.find({"_id": {"$in": list(run_ids)}})}
 
+    def notebooks_of_runs(self, run_ids: Iterable[str]) -> list[dict]:
+        """`_id`, `started_at`, `branch` and `notebooks` (what ran, from where) of these runs, oldest first."""
+        found = self.runs.find({"_id": {"$in": list(run_ids)}}, {"started_at": 1, "branch": 1, "notebooks": 1})
+        return sorted(found, key=lambda run: (str(run.get("started_at")), run["_id"]))
+
     def outcomes_for(self, ids: Sequence) -> list[dict]:
         """Observed outcomes recorded for these ids."""
         return list(self.outcomes.find({self.id_field: {"$in": list(ids)}}, {"_id": 0}))

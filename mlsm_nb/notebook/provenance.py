@@ -1,4 +1,5 @@
-"""Where an extracted model came from: the notebook's path, hash, git commit and extraction time."""
+"""Where an extracted model came from: the notebook's path, hash, git commit and extraction time; and a
+notebook read back from git at a recorded commit (what `approve` compares)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,45 @@ from ..clock import utc_now
 from .contract import NotebookSpec
 
 
-def git_info(path: Path) -> dict:
-    """Last commit touching `path` and whether it has uncommitted changes (empty outside git)."""
-    def git(*args):
-        result = subprocess.run(["git", *args], cwd=path.parent, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else None
+def _git(folder: Path, *args: str, text: bool = True) -> str | bytes | None:
+    """git's output run in `folder` (stripped text, or bytes), None when git fails or is not there."""
+    try:
+        result = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=text)
+    except OSError:  # no git, or the folder is gone
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() if text else result.stdout
 
-    commit = git("log", "-1", "--format=%H", "--", path.name)
+
+def git_info(path: Path) -> dict:
+    """Last commit touching `path`, its path inside the repository and whether it has uncommitted changes
+    (empty outside git)."""
+    commit = _git(path.parent, "log", "-1", "--format=%H", "--", path.name)
     if not commit:
         return {}
-    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--", path.name))}
+    prefix = _git(path.parent, "rev-parse", "--show-prefix") or ""
+    return {"git_commit": commit, "git_path": prefix + path.name,
+            "git_dirty": bool(_git(path.parent, "status", "--porcelain", "--", path.name))}
+
+
+def repository_root(folder: Path) -> Path | None:
+    """The top folder of the git work tree `folder` is in (None outside git, or when `folder` is missing)."""
+    if not folder.is_dir():
+        return None
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    return Path(top) if top else None
+
+
+def has_commit(root: Path, commit: str) -> bool:
+    """Whether the repository at `root` holds `commit`."""
+    return _git(root, "cat-file", "-e", f"{commit}^{{commit}}") is not None
+
+
+def file_at_commit(root: Path, commit: str, path: str) -> bytes | None:
+    """The bytes of `path` (relative to the repository's top) at `commit`; None when it was not there."""
+    found = _git(root, "show", f"{commit}:{path}", text=False)
+    return found if isinstance(found, bytes) else None
 
 
 def provenance(spec: NotebookSpec) -> dict:

@@ -183,6 +183,8 @@ def _run_locked(specs, records: Path, settings: RunSettings, run_dir: RunDirecto
     for entry in manifest["notebooks"]:  # the status a model runs as: its bundle's (a develop bundle: draft)
         entry["status"] = executor.bundled_status.get(model_key(entry["name"], entry["version"]), entry["status"])
     run_dir.prepare([model_key(s.name, s.version) for s in specs])
+    for spec in specs:  # the report's training cells, and `approve`'s earlier versions, come from these copies
+        run_dir.keep_authored(model_key(spec.name, spec.version), spec.path)
     run_dir.write_manifest(manifest)
     try:
         engine.prepare(executor, specs)

@@ -369,7 +369,9 @@ class MongoStore(ResultSink):
         """Record the run's final manifest and register its notebooks with the event "ran"."""
         typed = Manifest.of(manifest)
         self._record_run(manifest_dict(manifest))
-        self.register_models([entry.to_dict() for entry in typed.notebooks], run_id=typed.run_id, event="ran")
+        branch = {"branch": typed.setting("branch")} if typed.setting("branch") else {}
+        self.register_models([{**entry.to_dict(), **branch} for entry in typed.notebooks], run_id=typed.run_id,
+                             event="ran")
 
     # -- the steps ----------------------------------------------------------------
 
@@ -428,8 +430,13 @@ class MongoStore(ResultSink):
             {"_id": manifest["run_id"]}, {**document, "_id": manifest["run_id"]}, upsert=True))
 
     def register_models(self, entries: Iterable[Mapping], *, run_id: str | None = None, event: str) -> None:
-        """Upsert registry documents per (name, version); `event` ("extracted", "validated", "ran") is timestamped."""
+        """Upsert registry documents per (name, version); `event` ("extracted", "validated", "ran") is timestamped.
+
+        Where each sha256 was last registered from is kept whole under ``registrations.<sha256>`` (see
+        `store.registry.registration`), so an approval can name, and find again, the version it covers."""
         from pymongo import UpdateOne
+
+        from .registry import registration
 
         now = dt.datetime.now(dt.UTC)
         operations = []
@@ -437,6 +444,8 @@ class MongoStore(ResultSink):
             fields = {k: entry[k] for k in ("status", "kind", "fields", "models", "sha256", "git_commit",
                                             "source", "repository", "branch", "commit") if k in entry}
             update: dict = {"$set": {**fields, f"{event}_at": now}}
+            if entry.get("sha256"):
+                update["$set"][f"registrations.{entry['sha256']}"] = registration(entry, event, now, run_id)
             if run_id:
                 update["$addToSet"] = {"runs": run_id}
             operations.append(UpdateOne({"name": entry["name"], "version": entry["version"]}, update, upsert=True))

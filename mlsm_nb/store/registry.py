@@ -1,8 +1,10 @@
 """The model registry in MongoDB: one entry per model name and version, its approvals, the approval policy.
 
 An entry (collection ``models``) holds what was registered (status, kind, sha256,
-git commit, the runs that ran it, when it was extracted, validated, ran) and, once
-approved, ``approval`` (the latest ``{"by", "at", "sha256"}``) and ``approvals``
+git commit, the runs that ran it, when it was extracted, validated, ran), where each
+sha256 it ever had was last registered from (``registrations.<sha256>``: notebook path,
+git commit and path in the repository, branch, event, time, run) and, once approved,
+``approval`` (the latest ``{"by", "at", "sha256", "registration"}``) and ``approvals``
 (every one). The policy is the ``settings`` document ``{_id: "approvals", required}``.
 While it says approvals are required, a run refuses to start with a notebook it
 would run as ``active`` that has no approval for its current sha256
@@ -12,8 +14,8 @@ Every read and write goes through the store's retries, so failures are `StoreErr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
 
@@ -22,6 +24,15 @@ if TYPE_CHECKING:
     from .mongo import MongoStore
 
 APPROVAL_POLICY = "approvals"  # `_id` of the settings document that says whether approvals are required
+# What a registration keeps of where a notebook came from (a manifest's or a bundle's entry, plus the CLI's origin).
+REGISTRATION_KEYS = ("source", "git_commit", "git_path", "git_dirty", "branch", "repository", "commit")
+
+
+def registration(entry: Mapping, event: str, at: Any, run_id: str | None = None) -> dict:
+    """Where the notebook of a registry `entry` was registered from: `REGISTRATION_KEYS` it has, the event
+    ("extracted", "validated", "ran"), when, and the run that registered it."""
+    found = {k: entry[k] for k in REGISTRATION_KEYS if entry.get(k) is not None}
+    return {**found, "event": event, "at": at, **({"run_id": run_id} if run_id else {})}
 
 
 class ModelRegistry:
@@ -84,4 +95,6 @@ class ModelRegistry:
             if approval.get("sha256") != spec.sha256():
                 raise ConfigError(f"{spec.path}: {spec.name} {spec.version} was approved for sha256 "
                                   f"{approval.get('sha256', '')[:12]}… but its production cells or artifacts now "
-                                  f"hash to {spec.sha256()[:12]}…; approve this notebook again")
+                                  f"hash to {spec.sha256()[:12]}…; register it (mlsm-nb extract --mongo-uri ...) and "
+                                  f"approve this notebook again: mlsm-nb approve {spec.name} {spec.version} "
+                                  f"--notebook {spec.path}")

@@ -6,7 +6,8 @@ Layout of ``<out>/<run_id>/``::
     batches/batch-00000.jsonl      the input records of each batch, written once
     outputs/<name>@<version>/batch-00000.jsonl   one model's entries, batch order
     executed/<name>@<version>/batch-00000.ipynb  executed notebooks (papermill engine)
-    notebooks/<name>@<version>.ipynb             the production notebook that ran
+    notebooks/<name>@<version>.ipynb             the production notebook that ran (papermill engine)
+    notebooks/<name>@<version>.authored.ipynb    the notebook as its author saved it, when the run started
     results/batch-00000.jsonl      merged result documents (DESIGN's shape)
     rejected.jsonl           input lines that could not be scored, with the reason
 """
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..exceptions import ConfigError, MlsmError
-from ..files import read_jsonl, write_jsonl
+from ..files import atomic_file, read_jsonl, write_jsonl
 from ..processes import pid_alive
 from .manifest import Manifest, load_manifest, save_manifest
 
@@ -112,6 +113,18 @@ class RunDirectory:
 
     def notebook_path(self, key: str) -> Path:
         return self.root / "notebooks" / f"{key}.ipynb"
+
+    def authored_path(self, key: str) -> Path:
+        """The copy of the notebook file as its author saved it (training cells and outputs included)."""
+        return self.root / "notebooks" / f"{key}.authored.ipynb"
+
+    def keep_authored(self, key: str, source: Path) -> None:
+        """Copy the notebook file `source` to `authored_path(key)`, once: a resumed run keeps the first copy
+        (its production cells are the same; the resume checks their sha256)."""
+        target = self.authored_path(key)
+        if not target.is_file():
+            with atomic_file(target, "wb") as f:
+                f.write(Path(source).read_bytes())
 
     def results_path(self, batch: int) -> Path:
         return self.root / "results" / f"batch-{batch:05d}.jsonl"

@@ -1,0 +1,190 @@
+"""A registered notebook version's production cells, found again by its sha256 (what `approve` compares).
+
+A version is known by the sha256 of its production cells and artifacts, and by where it was registered
+from (the registry's ``registrations.<sha256>``, or a run's manifest): a notebook path, a git commit and the
+notebook's path in that repository. Its cells are read back from, in order:
+
+1. a notebook file on this machine (the one `--notebook` names, or the registered path) that hashes to it;
+2. the git commit it was registered at, in the repository the registered path is in or the current folder's
+   (the notebook and its artifacts as of that commit, hashed again, so a notebook registered with
+   uncommitted changes is not mistaken for its commit);
+3. a run directory that ran it: the notebook as its author saved it when the run started (or, from runs
+   kept before those copies, the production notebook the papermill engine ran), trusted on its
+   manifest's sha256 (a run directory keeps no artifacts).
+
+Each place that does not have it says why, so a caller can say where it looked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import nbformat
+
+from ..core.model import model_key
+from ..exceptions import MlsmError
+from ..notebook.contract import Cell, NotebookSpec, inspect_notebook
+from ..notebook.provenance import file_at_commit, has_commit, repository_root
+from ..store.rundir import RunDirectory
+
+
+@dataclass
+class FoundVersion:
+    """A version's production cells, where they were read, and its artifacts' sha256 (None: not kept there)."""
+
+    sha256: str
+    cells: list[Cell]
+    where: str
+    artifacts: dict[str, str | None] | None = None
+
+
+@dataclass
+class Search:
+    """The version found (or None) and why each place looked at did not have it."""
+
+    found: FoundVersion | None = None
+    tried: list[str] = field(default_factory=list)
+
+
+def _short(sha256: str) -> str:
+    return f"{sha256[:12]}…"
+
+
+def _artifact_digests(spec: NotebookSpec) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in spec.artifacts:
+        path = spec.path.parent / name
+        out[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return out
+
+
+def _from_file(path: Path, sha256: str) -> tuple[FoundVersion | None, str]:
+    if not path.is_file():
+        return None, f"{path}: no such file here"
+    spec, _ = inspect_notebook(path)
+    if spec is None:
+        return None, f"{path}: not a readable notebook"
+    if spec.sha256() != sha256:
+        return None, f"{path} hashes to {_short(spec.sha256())} now"
+    return FoundVersion(sha256, spec.cells, str(path), _artifact_digests(spec)), ""
+
+
+def _repository(registration: Mapping) -> tuple[Path | None, str]:
+    """The repository to read the registered commit from: the registered notebook's, else the current
+    folder's; with the notebook's path in it."""
+    source = Path(registration.get("source") or "")
+    commit = registration["git_commit"]
+    looked = []
+    for folder in (source.parent, Path.cwd()):
+        root = repository_root(folder)
+        if root is None:
+            continue
+        if has_commit(root, commit):
+            return root, ""
+        looked.append(str(root))
+    if looked:
+        return None, (f"commit {commit[:12]} is not in the git repository at {', '.join(dict.fromkeys(looked))} "
+                      "(git fetch it, or run approve in a checkout that has it)")
+    return None, f"commit {commit[:12]}: no git repository at {source.parent} or here"
+
+
+def _git_path(registration: Mapping, root: Path) -> str:
+    if registration.get("git_path"):
+        return registration["git_path"]
+    source = Path(registration.get("source") or "")  # registered before paths in the repository were recorded
+    try:
+        return source.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return source.as_posix()
+
+
+def _from_git(registration: Mapping, sha256: str) -> tuple[FoundVersion | None, str]:
+    commit = registration.get("git_commit")
+    if not commit:
+        return None, f"{registration.get('source') or 'the notebook'} was registered outside git (no commit)"
+    root, why = _repository(registration)
+    if root is None:
+        return None, why
+    path = PurePosixPath(_git_path(registration, root))
+    blob = file_at_commit(root, commit, str(path))
+    if blob is None:
+        return None, f"{path} is not in commit {commit[:12]} of {root}"
+    with tempfile.TemporaryDirectory(prefix="mlsm-approve-") as folder:
+        notebook = Path(folder) / path.name
+        notebook.write_bytes(blob)
+        spec, _ = inspect_notebook(notebook)
+        if spec is None:
+            return None, f"{path} at commit {commit[:12]} is not a readable notebook"
+        for name in spec.artifacts:
+            if name.startswith("/") or ".." in PurePosixPath(name).parts:
+                continue  # lint refuses such names; the hash then counts the artifact as missing
+            content = file_at_commit(root, commit, str(path.parent / name))
+            if content is not None:
+                (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(folder) / name).write_bytes(content)
+        if spec.sha256() != sha256:
+            dirty = " (registered with uncommitted changes)" if registration.get("git_dirty") else ""
+            return None, f"{path} at commit {commit[:12]} hashes to {_short(spec.sha256())}{dirty}"
+        artifacts = _artifact_digests(spec)
+    return FoundVersion(sha256, spec.cells, f"git commit {commit[:12]}:{path}", artifacts), ""
+
+
+def _kept_cells(run: RunDirectory, key: str) -> tuple[list[Cell] | None, str]:
+    """The production cells a run directory kept of `key`: from the authored copy, else the papermill
+    engine's production notebook (its cells name their source cell)."""
+    authored = run.authored_path(key)
+    if authored.is_file():
+        spec, _ = inspect_notebook(authored)
+        if spec is not None:
+            return spec.cells, str(authored)
+    production = run.notebook_path(key)
+    if production.is_file():
+        nb = nbformat.read(production, as_version=4)
+        cells = [Cell(c.metadata["mlsm"]["source_cell"], c.metadata["mlsm"]["tag"], c.source)
+                 for c in nb.cells if "source_cell" in c.metadata.get("mlsm", {})]
+        return cells, str(production)
+    return None, ""
+
+
+def _from_runs(runs: Sequence[RunDirectory], name: str, version: str, sha256: str) -> tuple[FoundVersion | None, str]:
+    if not runs:
+        return None, "no run directory to look in (pass --run RUN_DIR)"
+    key = model_key(name, version)
+    ran = []
+    for run in runs:
+        try:
+            manifest = run.read_manifest()
+        except (MlsmError, OSError):  # an unreadable manifest: a run that does not have it
+            continue
+        if any((n.name, n.version, n.sha256) == (name, version, sha256) for n in manifest.notebooks):
+            ran.append(run)
+            cells, where = _kept_cells(run, key)
+            if cells is not None:
+                return FoundVersion(sha256, cells, f"run directory {run.root} ({Path(where).name})"), ""
+    if ran:
+        return None, f"run {ran[0].root.name} ran it but kept no copy of the notebook"
+    return None, f"no run in {', '.join(dict.fromkeys(str(r.root.parent) for r in runs))} ran it"
+
+
+def find_version(name: str, version: str, sha256: str, *, files: Iterable[Path] = (),
+                 registrations: Iterable[Mapping] = (), runs: Sequence[RunDirectory] = ()) -> Search:
+    """The production cells of `name` `version` as they were when they hashed to `sha256`: from `files`,
+    then the git commits of `registrations`, then `runs` (see the module's docstring)."""
+    search = Search()
+    registrations = list(registrations)
+    paths = list(dict.fromkeys([*map(Path, files), *(Path(r["source"]) for r in registrations if r.get("source"))]))
+    commits = list({(r.get("git_commit"), r.get("git_path"), r.get("source")): r for r in registrations}.values())
+    attempts = [lambda p=p: _from_file(p, sha256) for p in paths]
+    attempts += [lambda r=r: _from_git(r, sha256) for r in commits]
+    attempts.append(lambda: _from_runs(runs, name, version, sha256))
+    for attempt in attempts:
+        found, why = attempt()
+        if found is not None:
+            search.found = found
+            return search
+        search.tried.append(why)
+    return search
