@@ -3,7 +3,8 @@
 For each model and version, over the scored records that have an outcome:
 AUC (the probability that a converted record scores above one that did not,
 ties counting half), conversion rate and lift by score decile (decile 1 holds
-the highest scores), calibration (mean score against observed rate in ten
+the highest scores; records with the same score always share a decile),
+calibration (mean score against observed rate in ten
 equal-width bins, when the scores are probabilities), and the champion against
 each challenger on the records both scored. Drift: the score distribution of
 each model in the last N runs and its PSI against the oldest of them.
@@ -44,16 +45,39 @@ def auc(scores: Iterable[float], labels: Iterable[int]) -> float | None:
     return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def _tie_safe_cuts(ordered: np.ndarray, groups: int) -> list[int]:
+    """Where to cut scores sorted highest first into `groups` parts: the cuts of equal parts (the first
+    ones a record larger, as numpy's array_split makes them), each moved to the nearest place where the
+    score changes (the earlier one when two are as near), so that no score value spans two parts. Cuts
+    that land on the same place merge their parts."""
+    size, extra = divmod(len(ordered), groups)
+    targets = np.cumsum([size + (i < extra) for i in range(groups)])[:-1]
+    changes = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1  # first position of each new score value
+    cuts: list[int] = []
+    for target in targets:
+        if not len(changes):
+            break
+        at = int(np.searchsorted(changes, target))
+        near = [changes[i] for i in (at - 1, at) if 0 <= i < len(changes)]
+        cut = int(min(near, key=lambda c: (abs(c - target), c)))
+        if not cuts or cut > cuts[-1]:
+            cuts.append(cut)
+    return cuts
+
+
 def deciles(scores: Iterable[float], labels: Iterable[int]) -> list[dict]:
-    """Records ordered by score, highest first (ties in input order), cut into ten groups as equal as
-    possible: per decile the records, conversions, conversion rate, lift over the overall rate, score range."""
+    """Records ordered by score, highest first, cut into ten groups as equal as they can be without
+    splitting a score value: records with the same score are always in one group, so a group holds more or
+    fewer than a tenth of the records where scores tie, and there are fewer than ten groups when a few
+    values hold most records (one group per value at least). Per group: the records, conversions,
+    conversion rate, lift over the overall rate, score range. Without ties these are the equal deciles."""
     scores, labels = np.asarray(list(scores), float), np.asarray(list(labels), int)
     if not len(scores):
         return []
     order = np.argsort(-scores, kind="stable")
     overall = labels.mean()
     rows = []
-    for number, part in enumerate(np.array_split(order, min(DECILES, len(order))), 1):
+    for number, part in enumerate(np.split(order, _tie_safe_cuts(scores[order], min(DECILES, len(order)))), 1):
         rate = float(labels[part].mean())
         rows.append({"decile": number, "records": int(len(part)), "converted": int(labels[part].sum()),
                      "rate": rate, "lift": rate / overall if overall else None,

@@ -1,5 +1,6 @@
 import json
 import random
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -85,10 +86,16 @@ def test_metrics_match_scikit_learn_and_pandas(scored, tmp_path):
         assert metrics["records"] == COUNT and metrics["converted"] == y.sum()
         assert metrics["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
         frame = pd.DataFrame({"s": s, "y": y})
-        frame["decile"] = pd.qcut(frame["s"].rank(method="first", ascending=False), 10, labels=False) + 1
-        expected = frame.groupby("decile")["y"].mean()
-        assert [d["rate"] for d in metrics["deciles"]] == pytest.approx(expected.tolist())
-        assert [d["lift"] for d in metrics["deciles"]] == pytest.approx((expected / y.mean()).tolist())
+        rows = metrics["deciles"]
+        if frame["s"].is_unique:  # without ties, the equal deciles
+            frame["decile"] = pd.qcut(frame["s"].rank(method="first", ascending=False), 10, labels=False) + 1
+            expected = frame.groupby("decile")["y"].mean()
+            assert [d["rate"] for d in rows] == pytest.approx(expected.tolist())
+            assert [d["lift"] for d in rows] == pytest.approx((expected / y.mean()).tolist())
+        assert all(a["score_min"] > b["score_max"] for a, b in pairwise(rows))  # no score in two deciles
+        for d in rows:
+            inside = frame[(frame["s"] >= d["score_min"]) & (frame["s"] <= d["score_max"])]
+            assert d["records"] == len(inside) and d["rate"] == pytest.approx(inside["y"].mean())
         prob_true, prob_pred = calibration_curve(y, s, n_bins=10, strategy="uniform")
         assert [c["observed_rate"] for c in metrics["calibration"]] == pytest.approx(prob_true.tolist())
         assert [c["mean_score"] for c in metrics["calibration"]] == pytest.approx(prob_pred.tolist())
@@ -109,6 +116,28 @@ def test_report_gets_an_outcomes_page(scored, tmp_path):
     page = (tmp_path / "site2" / "outcomes.html").read_text()
     auc = outcome_models(run_dir)["lead_lr@1.0.0"].metrics()["auc"]
     assert f"{auc:.4f}" in page and "Champion against challengers" in page and 'class="calibration"' in page
+
+
+def test_the_outcomes_page_never_splits_a_score_across_deciles_and_heads_calibration(scored, tmp_path):
+    from bs4 import BeautifulSoup
+
+    run_dir, records = scored
+    csv = write_outcomes_csv(tmp_path / "o.csv", records)
+    assert cli("outcomes", csv, "--label", "converted", "--run", run_dir).exit_code == 0
+    result = cli("report", run_dir, "--out", tmp_path / "site")
+    assert result.exit_code == 0, result.output
+    page = BeautifulSoup((tmp_path / "site" / "outcomes.html").read_text(), "html.parser")
+    for key in ("lead_rules_1.0.0", "lead_lr_1.0.0", "champion_1.0.0"):
+        assert page.find(id=f"{key}-calibration").name == "h3"
+        assert page.find(id=f"{key}-calibration").find_next("table")["class"] == ["calibration"]
+        table = page.find(id=f"{key}-deciles").find_next("table")
+        ranges = [[float(x) for x in row.find_all("td")[-1].text.split(" – ")] for row in table.find_all("tr")[1:]]
+        counts = [int(row.find_all("td")[1].text) for row in table.find_all("tr")[1:]]
+        assert sum(counts) == COUNT
+        assert all(low >= high for (low, _), (_, high) in pairwise(ranges)), (key, ranges)  # shown to 3 places
+        if key == "lead_rules_1.0.0":  # points / 100: many ties, each value exact to 3 places
+            assert all(low > high for (low, _), (_, high) in pairwise(ranges)), ranges  # a score in one row only
+            assert len(set(counts)) > 1  # so deciles of unequal sizes
 
 
 @pytest.mark.parametrize("rows, message", [
