@@ -13,6 +13,7 @@ with their content, every `style` attribute, images and link targets.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from html import escape
@@ -26,7 +27,7 @@ from nbconvert.preprocessors import ExtractOutputPreprocessor, Preprocessor
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from traitlets.config import Config
 
-from ..notebook.contract import RUNNER_TAG
+from ..notebook.contract import CONTRACT_TAGS, RUNNER_TAG
 
 # What an output may keep: text structure and tables (pandas); no images or link
 # targets (they could leave the report), no forms, no embedded content.
@@ -35,6 +36,7 @@ _TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "
          "samp", "small", "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
          "tr", "u", "ul", "var"}
 _ATTRIBUTES = {"*": {"class", "title"}, "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan"}}
+PRODUCTION_MARK = "mlsm-production-cell"  # the tag of the line that stands for a production cell on a training page
 # Terminal colours: nbconvert turns them into style attributes, which the CSP blocks.
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Images first: an output that has both a PNG and HTML (an <img> with a data: URI) shows the PNG file.
@@ -84,11 +86,31 @@ def _exporter() -> HTMLExporter:
     return exporter
 
 
-def render_notebook(source: Path, page: Path, scrub: Callable[[str], str] = str) -> str:
-    """The cells of the notebook at `source` as HTML for `page`; its images are written as
-    files into a folder beside `page`. `scrub` rewrites the text of sources and outputs
-    (the report keeps machine paths out)."""
+def training_notebook(source: Path) -> tuple[nbformat.NotebookNode, int]:
+    """The notebook at `source` as its author saved it, each production cell (a contract tag) replaced by a
+    line that names it (number as JupyterLab counts, tag): its training cells in their places, with their
+    saved outputs. Also how many training (untagged code) cells it has."""
     nb = nbformat.read(source, as_version=4)
+    cells, training = [], 0
+    for number, cell in enumerate(nb.cells, 1):
+        tags = [tag for tag in cell.metadata.get("tags", []) if tag in CONTRACT_TAGS]
+        if tags:
+            named = nbformat.v4.new_markdown_cell(f"Cell {number} [{tags[0]}]: a production cell, not shown here.")
+            named.metadata["tags"] = [PRODUCTION_MARK]  # nbconvert gives it the class celltag_<tag>: muted
+            named["id"] = f"production-cell-{number}"  # the same page each time (nbformat's ids are random)
+            cells.append(named)
+        else:
+            training += cell.cell_type == "code"
+            cells.append(cell)
+    nb.cells = cells
+    return nb, training
+
+
+def render_notebook(source: Path | nbformat.NotebookNode, page: Path, scrub: Callable[[str], str] = str) -> str:
+    """The cells of the notebook at `source` (or the notebook itself) as HTML for `page`; its images are
+    written as files into a folder beside `page`. `scrub` rewrites the text of sources and outputs
+    (the report keeps machine paths out)."""
+    nb = copy.deepcopy(source) if isinstance(source, dict) else nbformat.read(source, as_version=4)
     for number, cell in enumerate(nb.cells, 1):
         cell.source = scrub(cell.source)
         for output in cell.get("outputs", []):

@@ -4,7 +4,8 @@ Pages are Jinja2 templates with autoescaping on (every value from records or
 notebooks is HTML-escaped). The site works where Jenkins publishes it, under
 Jenkins' default Content-Security-Policy: one linked stylesheet, plots as PNG
 files beside the pages, no script, no inline style, no `data:` URI. Executed
-and production notebooks are rendered into the site (see `notebook_html`), so
+and production notebooks, and the training cells of the notebook the author
+saved, are rendered into the site (see `notebook_html`), so
 nothing links outside the report folder, and no page shows this machine's
 absolute paths (see `paths`).
 """
@@ -19,8 +20,9 @@ import nbformat
 
 from ..core.stats import PSI_THRESHOLD
 from ..histogram import score_histogram
+from ..store.rundir import RunDirectory
 from .data import RunReport, batch_sample, build_run_report, compare_runs
-from .notebook_html import ANSI, render_notebook
+from .notebook_html import ANSI, render_notebook, training_notebook
 from .paths import PathScrubber
 
 HERE = Path(__file__).resolve().parent
@@ -94,7 +96,7 @@ class _Site:
                                f"({execution['status']}, {execution.get('seconds') or 0:.2f} s).",
                    failure=_failure(source, execution.get("error") or "") if failed else None,
                    kernel_log=_kernel_log(run_dir, execution), sample=sample, sample_columns=columns,
-                   body=render_notebook(source, self.out / relative, self.scrub))
+                   section="Executed notebook", body=render_notebook(source, self.out / relative, self.scrub))
         execution["html"] = relative
 
     def production(self, key: str) -> str | None:
@@ -107,8 +109,26 @@ class _Site:
         self.write(relative, "notebook.html", model=model, heading=f"{model.name} {model.version} · production cells",
                    description="The notebook each batch ran: the model's tagged cells in authored order, then "
                                "the runner's cells.", failure=None, sample=None, sample_columns=[],
-                   body=render_notebook(source, self.out / relative, self.scrub))
+                   section="Production cells", body=render_notebook(source, self.out / relative, self.scrub))
         return f"../{relative}"
+
+    def training(self, key: str) -> tuple[str | None, int]:
+        """The notebook's training cells as its author saved them when the run started, rendered into the
+        site (production cells named in their places); with how many there are. (None, 0) when the run
+        kept no copy of the notebook (runs of mlsm-nb before it kept them)."""
+        model = self.report.models[key]
+        source = RunDirectory(self.report.run_dir).authored_path(key)
+        if not source.is_file():
+            return None, 0
+        notebook, count = training_notebook(source)
+        relative = f"notebooks/{slug(key)}.training.html"
+        self.write(relative, "notebook.html", model=model, heading=f"{model.name} {model.version} · training cells",
+                   description="How the model was fitted: the notebook's cells that production never runs (its "
+                               "untagged cells, with the outputs they had), as the author saved the notebook when "
+                               "this run started. Production cells are named in their places.",
+                   failure=None, sample=None, sample_columns=[], section="Training cells",
+                   body=render_notebook(notebook, self.out / relative, self.scrub))
+        return f"../{relative}", count
 
     def model(self, key: str) -> None:
         model = self.report.models[key]
@@ -118,8 +138,9 @@ class _Site:
                 score_histogram(model.scores, bins=40, size=(560, 240), title=f"{model.name} {model.version}"),
                 encoding="utf-8")
             plot = f"../img/{slug(key)}.svg"
+        training_link, training_cells = self.training(key)
         self.write(f"models/{slug(key)}.html", "model.html", model=model, plot=plot, stats=model.stats(),
-                   source_link=self.production(key))
+                   source_link=self.production(key), training_link=training_link, training_cells=training_cells)
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None,

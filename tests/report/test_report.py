@@ -1,10 +1,15 @@
 import json
 import random
+import shutil
 
+import nbformat
 import pytest
+from click.testing import CliRunner
 
-from conftest import GOOD_CELLS, replace_cell
+from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell
+from mlsm_nb.cli import main
 from mlsm_nb.core.stats import psi, score_stats
+from mlsm_nb.leads import save_leads
 from mlsm_nb.report.data import build_run_report, compare_runs
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
@@ -276,3 +281,35 @@ def test_a_running_run_is_reported_running_without_a_resume_command(tmp_path, ma
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(60)
     assert page.select_one("#run-status").text == "running" and page.select_one("#resume") is None
+
+
+def test_the_model_page_links_the_training_cells_as_the_author_saved_them(tmp_path, monkeypatch):
+    shutil.copytree(NOTEBOOKS, tmp_path / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    monkeypatch.chdir(tmp_path)
+    save_leads(tmp_path / "leads.jsonl", 30, seed=3)
+    cli = CliRunner()
+    result = cli.invoke(main, ["run", "notebooks", "--records", "leads.jsonl", "--out", "runs", "--run-id", "r",
+                               "--engine", "inprocess", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    notebook = tmp_path / "notebooks" / "lead_lr.ipynb"  # edited after the run: the report shows what the run saw
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells[5].source = "# <script>window.__pwned = 1</script> retrained later"
+    nbformat.write(nb, notebook)
+    assert cli.invoke(main, ["report", "runs/r"]).exit_code == 0
+
+    site = tmp_path / "runs" / "r" / "report"
+    model = _page_text(site / "models" / "lead_lr_1.0.0.html")
+    link = model.select_one("#training-link")
+    assert link["href"] == "../notebooks/lead_lr_1.0.0.training.html"
+    assert "2 code cells, as the author saved them" in model.select_one("#training").text
+    page = _page_text(site / "notebooks" / "lead_lr_1.0.0.training.html")
+    text = page.select_one(".notebook").text
+    assert page.select_one("h1").text == "lead_lr 1.0.0 · training cells"
+    assert "Newton-Raphson" in text and "trained on 5000 leads, conversion rate 0.358" in text  # cell 6, its output
+    assert 'json.dump(coef, f, indent=2, sort_keys=True)' in text  # cell 7
+    assert "retrained later" not in text
+    marks = [" ".join(p.text.split()) for p in page.select(".celltag_mlsm-production-cell")]
+    assert marks == [f"Cell {n} [{tag}]: a production cell, not shown here." for n, tag in
+                     [(2, "version"), (3, "fields"), (4, "setup"), (9, "setup"), (10, "score"), (11, "examples")]]
+    assert "def score(data, results)" not in text and "Train (workspace" in text  # the author's Markdown stays
+    assert not page.select("script, textarea, [contenteditable]")  # read-only, nothing runs

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
+import nbformat
 import pytest
 from bs4 import BeautifulSoup
 from test_report import EVIL_ID, tiny_rows, write_records
@@ -52,6 +53,12 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
     from playwright.sync_api import sync_playwright
 
     tiny = make_notebook("tiny.ipynb", replace_cell(GOOD_CELLS, "setup", HOSTILE_HTML))
+    authored = nbformat.read(tiny, as_version=4)  # a training cell whose saved outputs are hostile too
+    training = next(c for c in authored.cells if c.cell_type == "code" and not c.metadata.get("tags"))
+    training.outputs.append(nbformat.v4.new_output("display_data", data={
+        "text/html": '<script>window.__pwned = 1</script><b style="color:red" onclick="x()">fitted</b>',
+        "text/plain": "fitted"}))
+    nbformat.write(authored, tiny)
     pick = [("models", 'models = [{"name": "tiny", "version": "1.0"}]') if tag == "fields" else (tag, src, *rest)
             for tag, src, *rest in GOOD_CELLS if tag != "examples"]
     pick = replace_cell(pick, "version", 'name = "pick"\nversion = "1"\nstatus = "draft"')
@@ -116,6 +123,7 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
                 page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
         pages = {urlparse(u).path for u in seen}
         assert {"/report/index.html", "/report/models/tiny_1.0.html", "/report/notebooks/tiny_1.0.html",
+                "/report/notebooks/tiny_1.0.training.html",
                 "/report/executed/tiny_1.0/batch-00000.html", "/report/executed/broken_1/batch-00002.html"} <= pages
 
         page.goto(urljoin(base, "report/executed/tiny_1.0/batch-00001.html"))
@@ -124,6 +132,15 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
         assert "r20" in page.text_content("#sample")  # batch 1 starts with record r20
         assert "bold" in page.text_content(".notebook") and page.evaluate("typeof window.__pwned") == "undefined"
         page.screenshot(path=str(tmp_path / "executed-page.png"), full_page=True)
+        page.goto(urljoin(base, "report/models/tiny_1.0.html"))
+        page.click("#training-link")
+        assert page.text_content("#notebook-title") == "tiny 1.0 · training cells"
+        assert "authoring only" in page.text_content(".notebook") and "fitted" in page.text_content(".notebook")
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.eval_on_selector(".celltag_mlsm-production-cell",  # production cells named, muted by report.css
+                                     "c => getComputedStyle(c).color") == "rgb(101, 109, 118)"
+        assert "Cell 3 [setup]: a production cell" in page.text_content(".notebook")
+        page.screenshot(path=str(tmp_path / "training-page.png"), full_page=True)
         page.goto(urljoin(base, "report/executed/broken_1/batch-00000.html"))
         banner = page.text_content("#failure")
         assert "This execution failed" in banner and "weights file is missing" in banner
