@@ -262,7 +262,7 @@ def _when(value) -> str:
 def format_review(review: Review) -> str:
     """The review as lines for a terminal: what is approved, from where, and what changed since."""
     reg = review.registered
-    commit = reg.get("git_commit")
+    commit = reg.get("git_head") or reg.get("git_commit")  # the checkout registered: notebook and artifacts
     lines = [f"{review.name} {review.version}  sha256 {review.sha256}",
              f"  notebook   {reg.get('source') or 'not recorded'}",
              f"  branch     {reg.get('branch') or 'not recorded (registered without --branch)'}",
@@ -274,8 +274,9 @@ def format_review(review: Review) -> str:
     last = review.last
     if last:
         was = last.get("registration") or {}
+        commit = was.get("git_head") or was.get("git_commit")
         origin = ", ".join(x for x in (f"branch {was['branch']}" if was.get("branch") else "",
-                                       f"commit {was['git_commit'][:12]}" if was.get("git_commit") else "") if x)
+                                       f"commit {commit[:12]}" if commit else "") if x)
         lines.append(f"  approved   sha256 {last.get('sha256')} by {last.get('by')} at {_when(last.get('at'))}"
                      + (f" ({origin})" if origin else ""))
     lines.append("  changes since the last approval:" if last and last.get("sha256") != review.sha256

@@ -73,11 +73,8 @@ def _from_file(path: Path, sha256: str) -> tuple[FoundVersion | None, str]:
     return FoundVersion(sha256, spec.cells, str(path), _artifact_digests(spec)), ""
 
 
-def _repository(registration: Mapping) -> tuple[Path | None, str]:
-    """The repository to read the registered commit from: the registered notebook's, else the current
-    folder's; with the notebook's path in it."""
-    source = Path(registration.get("source") or "")
-    commit = registration["git_commit"]
+def _repository(source: Path, commit: str) -> tuple[Path | None, str]:
+    """The repository to read `commit` from: the registered notebook's (`source`), else the current folder's."""
     looked = []
     for folder in (source.parent, Path.cwd()):
         root = repository_root(folder)
@@ -102,14 +99,8 @@ def _git_path(registration: Mapping, root: Path) -> str:
         return source.as_posix()
 
 
-def _from_git(registration: Mapping, sha256: str) -> tuple[FoundVersion | None, str]:
-    commit = registration.get("git_commit")
-    if not commit:
-        return None, f"{registration.get('source') or 'the notebook'} was registered outside git (no commit)"
-    root, why = _repository(registration)
-    if root is None:
-        return None, why
-    path = PurePosixPath(_git_path(registration, root))
+def _at_commit(root: Path, commit: str, path: PurePosixPath, sha256: str) -> tuple[FoundVersion | None, str]:
+    """The notebook at `path` and its artifacts as of `commit`, if they hash to `sha256`."""
     blob = file_at_commit(root, commit, str(path))
     if blob is None:
         return None, f"{path} is not in commit {commit[:12]} of {root}"
@@ -127,10 +118,27 @@ def _from_git(registration: Mapping, sha256: str) -> tuple[FoundVersion | None, 
                 (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(folder) / name).write_bytes(content)
         if spec.sha256() != sha256:
-            dirty = " (registered with uncommitted changes)" if registration.get("git_dirty") else ""
-            return None, f"{path} at commit {commit[:12]} hashes to {_short(spec.sha256())}{dirty}"
+            return None, f"{path} at commit {commit[:12]} hashes to {_short(spec.sha256())}"
         artifacts = _artifact_digests(spec)
     return FoundVersion(sha256, spec.cells, f"git commit {commit[:12]}:{path}", artifacts), ""
+
+
+def _from_git(registration: Mapping, sha256: str) -> tuple[FoundVersion | None, str]:
+    """The version at the commit checked out when it was registered (`git_head`), else at the notebook's
+    last commit before it (`git_commit`; registrations before heads were recorded)."""
+    commits = list(dict.fromkeys(c for c in (registration.get("git_head"), registration.get("git_commit")) if c))
+    if not commits:
+        return None, f"{registration.get('source') or 'the notebook'} was registered outside git (no commit)"
+    why = []
+    for commit in commits:
+        root, problem = _repository(Path(registration.get("source") or ""), commit)
+        if root is not None:
+            found, problem = _at_commit(root, commit, PurePosixPath(_git_path(registration, root)), sha256)
+            if found is not None:
+                return found, ""
+        why.append(problem)
+    dirty = " (registered with uncommitted changes)" if registration.get("git_dirty") else ""
+    return None, "; ".join(why) + dirty
 
 
 def _kept_cells(run: RunDirectory, key: str) -> tuple[list[Cell] | None, str]:
@@ -177,14 +185,18 @@ def find_version(name: str, version: str, sha256: str, *, files: Iterable[Path] 
     search = Search()
     registrations = list(registrations)
     paths = list(dict.fromkeys([*map(Path, files), *(Path(r["source"]) for r in registrations if r.get("source"))]))
-    commits = list({(r.get("git_commit"), r.get("git_path"), r.get("source")): r for r in registrations}.values())
+    commits: dict = {}
+    for registration in registrations:  # the first of each commit and notebook: the fullest record
+        commits.setdefault((registration.get("git_head") or registration.get("git_commit"),
+                            registration.get("source")), registration)
     attempts = [lambda p=p: _from_file(p, sha256) for p in paths]
-    attempts += [lambda r=r: _from_git(r, sha256) for r in commits]
+    attempts += [lambda r=r: _from_git(r, sha256) for r in commits.values()]
     attempts.append(lambda: _from_runs(runs, name, version, sha256))
     for attempt in attempts:
         found, why = attempt()
         if found is not None:
             search.found = found
             return search
-        search.tried.append(why)
+        if why not in search.tried:
+            search.tried.append(why)
     return search

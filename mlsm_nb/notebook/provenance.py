@@ -22,13 +22,13 @@ def _git(folder: Path, *args: str, text: bool = True) -> str | bytes | None:
 
 
 def git_info(path: Path) -> dict:
-    """Last commit touching `path`, its path inside the repository and whether it has uncommitted changes
-    (empty outside git)."""
+    """Last commit touching `path`, the commit checked out (`git_head`: the notebook and its artifacts as
+    they were), its path inside the repository and whether it has uncommitted changes (empty outside git)."""
     commit = _git(path.parent, "log", "-1", "--format=%H", "--", path.name)
     if not commit:
         return {}
-    prefix = _git(path.parent, "rev-parse", "--show-prefix") or ""
-    return {"git_commit": commit, "git_path": prefix + path.name,
+    head, _, prefix = (_git(path.parent, "rev-parse", "HEAD", "--show-prefix") or "").partition("\n")
+    return {"git_commit": commit, **({"git_head": head} if head else {}), "git_path": prefix + path.name,
             "git_dirty": bool(_git(path.parent, "status", "--porcelain", "--", path.name))}
 
 

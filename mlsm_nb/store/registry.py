@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 APPROVAL_POLICY = "approvals"  # `_id` of the settings document that says whether approvals are required
 # What a registration keeps of where a notebook came from (a manifest's or a bundle's entry, plus the CLI's origin).
-REGISTRATION_KEYS = ("source", "git_commit", "git_path", "git_dirty", "branch", "repository", "commit")
+REGISTRATION_KEYS = ("source", "git_commit", "git_head", "git_path", "git_dirty", "branch", "repository", "commit")
 
 
 def registration(entry: Mapping, event: str, at: Any, run_id: str | None = None) -> dict:

@@ -138,12 +138,15 @@ def test_approve_names_what_it_approves_and_refuses_a_hash_another_branch_regist
     registered = result.output.splitlines()[4]
     assert registered.startswith("  registered 20") and registered.endswith(" by mlsm-nb extract")
     assert "first approval of this version" in result.output
+    assert cli("approve", "lead_lr", "1.0.0", "--by", "ada", "--mongo-uri", uri).exit_code == 0
     assert cli("approve", "--require", "--mongo-uri", uri).exit_code == 0
 
     # on develop, a data scientist changes the score; a develop run (all draft) registers the new hash
     git(repo, "checkout", "--quiet", "-b", "develop")
     edit_score_cell(notebook, "points += 25", "points += 40")
-    git(repo, "commit", "--quiet", "-am", "trial signups count more")
+    coef = repo / "notebooks" / "lead_lr.coef.json"  # lead_lr retrained: only its artifact changes
+    coef.write_text(json.dumps({**json.loads(coef.read_text()), "intercept": -1.5}))
+    git(repo, "commit", "--quiet", "-am", "trial signups count more; lead_lr retrained")
     changed_commit = git(repo, "rev-parse", "HEAD")
     changed_sha = lint_notebook(notebook).sha256()
     leads = tmp_path / "leads.jsonl"
@@ -168,6 +171,11 @@ def test_approve_names_what_it_approves_and_refuses_a_hash_another_branch_regist
                        f"the one approved by ada ({approved_sha[:12]}…); after reviewing its changes, approve it "
                        f"with: mlsm-nb approve lead_rules 1.0.0 --sha256 {changed_sha} (or --notebook PATH)")
     assert db.models.find_one({"name": "lead_rules", "version": "1.0.0"})["approval"]["sha256"] == approved_sha
+
+    result = cli("approve", "lead_lr", "1.0.0", "--mongo-uri", uri)  # registered from the commit checked out
+    assert result.exit_code == 1 and f"  commit     {changed_commit}" in result.output.splitlines()
+    assert [line for line in result.output.splitlines() if "artifact" in line][0].startswith(
+        "    artifact lead_lr.coef.json: changed (sha256 ")
 
     result = cli("approve", "lead_rules", "1.0.0", "--sha256", approved_sha, "--mongo-uri", uri)
     assert result.exit_code == 1
