@@ -93,7 +93,7 @@ def _registrations(database: AuditDatabase, entry: Mapping, sha256: str, approva
     found = [dict(approval["registration"])] if approval and approval.get("registration") else []
     recorded = (entry.get("registrations") or {}).get(sha256)
     found += [dict(recorded)] if recorded else []
-    if entry.get("sha256") == sha256:
+    if not recorded and entry.get("sha256") == sha256:  # registered before registrations were kept
         found.append({k: entry[k] for k in REGISTRATION_KEYS if entry.get(k) is not None})
     if not found and entry.get("runs"):  # registered before registrations were kept
         for run in reversed(database.notebooks_of_runs(entry["runs"])):

@@ -73,20 +73,9 @@ def _from_file(path: Path, sha256: str) -> tuple[FoundVersion | None, str]:
     return FoundVersion(sha256, spec.cells, str(path), _artifact_digests(spec)), ""
 
 
-def _repository(source: Path, commit: str) -> tuple[Path | None, str]:
-    """The repository to read `commit` from: the registered notebook's (`source`), else the current folder's."""
-    looked = []
-    for folder in (source.parent, Path.cwd()):
-        root = repository_root(folder)
-        if root is None:
-            continue
-        if has_commit(root, commit):
-            return root, ""
-        looked.append(str(root))
-    if looked:
-        return None, (f"commit {commit[:12]} is not in the git repository at {', '.join(dict.fromkeys(looked))} "
-                      "(git fetch it, or run approve in a checkout that has it)")
-    return None, f"commit {commit[:12]}: no git repository at {source.parent} or here"
+def _repositories(source: Path) -> list[Path]:
+    """The repositories a registered commit may be read from: the registered notebook's, the current folder's."""
+    return list(dict.fromkeys(root for root in map(repository_root, (source.parent, Path.cwd())) if root))
 
 
 def _git_path(registration: Mapping, root: Path) -> str:
@@ -127,15 +116,22 @@ def _from_git(registration: Mapping, sha256: str) -> tuple[FoundVersion | None, 
     """The version at the commit checked out when it was registered (`git_head`), else at the notebook's
     last commit before it (`git_commit`; registrations before heads were recorded)."""
     commits = list(dict.fromkeys(c for c in (registration.get("git_head"), registration.get("git_commit")) if c))
+    source = Path(registration.get("source") or "")
     if not commits:
         return None, f"{registration.get('source') or 'the notebook'} was registered outside git (no commit)"
+    roots = _repositories(source)
+    if not roots:
+        return None, f"no git repository at {source.parent} or here to read commit {commits[0][:12]} from"
     why = []
     for commit in commits:
-        root, problem = _repository(Path(registration.get("source") or ""), commit)
-        if root is not None:
-            found, problem = _at_commit(root, commit, PurePosixPath(_git_path(registration, root)), sha256)
-            if found is not None:
-                return found, ""
+        root = next((r for r in roots if has_commit(r, commit)), None)
+        if root is None:
+            why.append(f"commit {commit[:12]} is not in the git repository at {', '.join(map(str, roots))} "
+                       "(git fetch it, or run approve in a checkout that has it)")
+            continue
+        found, problem = _at_commit(root, commit, PurePosixPath(_git_path(registration, root)), sha256)
+        if found is not None:
+            return found, ""
         why.append(problem)
     dirty = " (registered with uncommitted changes)" if registration.get("git_dirty") else ""
     return None, "; ".join(why) + dirty
