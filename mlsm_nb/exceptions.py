@@ -14,7 +14,7 @@ field), so the CLI can print it as is::
     ├── RecordError            a record that cannot be scored at all (not a
     │                          mapping, no id); carries its position and id
     ├── NotebookError          a notebook breaks the contract; carries path,
-    │                          cell index and tag
+    │                          cell index and tag (shown as `cell_ref` shows it)
     ├── BundleError            an extracted bundle is missing or was altered
     ├── ModelTestError         Model.test() found generated inputs that fail
     └── ScoreError             Model.score() on a record the model fails on;
@@ -24,7 +24,11 @@ Failures of one model on one record are not exceptions: they become
 ``{"_error": ..., "_error_kind": ...}`` result entries (see ``ERROR_KINDS``);
 when the score function raised, ``_error`` is the exception's message (as
 MLSM stored it), ``_error_type`` its class name and ``_error_at`` the cell and
-line it was raised in (``cell 4 [score], line 13``; see ``core.cells``).
+line it was raised in (``cell 5 [score], line 13``; see ``core.cells``).
+
+Every message names a cell as JupyterLab counts it, from 1, with its tag (`cell_ref`);
+the data keeps the cell's index (from 0): `NotebookError.cell`, `metadata.mlsm.source_cell`,
+bundle cell markers, manifests.
 """
 
 from __future__ import annotations
@@ -133,11 +137,34 @@ def describe_error(entry) -> str:
     return f"{kind} at {at}: {entry['_error']}" if at else f"{kind}: {entry['_error']}"
 
 
-def format_location(path, cell: int | None = None, tag: str | None = None) -> str:
-    """`path:cell N [tag]`, the prefix of every notebook message."""
-    text = str(path)
-    if cell is not None:
-        text += f":cell {cell}"
+CELLS_COUNTED_FROM = 1  # the number `cell_ref` gives a notebook's first cell (a run's manifest records it)
+_FIRST_LINE = 40  # characters of a cell's first line `cell_ref` shows
+
+
+def cell_ref(index: int, tag: str | None = None, source: str | None = None) -> str:
+    """A notebook cell as people find it: ``cell 14 [score]``, the one way every message names a cell.
+
+    `index` is the cell's position in the notebook's cells (from 0, markdown cells counted: what
+    `metadata.mlsm.source_cell`, bundle cell markers and manifests keep); people read it as JupyterLab's
+    status bar counts, from 1 (``Cell 14/20``). `tag` "" is an untagged cell (``untagged cell 9``), None a
+    cell whose tag is not said. `source`, given where the number and tag alone do not say which cell it is
+    (an untagged one), adds the cell's first line: ``untagged cell 9 (`model = fit(X, y)`)``.
+    """
+    text = f"cell {index + CELLS_COUNTED_FROM}"
     if tag:
         text += f" [{tag}]"
+    elif tag == "":
+        text = "untagged " + text
+    line = next((line.strip() for line in (source or "").splitlines() if line.strip()), "")
+    if line:
+        cut = line if len(line) <= _FIRST_LINE else line[:_FIRST_LINE - 1].rstrip() + "…"
+        text += f" (`{cut}`)"
     return text
+
+
+def format_location(path, cell: int | None = None, tag: str | None = None) -> str:
+    """`path:cell N [tag]` (see `cell_ref`; `cell` is the cell's index), the prefix of every notebook message."""
+    text = str(path)
+    if cell is not None:
+        return f"{text}:{cell_ref(cell, tag or None)}"
+    return f"{text} [{tag}]" if tag else text

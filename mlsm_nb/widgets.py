@@ -20,7 +20,7 @@ from pathlib import Path
 from .core.fields import FieldSpec
 from .core.model import Model
 from .core.samples import sample_inputs
-from .exceptions import ConfigError, describe_error
+from .exceptions import ConfigError, cell_ref, describe_error
 from .validate.checks import CheckResult
 
 _MISSING_LABEL = "leave out"
@@ -297,7 +297,7 @@ def unsaved_cells(path: Path) -> list[str]:
     if not history or spec is None:
         return []
     ran = {text.strip() for text in history}
-    return [f"cell {c.index} [{c.tag}]" for c in spec.cells if c.source.strip() not in ran]
+    return [cell_ref(c.index, c.tag) for c in spec.cells if c.source.strip() not in ran]
 
 
 class CheckReport:

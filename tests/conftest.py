@@ -26,7 +26,8 @@ GOOD_CELLS = [
 def write_notebook(path: Path, cells, language: str = "python", headings: bool = False) -> Path:
     """Write a notebook of (tag or None, source[, stored stdout]) code cells.
 
-    `headings`: a markdown cell before each code cell, as people write them (code cell k is cell 2k + 1).
+    `headings`: a markdown cell before each code cell, as people write them (code cell k, from 0, is cell 2k + 2
+    as JupyterLab counts).
     """
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": language}

@@ -134,10 +134,10 @@ def test_check_names_the_saved_version_and_warns_about_unsaved_edits(make_notebo
     path = make_notebook()
     os.utime(path, (1_700_000_000, 1_700_000_000))
     assert saved_at(path) == "2023-11-14 22:13:20 UTC"
-    report = CheckReport(path, [], saved_at(path), ["cell 4 [score]"])
+    report = CheckReport(path, [], saved_at(path), ["cell 5 [score]"])
     assert "(the version saved at 2023-11-14 22:13:20 UTC)" in report._repr_html_()
-    assert ("this kernel has not run the saved version of cell 4 [score]: the checks are of the saved file; "
-            "re-run cell 4 [score] (Shift+Enter; save too if you changed it since), then run check() again"
+    assert ("this kernel has not run the saved version of cell 5 [score]: the checks are of the saved file; "
+            "re-run cell 5 [score] (Shift+Enter; save too if you changed it since), then run check() again"
             ) in report._repr_html_()
     shell = InteractiveShell.instance()
     try:
@@ -147,7 +147,7 @@ def test_check_names_the_saved_version_and_warns_about_unsaved_edits(make_notebo
         shell.run_cell("def score(data, results):\n    return {'score': 0}", store_history=True)  # not saved
         replaced = [c for c in GOOD_CELLS if c[0] != "score"]
         make_notebook(cells=replaced + [("score", "def score(data, results):\n    return {'score': 1}")])
-        assert unsaved_cells(path) == ["cell 5 [score]"]
+        assert unsaved_cells(path) == ["cell 6 [score]"]
     finally:
         InteractiveShell.clear_instance()
 

@@ -6,11 +6,16 @@ their production cells or artifacts no longer hash to what the run recorded —
 and the run's bundle when it scored from one. Every result document is then
 compared with the original, key by key, as JSON: only the fields that differ
 between any two runs by design (`IGNORED_FIELDS`) are left out.
+
+A run kept from before mlsm-nb counted cells from 1 named them by index (``cell 4 [score]`` where
+the replay says ``cell 5 [score]``): its stored results are never rewritten; the comparison reads
+their cell numbers as the replay counts them (`as_counted_by`), so such a run still compares equal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ from ..store.manifest import Manifest, RunStatus
 from ..store.rundir import RunDirectory
 
 IGNORED_FIELDS = ("run_id", "_timestamp", "_current")  # which run, when, and which is live: differ by design
+_CELL_NUMBER = re.compile(r"\bcell (\d+)(?= \[\w+\])")  # a cell as messages name it (`exceptions.cell_ref`)
+_KINDS_NAMING_CELLS = ("notebook_failed", "missing_dependency")  # whose `_error` mlsm-nb wrote, naming cells
 MAX_SHOWN = 20
 
 
@@ -140,7 +147,27 @@ def _rerun(manifest: Manifest, sources: list[Path], records: Path, out: Path, ru
                                                        parameters=dict(parameters)))
 
 
-def _compare_documents(original: dict, replayed: dict, id_field: str) -> list[Difference]:
+def as_counted_by(entry: dict, shift: int) -> dict:
+    """A result entry with the cell numbers mlsm-nb wrote in it (`_error_at`, and the `_error` of the kinds
+    whose message it wrote) moved by `shift`: a kept run's entry as a run that counts cells `shift` higher
+    writes it. The entry itself is not changed."""
+    if not shift or "_error" not in entry:
+        return entry
+
+    def renumber(text):
+        return _CELL_NUMBER.sub(lambda m: f"cell {int(m.group(1)) + shift}", text) if isinstance(text, str) else text
+
+    moved = {**entry}
+    if "_error_at" in moved:
+        moved["_error_at"] = renumber(moved["_error_at"])
+    if moved.get("_error_kind") in _KINDS_NAMING_CELLS:
+        moved["_error"] = renumber(moved["_error"])
+    return moved
+
+
+def _compare_documents(original: dict, replayed: dict, id_field: str, shift: int = 0) -> list[Difference]:
+    """The differences between a kept document and its replay; `shift`: how much higher the replay counts
+    cells (1 for a run kept from before mlsm-nb counted them from 1)."""
     record_id = original.get(id_field)
     found = []
     for key in sorted((set(original) | set(replayed)) - set(IGNORED_FIELDS) - {"results"}):
@@ -153,16 +180,19 @@ def _compare_documents(original: dict, replayed: dict, id_field: str) -> list[Di
             if x is None or y is None:
                 found.append(Difference(record_id, model, version, "(model result)", x, y))
                 continue
+            counted = as_counted_by(x, shift)
             for key in sorted(set(x) | set(y)):
                 if key == "_error_at" and key not in x:  # kept by a run before mlsm-nb named the cell
                     continue
-                if key not in x or key not in y or dumps(x[key]) != dumps(y[key]):
+                if key not in x or key not in y or dumps(counted[key]) != dumps(y[key]):
                     found.append(Difference(record_id, model, version, key, x.get(key), y.get(key)))
     return found
 
 
-def compare_runs(original: RunDirectory, replay: RunDirectory, batches: int, id_field: str) -> tuple[int, list]:
-    """(documents compared, differences) between two runs of the same batches, batch by batch."""
+def compare_runs(original: RunDirectory, replay: RunDirectory, batches: int, id_field: str,
+                 shift: int = 0) -> tuple[int, list]:
+    """(documents compared, differences) between two runs of the same batches, batch by batch (`shift`: see
+    `_compare_documents`)."""
     count, differences = 0, []
     for batch in range(batches):
         path = replay.results_path(batch)
@@ -172,7 +202,7 @@ def compare_runs(original: RunDirectory, replay: RunDirectory, batches: int, id_
             a = ours[position] if position < len(ours) else {}
             b = theirs[position] if position < len(theirs) else {}
             count += 1
-            differences += _compare_documents(a, b, id_field)
+            differences += _compare_documents(a, b, id_field, shift)
     return count, differences
 
 
@@ -203,7 +233,8 @@ def replay_run(run_dir: str | Path, out: str | Path | None = None,
         write_jsonl(records, (r for b in range(batches) for r in read_jsonl(run.batch_path(b))))
         replayed = _rerun(manifest, sources, records, out, replay_id, values)
     replay = RunDirectory(out / replay_id)
-    count, differences = compare_runs(run, replay, batches, manifest.id_field)
+    shift = replayed.cells_counted_from - manifest.cells_counted_from
+    count, differences = compare_runs(run, replay, batches, manifest.id_field, shift)
     return ReplayReport(manifest.run_id, replay.root, replayed.status, manifest.status, count, differences)
 
 

@@ -1,8 +1,9 @@
-"""Where in its notebook a model's code raised: the cell (index and tag) and the line in that cell.
+"""Where in its notebook a model's code raised: the cell (number and tag) and the line in that cell.
 
 A score that raises becomes an error entry whose ``_error_at`` says where, e.g.
-``cell 4 [score], line 13``: the innermost frame of the traceback that is a
-production cell's code, so that a helper in `setup` called from `score` is named
+``cell 5 [score], line 13`` (the cell as JupyterLab counts it, `exceptions.cell_ref`; results stored
+before mlsm-nb counted from 1 keep the cell's index, ``cell 4 [score]``): the innermost frame of the
+traceback that is a production cell's code, so that a helper in `setup` called from `score` is named
 too. The code of a cell reaches the interpreter three ways:
 
 - in-process (`load_notebook`): each cell is compiled under its location as messages
@@ -22,13 +23,15 @@ import hashlib
 import re
 from collections.abc import Iterable, MutableMapping
 
-CELL_MARKER = re.compile(r"^# --- cell (\d+) \[(\w+)\] ---$", re.MULTILINE)
-_CELL_FILE = re.compile(r":cell (\d+) \[(\w+)\]\Z")
+from ..exceptions import CELLS_COUNTED_FROM, cell_ref
+
+CELL_MARKER = re.compile(r"^# --- cell (\d+) \[(\w+)\] ---$", re.MULTILINE)  # the cell's index, as kept
+_CELL_FILE = re.compile(r":cell (\d+) \[(\w+)\]\Z")  # the cell as people read it (`format_location`)
 LAYOUT = "__mlsm_cells__"  # in a namespace: file name -> ((line of a cell's first line, index, tag), ...)
 
 
 def cell_marker(index: int, tag: str) -> str:
-    """The line above a cell's source in an extracted module (`CELL_MARKER` reads it)."""
+    """The line above a cell's source in an extracted module (`CELL_MARKER` reads it): the cell's index."""
     return f"# --- cell {index} [{tag}] ---"
 
 
@@ -57,7 +60,7 @@ def leading_blank_lines(source: str) -> int:
 @functools.lru_cache(maxsize=4096)
 def _named_cell(filename: str) -> tuple[tuple[int, int, str], ...]:
     match = _CELL_FILE.search(filename)
-    return ((1, int(match.group(1)), match.group(2)),) if match else ()
+    return ((1, int(match.group(1)) - CELLS_COUNTED_FROM, match.group(2)),) if match else ()
 
 
 def _cell_at(frame, line: int) -> str | None:
@@ -68,7 +71,7 @@ def _cell_at(frame, line: int) -> str | None:
     found = None
     for first, index, tag in starts:
         if line >= first:
-            found = f"cell {index} [{tag}], line {line - first + 1}"
+            found = f"{cell_ref(index, tag)}, line {line - first + 1}"
     return found
 
 

@@ -22,7 +22,7 @@ import nbformat.reader
 from ..core.cells import cell_marker
 from ..core.fields import PARSE_LOCK, parse_field
 from ..core.model import NAME_PATTERN, STATUSES
-from ..exceptions import FieldSpecError, NotebookError
+from ..exceptions import FieldSpecError, NotebookError, cell_ref, format_location
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
 RUNNER_TAG = "mlsm-runner"  # the tag of the cells the runner adds to a production notebook (never an author's)
@@ -45,7 +45,7 @@ _PRODUCTION_ONLY = ("production runs only the tagged cells: define it in a tagge
 
 @dataclass
 class Cell:
-    """A production cell: its index in the notebook, its contract tag, its source."""
+    """A production cell: its index in the notebook (from 0; people read `cell_ref`), its contract tag, its source."""
 
     index: int
     tag: str
@@ -206,7 +206,7 @@ class _Linter:
             return None
         try:
             with PARSE_LOCK:
-                tree = ast.parse(cell.source, filename=f"{self.path}:cell {cell.index}")
+                tree = ast.parse(cell.source, filename=format_location(self.path, cell.index, cell.tag))
         except SyntaxError as exc:
             self.add(f"syntax error at line {exc.lineno}: {exc.msg}", cell)
             return None
@@ -317,10 +317,10 @@ def _check_names(spec: NotebookSpec, untagged: list[Cell], lint: _Linter) -> Non
         return
     module = next(scope for scope in checker.deadScopes if isinstance(scope, ModuleScope))
     known = {name: binding for name, binding in module.items() if not isinstance(binding, Builtin)}
-    defined_by: dict[str, int] = {}
+    defined_by: dict[str, Cell] = {}
     for other in untagged:
         for name in _bound_names(other.source):
-            defined_by.setdefault(name, other.index)
+            defined_by.setdefault(name, other)
 
     def cell_at(line: int) -> int:
         return max(i for i, start in enumerate(offsets) if start < line)
@@ -331,10 +331,12 @@ def _check_names(spec: NotebookSpec, untagged: list[Cell], lint: _Linter) -> Non
         where = f"line {message.lineno - offsets[position]}: `{name}`"
         if name in known and getattr(known[name].source, "lineno", None):
             later = spec.cells[cell_at(known[name].source.lineno)]
-            lint.add(f"{where} is used before cell {later.index} [{later.tag}] defines it; production runs the "
+            lint.add(f"{where} is used before {cell_ref(later.index, later.tag)} defines it; production runs the "
                      "tagged cells in order: move the definition up", cell)
         elif name in defined_by:
-            lint.add(f"{where} is defined only in untagged cell {defined_by[name]}; {_PRODUCTION_ONLY}", cell)
+            other = defined_by[name]
+            lint.add(f"{where} is defined only in {cell_ref(other.index, '', other.source)}; {_PRODUCTION_ONLY}",
+                     cell)
         else:
             near = difflib.get_close_matches(name, known, n=1)
             guess = f" (did you mean `{near[0]}`?)" if near else ""
@@ -345,7 +347,8 @@ def _check_counts(spec: NotebookSpec, lint: _Linter) -> None:
     counts = {tag: [c for c in spec.cells if c.tag == tag] for tag in CONTRACT_TAGS}
     for tag in _SINGLE_TAGS:
         for extra in counts[tag][1:]:
-            lint.add(f"a second `{tag}` cell (the first is cell {counts[tag][0].index}); keep exactly one", extra)
+            lint.add(f"a second `{tag}` cell (the first is {cell_ref(counts[tag][0].index)}); keep exactly one",
+                     extra)
     required = ["version", "score"] + (["models"] if spec.kind == "summary" else ["fields"])
     for tag in required:
         if not counts[tag]:

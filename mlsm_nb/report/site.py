@@ -19,6 +19,7 @@ import jinja2
 import nbformat
 
 from ..core.stats import PSI_THRESHOLD
+from ..exceptions import cell_ref
 from ..histogram import score_histogram
 from ..store.rundir import RunDirectory
 from .data import RunReport, batch_sample, build_run_report, compare_runs
@@ -49,12 +50,16 @@ def _write_stylesheet(out: Path) -> None:
 
 
 def _failure(source: Path, error: str) -> dict:
-    """The failing cell and its traceback, for the top of a failed execution's page."""
+    """The failing cell (named as in the author's notebook, or the runner's) and its traceback, for the top of
+    a failed execution's page."""
     for cell in nbformat.read(source, as_version=4).cells:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 trace = ANSI.sub("", "\n".join(output.get("traceback", [])))
-                return {"error": error, "cell": cell.source, "traceback": trace}
+                origin = cell.metadata.get("mlsm", {})
+                where = (cell_ref(origin["source_cell"], origin.get("tag")) + " of the notebook"
+                         if "source_cell" in origin else "a cell the runner added")
+                return {"error": error, "cell": cell.source, "where": where, "traceback": trace}
     return {"error": error}
 
 

@@ -22,7 +22,7 @@ import orjson
 
 from ..clock import utc_now
 from ..core.model import Model, error_entry, model_key
-from ..exceptions import ConfigError, MlsmError
+from ..exceptions import ConfigError, MlsmError, format_location
 from ..files import write_jsonl
 from ..redact import redact_text
 from ..store.manifest import ExecutionStatus
@@ -156,8 +156,8 @@ class Executor:
         return self.labels.get(key, self.sources[key])
 
     def describe(self, exc: BaseException, key: str, batch: int) -> str:
-        """One line naming the notebook cell (index and tag in the source notebook) that failed, and
-        what the engine noted on the failure."""
+        """One line naming the notebook cell that failed (as JupyterLab counts the source notebook's cells,
+        with its tag), and what the engine noted on the failure."""
         where = self.location(key)
         executed = self.run.executed_path(key, batch)
         if self.engine == "papermill" and executed.is_file():
@@ -169,7 +169,8 @@ class Executor:
                 failed = started[-1] if started else None
             if failed is not None:
                 origin = failed.metadata.get("mlsm")
-                where += f":cell {origin['source_cell']} [{origin['tag']}]" if origin else " (runner cell)"
+                where = (format_location(where, origin["source_cell"], origin["tag"]) if origin
+                         else where + " (runner cell)")
         name = getattr(exc, "ename", type(exc).__name__)
         value = getattr(exc, "evalue", str(exc))
         message = (str(value).strip().splitlines() or [""])[0]

@@ -27,7 +27,7 @@ from typing import Any
 from .._version import __version__
 from ..clock import run_start, utc_now
 from ..core.model import model_key
-from ..exceptions import ConfigError, MlsmError
+from ..exceptions import CELLS_COUNTED_FROM, ConfigError, MlsmError
 from ..files import write_failure
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
 from ..notebook.dependencies import check_dependencies
@@ -108,7 +108,7 @@ def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, setting
     return {"run_id": run_dir.root.name, "status": RUNNING, "started_at": run_start(), "ended_at": None,
             "started_by": _started_by(), **settings, "notebooks": notebooks,
             "input": {"path": redact_text(str(records)), **input_identity(records)},  # sha256: once read
-            "executions": {}, "versions": _versions()}
+            "executions": {}, "versions": _versions(), "cells_counted_from": CELLS_COUNTED_FROM}
 
 
 def _check_same_run(manifest: dict, notebooks: list[dict], records: Path, settings: dict) -> None:

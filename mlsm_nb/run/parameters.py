@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping, Sequence
 
-from ..exceptions import ConfigError, SettingsError
+from ..exceptions import ConfigError, SettingsError, format_location
 from ..notebook.contract import NotebookSpec
 
 
@@ -17,7 +17,7 @@ def notebook_parameters(spec: NotebookSpec) -> dict[str, str]:
     try:
         tree = ast.parse(cell.source)
     except SyntaxError as exc:
-        raise ConfigError(f"{spec.path}:cell {cell.index} [parameters]: line {exc.lineno}: {exc.msg}") from None
+        raise ConfigError(f"{format_location(spec.path, cell.index, cell.tag)}: line {exc.lineno}: {exc.msg}") from None
     found: dict[str, str] = {}
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] \

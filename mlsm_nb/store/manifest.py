@@ -9,7 +9,9 @@ On disk it is one JSON object, the same shape since the first release (so every 
     executions {"name@version": {"<batch>": Execution}}, versions {package: version}, sinks [name],
     batch_stats {"<batch>": {"name@version": counts}}, batch_states {"<batch>": BatchState},
     merge_errors {"<batch>": line}, store_error, store_problems [line], error,
-    failed_executions, models {"name@version": counts}, verdict (Verdict)
+    failed_executions, models {"name@version": counts}, verdict (Verdict),
+    cells_counted_from (how the run's messages number notebook cells: 1, as JupyterLab; a manifest
+    written before mlsm-nb counted so has none, and its messages give the cell's index, from 0)
 
 Keys this module does not know are kept as they are (a manifest written by a newer version reads and
 writes back whole). A field at its default is left out when written, except the few every manifest
@@ -227,6 +229,7 @@ class Manifest(_Part):
     failed_executions: int | None = None
     models: dict[str, dict] = field(default_factory=dict)
     verdict: Verdict | None = None
+    cells_counted_from: int = 0
     ALWAYS = ("run_id", "status", "started_at", "ended_at", "notebooks", "executions", "sinks")
     EXTRA = "settings"
 

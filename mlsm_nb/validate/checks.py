@@ -25,7 +25,7 @@ from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
 from ..core.output import score_warning, stored_entry
 from ..core.scoring import run_models_all
-from ..exceptions import MlsmError, describe_error
+from ..exceptions import MlsmError, cell_ref, describe_error
 from ..notebook.contract import NotebookSpec
 
 FAILURE_KINDS = ("score_raised", "bad_output")
@@ -307,6 +307,6 @@ def dependency_models(spec: NotebookSpec, candidates: Sequence[Path],
     missing, others = missing_models(spec, found)
     if missing:
         there = f" (there: {', '.join(others)})" if others else ""
-        return [], (f"cell {spec.cell('models').index} [models]: summary names {missing}, not found among the "
+        return [], (f"{cell_ref(spec.cell('models').index, 'models')}: summary names {missing}, not found among the "
                     f"notebooks given or in its folder{there}")
     return [load_notebook(found[m["name"], m["version"]], timeout=timeout) for m in spec.models], None

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import nbformat
 
+from ..exceptions import cell_ref
 from ..notebook.contract import NotebookSpec, find_notebooks, inspect_notebook
 from .checks import CheckResult
 from .nbval_verdicts import VERDICTS_ENV, plain
@@ -88,7 +89,7 @@ def _nbval_cases(report: Path) -> list[str]:
 
 
 def _say_verdict(path: Path, verdict: dict) -> str:
-    """One nbval verdict for people: the notebook's cell index and tag, and what happened."""
+    """One nbval verdict for people: the notebook's cell (`cell_ref`), and what happened."""
     where = _cell_label(path, verdict["cell_num"])
     kind = verdict["kind"]
     if kind == "raised":
@@ -110,15 +111,16 @@ def _quote(text: str, limit: int = 200) -> str:
 
 
 def _cell_label(path: Path, code_cell: int) -> str:
-    """nbval numbers code cells only; name the cell by its index in the notebook, and its tag."""
+    """nbval numbers code cells only, from 0; name the cell as JupyterLab does, with its tag (an untagged one
+    with its first line)."""
     cells = nbformat.read(path, as_version=4).cells
     code = [index for index, cell in enumerate(cells) if cell.cell_type == "code"]
     if not 0 <= code_cell < len(code):
-        return f"code cell {code_cell}"
+        return f"nbval's code cell {code_cell}"
     index = code[code_cell]
     spec, _ = inspect_notebook(path)
-    tag = next((c.tag for c in spec.cells if c.index == index), None) if spec else None
-    return f"cell {index}" + (f" [{tag}]" if tag else " (untagged)")
+    tag = next((c.tag for c in spec.cells if c.index == index), "") if spec else ""
+    return cell_ref(index, tag, None if tag else cells[index].source)
 
 
 def _model_checks(path: Path, candidates: Sequence[Path], timeout: float) -> list[CheckResult]:

@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 
-from conftest import NOTEBOOKS
+from conftest import GOOD_CELLS, NOTEBOOKS, replace_cell, write_notebook, write_records
 from mlsm_nb.audit.replay import ReplayRefused, replay_run
 from mlsm_nb.cli import main
 from mlsm_nb.leads import save_leads
@@ -157,3 +157,66 @@ def test_a_cell_named_only_by_the_replay_is_no_difference():
     assert _compare_documents(kept, at, "id") == []
     assert [d.key for d in _compare_documents(at, kept, "id")] == ["_error_at"]
     assert [d.key for d in _compare_documents(at, elsewhere, "id")] == ["_error_at"]
+
+
+# A model whose score raises on one record, one whose setup raises, and a summary that needs the first.
+RAISES = replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    if data['x'] == 3:\n"
+                                           "        raise ValueError('no score for 3')\n"
+                                           "    return {'score': data['x'] * FACTOR, 'n': len(data['label'])}")
+BROKEN = [("version", 'name = "broken"\nversion = "1"\nstatus = "active"'), *replace_cell(
+    GOOD_CELLS, "setup", "raise RuntimeError('weights missing')")[1:]]
+PICK = [("version", 'name = "pick"\nversion = "1"\nstatus = "active"'),
+        ("models", 'models = [{"name": "tiny", "version": "1.0"}]'),
+        ("score", "def score(data, results):\n    return {'score': results['tiny']['1.0']['score']}")]
+# What each cell reference above read in runs kept before mlsm-nb counted cells from 1: the cell's index.
+COUNTED_FROM_0 = {"cell 5 [score]": "cell 4 [score]", "cell 3 [setup]": "cell 2 [setup]"}
+
+
+def keep_as_before_cells_counted_from_1(run_dir):
+    """The run directory as mlsm-nb wrote it before: cells named by index in results, no `cells_counted_from`."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest.pop("cells_counted_from") == 1
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    for path in (run_dir / "results").glob("*.jsonl"):
+        text = path.read_text()
+        for now, before in COUNTED_FROM_0.items():
+            text = text.replace(now, before)
+        path.write_text(text)
+
+
+@pytest.fixture
+def run_with_errors(tmp_path):
+    folder = tmp_path / "notebooks"
+    for name, cells in (("tiny", RAISES), ("broken", BROKEN), ("pick", PICK)):
+        write_notebook(folder / f"{name}.ipynb", cells)
+    done = cli("run", folder, "--records", write_records(tmp_path / "records.jsonl", 8), "--out", tmp_path / "runs",
+               "--run-id", "kept", "--engine", "inprocess", "--batch-size", "4")
+    assert done.exit_code == 1, done.output  # broken fails every batch
+    return tmp_path / "runs" / "kept", folder
+
+
+def test_a_run_kept_before_cells_were_counted_from_1_replays_equal(run_with_errors):
+    run_dir, folder = run_with_errors
+    documents = [json.loads(line) for line in (run_dir / "results" / "batch-00000.jsonl").read_text().splitlines()]
+    results = {d["id"]: d["results"] for d in documents}
+    assert results[3]["tiny"]["1.0"]["_error_at"] == "cell 5 [score], line 3"
+    assert results[3]["pick"]["1"]["_error"] == ("tiny 1.0 failed on this record: ValueError at cell 5 [score], "
+                                                  "line 3: no score for 3")
+    assert f"{folder / 'broken.ipynb'}:cell 3 [setup]: raised RuntimeError" in results[0]["broken"]["1"]["_error"]
+    kept = (run_dir / "results" / "batch-00000.jsonl").read_text()
+    keep_as_before_cells_counted_from_1(run_dir)
+    assert (run_dir / "results" / "batch-00000.jsonl").read_text() != kept
+
+    replayed = cli("replay", run_dir)
+    assert replayed.exit_code == 0, replayed.output
+    assert "identical: every result document matches the original" in replayed.output
+    assert "cell 4 [score]" in (run_dir / "results" / "batch-00000.jsonl").read_text()  # never rewritten
+
+
+def test_a_cell_number_that_differs_for_another_reason_is_still_a_difference(run_with_errors):
+    run_dir, _ = run_with_errors
+    path = run_dir / "results" / "batch-00000.jsonl"
+    path.write_text(path.read_text().replace("cell 5 [score], line 3", "cell 4 [score], line 3"))
+    replayed = cli("replay", run_dir)  # the manifest says the run counted from 1: cell 4 is another cell
+    assert replayed.exit_code == 1
+    assert "id 3: tiny 1.0 _error_at: 'cell 4 [score], line 3' -> 'cell 5 [score], line 3'" in replayed.output

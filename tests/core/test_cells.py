@@ -11,7 +11,7 @@ from mlsm_nb.notebook.extract import extract_bundle
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import read_results
 
-# The helper in `setup` (cell 2) raises on line 6 of its cell (IPython drops the two blank lines at the top
+# The helper in `setup` (cell 3) raises on line 6 of its cell (IPython drops the two blank lines at the top
 # before compiling: the kernel's line numbers are off by two unless the runner says so), called from `score`.
 CELLS = replace_cell(replace_cell(GOOD_CELLS, "setup", (
     "\n  \nFACTOR = 2\n\ndef ratio(x):\n    return 10 / (x - 3)")), "score", (
@@ -19,8 +19,8 @@ CELLS = replace_cell(replace_cell(GOOD_CELLS, "setup", (
     "    if data['x'] == 7:\n"
     "        int(data['label'])\n"
     "    return {'score': ratio(data['x']), 'n': len(data['label'])}"))
-IN_SETUP = "cell 2 [setup], line 6"
-IN_SCORE = "cell 4 [score], line 3"  # int() raised in the library; the innermost cell's line is the one to fix
+IN_SETUP = "cell 3 [setup], line 6"
+IN_SCORE = "cell 5 [score], line 3"  # int() raised in the library; the innermost cell's line is the one to fix
 
 
 def entry(model, x, label="ab"):

@@ -30,74 +30,74 @@ def test_good_notebook_declarations(make_notebook):
 
 BAD_CELLS = {
     "two_version_cells": (GOOD_CELLS + [("version", 'name = "x"\nversion = "2"\nstatus = "draft"')],
-                          "cell 6 [version]: a second `version` cell (the first is cell 0)"),
+                          "cell 7 [version]: a second `version` cell (the first is cell 1)"),
     "fields_from_call": (replace_cell(GOOD_CELLS, "fields", "fields = dict(x=int)"),
-                         "cell 1 [fields]: line 1: `fields` must be a literal"),
+                         "cell 2 [fields]: line 1: `fields` must be a literal"),
     "status_prod": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "1"\nstatus = "prod"'),
-                    "cell 0 [version]: status 'prod' must be one of draft, active, retired"),
+                    "cell 1 [version]: status 'prod' must be one of draft, active, retired"),
     "name_with_spaces": (replace_cell(GOOD_CELLS, "version", 'name = "lead score"\nversion = "1"\nstatus = "draft"'),
-                         "cell 0 [version]: name 'lead score' must match [a-z][a-z0-9_]*"),
+                         "cell 1 [version]: name 'lead score' must match [a-z][a-z0-9_]*"),
     "no_score": (replace_cell(GOOD_CELLS, "score", None), "no cell tagged `score`"),
     "no_fields": (replace_cell(GOOD_CELLS, "fields", None), "no cell tagged `fields`; a model notebook needs"),
     "unknown_type": (replace_cell(GOOD_CELLS, "fields", 'fields = {"x": "integer"}'),
-                     "cell 1 [fields]: field 'x': unknown type 'integer'"),
+                     "cell 2 [fields]: field 'x': unknown type 'integer'"),
     "bad_signature": (replace_cell(GOOD_CELLS, "score", "def score(record):\n    return {}"),
-                      "cell 4 [score]: line 1: score must take exactly (data, results), not (record)"),
+                      "cell 5 [score]: line 1: score must take exactly (data, results), not (record)"),
     "syntax_error": (replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    return {'a': }"),
-                     "cell 4 [score]: syntax error at line 2"),
-    "magic": (replace_cell(GOOD_CELLS, "setup", "%matplotlib inline"), "cell 2 [setup]: line 1: IPython magics"),
+                     "cell 5 [score]: syntax error at line 2"),
+    "magic": (replace_cell(GOOD_CELLS, "setup", "%matplotlib inline"), "cell 3 [setup]: line 1: IPython magics"),
     "non_literal_version": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = str(1)\nstatus = "draft"'),
-                            "cell 0 [version]: line 2: `version` must be a literal"),
+                            "cell 1 [version]: line 2: `version` must be a literal"),
     "code_in_version": (replace_cell(GOOD_CELLS, "version", 'import os\nname = "t"\nversion = "1"\nstatus = "draft"'),
-                        "cell 0 [version]: line 1: only literal `name`, `version`, `status` and `artifacts` "
+                        "cell 1 [version]: line 1: only literal `name`, `version`, `status` and `artifacts` "
                         "assignments belong in the version cell (`import os`); move other code to a `setup` cell"),
     # Code where only literals belong (issue 15): every statement that is not a literal assignment.
     "call_in_fields": (replace_cell(GOOD_CELLS, "fields", 'fields = {"x": "int"}\nimport os; os.system("id")'),
-                       "cell 1 [fields]: line 2: only `fields = {...}` (a literal dict) belong in the fields cell "
+                       "cell 2 [fields]: line 2: only `fields = {...}` (a literal dict) belong in the fields cell "
                        "(`import os; os.system(\"id\")`); move other code to a `setup` cell"),
     "decorator_in_fields": (replace_cell(GOOD_CELLS, "fields",
                                          'fields = {"x": "int"}\n@print\ndef f():\n    pass'),
-                            "cell 1 [fields]: line 2: only `fields = {...}` (a literal dict) belong"),
+                            "cell 2 [fields]: line 2: only `fields = {...}` (a literal dict) belong"),
     "fields_reassigned": (replace_cell(GOOD_CELLS, "fields", 'fields = {"x": "int"}\nfields = {"y": "int"}'),
-                          "cell 1 [fields]: line 2: `fields` is assigned again (first at line 1); assign it once"),
+                          "cell 2 [fields]: line 2: `fields` is assigned again (first at line 1); assign it once"),
     "bare_expression_in_version": (replace_cell(GOOD_CELLS, "version",
                                                 'name = "tiny"\nversion = "1"\nstatus = "draft"\nprint("hi")'),
-                                   "cell 0 [version]: line 4: only literal `name`, `version`, `status` and "
+                                   "cell 1 [version]: line 4: only literal `name`, `version`, `status` and "
                                    "`artifacts` assignments belong in the version cell (`print(\"hi\")`)"),
     "walrus_in_version": (replace_cell(GOOD_CELLS, "version",
                                        'name = "tiny"\nversion = (v := "1")\nstatus = "draft"'),
-                          "cell 0 [version]: line 2: `version` must be a literal"),
+                          "cell 1 [version]: line 2: `version` must be a literal"),
     "path_in_version": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "../../x"\nstatus = "draft"'),
-                        "cell 0 [version]: version '../../x' must be a string such as \"1.0.0\" "
+                        "cell 1 [version]: version '../../x' must be a string such as \"1.0.0\" "
                         "(letters, digits, and . _ + - after the first character)"),
     "nul_in_version": (replace_cell(GOOD_CELLS, "version", 'name = "tiny"\nversion = "1\\x00"\nstatus = "draft"'),
-                       "cell 0 [version]: version '1\\x00' must be a string such as"),
+                       "cell 1 [version]: version '1\\x00' must be a string such as"),
     "get_ipython_system": (replace_cell(GOOD_CELLS, "setup", 'get_ipython().system("id")'),
-                           "cell 2 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
+                           "cell 3 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
     "import_ipython": (replace_cell(GOOD_CELLS, "setup", "from IPython import get_ipython"),
-                       "cell 2 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
+                       "cell 3 [setup]: line 1: IPython (get_ipython(), magics, shell escapes) is not allowed"),
     "code_in_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = []\nopen("x", "w")'),
-                         "cell 5 [examples]: line 2: only `examples = [...]` (a literal list) belong"),
+                         "cell 6 [examples]: line 2: only `examples = [...]` (a literal list) belong"),
     # Tag typos (issue 16): the cell that carries the unknown tag, and the tag meant.
     "exmaples": ([(t if t != "examples" else "exmaples", *rest) for t, *rest in GOOD_CELLS],
-                 "cell 5 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
+                 "cell 6 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
     "setpu": ([(t if t != "setup" else "setpu", *rest) for t, *rest in GOOD_CELLS],
-              "cell 2 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?"),
+              "cell 3 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?"),
     "scroe": ([(t if t != "score" else "scroe", *rest) for t, *rest in GOOD_CELLS],
-              "cell 4 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?"),
+              "cell 5 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?"),
     "unrelated_tag": (GOOD_CELLS + [("plots", "1")],
-                      "cell 6 [plots]: tag `plots` is not a contract tag; the contract's tags are version, "
+                      "cell 7 [plots]: tag `plots` is not a contract tag; the contract's tags are version, "
                       "fields, parameters, setup, score, examples, models; rename or remove it"),
     "missing_artifact": (replace_cell(GOOD_CELLS, "version",
                                       'name = "tiny"\nversion = "1"\nstatus = "draft"\nartifacts = ["w.json"]'),
-                         "cell 0 [version]: artifact `w.json` is listed in `artifacts` but {folder}/w.json does not "
+                         "cell 1 [version]: artifact `w.json` is listed in `artifacts` but {folder}/w.json does not "
                          "exist; run the cell that saves it, then commit the file beside the notebook"),
     "bad_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"input": {}}]'),
-                     "cell 5 [examples]: examples must be a list like"),
+                     "cell 6 [examples]: examples must be a list like"),
     "summary_bad_models": ([("version", 'name = "s"\nversion = "1"\nstatus = "draft"'),
                             ("models", 'models = [{"name": "a"}]'),
                             ("score", "def score(data, results):\n    return {}")],
-                           "cell 1 [models]: models must be a non-empty list"),
+                           "cell 2 [models]: models must be a non-empty list"),
 }
 
 
@@ -205,8 +205,8 @@ def _edit(path, change):
 
 @pytest.mark.parametrize("change, message", [
     (lambda nb: nb["cells"][2]["metadata"].update(tags=None),
-     "cell 2: metadata.tags must be a list of strings, got None; set the tags again in the property inspector"),
-    (lambda nb: nb["cells"][2]["metadata"].update(tags="setup"), "cell 2: metadata.tags must be a list of strings"),
+     "cell 3: metadata.tags must be a list of strings, got None; set the tags again in the property inspector"),
+    (lambda nb: nb["cells"][2]["metadata"].update(tags="setup"), "cell 3: metadata.tags must be a list of strings"),
     (lambda nb: nb["metadata"].update(kernelspec="python3"), "no kernelspec in the notebook's metadata"),
     (lambda nb: nb["metadata"].pop("kernelspec"),
      "no kernelspec in the notebook's metadata (papermill cannot run it); open it in JupyterLab, "
@@ -250,7 +250,7 @@ def test_untracked_artifact_in_a_repository(tmp_path, make_notebook):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     result = lint(path)
     assert result.exit_code == 1
-    assert (f"{path}:cell 0 [version]: artifact `w.json` is not tracked by git, so Jenkins and everyone else "
+    assert (f"{path}:cell 1 [version]: artifact `w.json` is not tracked by git, so Jenkins and everyone else "
             f"lack it; `git add {tmp_path / 'w.json'}` and commit") in result.output
     subprocess.run(["git", "add", "w.json"], cwd=tmp_path, check=True)
     assert lint(path).exit_code == 0
@@ -268,11 +268,11 @@ def test_lint_reports_every_fields_problem_at_once_with_the_type_meant(make_note
     result = lint(path)
     assert result.exit_code == 1
     assert result.output.splitlines()[:3] == [
-        f"{path}:cell 1 [fields]: field 'x': unknown type 'integer' (did you mean `int`?); "
+        f"{path}:cell 2 [fields]: field 'x': unknown type 'integer' (did you mean `int`?); "
         "use one of int, float, str, bool",
-        f"{path}:cell 1 [fields]: field 'y': unknown type 'flaot' (did you mean `float`?); "
+        f"{path}:cell 2 [fields]: field 'y': unknown type 'flaot' (did you mean `float`?); "
         "use one of int, float, str, bool",
-        f"{path}:cell 1 [fields]: field 'z': unknown spec key(s) ['nulable'] (did you mean `nullable`?); "
+        f"{path}:cell 2 [fields]: field 'z': unknown spec key(s) ['nulable'] (did you mean `nullable`?); "
         "known: ['allowed', 'max', 'min', 'nullable', 'required', 'type']"]
 
 
@@ -286,17 +286,17 @@ HINT = ("production runs only the tagged cells: define it in a tagged cell, or s
     ([*GOOD_CELLS[:4], (None, UNTAGGED_MODEL),
       ("score", "def score(data, results):\n    return {'score': data['x'] * model['weight'] * FACTOR}"),
       GOOD_CELLS[5]],
-     f"cell 5 [score]: line 2: `model` is defined only in untagged cell 4; {HINT}"),
+     f"cell 6 [score]: line 2: `model` is defined only in untagged cell 5 (`from statistics import mean`); {HINT}"),
     # setup reads what training made (module level: extraction fails)
     ([*GOOD_CELLS[:2], (None, "%matplotlib inline\nsample = [1, 2]\n!echo trained"),
       ("setup", "FACTOR = 2\nTOP = max(sample)"), *GOOD_CELLS[4:]],
-     f"cell 3 [setup]: line 2: `sample` is defined only in untagged cell 2; {HINT}"),
+     f"cell 4 [setup]: line 2: `sample` is defined only in untagged cell 3 (`%matplotlib inline`); {HINT}"),
     # a name no cell defines, and the one meant
     (replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    return {'score': data['x'] * FACTR}"),
-     f"cell 4 [score]: line 2: `FACTR` is not defined in any cell (did you mean `FACTOR`?); {HINT}"),
+     f"cell 5 [score]: line 2: `FACTR` is not defined in any cell (did you mean `FACTOR`?); {HINT}"),
     # a production cell that uses what a later production cell defines, at module level
     ([*GOOD_CELLS[:2], ("setup", "DOUBLE = FACTOR * 2"), ("setup", "FACTOR = 2"), *GOOD_CELLS[4:]],
-     "cell 2 [setup]: line 1: `FACTOR` is used before cell 3 [setup] defines it; production runs the tagged "
+     "cell 3 [setup]: line 1: `FACTOR` is used before cell 4 [setup] defines it; production runs the tagged "
      "cells in order: move the definition up"),
 ])
 def test_lint_finds_names_production_cannot_see(make_notebook, cells, message):

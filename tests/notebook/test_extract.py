@@ -50,7 +50,7 @@ def test_git_commit_of_the_notebook_file(tmp_path, make_notebook):
 
 def test_score_cell_raising_on_import_names_the_cell_and_line(make_notebook):
     cells = replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    return {}\n\nTABLE = {}['missing']")
-    with pytest.raises(NotebookError, match=r"tiny.ipynb:cell 4 \[score\]: raised KeyError at line 4"):
+    with pytest.raises(NotebookError, match=r"tiny.ipynb:cell 5 \[score\]: raised KeyError at line 4"):
         load_notebook(make_notebook(cells=cells))
 
 
@@ -140,7 +140,7 @@ def test_extract_is_all_or_nothing(tmp_path, make_notebook):
     out = tmp_path / "out" / "bundle"
     result = CliRunner().invoke(main, ["extract", str(good), str(bad), "--out", str(out)])
     assert result.exit_code == 1
-    assert "bad.ipynb:cell 2 [setup]: raised ZeroDivisionError at line 1" in result.output
+    assert "bad.ipynb:cell 3 [setup]: raised ZeroDivisionError at line 1" in result.output
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # no staging folder left behind
 
@@ -148,7 +148,7 @@ def test_extract_is_all_or_nothing(tmp_path, make_notebook):
 def test_summary_needing_a_model_not_given(tmp_path):
     result = CliRunner().invoke(main, ["extract", str(NOTEBOOKS / "champion.ipynb"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1
-    assert ("champion.ipynb:cell 2 [models]: summary needs lead_rules 1.0.0, lead_lr 1.0.0, not among the notebooks "
+    assert ("champion.ipynb:cell 3 [models]: summary needs lead_rules 1.0.0, lead_lr 1.0.0, not among the notebooks "
             "given; add their notebooks to the paths") in result.output
     assert not (tmp_path / "b").exists()
 
@@ -157,7 +157,7 @@ def test_summary_needing_another_version_of_a_model_given(tmp_path):
     result = CliRunner().invoke(main, ["extract", str(NOTEBOOKS / "champion.ipynb"), str(NOTEBOOKS / "lead_lr.ipynb"),
                                        str(NOTEBOOKS / "lead_rules_v2.ipynb"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1
-    assert ("champion.ipynb:cell 2 [models]: summary needs lead_rules 1.0.0, not among the notebooks given; the "
+    assert ("champion.ipynb:cell 3 [models]: summary needs lead_rules 1.0.0, not among the notebooks given; the "
             "notebooks given have lead_rules 2.0.0: change the version in `models`, or add the notebook of that "
             "version") in result.output
 
@@ -182,7 +182,7 @@ def test_extract_ends_a_hanging_cell_at_the_timeout(tmp_path, make_notebook):
     result = CliRunner().invoke(main, ["extract", str(path), "--out", str(tmp_path / "b"), "--timeout", "1"])
     assert time.monotonic() - started < 30
     assert result.exit_code == 1
-    assert result.output.strip() == (f"error: {path}:cell 2 [setup]: did not finish within 1 s (a loop that never "
+    assert result.output.strip() == (f"error: {path}:cell 3 [setup]: did not finish within 1 s (a loop that never "
                                      "ends? a slow download?); give it longer with --timeout")
     assert not (tmp_path / "b").exists()
 

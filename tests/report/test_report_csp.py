@@ -144,6 +144,7 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
         page.goto(urljoin(base, "report/executed/broken_1/batch-00000.html"))
         banner = page.text_content("#failure")
         assert "This execution failed" in banner and "weights file is missing" in banner
+        assert page.text_content("#failing-cell") == "Failing cell: cell 3 [setup] of the notebook"  # as JupyterLab
         page.goto(urljoin(base, "report/models/pick_1.html"))
         shares = page.eval_on_selector_all(".categories td:last-child",
                                            "tds => tds.map(t => parseFloat(t.textContent))")

@@ -143,7 +143,7 @@ def test_a_setup_import_that_fails_fails_the_execution_in_its_cell_not_the_templ
     for batch in (0, 1):
         error = forked.executions[KEY][batch].error
         assert error == launched.executions[KEY][batch].error
-        assert error.startswith(f"{notebook}:cell 2 [setup]: batch {batch}: RuntimeError: broken at import")
+        assert error.startswith(f"{notebook}:cell 3 [setup]: batch {batch}: RuntimeError: broken at import")
     assert results(out / "forked") == results(out / "launched")
     assert leftover(os.getpid()) == []
 

@@ -44,7 +44,7 @@ def test_sys_exit_in_score_costs_that_record(tmp_path, make_notebook, records):
     assert manifest.status == "succeeded with errors" and manifest.failed_executions == 0
     got = entries(tmp_path / "e")
     assert got[13] == {"_error": "score called sys.exit(0)", "_error_kind": "score_raised", "_error_type": "SystemExit",
-                       "_error_at": "cell 4 [score], line 5"}
+                       "_error_at": "cell 5 [score], line 5"}
     assert got[12]["score"] == 24 and got[14]["score"] == 28 and len(got) == 40
 
 

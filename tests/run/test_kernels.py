@@ -92,7 +92,7 @@ def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
                              warm_kernels=True)
     assert manifest.status == "failed" and manifest.failed_executions == 1
     error = manifest.executions["tiny@1.0"][1].error
-    assert "tiny.ipynb:cell 2 [setup]: batch 1: ValueError: bad batch" in error
+    assert "tiny.ipynb:cell 3 [setup]: batch 1: ValueError: bad batch" in error
     first, failed, after = probes(tmp_path / "runs" / "b")
     assert first["pid"] == failed["pid"] != after["pid"] and after["left"] is None
     assert not alive(first["pid"]) and not alive(after["pid"])

@@ -114,7 +114,7 @@ def test_failing_notebook_marks_its_records_and_others_go_on(tmp_path, make_note
     result = run_cli(good, broken, "--records", tiny_records(tmp_path), "--out", tmp_path / "runs",
                      "--run-id", "f", "--batch-size", 3)
     assert result.exit_code == 1
-    assert f"{broken}:cell 2 [setup]: batch 0: RuntimeError: cannot load weights" in result.output
+    assert f"{broken}:cell 3 [setup]: batch 0: RuntimeError: cannot load weights" in result.output
     docs = list(read_results(tmp_path / "runs" / "f"))
     assert len(docs) == 6
     assert all(d["results"]["broken"]["1"]["_error_kind"] == "notebook_failed" for d in docs)

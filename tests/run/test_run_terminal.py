@@ -78,7 +78,7 @@ def test_a_kernel_that_dies_is_one_line_naming_its_log(tmp_path, make_notebook, 
     code, shown = in_terminal(dies, "--records", records, "--out", tmp_path, "--run-id", "d")
     assert code == 1 and "run d: failed (papermill engine)" in shown, shown
     log = "executed/tiny@1.0/batch-00000.kernel.log"
-    assert (f"error: {dies}:cell 2 [setup]: batch 0: DeadKernelError: Kernel died (kernel log: {log})\n"
+    assert (f"error: {dies}:cell 3 [setup]: batch 0: DeadKernelError: Kernel died (kernel log: {log})\n"
             in shown), shown
     assert not [word for word in NOISE if word in shown] and "Fatal" not in shown, shown
     assert (tmp_path / "d" / log).read_text() == "[IPKernelApp] CRITICAL | Fatal Python error: Segmentation fault\n"
@@ -91,7 +91,7 @@ def test_timeout_is_one_line_without_a_traceback(tmp_path, make_notebook, record
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert errors[0].startswith(f"error: {hang}:cell 2 [setup]: batch 0: ")
+    assert errors[0].startswith(f"error: {hang}:cell 3 [setup]: batch 0: ")
     assert "Timeout" in errors[0] or "timed out" in errors[0]
     assert not [word for word in NOISE if word in done.stderr + done.stdout], done.stderr
 
@@ -100,5 +100,5 @@ def test_a_kernel_error_still_reaches_the_user(tmp_path, make_notebook, records)
     broken = make_notebook("broken.ipynb", replace_cell(GOOD_CELLS, "setup", "raise RuntimeError('weights missing')"))
     code, shown = in_terminal(broken, "--records", records, "--out", tmp_path, "--run-id", "b")
     assert code == 1
-    assert f"error: {broken}:cell 2 [setup]: batch 0: RuntimeError: weights missing" in shown
+    assert f"error: {broken}:cell 3 [setup]: batch 0: RuntimeError: weights missing" in shown
     assert "run b: failed (papermill engine)" in shown and "Traceback" not in shown

@@ -46,7 +46,7 @@ def test_a_model_failing_on_every_record_fails_the_run(tmp_path, make_notebook):
     assert result.exit_code == 1, result.output
     assert "run a: failed (inprocess engine)" in result.output
     assert "error: broken@1: 100.0% of records have errors (over --max-error-rate 0.1)" in result.output
-    assert "    id 0: score_raised: ValueError at cell 4 [score], line 3: no score for 0" in result.output
+    assert "    id 0: score_raised: ValueError at cell 5 [score], line 3: no score for 0" in result.output
     manifest = manifest_of(tmp_path / "a")
     assert manifest.status == "failed"
     assert manifest.verdict.models_over == ["broken@1"] and manifest.verdict.max_error_rate == 0.1
@@ -62,7 +62,7 @@ def test_errors_within_the_threshold_succeed_with_errors_and_are_listed(tmp_path
     assert result.exit_code == 0, result.output
     assert "run w: succeeded with errors (inprocess engine)" in result.output
     assert "warning: flaky@1: 5.0% of records have errors (within --max-error-rate 0.1)" in result.output
-    assert "    id 3: score_raised: ValueError at cell 4 [score], line 3: no score for 3" in result.output
+    assert "    id 3: score_raised: ValueError at cell 5 [score], line 3: no score for 3" in result.output
     manifest = manifest_of(tmp_path / "w")
     assert manifest.status == "succeeded with errors" and manifest.verdict.models_with_errors == ["flaky@1"]
     assert manifest.models["flaky@1"]["error_rate"] == 0.05

@@ -17,7 +17,8 @@ LOAD = 'import json\nwith open("weights.json") as f:\n    FACTOR = json.load(f)[
 
 
 def authored(path: Path, cells) -> Path:
-    """A notebook as people write one: a markdown heading before each code cell (code cell k is cell 2k + 1)."""
+    """A notebook as people write one: a markdown heading before each code cell (code cell k, from 0, is cell
+    2k + 2 as JupyterLab counts)."""
     return write_notebook(path, cells, headings=True)
 
 
@@ -33,27 +34,27 @@ def with_version(artifacts):
 # name -> (cells, check that fails, the exact message; {path} and {folder} filled in)
 MISTAKES = {
     "typo_examples": (retag(GOOD_CELLS, "examples", "exmaples"), "lint",
-                      "{path}:cell 11 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
+                      "{path}:cell 12 [exmaples]: tag `exmaples` is not a contract tag; did you mean `examples`?"),
     "typo_setup": (retag(GOOD_CELLS, "setup", "setpu"), "lint",
-                   "{path}:cell 5 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?; "
-                   "{path}:cell 9 [score]: line 2: `FACTOR` is defined only in untagged cell 5; production runs "
-                   "only the tagged cells: define it in a tagged cell, or save it beside the notebook and load it "
-                   "in `setup`"),
+                   "{path}:cell 6 [setpu]: tag `setpu` is not a contract tag; did you mean `setup`?; "
+                   "{path}:cell 10 [score]: line 2: `FACTOR` is defined only in untagged cell 6 (`FACTOR = 2`); "
+                   "production runs only the tagged cells: define it in a tagged cell, or save it beside the "
+                   "notebook and load it in `setup`"),
     "typo_score": (retag(GOOD_CELLS, "score", "scroe"), "lint",
-                   "{path}:cell 9 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?; "
+                   "{path}:cell 10 [scroe]: tag `scroe` is not a contract tag; did you mean `score`?; "
                    "{path}: no cell tagged `score`; a model notebook needs exactly one"),
     "artifact_not_saved": ([*with_version(["weights.json"])[:2], (None, TRAIN), ("setup", LOAD),
                             *GOOD_CELLS[4:]], "lint",
-                           "{path}:cell 1 [version]: artifact `weights.json` is listed in `artifacts` but "
+                           "{path}:cell 2 [version]: artifact `weights.json` is listed in `artifacts` but "
                            "{folder}/weights.json does not exist; run the cell that saves it, then commit the file "
                            "beside the notebook; the notebook's untagged cells create weights.json when run "
                            "(validate ran them in a scratch copy; your folder is unchanged): run them, then commit "
                            "the file(s) beside the notebook"),
     "setup_raises": ([*GOOD_CELLS[:2], ("setup", "import math\nFACTOR = 2\nLOG = math.log(FACTOR - 2)"),
-                      *GOOD_CELLS[3:]], "nbval", "cell 5 [setup] raised at line 3: ValueError: math domain error"),
+                      *GOOD_CELLS[3:]], "nbval", "cell 6 [setup] raised at line 3: ValueError: math domain error"),
     "stale_output": ([*GOOD_CELLS, (None, "print(1 + 1)", "3\n")], "nbval",
-                     "cell 13 (untagged): the output differs from the saved one: expected '3', got '2'; re-run "
-                     "all cells and save, or mark an unstable output with # NBVAL_IGNORE_OUTPUT"),
+                     "untagged cell 14 (`print(1 + 1)`): the output differs from the saved one: expected '3', "
+                     "got '2'; re-run all cells and save, or mark an unstable output with # NBVAL_IGNORE_OUTPUT"),
 }
 
 
@@ -120,9 +121,9 @@ def test_validate_honours_timeout_in_nbval_and_in_the_model_checks(tmp_path):
     assert time.monotonic() - started < 180  # two kernels' start-up on a busy machine, not hours
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert (f"error: {path}: nbval: cell 5 [setup] did not finish within 3 s; make it faster or give it longer "
+    assert (f"error: {path}: nbval: cell 6 [setup] did not finish within 3 s; make it faster or give it longer "
             "with --timeout") in lines, result.output
-    assert (f"error: {path}: robustness: extraction failed: {path}:cell 5 [setup]: did not finish within 3 s "
+    assert (f"error: {path}: robustness: extraction failed: {path}:cell 6 [setup]: did not finish within 3 s "
             "(a loop that never ends? a slow download?); give it longer with --timeout") in lines, result.output
 
 
@@ -166,12 +167,13 @@ RUN_MISTAKES = {
     "score_uses_training_model": ([*GOOD_CELLS[:4], (None, TRAIN_MODEL),
                                    ("score", "def score(data, results):\n    return {'score': data['x'] * "
                                              "model['weight'] * FACTOR, 'n': len(data['label'])}"), GOOD_CELLS[5]],
-                                  "lint", "{path}:cell 11 [score]: line 2: `model` is defined only in untagged "
-                                          "cell 9; production runs only the tagged cells: define it in a tagged "
-                                          "cell, or save it beside the notebook and load it in `setup`"),
+                                  "lint", "{path}:cell 12 [score]: line 2: `model` is defined only in untagged "
+                                          "cell 10 (`from statistics import mean`); production runs only the "
+                                          "tagged cells: define it in a tagged cell, or save it beside the "
+                                          "notebook and load it in `setup`"),
     "misspelt_name": ([*GOOD_CELLS[:4], ("score", "def score(data, results):\n    return {'score': data['x'] * "
                                                   "FACTR, 'n': len(data['label'])}"), GOOD_CELLS[5]],
-                      "lint", "{path}:cell 9 [score]: line 2: `FACTR` is not defined in any cell (did you mean "
+                      "lint", "{path}:cell 10 [score]: line 2: `FACTR` is not defined in any cell (did you mean "
                               "`FACTOR`?); production runs only the tagged cells: define it in a tagged cell, or "
                               "save it beside the notebook and load it in `setup`"),
 }

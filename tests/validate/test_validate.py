@@ -42,13 +42,13 @@ def lead_cells(score_source, examples_source=None):
 
 
 BAD = {
-    "stale_output": (GOOD_CELLS + [(None, "print(1 + 1)", "3\n")], "nbval", "cell 6 (untagged)"),
+    "stale_output": (GOOD_CELLS + [(None, "print(1 + 1)", "3\n")], "nbval", "untagged cell 7 (`print(1 + 1)`)"),
     "zero_company_size": (lead_cells("def score(data, results):\n    return {'score': 100 / data['company_size']}"),
                           "robustness",
-                          "score_raised: ZeroDivisionError at cell 2 [score], line 2: division by zero on input"),
+                          "score_raised: ZeroDivisionError at cell 3 [score], line 2: division by zero on input"),
     "empty_job_title": (lead_cells("def score(data, results):\n"
                                    "    return {'score': float(data['job_title'][0] == 'V')}"),
-                        "robustness", "IndexError at cell 2 [score], line 2: string index out of range on input "
+                        "robustness", "IndexError at cell 3 [score], line 2: string index out of range on input "
                         "{'company_size': 10, 'job_title': ''}"),
     "wrong_example": (replace_cell(GOOD_CELLS, "examples",
                                    'examples = [{"data": {"x": 2, "label": "ab"}, "expected": {"score": 5, "n": 2}}]'),
@@ -62,9 +62,9 @@ BAD = {
                                ("models", 'models = [{"name": "tiny", "version": "9.9"}]'),
                                ("score", "def score(data, results):\n    return {}")],
                               "robustness",
-                              "cell 1 [models]: summary names tiny 9.9, not found among the notebooks given "
+                              "cell 2 [models]: summary names tiny 9.9, not found among the notebooks given "
                               "or in its folder (there: tiny 1.0)"),
-    "loops_forever": (GOOD_CELLS + [(None, "while True:\n    pass")], "nbval", "cell 6 (untagged)"),
+    "loops_forever": (GOOD_CELLS + [(None, "while True:\n    pass")], "nbval", "untagged cell 7 (`while True:`)"),
 }
 
 
