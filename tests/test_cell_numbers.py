@@ -66,6 +66,7 @@ def test_a_run_names_the_cell_a_score_raised_in_as_jupyterlab_counts_and_keeps_i
     assert cell_numbered(path, 10).metadata.tags == ["score"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["cells_counted_from"] == 1  # what replay reads to compare a run kept before this counting
+    assert [(c["index"], c["tag"]) for c in manifest["notebooks"][0]["cells"]][-2:] == [(9, "score"), (11, "examples")]
 
 
 def test_an_extracted_bundle_keeps_indices_in_its_cell_markers(tmp_path):

@@ -2,8 +2,9 @@
 
 The replay uses the run's own batches (so the same records in the same
 batches), the notebooks at the paths the manifest recorded — refused when
-their production cells or artifacts no longer hash to what the run recorded —
-and the run's bundle when it scored from one. Every result document is then
+their production cells or artifacts no longer hash to what the run recorded,
+naming the artifact or the cell that changed (`_what_changed`) — and the run's
+bundle when it scored from one. Every result document is then
 compared with the original, key by key, as JSON: only the fields that differ
 between any two runs by design (`IGNORED_FIELDS`) are left out.
 
@@ -25,8 +26,10 @@ from typing import Any
 from ..core.model import model_key
 from ..exceptions import MlsmError
 from ..files import dumps, read_jsonl, write_jsonl
+from ..notebook.changes import cell_parts, changed_artifacts, changed_cells, parts
+from ..notebook.contract import NotebookSpec, lay_out, lint_notebook
 from ..redact import REDACTED
-from ..store.manifest import Manifest, RunStatus
+from ..store.manifest import Manifest, NotebookEntry, RunStatus
 from ..store.rundir import RunDirectory
 
 IGNORED_FIELDS = ("run_id", "_timestamp", "_current")  # which run, when, and which is live: differ by design
@@ -85,22 +88,49 @@ def _check_files(run: RunDirectory, manifest: Manifest) -> int:
     return batches
 
 
-def _recorded_cells(run: RunDirectory, key: str) -> str | None:
-    """The production cells the run executed (papermill runs keep that notebook), as `production_source` prints them."""
+def _kept_cells(run: RunDirectory, key: str) -> list[tuple[int, str, str]] | None:
+    """The production cells the run executed, as (index, tag, source): papermill runs keep that notebook."""
     import nbformat
 
     path = run.notebook_path(key)
     if not path.is_file():
         return None
-    cells = [c for c in nbformat.read(path, as_version=4).cells if "source_cell" in c.metadata.get("mlsm", {})]
-    return "".join(f"# --- cell {c.metadata['mlsm']['source_cell']} [{c.metadata['mlsm']['tag']}] ---\n{c.source}\n\n"
-                   for c in cells)
+    return [(c.metadata["mlsm"]["source_cell"], c.metadata["mlsm"]["tag"], c.source)
+            for c in nbformat.read(path, as_version=4).cells if "source_cell" in c.metadata.get("mlsm", {})]
+
+
+def _what_changed(run: RunDirectory, manifest: Manifest, entry: NotebookEntry, spec: NotebookSpec) -> str:
+    """Why `spec` no longer hashes to what the run recorded: the artifact, or the cells (as people number them)
+    and artifacts that differ. From the hash of each part the manifest recorded; for a run kept before it did,
+    from the production cells it executed (papermill runs keep them), the artifacts judged by the whole hash."""
+    key, source, now = model_key(entry.name, entry.version), Path(entry.source), parts(spec)
+    if entry.cells is not None:
+        cells = changed_cells(entry.cells, now["cells"])
+        artifacts = changed_artifacts(entry.artifact_sha256 or {}, now["artifact_sha256"])
+        recorded = {name: (entry.artifact_sha256 or {}).get(name) or "none" for name in artifacts}
+    else:
+        kept = _kept_cells(run, key)
+        if kept is None:
+            return (f"{source}: production cells or artifacts of {key} differ from the ones run {manifest.run_id} "
+                    f"used (recorded sha256 {entry.sha256[:12]}…, now {spec.sha256()[:12]}…); the run kept no hash "
+                    "of each cell and artifact (runs from before it did), nor its executed notebooks, so which one "
+                    "changed cannot be told: compare with the notebook's recorded git commit")
+        cells = changed_cells(cell_parts(kept), now["cells"])
+        suspects = [] if spec.sha256(lay_out(kept)) == entry.sha256 else spec.artifacts
+        artifacts = ({suspects[0]: f"artifact {suspects[0]} changed"} if len(suspects) == 1 else
+                     {"": f"one of the artifacts {', '.join(suspects)} changed"} if suspects else {})
+        recorded = {name: entry.sha256 for name in artifacts}  # only the notebook's whole hash is known
+    if not cells and len(artifacts) == 1 and next(iter(artifacts)):
+        [(name, digest)] = recorded.items()
+        return (f"{source.parent / name}: artifact of {key} differs from the one run {manifest.run_id} used "
+                f"(recorded sha256 {digest[:12]}…)")
+    what = " and ".join(part for part, said in (("production cells", cells), ("artifacts", artifacts)) if said)
+    return (f"{source}: {what} of {key} differ from the ones run {manifest.run_id} used: "
+            + ", ".join([*cells, *artifacts.values()]))
 
 
 def _check_notebooks(run: RunDirectory, manifest: Manifest) -> list[Path]:
     """The notebooks to run, each checked against the hash the run recorded."""
-    from ..notebook.contract import lint_notebook
-
     sources = []
     for entry in manifest.notebooks:
         key = model_key(entry.name, entry.version)
@@ -112,13 +142,7 @@ def _check_notebooks(run: RunDirectory, manifest: Manifest) -> list[Path]:
         if (spec.name, spec.version) != (entry.name, entry.version):
             raise ReplayRefused(f"{source}: now declares {spec.name} {spec.version}, the run ran {key}")
         if spec.sha256() != entry.sha256:
-            if spec.artifacts and _recorded_cells(run, key) == spec.production_source():
-                named = spec.artifacts[0] if len(spec.artifacts) == 1 else "one of " + ", ".join(spec.artifacts)
-                raise ReplayRefused(f"{source.parent / named}: artifact of {key} differs from the one run "
-                                    f"{manifest.run_id} used (recorded sha256 {entry.sha256[:12]}…)")
-            raise ReplayRefused(f"{source}: production cells or artifacts of {key} differ from the ones run "
-                                f"{manifest.run_id} used (recorded sha256 {entry.sha256[:12]}…, now "
-                                f"{spec.sha256()[:12]}…)")
+            raise ReplayRefused(_what_changed(run, manifest, entry, spec))
         sources.append(source)
     return sources
 

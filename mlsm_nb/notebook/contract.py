@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import re
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,17 +84,24 @@ class NotebookSpec:
         return (cell.index if cell else None), tag
 
     def production_source(self) -> str:
-        """The production cells' sources in authored order, each under a marker line."""
-        return "".join(f"{cell_marker(c.index, c.tag)}\n{c.source}\n\n" for c in self.cells)
+        """The production cells' sources in authored order, each under a marker line (`lay_out`)."""
+        return lay_out((c.index, c.tag, c.source) for c in self.cells)
 
-    def sha256(self) -> str:
-        """Hash of the production cells' sources and of the declared artifacts."""
-        digest = hashlib.sha256(self.production_source().encode())
+    def sha256(self, production_source: str | None = None) -> str:
+        """Hash of the production cells' sources and of the declared artifacts (with `production_source`: of
+        those cells, as `production_source()` lays them out, and this notebook's artifacts)."""
+        source = self.production_source() if production_source is None else production_source
+        digest = hashlib.sha256(source.encode())
         for name in sorted(self.artifacts):
             artifact = self.path.parent / name
             digest.update(f"\0artifact {name}\0".encode())
             digest.update(artifact.read_bytes() if artifact.is_file() else b"<missing>")
         return digest.hexdigest()
+
+
+def lay_out(cells: Iterable[tuple[int, str, str]]) -> str:
+    """Production cells given as (index, tag, source), each under its marker line: what `sha256` hashes."""
+    return "".join(f"{cell_marker(index, tag)}\n{source}\n\n" for index, tag, source in cells)
 
 
 def declarations(spec: NotebookSpec) -> dict:

@@ -29,6 +29,7 @@ from ..clock import run_start, utc_now
 from ..core.model import model_key
 from ..exceptions import CELLS_COUNTED_FROM, ConfigError, MlsmError
 from ..files import write_failure
+from ..notebook.changes import parts
 from ..notebook.contract import NotebookSpec, find_notebooks, lint_notebook
 from ..notebook.dependencies import check_dependencies
 from ..notebook.gitflow import forced_status
@@ -93,7 +94,7 @@ def _order(specs: Sequence[NotebookSpec]) -> list[NotebookSpec]:
 
 def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
     return [{"name": s.name, "version": s.version, "status": s.status, "kind": s.kind, "sha256": s.sha256(),
-             "source": str(s.path), **git_info(s.path.resolve())} for s in specs]
+             "source": str(s.path), **git_info(s.path.resolve()), **parts(s)} for s in specs]
 
 
 def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, settings: dict) -> dict:

@@ -127,6 +127,8 @@ class NotebookEntry(_Part):
     sha256: str | None = None
     source: str | None = None
     git_commit: str | None = None
+    cells: list | None = None  # each production cell's {"index", "tag", "sha256"} (notebook.changes.parts)
+    artifact_sha256: dict | None = None  # each artifact's sha256; both None in runs from before they were kept
     extra: dict = field(default_factory=dict)
     ALWAYS = ("name", "version")
 

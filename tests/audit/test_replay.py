@@ -59,12 +59,26 @@ def test_replay_of_the_example_papermill_run_is_bit_identical_and_a_changed_arti
     assert "identical: every result document matches the original" in result.output
     replays = list((run_dir / "replays").iterdir())
     assert len(replays) == 1 and (replays[0] / "executed" / "lead_lr@1.0.0" / "batch-00001.ipynb").is_file()
-    (notebooks / "lead_lr.coef.json").write_text((notebooks / "lead_lr.coef.json").read_text().replace("0", "1", 1))
+    coef = notebooks / "lead_lr.coef.json"
+    kept = coef.read_text()
+    coef.write_text(kept.replace("0", "1", 1))
     result = cli("replay", run_dir)
     assert result.exit_code == 1
     assert result.output.startswith(f"error: {notebooks / 'lead_lr.coef.json'}: artifact of lead_lr@1.0.0 differs "
                                     "from the one run pm used")
     assert len(list((run_dir / "replays").iterdir())) == 1  # nothing ran
+    # A run kept before the manifest hashed each part: the executed notebooks it kept say which cells ran.
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for entry in manifest["notebooks"]:
+        del entry["cells"], entry["artifact_sha256"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("replay", run_dir)
+    assert result.output.startswith(f"error: {coef}: artifact of lead_lr@1.0.0 differs from the one run pm used")
+    coef.write_text(kept)
+    edit_score_cell(notebooks / "lead_rules.ipynb", "points", "pts")
+    result = cli("replay", run_dir)
+    assert result.output == (f"error: {notebooks / 'lead_rules.ipynb'}: production cells of lead_rules@1.0.0 differ "
+                             "from the ones run pm used: cell 5 [score] changed\n")
 
 
 def test_replay_in_process_is_identical(inprocess_run):
@@ -74,14 +88,61 @@ def test_replay_in_process_is_identical(inprocess_run):
     assert json.loads((report.replay_dir / "manifest.json").read_text())["engine"] == "inprocess"
 
 
-def test_a_changed_notebook_is_refused_naming_it(inprocess_run):
+def test_a_changed_cell_is_refused_naming_it_as_jupyterlab_counts(inprocess_run):
     run_dir, notebooks = inprocess_run
+    edit_score_cell(notebooks / "lead_rules.ipynb", "points", "pts")
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert result.output == (f"error: {notebooks / 'lead_rules.ipynb'}: production cells of lead_rules@1.0.0 differ "
+                             "from the ones run ip used: cell 5 [score] changed\n")
+    assert nbformat.read(notebooks / "lead_rules.ipynb", as_version=4).cells[5 - 1].metadata.tags == ["score"]
+    assert not (run_dir / "replays").exists()
+
+
+def test_a_changed_artifact_is_refused_naming_it_not_the_notebook(inprocess_run):
+    run_dir, notebooks = inprocess_run
+    recorded = json.loads((run_dir / "manifest.json").read_text())
+    [lead_lr] = [n for n in recorded["notebooks"] if n["name"] == "lead_lr"]
+    coef = notebooks / "lead_lr.coef.json"
+    coef.write_text(coef.read_text().replace("0", "1", 1))
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert result.output == (f"error: {coef}: artifact of lead_lr@1.0.0 differs from the one run ip used (recorded "
+                             f"sha256 {lead_lr['artifact_sha256']['lead_lr.coef.json'][:12]}…)\n")
+
+
+def test_cells_and_artifacts_that_changed_are_all_named(inprocess_run):
+    run_dir, notebooks = inprocess_run
+    path = notebooks / "lead_lr.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Logistic regression"))  # every cell one further down
+    setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
+    setup.source += "\nEXTRA = 1"
+    nbformat.write(nb, path)
+    coef = notebooks / "lead_lr.coef.json"
+    coef.write_text(coef.read_text().replace("0", "1", 1))
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {path}: production cells and artifacts of lead_lr@1.0.0 differ from the ones run ip used: "
+        "cell 3 [version] to cell 4 [fields] moved 1 down (a cell added or removed above it; the hash covers where "
+        "each cell is), cell 5 [setup] changed (was cell 4 [setup]), cell 10 [setup] to cell 12 [examples] moved 1 "
+        "down, artifact lead_lr.coef.json changed\n")
+
+
+def test_a_run_kept_before_each_part_was_hashed_says_it_cannot_tell(inprocess_run):
+    run_dir, notebooks = inprocess_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for entry in manifest["notebooks"]:  # as mlsm-nb wrote it before: the whole hash only
+        del entry["cells"], entry["artifact_sha256"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
     edit_score_cell(notebooks / "lead_rules.ipynb", "points", "pts")
     result = cli("replay", run_dir)
     assert result.exit_code == 1
     assert result.output.startswith(f"error: {notebooks / 'lead_rules.ipynb'}: production cells or artifacts of "
                                     "lead_rules@1.0.0 differ from the ones run ip used (recorded sha256 ")
-    assert not (run_dir / "replays").exists()
+    assert result.output.endswith("so which one changed cannot be told: compare with the notebook's recorded git "
+                                  "commit\n")
 
 
 def test_differences_are_listed_by_id_model_and_key(inprocess_run):
