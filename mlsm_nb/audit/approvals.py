@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clock import utc_now
-from ..exceptions import MlsmError
+from ..exceptions import MlsmError, cell_ref
 from ..notebook.contract import Cell
 from ..store.registry import REGISTRATION_KEYS
 from ..store.rundir import RunDirectory
@@ -111,7 +111,7 @@ def _cell_lines(cells: Sequence[Cell]) -> tuple[list[str], list[str]]:
     1); and for each line, the cell it belongs to."""
     lines, owners = [], []
     for cell in cells:
-        label = f"cell {cell.index + 1} [{cell.tag}]"
+        label = cell_ref(cell.index, cell.tag)
         text = [f"# {label}", *cell.source.splitlines(), ""]
         lines += text
         owners += [label] * len(text)

@@ -27,6 +27,7 @@ from nbconvert.preprocessors import ExtractOutputPreprocessor, Preprocessor
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 from traitlets.config import Config
 
+from ..exceptions import cell_ref
 from ..notebook.contract import CONTRACT_TAGS, RUNNER_TAG
 
 # What an output may keep: text structure and tables (pandas); no images or link
@@ -92,12 +93,13 @@ def training_notebook(source: Path) -> tuple[nbformat.NotebookNode, int]:
     saved outputs. Also how many training (untagged code) cells it has."""
     nb = nbformat.read(source, as_version=4)
     cells, training = [], 0
-    for number, cell in enumerate(nb.cells, 1):
+    for index, cell in enumerate(nb.cells):
         tags = [tag for tag in cell.metadata.get("tags", []) if tag in CONTRACT_TAGS]
         if tags:
-            named = nbformat.v4.new_markdown_cell(f"Cell {number} [{tags[0]}]: a production cell, not shown here.")
+            named = nbformat.v4.new_markdown_cell(f"{cell_ref(index, tags[0]).capitalize()}: a production cell, "
+                                                  "not shown here.")
             named.metadata["tags"] = [PRODUCTION_MARK]  # nbconvert gives it the class celltag_<tag>: muted
-            named["id"] = f"production-cell-{number}"  # the same page each time (nbformat's ids are random)
+            named["id"] = f"production-cell-{index + 1}"  # the same page each time (nbformat's ids are random)
             cells.append(named)
         else:
             training += cell.cell_type == "code"
