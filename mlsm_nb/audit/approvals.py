@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..clock import utc_now
 from ..exceptions import MlsmError, cell_ref
+from ..notebook.changes import changed_artifacts
 from ..notebook.contract import Cell
 from ..store.registry import REGISTRATION_KEYS
 from ..store.rundir import RunDirectory
@@ -148,16 +149,9 @@ def _cell_diff(old: Sequence[Cell], new: Sequence[Cell], old_name: str, new_name
 def _artifact_changes(old: FoundVersion, new: FoundVersion) -> list[str]:
     if old.artifacts is None or new.artifacts is None:
         return []
-    lines = []
-    for name in sorted(set(old.artifacts) | set(new.artifacts)):
-        if name not in old.artifacts:
-            lines.append(f"artifact {name}: added")
-        elif name not in new.artifacts:
-            lines.append(f"artifact {name}: no longer declared")
-        elif old.artifacts[name] != new.artifacts[name]:
-            lines.append(f"artifact {name}: changed (sha256 {str(old.artifacts[name])[:12]}… -> "
-                         f"{str(new.artifacts[name])[:12]}…)")
-    return lines
+    return [f"{line} (sha256 {str(old.artifacts[name])[:12]}… -> {str(new.artifacts[name])[:12]}…)"
+            if line.endswith(" changed") else line
+            for name, line in changed_artifacts(old.artifacts, new.artifacts).items()]
 
 
 def _changes(last: Mapping | None, sha256: str, old: Search | None, new: Search | None) -> list[str]:

@@ -175,7 +175,7 @@ def test_approve_names_what_it_approves_and_refuses_a_hash_another_branch_regist
     result = cli("approve", "lead_lr", "1.0.0", "--mongo-uri", uri)  # registered from the commit checked out
     assert result.exit_code == 1 and f"  commit     {changed_commit}" in result.output.splitlines()
     assert [line for line in result.output.splitlines() if "artifact" in line][0].startswith(
-        "    artifact lead_lr.coef.json: changed (sha256 ")
+        "    artifact lead_lr.coef.json changed (sha256 ")
 
     result = cli("approve", "lead_rules", "1.0.0", "--sha256", approved_sha, "--mongo-uri", uri)
     assert result.exit_code == 1
