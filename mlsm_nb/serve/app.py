@@ -40,9 +40,20 @@ from ..core.model import model_key
 from ..files import dumps
 from .bundle import ServedBundle, load_served_bundle
 from .metrics import ServeMetrics
-from .oip import InferError, infer_response, model_metadata, records_from_request, server_metadata
+from .oip import (
+    InferError,
+    attach_binary,
+    encode_response,
+    infer_response,
+    model_metadata,
+    records_from_request,
+    server_metadata,
+    split_body,
+    wanted_outputs,
+)
 from .recent import RecentScores
 from .swap import BundleSwitch
+from .timing import Timings
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +94,14 @@ def json_response(value, status: int = 200, bundle: str | None = None, headers: 
     return response
 
 
-async def read_json(request: Request, settings: ServeSettings):
-    """The request body as JSON, within the size limit and time limit; Problem otherwise."""
+async def read_body(request: Request, settings: ServeSettings) -> bytes:
+    """The request body, within the size limit and time limit, not empty; Problem otherwise."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise Problem(413, f"body of {int(declared):,} bytes is over the limit of {settings.max_body_bytes:,} bytes")
+    encoding = request.headers.get("content-encoding", "identity")
+    if encoding.lower() != "identity":
+        raise Problem(415, f"Content-Encoding {encoding} is not supported: send the body uncompressed")
     chunks, size = [], 0
     try:
         with anyio.fail_after(settings.body_timeout):
@@ -100,8 +114,13 @@ async def read_json(request: Request, settings: ServeSettings):
         raise Problem(408, f"the body did not arrive within {settings.body_timeout:g} s") from None
     if not size:
         raise Problem(400, "empty body: send a JSON record or a list of records")
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes):
+    """`body` as JSON; Problem 400 when it is not."""
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Problem(400, f"malformed JSON: {str(exc).splitlines()[0]}") from None
 
@@ -158,10 +177,13 @@ def authorized(request: Request) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), token.encode())
 
 
-async def answer(handler, path: str, public: bool, request: Request) -> Response:
+async def answer(handler, path: str, public: bool, timed: bool, request: Request) -> Response:
     """Call `handler` behind the token check, with one-line errors, the bundle header and the metrics
-    (labelled with `path`, the route's path template)."""
+    (labelled with `path`, the route's path template); for a `timed` route, the stages the handler
+    timed (`request.state.timings`) as `Server-Timing` and in the metrics."""
     started = time.perf_counter()
+    if timed:
+        request.state.timings = Timings()
     try:
         if not public and not authorized(request):
             raise Problem(401, "missing or wrong bearer token (Authorization: Bearer ...)",
@@ -175,13 +197,18 @@ async def answer(handler, path: str, public: bool, request: Request) -> Response
     state = request.app.state
     response.headers.setdefault("X-MLSM-Bundle", state.switch.current.sha256)
     response.headers["X-Content-Type-Options"] = "nosniff"
-    state.metrics.observe_request(path, request.method, response.status_code, time.perf_counter() - started)
+    took = time.perf_counter() - started
+    if timed and request.state.timings.stages:
+        response.headers["Server-Timing"] = request.state.timings.header(took)
+        state.metrics.observe_stages(path, request.state.timings.stages)
+    state.metrics.observe_request(path, request.method, response.status_code, took)
     return response
 
 
-def route(method: str, path: str, handler, public: bool = False) -> Route:
-    """`handler` at `path`, answered through `answer` (public: no token needed)."""
-    return Route(path, functools.partial(answer, handler, path, public), methods=[method])
+def route(method: str, path: str, handler, public: bool = False, timed: bool = False) -> Route:
+    """`handler` at `path`, answered through `answer` (public: no token needed; timed: a scoring route,
+    whose handler times its stages)."""
+    return Route(path, functools.partial(answer, handler, path, public, timed), methods=[method])
 
 
 # --- handlers ----------------------------------------------------------------------
@@ -194,8 +221,11 @@ async def score_records(request: Request, records: list, plan=None):
         raise Problem(413, f"{len(records):,} records in one request; the limit is {settings.max_records:,} "
                            "(split the list)")
 
+    timings = request.state.timings
+
     def work():
-        return bundle.score(records, id_field=settings.id_field, run_id=state.run_id, plan=plan)
+        timings.start()  # in a thread: the hop to it is nobody's stage
+        return bundle.score(records, id_field=settings.id_field, run_id=state.run_id, plan=plan, timings=timings)
 
     scored = work() if len(records) <= INLINE_RECORDS else await anyio.to_thread.run_sync(work)
     if state.buffer is not None:
@@ -206,7 +236,11 @@ async def score_records(request: Request, records: list, plan=None):
 
 
 async def score(request: Request) -> Response:
-    body = await read_json(request, request.app.state.settings)
+    raw = await read_body(request, request.app.state.settings)
+    timings = request.state.timings
+    timings.start()
+    body = parse_json(raw)
+    timings.lap("parse")
     if isinstance(body, dict):
         records, single = [body], True
     elif isinstance(body, list):
@@ -220,7 +254,9 @@ async def score(request: Request) -> Response:
            "draft": bundle.drafts}
     if request.app.state.buffer is not None:
         out["stored"] = "queued"
-    return json_response(out, bundle=bundle.sha256)
+    response = json_response(out, bundle=bundle.sha256)
+    timings.lap("serialise")
+    return response
 
 
 async def models(request: Request) -> Response:
@@ -299,7 +335,7 @@ async def v2_model(request: Request) -> Response:
     bundle = request.app.state.switch.current
     model = find(bundle, request.path_params["name"], request.path_params.get("version"))
     versions = [m.version for m in bundle.plan if m.name == model.name]
-    return json_response(model_metadata(model, versions), bundle=bundle.sha256)
+    return json_response(model_metadata(model, versions, bundle.outputs.get(model.key, {})), bundle=bundle.sha256)
 
 
 async def v2_model_ready(request: Request) -> Response:
@@ -309,22 +345,35 @@ async def v2_model_ready(request: Request) -> Response:
 
 
 async def v2_infer(request: Request) -> Response:
-    body = await read_json(request, request.app.state.settings)
-    bundle = request.app.state.switch.current
+    state = request.app.state
+    raw = await read_body(request, state.settings)
+    timings = request.state.timings
+    timings.start()
+    bundle = state.switch.current
     model = find(bundle, request.path_params["name"], request.path_params.get("version"))
+    stated = bundle.outputs.get(model.key, {})
     try:
-        records, request_id = records_from_request(body, request.app.state.settings.id_field)
+        head, binary = split_body(raw, request.headers.get("inference-header-content-length"))
+        body = parse_json(head)
+        attach_binary(body, binary)
+        timings.lap("parse")
+        records, request_id = records_from_request(body, state.settings.id_field)
+        wanted = wanted_outputs(body, model, stated)
     except InferError as exc:
         raise Problem(400, str(exc)) from None
+    timings.lap("check")
     bundle, scored = await score_records(request, records, bundle.plan_for(model))
     entries = [doc["results"][model.name][model.version] for doc in scored.documents]
-    return json_response(infer_response(model, entries, request_id, bundle.sha256, scored.rejected),
-                         bundle=bundle.sha256)
+    content, headers = encode_response(
+        infer_response(model, entries, request_id, bundle.sha256, scored.rejected, stated, wanted), wanted)
+    response = Response(content, headers={**headers, "X-MLSM-Bundle": bundle.sha256})
+    timings.lap("serialise")
+    return response
 
 
 ROUTES = [
     route("GET", "/", page, public=True),
-    route("POST", "/score", score),
+    route("POST", "/score", score, timed=True),
     route("GET", "/models", models),
     route("GET", "/models/{name}/{version}", model_detail),
     route("GET", "/health", health, public=True),
@@ -338,7 +387,7 @@ ROUTES = [
     route("GET", "/v2/models/{name}/ready", v2_model_ready),
     route("GET", "/v2/models/{name}/versions/{version}", v2_model),
     route("GET", "/v2/models/{name}/versions/{version}/ready", v2_model_ready),
-    route("POST", "/v2/models/{name}/infer", v2_infer),
-    route("POST", "/v2/models/{name}/versions/{version}/infer", v2_infer),
+    route("POST", "/v2/models/{name}/infer", v2_infer, timed=True),
+    route("POST", "/v2/models/{name}/versions/{version}/infer", v2_infer, timed=True),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

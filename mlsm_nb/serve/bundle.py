@@ -9,7 +9,6 @@ record scores identically whether served or run in a batch.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import time
@@ -21,14 +20,14 @@ from typing import Any
 
 from ..clock import utc_now
 from ..core.batch import score_batch
-from ..core.cells import CELL_MARKER
-from ..core.fields import PARSE_LOCK
 from ..core.ids import IdIndex
 from ..core.model import Model, model_key
 from ..core.records import check_records
 from ..core.scoring import plan_run
 from ..exceptions import BundleError, MlsmError
 from ..notebook.bundle import MANIFEST, load_bundle
+from .declared import module_outputs, module_parameters
+from .timing import Timings
 
 
 @dataclass
@@ -50,6 +49,7 @@ class ServedBundle:
     plan: tuple[Model, ...]
     loaded_at: str
     parameters: Mapping = field(default_factory=dict)  # (name, version) -> the parameters cell's defaults
+    outputs: Mapping = field(default_factory=dict)  # (name, version) -> {output: type or None} (serve.declared)
 
     @cached_property
     def keys(self) -> dict[tuple[str, str], Model]:
@@ -98,14 +98,19 @@ class ServedBundle:
         return tuple(m for m in self.plan if m.key in needed)
 
     def score(self, records: Sequence[Any], *, id_field: str = "id", run_id: str = "serve",
-              plan: Sequence[Model] | None = None) -> Scored:
-        """Score `records` (the batch record format) into result documents; never raises for a record."""
+              plan: Sequence[Model] | None = None, timings: Timings | None = None) -> Scored:
+        """Score `records` (the batch record format) into result documents; never raises for a record.
+
+        `timings` gets the `check` and `score` stages.
+        """
         good, rejected = [], []
         for position, checked in check_records(list(enumerate(records)), id_field, IdIndex(), "at position"):
             if isinstance(checked, dict):
                 good.append(checked)
             else:
                 rejected.append({"position": position, "id": checked.record_id, "reason": checked.reason})
+        if timings is not None:
+            timings.lap("check")
         entries: dict[tuple[str, str], list[dict]] = {}
         outcomes = []
         for model in (plan or self.plan) if good else ():
@@ -120,6 +125,8 @@ class ServedBundle:
                 results.setdefault(model.name, {})[model.version] = entries[model.key][i]
             documents.append({id_field: record[id_field], "run_id": run_id, "_timestamp": timestamp,
                               "_current": 0, "results": results})
+        if timings is not None:
+            timings.lap("score")
         return Scored(documents, rejected, outcomes)
 
 
@@ -179,30 +186,10 @@ def load_served_bundle(bundle_dir: str | Path) -> ServedBundle:
             raise BundleError(f"{bundle_dir}: the bundle changed while it was loading; will load it again")
     except OSError as exc:
         raise BundleError(f"{bundle_dir}: the bundle went away while it was loading ({exc})") from None
-    parameters = {(e["name"], e["version"]): module_parameters((real / e["module"]).read_text())
-                  for e in manifest["models"]}
-    return ServedBundle(str(real), hashlib.sha256(raw).hexdigest(), manifest, plan, utc_now(), parameters)
-
-
-def module_parameters(module_text: str) -> dict:
-    """The defaults of the `parameters` cell of an extracted module (read with `ast`, never run).
-
-    A value that is not a literal is given as its source text.
-    """
-    parts = CELL_MARKER.split(module_text)  # [header, index, tag, source, index, tag, source, ...]
-    sources = [source for tag, source in zip(parts[2::3], parts[3::3], strict=False) if tag == "parameters"]
-    if not sources:
-        return {}
-    with PARSE_LOCK:
-        tree = ast.parse(sources[0])
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                found[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                found[node.targets[0].id] = ast.unparse(node.value)
-    return found
+    texts = {(e["name"], e["version"]): (real / e["module"]).read_text() for e in manifest["models"]}
+    return ServedBundle(str(real), hashlib.sha256(raw).hexdigest(), manifest, plan, utc_now(),
+                        {key: module_parameters(text) for key, text in texts.items()},
+                        {key: module_outputs(text) for key, text in texts.items()})
 
 
 def load_error_line(exc: BaseException) -> str:
