@@ -65,6 +65,24 @@ class IdIndex:
                 for digest, position in zip(digests, positions, strict=False)]
 
 
+class RequestIds:
+    """`IdIndex.earlier` for ids that are in memory anyway (one request's): a dict of the ids, no digests and
+    no numpy, which would cost a one-record request more than scoring it. Typed as `IdIndex` types them
+    (`1` and `"1"` differ; a subclass's value is its base type's)."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[bool, Any], int] = {}
+
+    def earlier(self, ids: Sequence[Any], positions: Sequence[int]) -> list[int | None]:
+        """As `IdIndex.earlier`."""
+        found = []
+        for record_id, position in zip(ids, positions, strict=False):
+            key = (True, str.__str__(record_id)) if isinstance(record_id, str) else (False, int.__int__(record_id))
+            first = self._first.setdefault(key, position)
+            found.append(None if first == position else first)
+        return found
+
+
 class _SortedRuns:
     """A set of 128-bit digests (two 64-bit halves) with a position each, as runs sorted by the first half
     and merged as they grow (a log-structured set). Searching 64-bit integers is several times faster than

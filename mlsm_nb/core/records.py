@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .ids import IdIndex
+    from .ids import IdIndex, RequestIds
 
 MAX_ID_BYTES = 1024
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -92,7 +92,7 @@ class Rejected:
         return {"line": self.line, "id": self.record_id, "reason": self.reason}
 
 
-def check_records(numbered: Sequence[tuple[int, Any]], id_field: str, index: IdIndex,
+def check_records(numbered: Sequence[tuple[int, Any]], id_field: str, index: IdIndex | RequestIds,
                   where: str = "on line") -> list[tuple[int, dict | Rejected]]:
     """Each (number, record) as it is when the record is scorable and its id new to `index` (which learns
     it), else as (number, its Rejected). Numbers are distinct and non-negative (see `IdIndex.earlier`);

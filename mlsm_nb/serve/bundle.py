@@ -20,7 +20,7 @@ from typing import Any
 
 from ..clock import utc_now
 from ..core.batch import score_batch
-from ..core.ids import IdIndex
+from ..core.ids import RequestIds
 from ..core.model import Model, model_key
 from ..core.records import check_records
 from ..core.scoring import plan_run
@@ -104,7 +104,7 @@ class ServedBundle:
         `timings` gets the `check` and `score` stages.
         """
         good, rejected = [], []
-        for position, checked in check_records(list(enumerate(records)), id_field, IdIndex(), "at position"):
+        for position, checked in check_records(list(enumerate(records)), id_field, RequestIds(), "at position"):
             if isinstance(checked, dict):
                 good.append(checked)
             else:

@@ -4,7 +4,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsm_nb.core.ids import IdIndex
+from mlsm_nb.core.ids import IdIndex, RequestIds
 from mlsm_nb.run.records import Rejected, read_records
 
 
@@ -24,11 +24,12 @@ def reference(ids):
                     max_size=300),
        cuts=st.lists(st.integers(0, 300), max_size=12))
 def test_index_agrees_with_a_dict_of_the_ids_however_the_input_is_cut(ids, cuts):
-    index, got = IdIndex(), []
     bounds = sorted({0, len(ids), *(c for c in cuts if c < len(ids))})
-    for start, end in zip(bounds, bounds[1:], strict=False):
-        got += index.earlier(ids[start:end], range(start, end))
-    assert got == reference(ids)
+    for index in (RequestIds(), IdIndex()):  # a request's (a dict) and a run's (digests): the same answers
+        got = []
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            got += index.earlier(ids[start:end], range(start, end))
+        assert got == reference(ids), type(index).__name__
     assert len(index) == len({(type(i) is int, i) for i in ids})
 
 
@@ -39,8 +40,12 @@ def test_str_subclass_is_its_text_and_ints_are_not_strings():
     class Odd(str):
         __radd__ = lambda self, other: "same"  # noqa: E731 - a subclass whose methods lie about its text
 
-    assert IdIndex().earlier(["7", Tag("7"), 7, 7], [1, 2, 3, 4]) == [None, 1, None, 3]
-    assert IdIndex().earlier([Odd("a"), Odd("b"), "a"], [1, 2, 3]) == [None, None, 1]
+    class Seven(int):
+        __int__ = lambda self: 8  # noqa: E731 - an int subclass that lies about its value
+
+    for index in (IdIndex, RequestIds):
+        assert index().earlier(["7", Tag("7"), 7, 7, Seven(7)], [1, 2, 3, 4, 5]) == [None, 1, None, 3, 3]
+        assert index().earlier([Odd("a"), Odd("b"), "a"], [1, 2, 3]) == [None, None, 1]
 
 
 def test_ids_cost_a_fraction_of_a_dict():
