@@ -101,10 +101,10 @@ def wait_up(url: str, process: subprocess.Popen, probe: str = "/health") -> None
     raise SystemExit(f"{url} did not come up")
 
 
-def start_serve(bundle: Path, workers: int) -> tuple[str, subprocess.Popen]:
+def start_serve(bundle: Path, workers: int, *options: str) -> tuple[str, subprocess.Popen]:
     port = free_port()
     process = subprocess.Popen([MLSM_NB, "serve", str(bundle), "--port", str(port), "--workers", str(workers),
-                                "--poll", "0.2"], stderr=subprocess.DEVNULL)
+                                "--poll", "0.2", *options], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_up(url, process)
     return url, process
@@ -155,7 +155,7 @@ async def swaps_under_load(url: str, link: Path, bundles: list[Path], swaps: int
 
     from mlsm_nb.leads import generate_leads
 
-    leads = list(generate_leads(50, seed=3))
+    leads = list(generate_leads(5, seed=3))
     stop = asyncio.Event()
     counts = {"requests": 0, "failed": 0, "mixed": 0}
     statuses: dict[str, set] = {}
@@ -243,12 +243,69 @@ def in_process_cpu(bundle: Path, bodies: dict[str, bytes], rounds: int) -> dict:
     return {size: {name: min(times) for name, times in by_app.items()} for size, by_app in out.items()}
 
 
+def median_rate(runs: list[dict], records: int = 1) -> float:
+    return statistics.median(records * x["requests"] / x["seconds"] for x in runs)
+
+
+def round_ratios(a: list[dict], b: list[dict]) -> list[float]:
+    """Per-round throughput ratios a / b (the servers alternate within each round)."""
+    return [(x["requests"] / x["seconds"]) / (y["requests"] / y["seconds"]) for x, y in zip(a, b, strict=True)]
+
+
+def latency(runs: list[dict]) -> str:
+    p50 = statistics.median(x["p50_us"] for x in runs) / 1000
+    p99 = statistics.median(x["p99_us"] for x in runs) / 1000
+    return f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+
+
+def cpu_ms(runs: list[dict]) -> float:
+    return statistics.median(x["cpu_per_request"] for x in runs) * 1e3
+
+
+def rounds_text(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+
+
+def report(args, results: dict) -> None:
+    print(f"workers: {args.workers}, rounds: {args.rounds}, {args.seconds:g} s per measurement, "
+          f"{args.connections} connections (2 for 1,000-record requests; {args.batch_connections} for the "
+          f"batching comparison); serve batching: {args.batch or 'its defaults'}")
+    for name in ("serve", "minimal"):
+        one, k = results[name]["one"], results[name]["thousand"]
+        errors = sum(x["errors"] for x in one + k)
+        print(f"{name:9} one-record: {median_rate(one):8.0f} req/s  {latency(one)}  CPU {cpu_ms(one):.2f} ms/req | "
+              f"1,000-record: {median_rate(k, 1000):8.0f} records/s  CPU {cpu_ms(k):.1f} ms/req | "
+              f"non-2xx/socket errors: {errors}")
+    print(f"throughput ratio serve/minimal, one-record requests: "
+          f"{rounds_text(round_ratios(results['serve']['one'], results['minimal']['one']))}; target >= 0.9; "
+          f"CPU ratio (minimal/serve) {cpu_ms(results['minimal']['one']) / cpu_ms(results['serve']['one']):.2f}")
+    print(f"throughput ratio serve/minimal, 1,000-record requests: "
+          f"{rounds_text(round_ratios(results['serve']['thousand'], results['minimal']['thousand']))}; "
+          f"CPU ratio {cpu_ms(results['minimal']['thousand']) / cpu_ms(results['serve']['thousand']):.2f}")
+    print(f"{args.batch_connections} connections, one-record requests:")
+    for name in ("serve", "unbatched", "minimal"):
+        many = results[name]["many"]
+        errors = sum(x["errors"] for x in many)
+        print(f"  {name:9} {median_rate(many):8.0f} req/s  {latency(many)}  CPU {cpu_ms(many):.2f} ms/req | "
+              f"non-2xx/socket errors: {errors}")
+    many = {name: results[name]["many"] for name in results}
+    print(f"  serve/unbatched {rounds_text(round_ratios(many['serve'], many['unbatched']))} (target >= 2 at p99 <= "
+          f"50 ms; CPU ratio {cpu_ms(many['unbatched']) / cpu_ms(many['serve']):.2f}); serve/minimal "
+          f"{rounds_text(round_ratios(many['serve'], many['minimal']))} (target >= 1; CPU ratio "
+          f"{cpu_ms(many['minimal']) / cpu_ms(many['serve']):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--batch-connections", type=int, default=32,
+                        help="connections of the batching comparison (serve, serve unbatched, minimal)")
+    parser.add_argument("--batch", default="", help="serve's batching options, e.g. '--batch-max-size 32 "
+                        "--batch-max-latency-ms 2' (default: serve's defaults)")
+    parser.add_argument("--no-swaps", action="store_true", help="skip the hot swaps under load")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install wrk")
@@ -268,53 +325,32 @@ def main() -> None:
         thousand = tmp / "thousand.json"
         thousand.write_text(json.dumps(list(generate_leads(1000, seed=9))))
 
-        servers = {"serve": start_serve(link, args.workers), "minimal": start_minimal(tmp / "a", args.workers)}
+        servers = {"serve": start_serve(link, args.workers, *args.batch.split()),
+                   "unbatched": start_serve(tmp / "a", args.workers, "--batch-max-size", "1"),
+                   "minimal": start_minimal(tmp / "a", args.workers)}
         try:
-            results: dict = {name: {"one": [], "thousand": []} for name in servers}
+            results: dict = {name: {"one": [], "thousand": [], "many": []} for name in servers}
             for url, process in servers.values():  # warm up: first calls import and compile
                 wrk(url, one, script, 1, args.connections, process.pid)
             for _ in range(args.rounds):
                 for name, (url, process) in servers.items():
-                    results[name]["one"].append(wrk(url, one, script, args.seconds, args.connections, process.pid))
-                    results[name]["thousand"].append(wrk(url, thousand, script, args.seconds, 2, process.pid))
-            print(f"workers: {args.workers}, rounds: {args.rounds}, {args.seconds:g} s per measurement, "
-                  f"{args.connections} connections (2 for 1,000-record requests)")
-            ratios_one, ratios_k = [], []
-            for r in range(args.rounds):
-                rate = {n: results[n]["one"][r]["requests"] / results[n]["one"][r]["seconds"] for n in servers}
-                ratios_one.append(rate["serve"] / rate["minimal"])
-                rate = {n: results[n]["thousand"][r]["requests"] / results[n]["thousand"][r]["seconds"]
-                        for n in servers}
-                ratios_k.append(rate["serve"] / rate["minimal"])
-            for name in servers:
-                one_runs, k_runs = results[name]["one"], results[name]["thousand"]
-                rps = statistics.median(x["requests"] / x["seconds"] for x in one_runs)
-                p50 = statistics.median(x["p50_us"] for x in one_runs) / 1000
-                p99 = statistics.median(x["p99_us"] for x in one_runs) / 1000
-                recs = statistics.median(1000 * x["requests"] / x["seconds"] for x in k_runs)
-                errors = sum(x["errors"] for x in one_runs + k_runs)
-                print(f"{name:8} one-record: {rps:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms | "
-                      f"1,000-record: {recs:8.0f} records/s | non-2xx/socket errors: {errors}")
-            cpu = {n: {size: statistics.median(x["cpu_per_request"] for x in results[n][size])
-                       for size in ("one", "thousand")} for n in servers}
-            print(f"server CPU per request, serve/minimal (minimal/serve = the throughput ratio when CPU-bound): "
-                  f"one-record {cpu['serve']['one'] * 1e3:.2f} / {cpu['minimal']['one'] * 1e3:.2f} ms "
-                  f"(ratio {cpu['minimal']['one'] / cpu['serve']['one']:.2f}); 1,000-record "
-                  f"{cpu['serve']['thousand'] * 1e3:.1f} / {cpu['minimal']['thousand'] * 1e3:.1f} ms "
-                  f"(ratio {cpu['minimal']['thousand'] / cpu['serve']['thousand']:.2f})")
-            print(f"throughput ratio serve/minimal, one-record requests: {statistics.median(ratios_one):.2f} "
-                  f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_one)}; target >= 0.8)")
-            print(f"throughput ratio serve/minimal, 1,000-record requests: {statistics.median(ratios_k):.2f} "
-                  f"(rounds: {', '.join(f'{x:.2f}' for x in ratios_k)})")
+                    if name != "unbatched":
+                        results[name]["one"].append(wrk(url, one, script, args.seconds, args.connections,
+                                                        process.pid))
+                        results[name]["thousand"].append(wrk(url, thousand, script, args.seconds, 2, process.pid))
+                    results[name]["many"].append(wrk(url, one, script, args.seconds, args.batch_connections,
+                                                     process.pid))
+            report(args, results)
             steady = in_process_cpu(tmp / "a", {"one": one.read_bytes(), "thousand": thousand.read_bytes()}, 3)
-            print(f"in-process CPU per request (ASGI calls, no sockets), serve / minimal: "
+            print(f"in-process CPU per request (ASGI calls one at a time, no sockets), serve / minimal: "
                   f"one-record {steady['one']['serve']:.3f} / {steady['one']['minimal']:.3f} ms "
                   f"(ratio {steady['one']['minimal'] / steady['one']['serve']:.2f}); 1,000-record "
                   f"{steady['thousand']['serve']:.1f} / {steady['thousand']['minimal']:.1f} ms "
                   f"(ratio {steady['thousand']['minimal'] / steady['thousand']['serve']:.2f})")
-            swap = asyncio.run(swaps_under_load(servers["serve"][0], link, [tmp / "a", tmp / "b"], 10, 4))
-            print(f"10 hot swaps under load: {swap['requests']} requests, {swap['failed']} failed, "
-                  f"{swap['mixed']} mixed, {swap['bundles_seen']} bundles answered (target 0 failed, 0 mixed)")
+            if not args.no_swaps:
+                swap = asyncio.run(swaps_under_load(servers["serve"][0], link, [tmp / "a", tmp / "b"], 10, 8))
+                print(f"10 hot swaps under load: {swap['requests']} requests, {swap['failed']} failed, "
+                      f"{swap['mixed']} mixed, {swap['bundles_seen']} bundles answered (target 0 failed, 0 mixed)")
         finally:
             for _, process in servers.values():
                 process.terminate()

@@ -623,10 +623,15 @@ def approve(name, version, notebook, sha256, run_dir, by, require, mongo_uri, mo
               help="Seconds a client may take to send a request body (slower: 408).")
 @click.option("--poll", "poll_seconds", default=1.0, show_default=True, type=click.FloatRange(min=0.05),
               help="Seconds between looks at BUNDLE_DIR for a new bundle.")
+@click.option("--batch-max-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Records scored together at most when concurrent requests are batched (1: no batching; "
+                   "a request with this many records or more is scored alone).")
+@click.option("--batch-max-latency-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Longest a request waits in the queue for others to join its batch, in milliseconds.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @handle_errors
 def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, body_timeout,
-          poll_seconds, access_log):
+          poll_seconds, batch_max_size, batch_max_latency_ms, access_log):
     """Serve the models of an extracted bundle over HTTP, swapping in new bundles.
 
     Set MLSM_SERVE_TOKEN to require `Authorization: Bearer <token>` on everything but /health.
@@ -642,7 +647,8 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
 
     settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,
                              max_records=max_records, body_timeout=body_timeout, poll_seconds=poll_seconds,
-                             id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db)
+                             id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db,
+                             batch_max_size=batch_max_size, batch_max_latency_ms=batch_max_latency_ms)
 
     def ready(bundle):
         models = ", ".join(model_key(*m.key) + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)

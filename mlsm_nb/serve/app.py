@@ -38,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..core.model import model_key
 from ..files import dumps
+from .batching import Batcher
 from .bundle import ServedBundle, load_served_bundle
 from .metrics import ServeMetrics
 from .oip import (
@@ -76,6 +77,8 @@ class ServeSettings:
     id_field: str = "id"
     mongo_uri: str | None = None
     mongo_db: str | None = None
+    batch_max_size: int = 64  # records in one batch of concurrent requests (1: no batching)
+    batch_max_latency_ms: float = 5.0  # longest a request waits for others to join its batch
 
 
 class Problem(Exception):
@@ -148,6 +151,8 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     state = app.state
     state.settings, state.switch, state.buffer, state.metrics = settings, switch, buffer, metrics
     state.recent, state.run_id = RecentScores(), buffer.run_id if buffer else "serve"
+    state.batcher = Batcher(score_checked, settings.batch_max_size, settings.batch_max_latency_ms / 1000,
+                            on_batch=metrics.observe_batch)
     return app
 
 
@@ -227,12 +232,24 @@ async def score_records(request: Request, records: list, plan=None):
         timings.start()  # in a thread: the hop to it is nobody's stage
         return bundle.score(records, id_field=settings.id_field, run_id=state.run_id, plan=plan, timings=timings)
 
-    scored = work() if len(records) <= INLINE_RECORDS else await anyio.to_thread.run_sync(work)
+    if state.batcher.takes(len(records)):
+        scored = await state.batcher.score_request(bundle, records, plan=plan, id_field=settings.id_field,
+                                                   run_id=state.run_id, timings=timings)
+    else:
+        scored = work() if len(records) <= INLINE_RECORDS else await anyio.to_thread.run_sync(work)
     if state.buffer is not None:
         state.buffer.add(scored.documents)
     state.metrics.observe_scores(scored.outcomes, len(scored.rejected))
     state.recent.add(scored.outcomes, time.time())
     return bundle, scored
+
+
+async def score_checked(bundle: ServedBundle, plan, records: list) -> list:
+    """The scoring core over a batch of checked records (see `serve.batching`): on the event loop up to
+    INLINE_RECORDS, more in a thread."""
+    if len(records) <= INLINE_RECORDS:
+        return bundle.score_checked(records, plan)
+    return await anyio.to_thread.run_sync(bundle.score_checked, records, plan)
 
 
 async def score(request: Request) -> Response:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import utc_now
-from ..core.batch import score_batch
+from ..core.batch import BatchOutcome, score_batch
 from ..core.ids import RequestIds
 from ..core.model import Model, model_key
 from ..core.records import check_records
@@ -37,6 +37,7 @@ class Scored:
     documents: list[dict]
     rejected: list[dict]
     outcomes: list = field(default_factory=list)  # BatchOutcome per model, in run order
+    waited: float = 0.0  # seconds the records waited for their batch (adaptive batching; 0 when scored alone)
 
 
 @dataclass(frozen=True)
@@ -97,37 +98,55 @@ class ServedBundle:
                 needed.update((d["name"], d["version"]) for d in getattr(candidate, "models", ()))
         return tuple(m for m in self.plan if m.key in needed)
 
-    def score(self, records: Sequence[Any], *, id_field: str = "id", run_id: str = "serve",
-              plan: Sequence[Model] | None = None, timings: Timings | None = None) -> Scored:
-        """Score `records` (the batch record format) into result documents; never raises for a record.
-
-        `timings` gets the `check` and `score` stages.
-        """
+    def check(self, records: Sequence[Any], id_field: str = "id") -> tuple[list[dict], list[dict]]:
+        """A request's records checked on their own: the scorable ones, and the rejected ones (position
+        in the request, id, reason)."""
         good, rejected = [], []
         for position, checked in check_records(list(enumerate(records)), id_field, RequestIds(), "at position"):
             if isinstance(checked, dict):
                 good.append(checked)
             else:
                 rejected.append({"position": position, "id": checked.record_id, "reason": checked.reason})
-        if timings is not None:
-            timings.lap("check")
+        return good, rejected
+
+    def score_checked(self, good: Sequence[Mapping], plan: Sequence[Model] | None = None) -> list[BatchOutcome]:
+        """Score checked records with every model of `plan` (default: the bundle's), in run order: the
+        batch runs' core, one `BatchOutcome` per model; never raises for a record."""
         entries: dict[tuple[str, str], list[dict]] = {}
         outcomes = []
         for model in (plan or self.plan) if good else ():
             needs = {(d["name"], d["version"]): entries[d["name"], d["version"]] for d in getattr(model, "models", ())}
             outcomes.append(score_batch(model, good, needs))
             entries[model.key] = outcomes[-1].entries
+        return outcomes
+
+    @staticmethod
+    def documents(good: Sequence[Mapping], rejected: list[dict], outcomes: Sequence[BatchOutcome], *,
+                  id_field: str = "id", run_id: str = "serve") -> Scored:
+        """The result documents of `good` from its models' outcomes (entries in the same order)."""
         timestamp = int(time.time())
         documents = []
         for i, record in enumerate(good):
             results: dict = {}
-            for model in plan or self.plan:
-                results.setdefault(model.name, {})[model.version] = entries[model.key][i]
+            for outcome in outcomes:
+                results.setdefault(outcome.model, {})[outcome.version] = outcome.entries[i]
             documents.append({id_field: record[id_field], "run_id": run_id, "_timestamp": timestamp,
                               "_current": 0, "results": results})
+        return Scored(documents, rejected, list(outcomes))
+
+    def score(self, records: Sequence[Any], *, id_field: str = "id", run_id: str = "serve",
+              plan: Sequence[Model] | None = None, timings: Timings | None = None) -> Scored:
+        """Score `records` (the batch record format) into result documents; never raises for a record.
+
+        `timings` gets the `check` and `score` stages.
+        """
+        good, rejected = self.check(records, id_field)
+        if timings is not None:
+            timings.lap("check")
+        scored = self.documents(good, rejected, self.score_checked(good, plan), id_field=id_field, run_id=run_id)
         if timings is not None:
             timings.lap("score")
-        return Scored(documents, rejected, outcomes)
+        return scored
 
 
 _JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}

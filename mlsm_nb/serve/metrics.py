@@ -15,6 +15,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 # a stage of a one-record request takes tens of microseconds: finer buckets below a millisecond
 STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                  2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 
 
 class ServeMetrics:
@@ -38,6 +39,8 @@ class ServeMetrics:
                               ["model", "version", "kind"], registry=self.registry)
         self.rejected = Counter("mlsm_serve_rejected_records", "Records that could not be scored at all",
                                 registry=self.registry)
+        self.batch_requests = Histogram("mlsm_serve_batch_requests", "Requests scored together in one batch "
+                                        "(adaptive batching)", buckets=BATCH_BUCKETS, registry=self.registry)
         self.bundle_events = Counter("mlsm_serve_bundle_loads", "Bundle loads by outcome (swapped, refused)",
                                      ["outcome"], registry=self.registry)
 
@@ -62,6 +65,10 @@ class ServeMetrics:
                 self.errors.labels(outcome.model, outcome.version, kind).inc(n)
         if rejected:
             self.rejected.inc(rejected)
+
+    def observe_batch(self, requests: int, records: int) -> None:
+        """Count one batch released by adaptive batching."""
+        self.batch_requests.observe(requests)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every worker's metrics."""

@@ -38,6 +38,12 @@ class Timings:
         """`stage` took `seconds`, measured elsewhere."""
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
+    def lap_first(self, stage: str, seconds: float) -> None:
+        """`stage` took the first `seconds` since the last mark, measured elsewhere (e.g. `queue`, the wait
+        for a batch): the next lap gets the rest."""
+        self.add(stage, seconds)
+        self._mark += seconds
+
     def header(self, total: float) -> str:
         """The `Server-Timing` value: `parse;dur=0.052, ..., total;dur=1.234` (milliseconds)."""
         return ", ".join(f"{stage};dur={seconds * 1e3:.3f}" for stage, seconds in (*self.stages.items(),
