@@ -46,6 +46,24 @@ def dependency_results(model: Model, dependencies: Mapping[tuple[str, str], Sequ
     return per_record
 
 
+def input_frame(model: Model, rows: Sequence[Mapping], index: Sequence[int] | None = None):
+    """The DataFrame `score_frame` gets for valid inputs `rows`: one column per field, in field order.
+
+    A float field's column is float64 whatever its rows hold (an int, as JSON clients send 100 for 100.0,
+    would otherwise make it int64 when every row of the batch has one), and so is an int field's that may
+    hold None or be left out (None is NaN): a row's values never depend on the other rows of its batch,
+    so a record scores the same in any batch (a run's, or served requests batched together).
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=[s.name for s in model.specs], index=index)
+    for spec in model.specs:
+        numeric = spec.type == "float" or (spec.type == "int" and (spec.nullable or not spec.required))
+        if numeric and frame[spec.name].dtype != "float64":
+            frame[spec.name] = frame[spec.name].astype("float64")
+    return frame
+
+
 def _frame_entries(model: Model, datas: Sequence[Mapping], notes: list[str]) -> list[dict] | None:
     import pandas as pd
 
@@ -63,7 +81,7 @@ def _frame_entries(model: Model, datas: Sequence[Mapping], notes: list[str]) -> 
             rows.append(inputs)
             positions.append(i)
     if rows:
-        frame = pd.DataFrame.from_records(rows, columns=[s.name for s in model.specs], index=positions)
+        frame = input_frame(model, rows, positions)
         try:
             out = model.score_frame(frame)
             if not isinstance(out, pd.DataFrame) or not out.index.equals(frame.index):

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..core.batch import input_frame
 from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
 from ..core.output import score_warning, stored_entry
@@ -275,7 +276,7 @@ def _frame_disagreement(model: Model, datas: Sequence[Mapping]) -> str | None:
     rows = [d for d in datas if model.check_inputs(model.inputs(d)) is None]
     if not rows:
         return None
-    frame = pd.DataFrame.from_records(rows, columns=[s.name for s in model.specs])
+    frame = input_frame(model, rows)
     try:
         out = model.score_frame(frame)
     except Exception as exc:  # noqa: BLE001

@@ -2,6 +2,7 @@
 
 import datetime
 import decimal
+import json
 
 import numpy as np
 import pandas as pd
@@ -89,3 +90,19 @@ def test_numbers_of_any_kind_and_outputs_without_a_score_get_no_warning():
 
     for out in ({"score": 1}, {"score": 0.5}, {"score": np.float32(0.5)}, {"score": np.int64(3)}, {"route": "x"}):
         assert score_warning(out) is None, out
+
+
+def test_a_record_gets_the_same_frame_values_in_any_batch():
+    seen = []
+
+    def frame(df):
+        seen.append(dict(df.dtypes.astype(str)))
+        return pd.DataFrame({"x": df["x"], "n": df["n"] * 2}, index=df.index)
+
+    model = Model("f", {"x": float, "n": {"type": "int", "nullable": True}, "k": int}, "1",
+                  lambda d, r: {"x": d["x"], "n": None if d["n"] is None else d["n"] * 2}, score_frame=frame)
+    alone = {"x": 100, "n": 3, "k": 1}  # what a JSON client sends for 100.0
+    others = [{"x": 0.5, "n": None, "k": 2}, {"x": 7, "n": 1, "k": 3}]
+    entries = [score_batch(model, [{"data": d} for d in batch]).entries[0] for batch in ([alone], [alone, *others])]
+    assert json.dumps(entries[0]) == json.dumps(entries[1]) == '{"x": 100.0, "n": 6.0, "_status": "draft"}'
+    assert seen[0] == seen[1] == {"x": "float64", "n": "float64", "k": "int64"}
