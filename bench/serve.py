@@ -4,18 +4,25 @@ Both run on uvicorn with the same number of workers over the same bundle (the
 example notebooks: lead_rules 1.0.0 and 2.0.0, lead_lr 1.0.0, champion 1.0.0);
 the minimal app is `minimal_app` below: parse JSON, `score_batch` per model in
 run order, nest the results, dump JSON, nothing else (no checks, metrics, swap,
-limits or token). Load comes from wrk (Debian's `wrk`), alternating between the
-two servers within each round; the ratios are medians of per-round ratios.
+limits, token or batching). A third server is serve without batching
+(`--batch-max-size 1`). Load comes from wrk (Debian's `wrk`), alternating between
+the servers within each round; the ratios are medians of per-round ratios. Each
+measurement also gives the server's CPU per request (from /proc), the figure that
+holds best on a shared machine.
 
-1. one-record requests: throughput ratio serve / minimal (target >= 0.8), p50 and p99 latency;
+1. one-record requests from `--connections` (default 8), serve at its batching defaults (or `--batch`):
+   throughput ratio serve / minimal (target >= 0.9), p50 and p99 latency;
 2. 1,000-record requests: records per second, and the ratio;
-3. the same two apps called in this process through ASGI (no sockets): CPU per request, the figure
-   that holds best on a shared machine;
-4. 10 hot swaps under load (async httpx clients sending 50-record requests while the
-   bundle symlink is switched between two bundles whose models differ in status):
-   failed requests and mixed responses (target 0 and 0).
+3. batching: one-record requests from `--batch-connections` (default 32): serve, serve without batching
+   and minimal; targets: serve >= 2 x serve without batching at p99 <= 50 ms, and >= 1 x minimal;
+4. the same two apps called in this process through ASGI, one request at a time (no sockets, so no
+   batching: a lone request's cost): CPU per request;
+5. 10 hot swaps under load (8 async httpx clients sending 5-record requests, so that batches are
+   queued as the swaps happen, while the bundle symlink is switched between two bundles whose models
+   differ in status): failed requests and mixed responses (target 0 and 0).
 
     .venv/bin/python bench/serve.py [--workers N] [--rounds R] [--seconds S] [--connections C]
+        [--batch-connections C] [--batch "--batch-max-size N --batch-max-latency-ms MS"] [--no-swaps]
 """
 
 from __future__ import annotations
