@@ -302,6 +302,7 @@ def _engine_names() -> list[str]:
 @_setting("workers", type=click.IntRange(min=1))
 @_setting("id_field")
 @_setting("timeout", type=float)
+@_setting("record_timeout", type=float)
 @_setting("resume", is_flag=True)
 @_setting("engine", type=click.Choice(_engine_names()))
 @_setting("warm_kernels", is_flag=True)
@@ -425,6 +426,7 @@ def _print_run_totals(manifest, out: str, store=None) -> None:
                 line += f" of {stats['scored']} numeric scores; {unscored} records have none"
         errors = ", ".join(f"{n} {kind}" for kind, n in sorted(stats["errors"].items()))
         click.echo(line + (f", errors: {errors} ({stats['error_rate']:.1%})" if errors else ""))
+    _print_slowest(manifest)
     for _key, batches in sorted(manifest.executions.items()):
         for _batch, entry in sorted(batches.items()):
             if entry.status != "ok":
@@ -445,6 +447,30 @@ def _print_run_totals(manifest, out: str, store=None) -> None:
             click.echo(f"  MongoDB:  {where}")
         for problem in manifest.store_problems[:5]:
             click.echo(f"warning: MongoDB: {problem}", err=True)
+
+
+SLOWEST_SHOWN = 5  # the run's slowest records the summary names, and up to 10 when more were over the limit
+
+
+def _print_slowest(manifest) -> None:
+    """The run's slowest records, slowest first: id, seconds, model; those over --record-timeout marked."""
+    limit = manifest.setting("record_timeout") or None
+    timed = sorted(((pair[1], pair[0], key) for key, pairs in manifest.slowest.items() for pair in pairs),
+                   key=lambda found: -found[0])
+    shown = [t for i, t in enumerate(timed) if i < SLOWEST_SHOWN or (limit and t[0] > limit)][:2 * SLOWEST_SHOWN]
+    if not shown:
+        return
+    click.echo(f"  slowest records ({f'--record-timeout {limit:g} s' if limit else 'no --record-timeout'}):")
+    width = max(len(repr(record_id)) for _, record_id, _ in shown)
+    for seconds, record_id, key in shown:
+        over = "  timeout" if limit and seconds > limit else ""
+        click.echo(f"    id {record_id!r:{width}} {_duration(seconds):>8}  {key}{over}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    return f"{seconds * 1000:.3g} ms" if seconds >= 0.001 else f"{seconds * 1e6:.3g} µs"
 
 
 def _print_verdict(manifest, root) -> None:

@@ -19,6 +19,7 @@ from .merge import Merger, Tally
 from .settings import RunSettings
 
 STORE_PROBLEMS = 20  # problems a sink reported, kept in the manifest
+SLOWEST = 10  # a model's slowest records the manifest names (from its executions' own slowest)
 
 
 def build_executor(specs: Sequence[NotebookSpec], run_dir: RunDirectory, settings: RunSettings,
@@ -28,6 +29,7 @@ def build_executor(specs: Sequence[NotebookSpec], run_dir: RunDirectory, setting
     secrets = {k: v for k, v in settings.parameters.items() if is_secret(k, v)}
     return Executor(
         run_root=str(run_dir.root.resolve()), engine=settings.engine, timeout=settings.timeout,
+        record_timeout=settings.record_timeout or None, id_field=settings.id_field,
         sources={key: str(spec.path.resolve()) for key, spec in keyed.items()},
         labels={key: str(spec.path) for key, spec in keyed.items()},
         needs={key: [model_key(m["name"], m["version"]) for m in spec.models] for key, spec in keyed.items()},
@@ -133,7 +135,14 @@ class RunContext:
         for _, per_model in sorted(batch_stats.items(), key=lambda item: int(item[0])):  # same sums in any order
             for key, counts in per_model.items():
                 totals[key].merge(Tally(counts))
-        self.manifest.update(failed_executions=failed, models={key: tally.as_dict() for key, tally in totals.items()})
+        self.manifest.update(failed_executions=failed, models={key: tally.as_dict() for key, tally in totals.items()},
+                             slowest={key: self.slowest(key) for key in self.keys})
+
+    def slowest(self, key: str) -> list[list]:
+        """[[record id, seconds], ...]: model `key`'s slowest records over its executions, slowest first."""
+        timed = [pair for entry in self.manifest["executions"].get(key, {}).values()
+                 for pair in entry.get("slowest", ())]
+        return sorted(timed, key=lambda pair: -pair[1])[:SLOWEST]
 
 
 def worker_count(settings: RunSettings) -> int:

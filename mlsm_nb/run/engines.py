@@ -33,6 +33,7 @@ from ..exceptions import ConfigError
 
 if TYPE_CHECKING:
     from ..core.batch import BatchOutcome
+    from ..core.timelimit import Board
     from ..notebook.contract import NotebookSpec
     from .context import RunContext
     from .execution import Executor
@@ -129,11 +130,15 @@ class FileEngine(Engine):
 class InMemoryEngine(Engine):
     """An engine that scores records in memory. A subclass supplies:
 
-    - ``score(executor, key, records, dependencies) -> core.batch.BatchOutcome``:
+    - ``score(executor, key, records, dependencies, *, board, stuck) -> core.batch.BatchOutcome``:
       model `key`'s entries for `records` (batch order); `dependencies` maps
       (name, version) of each model a summary needs to its entries. Called in
       a worker process (or on a Dask worker); a failure fails this model's
-      execution of the batch only.
+      execution of the batch only. Each record within ``executor.record_timeout``
+      seconds (`--record-timeout`, None: no limit): `board` and `stuck` go to
+      `core.batch.score_batch`, which enforces it (the board is the one the
+      worker's pool reads, to find a record stuck where no interrupt reaches it;
+      `stuck`: records found so before, to be given their timeout unscored).
 
     Its plan for a batch (`inmemory.BatchPlan`): one task scores the whole batch,
     every model then every summary, and merges it, in a worker; a batch whose
@@ -143,7 +148,8 @@ class InMemoryEngine(Engine):
     required = ("score",)
 
     def score(self, executor: Executor, key: str, records: Sequence[Mapping],
-              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> BatchOutcome:
+              dependencies: Mapping[tuple[str, str], Sequence[dict]], *, board: Board,
+              stuck: Mapping[int, float]) -> BatchOutcome:
         raise NotImplementedError
 
     def pools(self, workers: int, scheduler: str | None) -> tuple[Any, Any]:
@@ -237,6 +243,29 @@ class PapermillEngine(FileEngine):
         return {"executed": str(run.executed_path(key, batch).relative_to(run.root))}
 
     def execute(self, executor: Executor, key: str, batch: int) -> dict | None:
+        """Execute the production notebook over the batch. A kernel stopped because a record was stuck past
+        --record-timeout where no interrupt reached it (`run.watchdog`) is replaced: the notebook runs again
+        in a new kernel, that record given its timeout unscored (at most `MAX_STUCK` records)."""
+        from ..core.timelimit import MAX_STUCK
+        from .watchdog import KernelBoard
+
+        stuck: dict[int, float] = {}
+        while True:
+            with KernelBoard() as board:
+                limit = {"seconds": executor.record_timeout, "board": board.path, "stuck": dict(stuck),
+                         "id_field": executor.id_field}
+                try:
+                    return self._execute(executor, key, batch, limit)
+                except BaseException as exc:
+                    if board.stuck is None or len(stuck) >= MAX_STUCK:
+                        if board.stuck is not None:
+                            exc.add_note(f"more than {MAX_STUCK} records were stuck past --record-timeout where no "
+                                         "interrupt reached them (C code?); their kernel was stopped each time")
+                        raise
+                    stuck[board.stuck.position] = round(board.stuck.seconds, 3)
+
+    def _execute(self, executor: Executor, key: str, batch: int, limit: dict) -> dict:
+        """One execution in one kernel; returns its facts for the manifest (see `FileEngine.execute`)."""
         import papermill
         from jupyter_core.utils import run_sync
 
@@ -248,7 +277,8 @@ class PapermillEngine(FileEngine):
         notebook, cwd = str(run.notebook_path(key)), str(Path(executor.sources[key]).parent)
         parameters = {**executor.parameters, "mlsm_batch_path": str(run.batch_path(batch)),
                       "mlsm_output_path": str(run.output_path(key, batch)),
-                      "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status}
+                      "mlsm_dependencies": executor.dependencies(key, batch), "mlsm_status": executor.status,
+                      "mlsm_limit": limit}
         env = {secret_env(name): json.dumps(value) for name,
                value in executor.secrets.items()}  # JSON: a dict stays a dict
         launched_because = ("--warm-kernels: kept kernels are launched" if executor.warm_kernels else
@@ -262,13 +292,12 @@ class PapermillEngine(FileEngine):
         km = (run_sync(kernels.take)(notebook) or kernels.new(manager_class)) if kernels else None
         log = Path(km.kernel_log if km else manager_class.kernel_log)  # a kept kernel's log is its first execution's
         log_fact = {"kernel_log": str(log.relative_to(run.root))}
-        # the executions this kernel ran before this one
-        facts = {"kernel_runs": km.executions} if executor.warm_kernels else {}
+        facts = {"kernel_runs": km.executions} if executor.warm_kernels else {}  # executions it ran before
         origin = km.origin if km else lambda: {"kernel": "launched", "kernel_launched_because": launched_because}
         try:
             # The kernel's working directory is set through nbclient's resources, not papermill's
             # `cwd`, which changes the whole process's directory and so is unsafe in threads.
-            papermill.execute_notebook(
+            executed = papermill.execute_notebook(
                 notebook, str(run.executed_path(key, batch)), parameters=parameters, kernel_name="python3",
                 engine_name=ENGINE, progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
                 kernel_manager_class=manager_class, resources={"metadata": {"path": cwd}})
@@ -284,7 +313,7 @@ class PapermillEngine(FileEngine):
         # Before the kernel is asked to stop: a log is not rewritten (redacted) while its kernel writes its exit
         # lines; those are redacted when it has stopped.
         written = kernel_log_written(log, executor.secrets)
-        facts.update(origin())
+        facts.update(origin(), **_timing(executed))
         if km is not None:
             run_sync(kernels.keep)(notebook, km, cwd)
         return {**facts, **log_fact} if written else facts
@@ -304,6 +333,19 @@ class PapermillEngine(FileEngine):
                 entry["kernel_log"] = str(log.relative_to(run.root))
 
 
+def _timing(executed) -> dict:
+    """The slowest records (and those found stuck before) the runner cell showed (`overview.TIMING`), for
+    the execution's manifest entry."""
+    from .overview import TIMING
+
+    for cell in executed.cells:
+        for output in cell.get("outputs", ()):
+            timing = output.get("data", {}).get(TIMING)
+            if timing is not None:
+                return {k: v for k, v in timing.items() if v}
+    return {}
+
+
 class InProcessEngine(InMemoryEngine):
     """Scores with the extracted Model objects, in memory, in worker processes: no kernels, no files between models."""
 
@@ -314,10 +356,12 @@ class InProcessEngine(InMemoryEngine):
             executor.check_bundle()
 
     def score(self, executor: Executor, key: str, records: Sequence[Mapping],
-              dependencies: Mapping[tuple[str, str], Sequence[dict]]) -> BatchOutcome:
+              dependencies: Mapping[tuple[str, str], Sequence[dict]], *, board: Board,
+              stuck: Mapping[int, float]) -> BatchOutcome:
         from ..core.batch import score_batch
 
-        return score_batch(executor.model(key), records, dependencies)
+        return score_batch(executor.model(key), records, dependencies, limit=executor.record_timeout, board=board,
+                           stuck=stuck)
 
 
 register("papermill", PapermillEngine())

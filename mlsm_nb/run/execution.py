@@ -68,6 +68,8 @@ class Executor:
     warm_kernels: int = 0  # papermill: kernels a thread may keep between executions (see run.kernels); 0: none
     own_threads: bool = False  # executions run in the run's pool threads (not on Dask), which release what they kept
     bundled_status: dict[str, str] = field(default_factory=dict)  # key -> status in the bundle (`check_bundle`)
+    record_timeout: float | None = None  # seconds one record may take to score (--record-timeout); None: no limit
+    id_field: str = "id"
 
     @property
     def run(self) -> RunDirectory:

@@ -17,7 +17,7 @@ from mlsm_nb.run.runtime import run_in_notebook
 mlsm_declared = {declared!r}  # the notebook's declarations, as lint read them (a later cell cannot change them)
 mlsm_cells = {cells!r}  # the cells above by source digest, to name the cell a score error is raised in
 mlsm_overview = run_in_notebook(globals(), mlsm_batch_path, mlsm_output_path, mlsm_dependencies, mlsm_status,
-                               mlsm_declared, mlsm_cells)"""
+                               mlsm_declared, mlsm_cells, mlsm_limit)"""
 _SHOW_SOURCE = "mlsm_overview.show()"
 
 

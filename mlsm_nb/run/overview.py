@@ -19,13 +19,22 @@ from ..core.output import is_score
 from ..core.stats import score_stats
 
 SAMPLE_SIZE = 5
+TIMING = "application/vnd.mlsm-nb.timing+json"  # the slowest records, for the engine that ran the notebook
 
 
 class BatchOverview:
-    """A reader's view of one scored batch: counts, errors by kind, score distribution, sample."""
+    """A reader's view of one scored batch: counts, errors by kind, the slowest records, score distribution,
+    sample. `slowest` and `stuck` are [[record id, seconds], ...]: the batch's slowest records, and those
+    stuck where no interrupt reached them in an earlier kernel (see `core.timelimit`)."""
 
-    def __init__(self, outcome: BatchOutcome):
+    def __init__(self, outcome: BatchOutcome, slowest: Sequence = (), stuck: Sequence = ()):
         self.outcome = outcome
+        self.slowest = [list(pair) for pair in slowest]
+        self.stuck = [list(pair) for pair in stuck]
+
+    def timing(self) -> dict:
+        """What the engine reads back from the executed notebook (the `TIMING` output of `show`)."""
+        return {"slowest": self.slowest, "stuck": self.stuck}
 
     def scores(self) -> list[float]:
         return [score for e in self.outcome.entries if is_score(score := e.get("score"))]
@@ -44,6 +53,16 @@ class BatchOverview:
             + "".join(f"\n\n> {note}" for note in outcome.notes)))
         if errors:
             display(table(["error kind", "records"], sorted(errors.items())), raw=True)
+        if self.stuck:
+            display(Markdown("> stuck past the per-record limit where no interrupt reached them (their kernel "
+                             "was replaced), so given their timeout unscored: "
+                             + ", ".join(f"`{_text(i)}`" for i, _ in self.stuck)))
+        if self.slowest:
+            rows = [[_text(record_id), seconds] for record_id, seconds in self.slowest]
+            timing = table(["record id", "seconds"], rows, index=["slowest"] + [""] * (len(rows) - 1))
+        else:
+            timing = {"text/plain": "(scored as a whole frame: no record timed on its own)"}
+        display({**timing, TIMING: self.timing()}, raw=True)
         scores = self.scores()
         if scores:
             stats = describe(scores)

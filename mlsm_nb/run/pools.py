@@ -23,9 +23,12 @@ from multiprocessing import connection
 from typing import Any
 
 from .._gc import collect_deferred, full_collections_deferred
+from ..core.timelimit import Board, Stuck
 from ..exceptions import ConfigError
 
 DASK_RETRIES = 1  # a task whose worker died is tried once more elsewhere; then it is marked failed
+STUCK_POLL = 0.25  # seconds between two looks at busy workers' boards (a record stuck where no interrupt reaches)
+WORKER_BOARD: Board | None = None  # in a worker process: the board its runner reads (see `worker_board`)
 
 
 class ThreadPool:
@@ -91,11 +94,20 @@ class ThreadPool:
 
 
 class TaskLost(Exception):
-    """A task's worker process exited (with any code), crashed, or overran the task's timeout."""
+    """A task's worker process exited (with any code), crashed, overran the task's timeout, or was stopped
+    because a record it scored was stuck where no interrupt reached it (`stuck`, see `core.timelimit`)."""
 
-    def __init__(self, exitcode: int | None = None, timeout: float | None = None):
-        self.exitcode, self.timeout = exitcode, timeout
-        super().__init__(f"timed out after {timeout:g} s" if timeout is not None else f"exit code {exitcode}")
+    def __init__(self, exitcode: int | None = None, timeout: float | None = None, stuck: Stuck | None = None):
+        self.exitcode, self.timeout, self.stuck = exitcode, timeout, stuck
+        super().__init__(f"timed out after {timeout:g} s" if timeout is not None else
+                         f"a record stuck for {stuck.seconds:.3g} s" if stuck is not None else f"exit code {exitcode}")
+
+
+def worker_board() -> Board:
+    """The board a scoring loop in this process writes on: in a worker process of a `ProcessPool`, the one
+    its runner reads (so that a record stuck where no interrupt reaches it costs the worker, found from
+    outside); elsewhere a board of its own."""
+    return WORKER_BOARD if WORKER_BOARD is not None else Board()
 
 
 def _die_with_the_runner(runner: int) -> None:
@@ -109,10 +121,12 @@ def _die_with_the_runner(runner: int) -> None:
         os._exit(1)
 
 
-def _serve(conn, runner: int) -> None:
+def _serve(conn, runner: int, board: Board) -> None:
     """A worker process: run the tasks it is sent, one at a time, until the runner closes the pipe."""
+    global WORKER_BOARD
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle: it stops the workers
     _die_with_the_runner(runner)
+    WORKER_BOARD = board
     while _serve_one(conn):
         collect_deferred()  # the task's objects are gone: the full collection it deferred is cheap now
 
@@ -142,7 +156,9 @@ def _serve_one(conn) -> bool:
 class _Worker:
     def __init__(self, context):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, os.getpid()), daemon=True, name="mlsm-worker")
+        self.board = Board.shared()  # made before the fork: the worker writes it, the pool reads it
+        self.process = context.Process(target=_serve, args=(child, os.getpid(), self.board), daemon=True,
+                                       name="mlsm-worker")
         self.process.start()
         child.close()
         self.future: Future | None = None
@@ -153,16 +169,18 @@ class _Worker:
         self.conn.close()
         self.process.kill()
         self.process.join()
+        self.board.close()
 
 
 class ProcessPool:
     """Work in worker processes of this machine, one task each at a time.
 
-    A task whose worker exits (with any code, even 0: `os._exit`), crashes or overruns its `timeout`
-    is lost: its future raises `TaskLost`, the worker is killed and replaced, and the other tasks go
-    on. (pebble's pool, tried first, never completes a task whose worker exits with code 0, and
-    concurrent.futures' breaks the whole pool on any worker's death.) The pool is driven from one
-    thread: `wait_any` hands queued tasks to idle workers and collects replies.
+    A task whose worker exits (with any code, even 0: `os._exit`), crashes, overruns its `timeout` or
+    has a record stuck where no interrupt reaches it (its board says so: `core.timelimit`) is lost: its
+    future raises `TaskLost`, the worker is killed and replaced, and the other tasks go on. (pebble's
+    pool, tried first, never completes a task whose worker exits with code 0, and concurrent.futures'
+    breaks the whole pool on any worker's death.) The pool is driven from one thread: `wait_any` hands
+    queued tasks to idle workers and collects replies.
     """
 
     def __init__(self, workers: int):
@@ -213,7 +231,7 @@ class ProcessPool:
                 return done
             busy = [w for w in self._workers if w.future is not None]
             deadlines = [w.deadline for w in busy if w.deadline is not None]
-            wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            wait_for = min(STUCK_POLL, max(0.0, min(deadlines) - time.monotonic())) if deadlines else STUCK_POLL
             ready = set(connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy], wait_for))
             for worker in busy:
                 if worker.conn in ready:
@@ -231,6 +249,8 @@ class ProcessPool:
                     self._lose(worker, TaskLost(exitcode=worker.process.exitcode))
                 elif worker.deadline is not None and time.monotonic() >= worker.deadline:
                     self._lose(worker, TaskLost(timeout=worker.timeout))
+                elif (stuck := worker.board.stuck()) is not None:
+                    self._lose(worker, TaskLost(stuck=stuck))
 
     def result(self, future) -> Any:
         return future.result()

@@ -8,13 +8,15 @@ engine runs.
 from __future__ import annotations
 
 import linecache
+import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 from .._gc import full_collections_deferred
-from ..core.batch import BatchOutcome, score_batch
+from ..core.batch import BatchOutcome, by_id, score_batch
 from ..core.cells import set_layout, source_digest
 from ..core.model import Model, build_model, split_model_key
+from ..core.timelimit import PID, Board
 from ..files import read_jsonl, write_jsonl
 from .overview import BatchOverview
 
@@ -43,13 +45,22 @@ def load_dependencies(paths: Mapping[str, str]) -> dict[tuple[str, str], list[di
 
 
 @full_collections_deferred()  # see mlsm_nb._gc
-def score_file_batch(model: Model, batch_path: str, output_path: str,
-                     dependencies: Mapping[str, str] | None = None) -> BatchOutcome:
-    """Read a batch file, score it, write the entries (one JSON line per record, batch order)."""
+def score_file_batch(model: Model, batch_path: str, output_path: str, dependencies: Mapping[str, str] | None = None,
+                     limit: Mapping | None = None) -> tuple[BatchOutcome, list[dict]]:
+    """Read a batch file, score it, write the entries (one JSON line per record, batch order); returns the
+    outcome and the records. `limit`: the per-record time limit, as the engine gives it (see
+    `run_in_notebook`)."""
     records = list(read_jsonl(Path(batch_path)))
-    outcome = score_batch(model, records, load_dependencies(dependencies or {}))
+    limit = limit or {}
+    board = Board.at(limit["board"]) if limit.get("board") else Board()
+    board.cells[PID] = os.getpid()  # the runner stops this kernel should a record be stuck where no interrupt reaches
+    try:
+        outcome = score_batch(model, records, load_dependencies(dependencies or {}), limit=limit.get("seconds"),
+                              board=board, stuck={int(p): s for p, s in (limit.get("stuck") or {}).items()})
+    finally:
+        board.close()
     write_jsonl(Path(output_path), outcome.entries)
-    return outcome
+    return outcome, records
 
 
 def lay_out_kernel_cells(namespace: MutableMapping, cells: Mapping[str, tuple[int, str, int]]) -> None:
@@ -66,11 +77,18 @@ def lay_out_kernel_cells(namespace: MutableMapping, cells: Mapping[str, tuple[in
 
 def run_in_notebook(namespace: MutableMapping, batch_path: str, output_path: str,
                     dependencies: Mapping[str, str] | None = None, status: str | None = None,
-                    declared: Mapping | None = None, cells: Mapping | None = None) -> BatchOverview:
+                    declared: Mapping | None = None, cells: Mapping | None = None,
+                    limit: Mapping | None = None) -> BatchOverview:
     """The runner cell: score this notebook's model over the batch and keep its overview.
 
     `cells` (see `lay_out_kernel_cells`) lets a score error name the cell and line it was raised in.
+    `limit`: the per-record time limit, ``{"seconds": s or None, "board": path of the board the runner
+    reads, "stuck": {position: seconds} of records found stuck before, "id_field": ...}`` (see
+    `core.timelimit`).
     """
     lay_out_kernel_cells(namespace, cells or {})
     model = model_from_namespace(namespace, status, declared)
-    return BatchOverview(score_file_batch(model, batch_path, output_path, dependencies))
+    outcome, records = score_file_batch(model, batch_path, output_path, dependencies, limit)
+    id_field, stuck = (limit or {}).get("id_field", "id"), (limit or {}).get("stuck") or {}
+    return BatchOverview(outcome, by_id(outcome.slowest, records, id_field),
+                         by_id(sorted((int(p), s) for p, s in stuck.items()), records, id_field))

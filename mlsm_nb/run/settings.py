@@ -16,6 +16,7 @@ from ..exceptions import SettingsError
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_MAX_ERROR_RATE = 0.1
+DEFAULT_RECORD_TIMEOUT = 60.0
 
 
 def _option(default: Any, help: str, **extra) -> Any:
@@ -41,6 +42,9 @@ class RunSettings:
     workers: int | None = _option(None, "Parallel executions (default: cores).")
     id_field: str = _option("id", "The records' identifier field.", result=True)
     timeout: float = _option(600.0, "Seconds a notebook cell (or an in-process batch) may run.")
+    record_timeout: float = _option(DEFAULT_RECORD_TIMEOUT,
+                                    "Seconds one record may take to score, per model: a record over it gets a "
+                                    "`timeout` error entry and the rest of its batch is scored; 0: no limit.")
     resume: bool = _option(False, "Finish the run --run-id: skip executions already done and intact.")
     engine: str = _option("papermill", "papermill: execute the notebooks (audit path); "
                                        "inprocess: extracted models, no kernels.", result=True)
@@ -74,6 +78,9 @@ class RunSettings:
                                 "is not blank, . or .., and has no space at either end")
         if not 0 < self.timeout < float("inf"):  # also refuses NaN
             raise SettingsError(f"--timeout must be a number of seconds above 0, got {self.timeout}")
+        if not 0 <= self.record_timeout < float("inf"):
+            raise SettingsError(f"--record-timeout must be a number of seconds, 0 for no limit, "
+                                f"got {self.record_timeout}")
         if self.batch_size < 1:
             raise SettingsError("batch size must be at least 1")
         if not 0 <= self.max_error_rate <= 1:

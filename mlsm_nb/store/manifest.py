@@ -6,10 +6,12 @@ On disk it is one JSON object, the same shape since the first release (so every 
     started_by {user, host, job_name, ...},
     the run's recorded settings, one key each (engine, batch_size, id_field, parameters, ...),
     notebooks [NotebookEntry], input (Input),
-    executions {"name@version": {"<batch>": Execution}}, versions {package: version}, sinks [name],
+    executions {"name@version": {"<batch>": Execution}} (each with its slowest records),
+    versions {package: version}, sinks [name],
     batch_stats {"<batch>": {"name@version": counts}}, batch_states {"<batch>": BatchState},
     merge_errors {"<batch>": line}, store_error, store_problems [line], error,
-    failed_executions, models {"name@version": counts}, verdict (Verdict),
+    failed_executions, models {"name@version": counts}, slowest {"name@version": [[record id, seconds]]},
+    verdict (Verdict),
     cells_counted_from (how the run's messages number notebook cells: 1, as JupyterLab; a manifest
     written before mlsm-nb counted so has none, and its messages give the cell's index, from 0)
 
@@ -163,6 +165,8 @@ class Execution(_Part):
     executed: str | None = None
     kernel_log: str | None = None
     kernel_runs: int | None = None
+    slowest: list | None = None  # [[record id, seconds], ...]: the batch's slowest records, slowest first
+    stuck: list | None = None  # [[record id, seconds], ...]: records stuck where no interrupt reached them
     extra: dict = field(default_factory=dict)
     ALWAYS = ("status", "started_at", "worker", "seconds", "records", "errors")
 
@@ -230,6 +234,7 @@ class Manifest(_Part):
     error: str | None = None
     failed_executions: int | None = None
     models: dict[str, dict] = field(default_factory=dict)
+    slowest: dict[str, list] = field(default_factory=dict)  # per model, its slowest records: [[id, seconds], ...]
     verdict: Verdict | None = None
     cells_counted_from: int = 0
     ALWAYS = ("run_id", "status", "started_at", "ended_at", "notebooks", "executions", "sinks")

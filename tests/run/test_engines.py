@@ -65,7 +65,7 @@ def test_an_entry_point_that_cannot_load_is_one_error_naming_it(tmp_path, monkey
 
 def test_unregister_removes_an_engine_and_refuses_an_unknown_one():
     class Ones(engines.InMemoryEngine):
-        def score(self, executor, key, records, dependencies):
+        def score(self, executor, key, records, dependencies, *, board, stuck):
             raise AssertionError("not called")
 
     engines.register("ones", Ones())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsm_nb.core.batch import BatchOutcome
-from mlsm_nb.run.overview import BatchOverview, describe, table
+from mlsm_nb.run.overview import TIMING, BatchOverview, describe, table
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 1000])
@@ -36,16 +36,19 @@ def test_a_table_escapes_every_value_and_lines_up_as_text():
         "1" + " " * 22 + "a & b"]
 
 
-def test_show_displays_heading_errors_statistics_histogram_and_sample(monkeypatch):
+def test_show_displays_heading_errors_slowest_statistics_histogram_and_sample(monkeypatch):
     import IPython.display
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, metadata=None: shown.append(obj))
     entries = [{"score": i / 10, "band": f"b{i}"} for i in range(8)] + [{"_error": "x", "_error_kind": "bad_type"}]
-    BatchOverview(BatchOutcome("m", "1", entries)).show()
-    heading, errors, stats, histogram, sample = shown
+    BatchOverview(BatchOutcome("m", "1", entries), [["lead-3", 1.25], [7, 0.002]]).show()
+    heading, errors, slowest, stats, histogram, sample = shown
     assert heading.data == "### m 1: 9 records, 1 errors (scored with `score`)"
     assert errors["text/plain"].splitlines()[1].split() == ["0", "bad_type", "1"]
+    assert [line.split() for line in slowest["text/plain"].splitlines()[1:]] == [["slowest", "lead-3", "1.25"],
+                                                                                 ["7", "0.002"]]
+    assert slowest[TIMING] == {"slowest": [["lead-3", 1.25], [7, 0.002]], "stuck": []}  # what the engine reads
     assert stats["text/plain"].splitlines()[1].split() == ["score", "8", "0.35", "0.2449", "0", "0.175", "0.35",
                                                           "0.525", "0.7"]
     assert histogram["image/svg+xml"].startswith("<svg ")
@@ -71,6 +74,6 @@ def test_scores_at_the_edges_of_the_float_range_are_summarised_not_a_failed_batc
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, metadata=None: shown.append(obj))
     entries = [{"score": s} for s in (1e308, -1e308, 1e17, 1e17)]
     BatchOverview(BatchOutcome("m", "1", entries)).show()
-    stats, histogram = shown[1]["text/plain"], shown[2]["image/svg+xml"]
+    stats, histogram = shown[2]["text/plain"], shown[3]["image/svg+xml"]
     assert stats.splitlines()[1].split()[:3] == ["score", "4", "5e+16"] and "inf" in stats  # the std, as pandas
     assert "nan" not in histogram and "inf" not in histogram

@@ -139,6 +139,10 @@ def test_usage_errors_exit_2(tmp_path, make_notebook):
             (["--timeout", "nan"], "error: --timeout must be a number of seconds above 0, got nan"),
             (["--timeout", "-5"], "error: --timeout must be a number of seconds above 0, got -5.0"),
             (["--timeout", "0"], "error: --timeout must be a number of seconds above 0, got 0.0"),
+            (["--record-timeout", "-1"], "error: --record-timeout must be a number of seconds, 0 for no limit, "
+                                         "got -1.0"),
+            (["--record-timeout", "nan"], "error: --record-timeout must be a number of seconds, 0 for no limit, "
+                                          "got nan"),
             (["--bundle", str(tmp_path), "--engine", "papermill"], "error: --bundle scores in-process")]:
         result = run(make_notebook(), "--records", records(tmp_path), "--out", out, *options)
         assert result.exit_code == 2 and message in result.output, (options, result.output)
