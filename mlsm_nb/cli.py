@@ -654,10 +654,13 @@ def approve(name, version, notebook, sha256, run_dir, by, require, mongo_uri, mo
                    "a request with this many records or more is scored alone).")
 @click.option("--batch-max-latency-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
               help="Longest a request waits in the queue for others to join its batch, in milliseconds.")
+@click.option("--record-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds one record may take to score, per model: a record over it is answered with a "
+                   "`timeout` error entry, the rest of the request is scored; 0: no limit.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @handle_errors
 def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, body_timeout,
-          poll_seconds, batch_max_size, batch_max_latency_ms, access_log):
+          poll_seconds, batch_max_size, batch_max_latency_ms, record_timeout, access_log):
     """Serve the models of an extracted bundle over HTTP, swapping in new bundles.
 
     Set MLSM_SERVE_TOKEN to require `Authorization: Bearer <token>` on everything but /health.
@@ -674,7 +677,8 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
     settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,
                              max_records=max_records, body_timeout=body_timeout, poll_seconds=poll_seconds,
                              id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db,
-                             batch_max_size=batch_max_size, batch_max_latency_ms=batch_max_latency_ms)
+                             batch_max_size=batch_max_size, batch_max_latency_ms=batch_max_latency_ms,
+                             record_timeout=record_timeout)
 
     def ready(bundle):
         models = ", ".join(model_key(*m.key) + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import hmac
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from .oip import (
     wanted_outputs,
 )
 from .recent import RecentScores
+from .scoring import ScoringThreads, TooManyStuck
 from .swap import BundleSwitch
 from .timing import Timings
 
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-INLINE_RECORDS = 1000  # up to this many score on the event loop (tens of ms; a thread hop costs ~10%); more in a thread
+SCORING_THREADS = min(32, (os.cpu_count() or 1) + 4)  # requests' records score in them (see serve.scoring)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class ServeSettings:
     mongo_db: str | None = None
     batch_max_size: int = 64  # records in one batch of concurrent requests (1: no batching)
     batch_max_latency_ms: float = 5.0  # longest a request waits for others to join its batch
+    record_timeout: float = 60.0  # seconds one record may take per model (0: no limit)
 
 
 class Problem(Exception):
@@ -151,8 +154,9 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     state = app.state
     state.settings, state.switch, state.buffer, state.metrics = settings, switch, buffer, metrics
     state.recent, state.run_id = RecentScores(), buffer.run_id if buffer else "serve"
-    state.batcher = Batcher(score_checked, settings.batch_max_size, settings.batch_max_latency_ms / 1000,
-                            on_batch=metrics.observe_batch)
+    state.scorers = ScoringThreads(SCORING_THREADS)
+    state.batcher = Batcher(functools.partial(score_checked, state), settings.batch_max_size,
+                            settings.batch_max_latency_ms / 1000, on_batch=metrics.observe_batch)
     return app
 
 
@@ -164,6 +168,7 @@ async def lifespan(app: Starlette):
         yield
     finally:
         watcher.cancel()
+        app.state.scorers.close()
         if app.state.buffer is not None:
             await anyio.to_thread.run_sync(app.state.buffer.close)
 
@@ -227,16 +232,15 @@ async def score_records(request: Request, records: list, plan=None):
                            "(split the list)")
 
     timings = request.state.timings
-
-    def work():
-        timings.start()  # in a thread: the hop to it is nobody's stage
-        return bundle.score(records, id_field=settings.id_field, run_id=state.run_id, plan=plan, timings=timings)
-
     if state.batcher.takes(len(records)):
         scored = await state.batcher.score_request(bundle, records, plan=plan, id_field=settings.id_field,
                                                    run_id=state.run_id, timings=timings)
-    else:
-        scored = work() if len(records) <= INLINE_RECORDS else await anyio.to_thread.run_sync(work)
+    else:  # scored alone
+        good, rejected = bundle.check(records, settings.id_field)
+        timings.lap("check")
+        outcomes = await score_checked(state, bundle, plan or bundle.plan, good) if good else []
+        scored = bundle.documents(good, rejected, outcomes, id_field=settings.id_field, run_id=state.run_id)
+        timings.lap("score")
     if state.buffer is not None:
         state.buffer.add(scored.documents)
     state.metrics.observe_scores(scored.outcomes, len(scored.rejected))
@@ -244,12 +248,19 @@ async def score_records(request: Request, records: list, plan=None):
     return bundle, scored
 
 
-async def score_checked(bundle: ServedBundle, plan, records: list) -> list:
-    """The scoring core over a batch of checked records (see `serve.batching`): on the event loop up to
-    INLINE_RECORDS, more in a thread."""
-    if len(records) <= INLINE_RECORDS:
-        return bundle.score_checked(records, plan)
-    return await anyio.to_thread.run_sync(bundle.score_checked, records, plan)
+async def score_checked(state, bundle: ServedBundle, plan, records: list) -> list:
+    """The scoring core over checked records (a request's, or a batch of requests', see `serve.batching`),
+    in one of the scoring threads, never on the event loop: each record within --record-timeout (see
+    `serve.scoring`); Problem 500 when more than a few of them are stuck."""
+    limit = state.settings.record_timeout or None
+
+    def work(board, stuck):
+        return bundle.score_checked(records, plan, limit=limit, board=board, stuck=stuck)
+
+    try:
+        return await state.scorers.score(work)
+    except TooManyStuck as exc:
+        raise Problem(500, str(exc)) from None
 
 
 async def score(request: Request) -> Response:

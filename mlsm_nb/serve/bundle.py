@@ -24,6 +24,7 @@ from ..core.ids import RequestIds
 from ..core.model import Model, model_key
 from ..core.records import check_records
 from ..core.scoring import plan_run
+from ..core.timelimit import SLOT, Board
 from ..exceptions import BundleError, MlsmError
 from ..notebook.bundle import MANIFEST, load_bundle
 from .declared import module_outputs, module_parameters
@@ -109,14 +110,22 @@ class ServedBundle:
                 rejected.append({"position": position, "id": checked.record_id, "reason": checked.reason})
         return good, rejected
 
-    def score_checked(self, good: Sequence[Mapping], plan: Sequence[Model] | None = None) -> list[BatchOutcome]:
+    def score_checked(self, good: Sequence[Mapping], plan: Sequence[Model] | None = None, *,
+                      limit: float | None = None, board: Board | None = None,
+                      stuck: Mapping[int, Mapping[int, float]] | None = None) -> list[BatchOutcome]:
         """Score checked records with every model of `plan` (default: the bundle's), in run order: the
-        batch runs' core, one `BatchOutcome` per model; never raises for a record."""
+        batch runs' core, one `BatchOutcome` per model; never raises for a record.
+
+        `limit`: seconds one record may take per model (None: no limit); `board`: where each model's loop
+        says what it scores, its SLOT cell set to the model's place in the plan; `stuck`: per place, the
+        positions of records found stuck before (see `core.timelimit`)."""
         entries: dict[tuple[str, str], list[dict]] = {}
         outcomes = []
-        for model in (plan or self.plan) if good else ():
+        board, stuck = board if board is not None else Board(), stuck or {}
+        for slot, model in enumerate(plan or self.plan) if good else ():
             needs = {(d["name"], d["version"]): entries[d["name"], d["version"]] for d in getattr(model, "models", ())}
-            outcomes.append(score_batch(model, good, needs))
+            board.cells[SLOT] = slot
+            outcomes.append(score_batch(model, good, needs, limit=limit, board=board, stuck=stuck.get(slot)))
             entries[model.key] = outcomes[-1].entries
         return outcomes
 

@@ -7,6 +7,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -258,6 +259,37 @@ def test_a_model_output_that_is_not_json_is_that_records_bad_output(tmp_path):
         entry = response.json()["documents"][0]["results"]["odd"]["1"]
         assert entry["_error_kind"] == "bad_output" and "Traceback" not in response.text
         assert httpx.get(server.url + "/health").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_record_over_the_record_timeout_is_answered_as_a_timeout_and_a_stuck_thread_replaced(tmp_path):
+    cells = [("version", 'name = "napper"\nversion = "1"\nstatus = "active"'), ("fields", 'fields = {"x": int}'),
+             ("setup", "import time"),
+             ("score", "def score(data, results):\n"
+                       "    if data['x'] == 3:\n        time.sleep(60)  # in a thread: no interrupt ends it\n"
+                       "    while data['x'] == 5:\n        pass  # Python code: interrupted\n"
+                       "    return {'score': data['x'] / 10}")]
+    bundle = tmp_path / "bundle"
+    extract_bundle([write_notebook(tmp_path / "nb" / "napper.ipynb", cells)], bundle)
+    server = ServeServer(bundle, "--record-timeout", "1").start()
+    try:
+        started = time.monotonic()
+        response = post(server, "/score", [{"id": x, "data": {"x": x}} for x in (1, 3, 5, 7)])
+        assert response.status_code == 200, response.text
+        assert time.monotonic() - started < 20  # not the 60 s sleep: 1 s + the grace, 1 s, then scored again
+        entries = {d["id"]: d["results"]["napper"]["1"] for d in response.json()["documents"]}
+        assert entries[1] == {"score": 0.1, "_status": "active"} and entries[7]["score"] == 0.7
+        assert entries[5] == {"_error": "score ran over the per-record time limit of 1 s (--record-timeout)",
+                              "_error_kind": "timeout"}
+        assert entries[3]["_error_kind"] == "timeout" and "stuck where no interrupt reached it" in entries[3]["_error"]
+        started = time.monotonic()
+        again = post(server, "/score", {"id": 9, "data": {"x": 9}})  # the service goes on, in a new thread
+        assert again.json()["documents"][0]["results"]["napper"]["1"]["score"] == 0.9
+        assert time.monotonic() - started < 5
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'mlsm_serve_record_errors_total{kind="timeout",model="napper",version="1"} 2.0' in metrics
+        assert "its scoring thread was replaced" in server.output()
     finally:
         server.stop()
 
