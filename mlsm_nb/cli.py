@@ -212,11 +212,14 @@ def _connect_store(uri: str | None, database: str | None, **options):
               help="nbval --nbval-lax: compare only outputs of cells marked # NBVAL_CHECK_OUTPUT.")
 @click.option("--timeout", default=300.0, show_default=True, type=float,
               help="Seconds a cell may run (in nbval, and while extracting for the model checks).")
+@click.option("--record-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds the model checks give score on each input, as `mlsm-nb run --record-timeout` gives "
+                   "each record: an input over it fails the check; 0: no limit.")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Notebooks at once (default: cores).")
 @click.option("--sanitize", type=click.Path(exists=True, dir_okay=False),
               help="nbval sanitize file (default: mlsm-nb's, for timestamps, addresses, durations).")
 @handle_errors
-def validate(paths, junit, lax, timeout, workers, sanitize):
+def validate(paths, junit, lax, timeout, record_timeout, workers, sanitize):
     """Validate notebooks: lint, nbval, robustness, examples, parity.
 
     Exit 0 only if every check passed.
@@ -236,7 +239,7 @@ def validate(paths, junit, lax, timeout, workers, sanitize):
             mark = {"passed": "ok  ", "warning": "warn", "failed": "FAIL", "skipped": "skip"}[r.status]
             click.echo(f"  {mark} {r.check:11} {r.seconds:6.1f}s  {r.message}")
 
-    results = run_validation(paths, lax=lax, timeout=timeout, workers=workers,
+    results = run_validation(paths, lax=lax, timeout=timeout, workers=workers, record_timeout=record_timeout or None,
                              sanitize=Path(sanitize) if sanitize else DEFAULT_SANITIZE, on_notebook=show)
     if junit:
         write_junit(results, junit)

@@ -7,6 +7,8 @@
 - examples: every `examples` entry gives its `expected` outputs;
 - robustness and examples warn (status "warning") when a `score` output is not
   a number: runs store it, but count no score for it;
+- every input is scored within the per-record time limit (`--record-timeout`),
+  as runs score records: one over it fails the check, naming the input;
 - parity: the extracted Model gives exactly what the notebook's own cells give
   in a kernel, and `score_frame` agrees with `score`.
 
@@ -21,15 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.batch import input_frame
+from ..core.batch import input_frame, score_record
 from ..core.fields import FieldSpec, generate_inputs
 from ..core.model import Model
-from ..core.output import score_warning, stored_entry
+from ..core.output import score_warning
 from ..core.scoring import run_models_all
 from ..exceptions import MlsmError, cell_ref, describe_error
 from ..notebook.contract import NotebookSpec
 
-FAILURE_KINDS = ("score_raised", "bad_output")
+FAILURE_KINDS = ("score_raised", "bad_output", "timeout")
+DEFAULT_RECORD_TIMEOUT = 60.0  # seconds one input may take to score: `mlsm-nb run`'s default
 REL_TOL, ABS_TOL = 1e-6, 1e-9
 # Numbers without a bound are tried within JSON's safe integers (beyond them most JSON readers lose
 # precision): overflowing to inf only past 1e308, or past 64 bits, is not what a record brings.
@@ -97,13 +100,15 @@ def _strategy(specs: Sequence[FieldSpec]):
                                  optional={s.name: one(s) for s in specs if not s.required})
 
 
-def _entry(model: Model, data: Mapping, results: Mapping | None = None) -> dict:
-    """The entry a run would store for this input."""
-    return stored_entry(model.execute(data, dict(results or {}))[model.name][model.version])
+def _entry(model: Model, data: Mapping, results: Mapping | None = None,
+           limit: float | None = DEFAULT_RECORD_TIMEOUT) -> dict:
+    """The entry a run would store for this input, scored within the per-record time `limit` (None: none)."""
+    return score_record(model, data, results, limit)
 
 
-def _fails(model: Model, data: Mapping, results: Mapping | None = None) -> dict | None:
-    entry = _entry(model, data, results)
+def _fails(model: Model, data: Mapping, results: Mapping | None = None,
+           limit: float | None = DEFAULT_RECORD_TIMEOUT) -> dict | None:
+    entry = _entry(model, data, results, limit)
     return entry if entry.get("_error_kind") in FAILURE_KINDS else None
 
 
@@ -114,10 +119,10 @@ def _passed(name: str, check: str, message: str, seconds: float, warning: str | 
     return CheckResult(name, check, "passed", message, seconds, details or {})
 
 
-def _first_warning(model: Model, cases: Sequence[Mapping], say) -> str | None:
+def _first_warning(model: Model, cases: Sequence[Mapping], say, limit: float | None) -> str | None:
     """The first case whose entry's `score` is not a number, worded by `say(case)`."""
     for case in cases:
-        entry = _entry(model, case["data"], case.get("results"))
+        entry = _entry(model, case["data"], case.get("results"), limit)
         warning = "_error" not in entry and score_warning(entry)
         if warning:
             return f"{warning} ({say(case)})"
@@ -137,54 +142,69 @@ def summary_cases(summary: Model, dependencies: Sequence[Model], count: int = 60
 
 
 def check_robustness(spec: NotebookSpec, model: Model, dependencies: Sequence[Model] = (),
-                     max_examples: int = 200) -> CheckResult:
-    """Legal generated inputs never make `score` raise or return a non-dict."""
+                     max_examples: int = 200, limit: float | None = DEFAULT_RECORD_TIMEOUT) -> CheckResult:
+    """Legal generated inputs never make `score` raise, return a non-dict or run over the per-record `limit`."""
     started = time.perf_counter()
     name = str(spec.path)
     if spec.kind == "summary":
         cases = summary_cases(model, dependencies)
         for case in cases:
-            failure = _fails(model, case["data"], case["results"])
+            failure = _fails(model, case["data"], case["results"], limit)
             if failure:
                 return CheckResult(name, "robustness", "failed",
                                    f"{failure['_error_kind']}: {describe_error(failure)} with model results "
                                    f"{_short(case['results'])}", time.perf_counter() - started)
-        warning = _first_warning(model, cases, lambda case: f"with model results {_short(case['results'])}")
+        warning = _first_warning(model, cases, lambda case: f"with model results {_short(case['results'])}", limit)
         return _passed(name, "robustness", f"{len(cases)} generated model results", time.perf_counter() - started,
                        warning, {"inputs": len(cases)})
     cases = generate_inputs(model.specs, random_count=50)
     for data in cases:
-        failure = _fails(model, data)
+        failure = _fails(model, data, None, limit)
         if failure:
             return CheckResult(name, "robustness", "failed",
                                f"{failure['_error_kind']}: {describe_error(failure)} on input {_short(data)}",
                                time.perf_counter() - started)
-    failure_input = _hypothesis_failure(model, max_examples)
+    found = _hypothesis_failure(model, max_examples, limit)
     seconds = time.perf_counter() - started
-    if failure_input is not None:
-        failure = _fails(model, failure_input) or {"_error_kind": "score_raised", "_error": "flaky failure"}
+    if found is not None:
+        failure_input, failure = found
         return CheckResult(name, "robustness", "failed",
                            f"{failure['_error_kind']}: {describe_error(failure)} on input {_short(failure_input)} "
                            "(smallest failing input found by hypothesis)", seconds)
-    warning = _first_warning(model, [{"data": data} for data in cases], lambda case: f"on input {_short(case['data'])}")
+    warning = _first_warning(model, [{"data": data} for data in cases], lambda case: f"on input {_short(case['data'])}",
+                             limit)
     return _passed(name, "robustness", f"{len(cases)} edge and random inputs, {max_examples} hypothesis examples",
                    seconds, warning, {"inputs": len(cases) + max_examples})
 
 
-def _hypothesis_failure(model: Model, max_examples: int) -> dict | None:
+def _hypothesis_failure(model: Model, max_examples: int, limit: float | None) -> tuple[dict, dict] | None:
+    """(the smallest failing input hypothesis finds, its entry), or None. An input over the time limit is
+    kept as hypothesis found it: shrinking would wait the limit for each input it tries."""
     from hypothesis import HealthCheck, find, settings
     from hypothesis.errors import NoSuchExample
 
     options = settings(max_examples=max_examples, database=None, deadline=None, derandomize=True,
                        suppress_health_check=list(HealthCheck))
+    failures: list[tuple[dict, dict]] = []  # every failing input tried, with its entry, the last smallest
+
+    def fails(data) -> bool:
+        if failures and failures[0][1]["_error_kind"] == "timeout":
+            return data == failures[0][0]
+        failure = _fails(model, data, None, limit)
+        if failure is not None:
+            failures.append((data, failure))
+        return failure is not None
+
     try:
-        return find(_strategy(model.specs), lambda data: _fails(model, data) is not None, settings=options)
+        found = find(_strategy(model.specs), fails, settings=options)
     except NoSuchExample:
         return None
+    entry = next((entry for data, entry in reversed(failures) if data == found), None)
+    return found, entry or {"_error_kind": "score_raised", "_error": "flaky failure"}
 
 
-def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
-    """Every `examples` entry gives its `expected` outputs."""
+def check_examples(spec: NotebookSpec, model: Model, limit: float | None = DEFAULT_RECORD_TIMEOUT) -> CheckResult:
+    """Every `examples` entry gives its `expected` outputs (each within the per-record time `limit`)."""
     started = time.perf_counter()
     name = str(spec.path)
     if not spec.examples:
@@ -192,7 +212,7 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
         return CheckResult(name, "examples", "skipped", why)
     warning = None
     for number, example in enumerate(spec.examples):
-        entry = _entry(model, example["data"], example.get("results"))
+        entry = _entry(model, example["data"], example.get("results"), limit)
         if "_error" in entry:
             return CheckResult(name, "examples", "failed",
                                f"example {number}: {entry['_error_kind']}: {describe_error(entry)}",
@@ -209,8 +229,9 @@ def check_examples(spec: NotebookSpec, model: Model) -> CheckResult:
     return _passed(name, "examples", f"{len(spec.examples)} example(s)", time.perf_counter() - started, warning)
 
 
-def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model]) -> tuple[list[dict], list[dict]]:
-    """(examples, generated inputs) that the model scores without an error."""
+def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model],
+                  limit: float | None) -> tuple[list[dict], list[dict]]:
+    """(examples, generated inputs) that the model scores without an error (within the time limit)."""
     examples = [{"data": e["data"], "results": e.get("results", {})} for e in spec.examples]
     if spec.kind == "summary":
         generated = summary_cases(model, dependencies, count=30)
@@ -218,19 +239,20 @@ def _parity_cases(spec: NotebookSpec, model: Model, dependencies: Sequence[Model
         generated = [{"data": data, "results": {}} for data in generate_inputs(model.specs, random_count=40, seed=3)]
 
     def scores(case):
-        return "_error" not in _entry(model, case["data"], case["results"])
+        return "_error" not in _entry(model, case["data"], case["results"], limit)
 
     return [c for c in examples if scores(c)], [c for c in generated if scores(c)]
 
 
 def check_parity(spec: NotebookSpec, model: Model, dependencies: Sequence[Model] = (),
-                 timeout: float = 600) -> CheckResult:
-    """The extracted Model scores exactly as the notebook's own cells in a kernel; score_frame agrees."""
+                 timeout: float = 600, limit: float | None = DEFAULT_RECORD_TIMEOUT) -> CheckResult:
+    """The extracted Model scores exactly as the notebook's own cells in a kernel; score_frame agrees. Inputs
+    that give an error, or run over the per-record time `limit`, are not compared."""
     from ..notebook.parity import score_in_kernel
 
     started = time.perf_counter()
     name = str(spec.path)
-    examples, generated = _parity_cases(spec, model, dependencies)
+    examples, generated = _parity_cases(spec, model, dependencies, limit)
     cases = examples + generated
     if not cases:
         return CheckResult(name, "parity", "failed", "nothing to compare: every example and generated input "

@@ -29,7 +29,7 @@ import nbformat
 
 from ..exceptions import cell_ref
 from ..notebook.contract import NotebookSpec, find_notebooks, inspect_notebook
-from .checks import CheckResult
+from .checks import DEFAULT_RECORD_TIMEOUT, CheckResult
 from .nbval_verdicts import VERDICTS_ENV, plain
 
 CHECKS = ("lint", "nbval", "robustness", "examples", "parity")
@@ -67,8 +67,9 @@ def run_nbval(path: Path, *, lax: bool, timeout: float, sanitize: Path | None) -
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 4 + 60,
                                   cwd=path.parent.resolve(), env={**os.environ, VERDICTS_ENV: str(verdicts)})
         except subprocess.TimeoutExpired:
-            return CheckResult(name, "nbval", "failed", f"did not finish within {timeout * 4 + 60:.0f} s",
-                               time.perf_counter() - started)
+            return CheckResult(name, "nbval", "failed", f"did not finish within {timeout * 4 + 60:.0f} s, the time "
+                               f"--timeout {timeout:g} allows re-executing the whole notebook (4 x {timeout:g} s "
+                               "+ 60 s); give it longer with --timeout", time.perf_counter() - started)
         seconds = time.perf_counter() - started
         if done.returncode == 0:
             cells = _nbval_cases(report)
@@ -123,18 +124,23 @@ def _cell_label(path: Path, code_cell: int) -> str:
     return cell_ref(index, tag, None if tag else cells[index].source)
 
 
-def _model_checks(path: Path, candidates: Sequence[Path], timeout: float) -> list[CheckResult]:
+def _model_checks(path: Path, candidates: Sequence[Path], timeout: float,
+                  record_timeout: float | None = DEFAULT_RECORD_TIMEOUT) -> list[CheckResult]:
     """Run the model checks in a child process (working directory: the notebook's folder), bounded in time."""
     name = str(path)
     command = [sys.executable, "-m", "mlsm_nb.validate.pipeline", "--worker", str(path), str(timeout),
-               *map(str, candidates)]
+               str(record_timeout or 0), *map(str, candidates)]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 3 + 30,
                               cwd=path.parent)
     except subprocess.TimeoutExpired:
-        return [CheckResult(name, check, "failed", f"timed out after {timeout * 3 + 30:.0f} s "
-                            "(a production cell or score that never returns?)", time.perf_counter() - started)
+        per_record = f"--record-timeout {record_timeout:g} s" if record_timeout else "no --record-timeout"
+        return [CheckResult(name, check, "failed", f"the model checks did not finish within {timeout * 3 + 30:.0f} s, "
+                            f"the time --timeout {timeout:g} allows them (3 x {timeout:g} s + 30 s): a production "
+                            f"cell that never returns, or many inputs each slow but within {per_record}? Give it "
+                            "longer with --timeout, or less to each input with --record-timeout",
+                            time.perf_counter() - started)
                 for check in MODEL_CHECKS]
     try:
         return [CheckResult(**r) for r in json.loads(done.stdout.strip().splitlines()[-1])]
@@ -143,8 +149,10 @@ def _model_checks(path: Path, candidates: Sequence[Path], timeout: float) -> lis
                             f"{_tail(done.stderr)}", time.perf_counter() - started) for check in MODEL_CHECKS]
 
 
-def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[CheckResult]:
-    """Inside the child process: extract the model and run robustness, examples, parity."""
+def _worker(path: Path, timeout: float, candidates: Sequence[Path],
+            record_timeout: float | None = DEFAULT_RECORD_TIMEOUT) -> list[CheckResult]:
+    """Inside the child process: extract the model and run robustness, examples, parity (each input scored
+    within `record_timeout` seconds, None: no limit)."""
     from ..exceptions import MlsmError
     from ..notebook.contract import lint_notebook
     from ..notebook.execute import load_notebook
@@ -164,9 +172,10 @@ def _worker(path: Path, timeout: float, candidates: Sequence[Path]) -> list[Chec
         dependencies, problem = dependency_models(spec, candidates, timeout=timeout)
         if problem:
             failed = CheckResult(name, "robustness", "failed", problem)
-            return [failed, check_examples(spec, model), CheckResult(name, "parity", "failed", problem)]
-    return [check_robustness(spec, model, dependencies), check_examples(spec, model),
-            check_parity(spec, model, dependencies, timeout=timeout)]
+            return [failed, check_examples(spec, model, record_timeout), CheckResult(name, "parity", "failed", problem)]
+    return [check_robustness(spec, model, dependencies, limit=record_timeout),
+            check_examples(spec, model, record_timeout),
+            check_parity(spec, model, dependencies, timeout=timeout, limit=record_timeout)]
 
 
 def _not_copied(folder: str, names: list[str]) -> set[str]:
@@ -206,11 +215,14 @@ def _missing_artifacts_verdict(spec: NotebookSpec, copy: Path) -> str:
 
 
 def validate_notebook(path: Path, candidates: Sequence[Path] = (), *, lax: bool = False, timeout: float = 600,
-                      sanitize: Path | None = DEFAULT_SANITIZE, nbval: bool = True) -> list[CheckResult]:
+                      sanitize: Path | None = DEFAULT_SANITIZE, nbval: bool = True,
+                      record_timeout: float | None = DEFAULT_RECORD_TIMEOUT) -> list[CheckResult]:
     """Every check on one notebook, in order; later checks are skipped when lint fails.
 
     The notebook runs in a scratch copy of its folder: its folder is never changed.
     `nbval=False` leaves out re-executing the whole notebook (what `check()` does by default).
+    `timeout`: seconds a cell may run; `record_timeout`: seconds the model checks give each input
+    (`mlsm-nb run --record-timeout`; None or 0: no limit).
     """
     path = Path(path)
     name = str(path)
@@ -231,12 +243,12 @@ def validate_notebook(path: Path, candidates: Sequence[Path] = (), *, lax: bool 
         here = path.parent.resolve()
         others = [c for c in candidates if Path(c).parent.resolve() != here]
         siblings = [p for p in sorted(copy.parent.glob("*.ipynb")) if p != copy]
-        checked = _model_checks(copy, [*others, *siblings], timeout)
+        checked = _model_checks(copy, [*others, *siblings], timeout, record_timeout)
         return [lint, *_relocated([reproduced, *checked], copy, path)]
 
 
 def validate(paths: Sequence, *, lax: bool = False, timeout: float = 600, workers: int | None = None,
-             sanitize: Path | None = DEFAULT_SANITIZE,
+             sanitize: Path | None = DEFAULT_SANITIZE, record_timeout: float | None = DEFAULT_RECORD_TIMEOUT,
              on_notebook: Callable[[list[CheckResult]], None] | None = None) -> list[CheckResult]:
     """Validate every notebook under `paths` (in parallel); returns every check's result.
 
@@ -249,7 +261,8 @@ def validate(paths: Sequence, *, lax: bool = False, timeout: float = 600, worker
     results: list[CheckResult] = []
 
     def one(path: Path) -> list[CheckResult]:
-        found = validate_notebook(path, notebooks, lax=lax, timeout=timeout, sanitize=sanitize)
+        found = validate_notebook(path, notebooks, lax=lax, timeout=timeout, sanitize=sanitize,
+                                  record_timeout=record_timeout)
         if on_notebook:
             on_notebook(found)
         return found
@@ -283,6 +296,6 @@ def write_junit(results: Sequence[CheckResult], path: str | Path) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _path, _timeout, *_candidates = sys.argv[2:]
-    _found = _worker(Path(_path), float(_timeout), [Path(c) for c in _candidates])
+    _path, _timeout, _record_timeout, *_candidates = sys.argv[2:]
+    _found = _worker(Path(_path), float(_timeout), [Path(c) for c in _candidates], float(_record_timeout) or None)
     print(json.dumps([r.to_dict() for r in _found]))

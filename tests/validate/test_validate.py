@@ -98,3 +98,24 @@ def test_lint_failure_skips_the_other_checks(tmp_path, make_notebook):
 def test_lax_mode_ignores_output_differences(tmp_path, make_notebook):
     path = make_notebook("stale.ipynb", GOOD_CELLS + [(None, "print(1 + 1)", "3\n")])
     assert validate(path, "--lax").exit_code == 0
+
+
+SLEEPS_ON_ZERO = lead_cells("import time\n\ndef score(data, results):\n    if data['company_size'] == 0:\n"
+                            "        time.sleep(120)\n    return {'score': 1.0}")
+
+
+def test_an_input_over_the_record_timeout_fails_robustness_naming_the_input(make_notebook):
+    result = validate(make_notebook("dozy.ipynb", SLEEPS_ON_ZERO), "--record-timeout", 1)
+    assert result.exit_code == 1
+    failed = [line for line in result.output.splitlines() if line.startswith("  FAIL robustness")]
+    assert failed and failed[0].split("s  ", 2)[2] == ("timeout: score ran over the per-record time limit of 1 s "
+                                                       "(--record-timeout) on input {'company_size': 0, "
+                                                       "'job_title': 'example'}")
+    assert "  ok   nbval" in result.output  # the slow input is the model checks', not the notebook's
+
+
+def test_the_model_checks_time_limit_names_the_timeout_given(make_notebook):
+    result = validate(make_notebook("dozy.ipynb", SLEEPS_ON_ZERO), "--timeout", 1, "--record-timeout", 0)
+    assert result.exit_code == 1
+    assert ("robustness: the model checks did not finish within 33 s, the time --timeout 1 allows them "
+            "(3 x 1 s + 30 s)") in result.output
