@@ -472,7 +472,7 @@ def _print_slowest(manifest) -> None:
 
 def _duration(seconds: float) -> str:
     if seconds >= 1:
-        return f"{seconds:.3g} s"
+        return f"{seconds:.2f} s"
     return f"{seconds * 1000:.3g} ms" if seconds >= 0.001 else f"{seconds * 1e6:.3g} µs"
 
 

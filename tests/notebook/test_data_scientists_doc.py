@@ -75,6 +75,14 @@ def stale_output(all_cells, _):
                         "data": {"text/plain": "{'score': 0.5}"}}]
 
 
+def slow_record(_, cells):
+    cells["setup"]["source"] = "".join(cells["setup"]["source"]).replace("import math\n", "import math\nimport time\n")
+    cells["score"]["source"] = "".join(cells["score"]["source"]).replace(
+        "def score(data, results):\n",
+        "def score(data, results):\n    if data[\"site_visits\"] > 1000:  # a bot? look it up (slowly)\n"
+        "        time.sleep(600)\n")
+
+
 MISTAKES = {
     "fresh": None,
     "tag_examples": retag("examples", "exmaples"),
@@ -85,6 +93,7 @@ MISTAKES = {
     "setup_reads_training": setup_reads_training,
     "fields_typos": fields_typos,
     "stale_output": stale_output,
+    "slow_record": slow_record,
 }
 
 
