@@ -231,8 +231,10 @@ class PapermillEngine(FileEngine):
         from .fork import FORKER
         from .kernels import remove_stale_kernel_files
         from .notebooks import production_notebook
+        from .watchdog import remove_stale_boards
 
         remove_stale_kernel_files()  # what a killed run's kernels left behind
+        remove_stale_boards()
         FORKER.prepare(specs)  # what the kernel template imports
         for spec in specs:
             key = model_key(spec.name, spec.version)

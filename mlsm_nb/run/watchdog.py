@@ -4,7 +4,8 @@ A kernel's scoring loop writes the record it scores on a board in a file this pr
 (`KernelBoard`); one thread of the runner looks at every board in use a few times a second and kills
 the kernel (its process group) whose record has run past its limit and the grace. Its execution then
 raises (the kernel died), and the papermill engine runs it again in a new kernel, that record given its
-timeout without being scored (`engines.PapermillEngine`).
+timeout without being scored (`engines.PapermillEngine`). A board's file is named after its runner's
+process id, so that a run removes those a killed run left (`remove_stale_boards`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,28 @@ import threading
 from pathlib import Path
 
 from ..core.timelimit import PID, Board, Stuck
+from ..processes import pid_alive
 
 POLL = 0.25  # seconds between two looks at the boards
 
 
-def _board_folder() -> str | None:
+PREFIX = "mlsm-board-"
+
+
+def _board_folder() -> str:
     """/dev/shm where it can be written (memory, never written back to a disk), else the temporary folder."""
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
+def remove_stale_boards() -> int:
+    """Remove the board files of runners that are gone (killed while a kernel scored); returns how many."""
+    removed = 0
+    for path in Path(_board_folder()).glob(f"{PREFIX}*"):
+        runner = path.name[len(PREFIX):].split("-", 1)[0]
+        if runner.isdigit() and not pid_alive(int(runner)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class KernelBoard:
@@ -30,7 +46,7 @@ class KernelBoard:
     the watchdog stops the kernel if a record is stuck, and `stuck` then says which."""
 
     def __init__(self):
-        handle, self.path = tempfile.mkstemp(prefix="mlsm-board-", dir=_board_folder())
+        handle, self.path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", dir=_board_folder())
         os.close(handle)
         Board.create_file(self.path)
         self.board = Board.at(self.path)

@@ -5,6 +5,7 @@ and the summary names them."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,16 @@ def test_slow_records_fail_alone_as_timeouts_named_in_the_summary(folder, engine
     executions = manifest["executions"]["stuck@1.0"]
     assert [e.get("stuck", [[None]])[0][0] for _, e in sorted(executions.items())] == ["lead-5", "lead-150", None]
     assert {i for i, _ in manifest["slowest"]["slowish@1.0"][:8]} == {lead_id(x) for x in SLOW}
+
+
+def test_the_board_files_a_killed_run_left_are_removed_and_a_live_runs_kept():
+    from mlsm_nb.run.watchdog import KernelBoard, remove_stale_boards
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a process id nobody has now
+    with KernelBoard() as live:
+        stale = Path(live.path).with_name(f"mlsm-board-{gone}-abcd1234")
+        stale.write_bytes(bytes(64))
+        assert remove_stale_boards() >= 1
+        assert not stale.exists() and Path(live.path).exists()
+    assert not Path(live.path).exists()  # a board is removed when its execution ends
