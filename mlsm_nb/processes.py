@@ -1,4 +1,5 @@
-"""Whether a process still runs: what a run's lock and a kernel's runtime files were left by."""
+"""Whether a process still runs: what a run's lock, a kernel's runtime files and a kernel's board were left
+by."""
 
 from __future__ import annotations
 
@@ -21,3 +22,15 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc: os.kill is all there is to know
     return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]  # a zombie holds no files, no locks
+
+
+def remove_files_of_gone(folder: str | Path, prefix: str) -> int:
+    """Remove the files in `folder` named `<prefix><pid>-...` whose process `pid` (on this host) is gone: a
+    killed run left them behind. Returns how many."""
+    removed = 0
+    for path in Path(folder).glob(f"{prefix}*"):
+        runner = path.name[len(prefix):].split("-", 1)[0]
+        if runner.isdigit() and not pid_alive(int(runner)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -70,7 +70,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 from traitlets import Type
 
-from ..processes import pid_alive
+from ..processes import remove_files_of_gone
 from ..redact import redact_text
 from .fork import FORKER, PROVISIONER, ForkProvisioner
 
@@ -229,14 +229,7 @@ def _file_prefix(runner: int) -> str:
 def remove_stale_kernel_files() -> int:
     """Remove the connection and socket files of kernels whose runner (on this host) is gone — killed
     with its kernels, it left them in Jupyter's runtime folder; returns how many."""
-    prefix = _file_prefix(0)[:-2]
-    removed = 0
-    for path in Path(jupyter_runtime_dir()).glob(f"{prefix}*"):
-        runner = path.name[len(prefix):].split("-", 1)[0]
-        if runner.isdigit() and not pid_alive(int(runner)):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    return remove_files_of_gone(jupyter_runtime_dir(), _file_prefix(0)[:-2])
 
 
 def kernel_manager_class(env: Mapping[str, str] | None = None, log: Path | None = None,

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from ..core.timelimit import PID, Board, Stuck
-from ..processes import pid_alive
+from ..processes import remove_files_of_gone
 
 POLL = 0.25  # seconds between two looks at the boards
 
@@ -32,13 +32,7 @@ def _board_folder() -> str:
 
 def remove_stale_boards() -> int:
     """Remove the board files of runners that are gone (killed while a kernel scored); returns how many."""
-    removed = 0
-    for path in Path(_board_folder()).glob(f"{PREFIX}*"):
-        runner = path.name[len(PREFIX):].split("-", 1)[0]
-        if runner.isdigit() and not pid_alive(int(runner)):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    return remove_files_of_gone(_board_folder(), PREFIX)
 
 
 class KernelBoard:
