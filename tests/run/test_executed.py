@@ -40,7 +40,7 @@ def test_a_timed_out_execution_keeps_its_notebook_as_far_as_it_got(tmp_path, wri
     manifest = run_notebooks([notebook], write_records(tmp_path / "in.jsonl", 5), out=tmp_path, run_id="t",
                              workers=1, timeout=3)
     entry = manifest.executions["tiny@1.0"][0]
-    assert manifest.status == "failed" and entry.status == "failed" and "cell 2 [setup]" in entry.error
+    assert manifest.status == "failed" and entry.status == "failed" and "cell 3 [setup]" in entry.error
     path = tmp_path / "t" / "executed" / "tiny@1.0" / "batch-00000.ipynb"
     assert writes == [str(path)]
     setup = next(c for c in nbformat.read(path, as_version=4).cells if "print('set up')" in c.source)
