@@ -321,12 +321,16 @@ def _engine_names() -> list[str]:
               "registry in MongoDB (or set MLSM_MONGO_URI). The URI is never written anywhere.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
 @click.option("--mongo-collection", default="results", show_default=True, help="Results collection.")
+@click.option("--mongo-ids-per-query", type=click.IntRange(min=1), envvar="MLSM_MONGO_IDS_PER_QUERY",
+              help="Ids per $in query when storing (default 20, measured best on SecantusDB; on MongoDB "
+                   "a larger value saves round trips; see docs/operators.md).")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar, or one line per finished execution (default: a bar when stderr is a terminal).")
 @click.option("--list-params", is_flag=True,
               help="List the parameters the notebooks define, with defaults; run nothing.")
 @handle_errors
-def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress, list_params, **settings):
+def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, mongo_ids_per_query, progress, list_params,
+        **settings):
     """Run model notebooks, then summary notebooks, over record batches.
 
     Exit 0 when the run succeeded (possibly "with errors": every model's error
@@ -349,7 +353,9 @@ def run(paths, records, params, mongo_uri, mongo_db, mongo_collection, progress,
         raise click.UsageError("Missing option '--records'.")
     settings = RunSettings(parameters=dict(_parse_param(p) for p in params), **settings)
     settings.run_id = settings.run_id or new_run_id()  # known here, so that an interruption can name it
-    store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field)
+    tuning = {"ids_per_query": mongo_ids_per_query} if mongo_ids_per_query else {}
+    store = _connect_store(mongo_uri, mongo_db, results_collection=mongo_collection, id_field=settings.id_field,
+                           **tuning)
     reporter = progress_reporter(sys.stderr.isatty() if progress is None else progress)
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     stop_on_sigterm = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # e.g. a Jenkins abort

@@ -30,12 +30,21 @@ id it replaces: its cost does not grow with the history of its ids.
 
 Storing a batch:
 
-1. read the live documents of the batch's ids;
+1. read the live documents of the batch's ids (``$in`` queries of `ids_per_query` ids);
 2. insert the batch's documents (unordered, one bulk; already stored ones are
    skipped), each with ``_current`` 0 when it is the newest of its id, else its
    superseded value: an older run stored or resumed late never becomes live;
-3. supersede the live documents it replaced (one update per superseded run);
+3. supersede the live documents it replaced (updates by ``_id``, `ids_per_query` at a time);
 4. record the batch and its count in ``stored_batches``.
+
+What the steps cost, measured (docs/operators.md, "What storing costs"): the insert
+is a plain insert plus an entry in each of the two indexes; superseding rewrites
+each replaced document, which on SecantusDB costs several inserts whatever the
+query shape, so a superseding run costs a multiple of a plain insert there. The
+read stays before the write: a conditional update (live documents of the ids,
+older in run order) would spare it, but a server processes every document such a
+filter selects, the batch's own new ones included, and on SecantusDB that costs
+more than the read it spares, most of all for ids never stored before (measured).
 
 A crash between the steps leaves a state that writing the batch again
 completes (step 1 then finds two live documents for an id and keeps the newest).
@@ -56,6 +65,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo import UpdateMany, WriteConcern
 
+from ..exceptions import ConfigError
 from ..files import dumps
 from ..redact import redact_text, redact_uri, safe_uri
 from .base import Approvable, ResultSink, StoreError
@@ -67,7 +77,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE = "mlsm"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 16 * 1024  # BSON's limit, less room for the wire envelope
 _QUERY_BYTES = 8 * 1024 * 1024  # ids per `$in` query, well under the 16 MiB command limit
-_QUERY_IDS = 100  # ids per `$in` query: some servers match `$in` in time that grows with its square
+# Ids per `$in` query (reading live documents, superseding them), measured on SecantusDB, which checks each
+# document a query finds against the whole `$in` list: 20 beat 5, 10, 30, 50 and 100 (docs/operators.md).
+# MongoDB matches `$in` through the index bounds and would gain from more: fewer round trips (not measured here).
+IDS_PER_QUERY = 20
 _DUPLICATE_KEY = 11000
 _ORDER_SCALE = 10**16  # microseconds; 10**16 µs after 1970 is in the year 2286
 
@@ -187,12 +200,12 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
 
 
-def _for_in(values: Sequence) -> Iterator[list]:
-    """`values` in lists for one `$in` query each: at most `_QUERY_IDS`, under `_QUERY_BYTES`."""
+def _for_in(values: Sequence, most: int) -> Iterator[list]:
+    """`values` in lists for one `$in` query each: at most `most`, under `_QUERY_BYTES`."""
     chunk, size = [], 0
     for value in values:
         value_size = len(bson.encode({"v": value}))
-        if chunk and (size + value_size > _QUERY_BYTES or len(chunk) == _QUERY_IDS):
+        if chunk and (size + value_size > _QUERY_BYTES or len(chunk) == most):
             yield chunk
             chunk, size = [], 0
         chunk.append(value)
@@ -208,12 +221,19 @@ class MongoStore(ResultSink):
     `from_database(db)` (an existing pymongo Database, as MLSM's RunModelsAll had).
     The driver's errors stop here: every method raises `StoreError` instead (one
     line, no credentials); transient ones are retried first, boundedly.
+
+    `ids_per_query`: ids in one ``$in`` query when a batch reads the live documents of
+    its ids and supersedes them (default `IDS_PER_QUERY`, the best measured on
+    SecantusDB; raise it on MongoDB, see docs/operators.md).
     """
 
     name = "mongodb"
 
     def __init__(self, database, *, results_collection: str = "results", id_field: str = "id",
-                 retries: int = 5, retry_wait: float = 0.5):
+                 retries: int = 5, retry_wait: float = 0.5, ids_per_query: int = IDS_PER_QUERY):
+        if isinstance(ids_per_query, bool) or not isinstance(ids_per_query, int) or ids_per_query < 1:
+            raise ConfigError(f"MongoDB ids_per_query must be a whole number of at least 1, not {ids_per_query!r}")
+        self.ids_per_query = ids_per_query
         self.db = database
         self.results = database[results_collection]
         self.runs = database["runs"]
@@ -343,7 +363,7 @@ class MongoStore(ResultSink):
                 raw.append(encoded)
         written = self._insert(raw, problems)
         updates = [UpdateMany({"_id": {"$in": chunk}}, {"$set": {"_current": value}})
-                   for value, ids in losers.items() for chunk in _for_in(ids)]
+                   for value, ids in losers.items() for chunk in _for_in(ids, self.ids_per_query)]
         if updates:
             self.retry("update of _current", lambda: self.results.bulk_write(updates, ordered=False))
         self.retry("record of the stored batch", lambda: self.batches.update_one(
@@ -387,7 +407,7 @@ class MongoStore(ResultSink):
         """The live documents (`_current: 0`) of `ids`, by `id_key` (more than one after a crash)."""
         found: dict[tuple, list[dict]] = defaultdict(list)
         storable = [i for i in ids if len(bson.encode({"v": i})) < MAX_DOCUMENT_BYTES]  # others cannot be stored
-        for chunk in _for_in(storable):
+        for chunk in _for_in(storable, self.ids_per_query):
             cursor = self.retry("read of live results", lambda chunk=chunk: list(self.results.find(
                 {self.id_field: {"$in": chunk}, "_current": 0}, {"_id": 1, self.id_field: 1, "_timestamp": 1})))
             for document in cursor:
