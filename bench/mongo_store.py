@@ -77,11 +77,12 @@ def server_at(uri: str | None) -> Iterator[tuple[str, int | None]]:
         return
     from servers import SecantusServer
 
-    server = SecantusServer(Path(tempfile.mkdtemp(prefix="mlsm-bench-db-")) / "data").start()
-    try:
-        yield server.uri, server.process.pid
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="mlsm-bench-db-") as folder:  # its data and log, removed after
+        server = SecantusServer(Path(folder) / "data").start()
+        try:
+            yield server.uri, server.process.pid
+        finally:
+            server.stop()
 
 
 def timed(action, pid: int | None = None) -> tuple[float, float, float]:
