@@ -17,7 +17,6 @@ Each place that does not have it says why, so a caller can say where it looked.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ import nbformat
 
 from ..core.model import model_key
 from ..exceptions import MlsmError
-from ..notebook.contract import Cell, NotebookSpec, inspect_notebook
+from ..notebook.changes import artifact_digests
+from ..notebook.contract import Cell, inspect_notebook
 from ..notebook.provenance import file_at_commit, has_commit, repository_root
 from ..store.rundir import RunDirectory
 
@@ -54,14 +54,6 @@ def _short(sha256: str) -> str:
     return f"{sha256[:12]}…"
 
 
-def _artifact_digests(spec: NotebookSpec) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in spec.artifacts:
-        path = spec.path.parent / name
-        out[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    return out
-
-
 def _from_file(path: Path, sha256: str) -> tuple[FoundVersion | None, str]:
     if not path.is_file():
         return None, f"{path}: no such file here"
@@ -70,7 +62,7 @@ def _from_file(path: Path, sha256: str) -> tuple[FoundVersion | None, str]:
         return None, f"{path}: not a readable notebook"
     if spec.sha256() != sha256:
         return None, f"{path} hashes to {_short(spec.sha256())} now"
-    return FoundVersion(sha256, spec.cells, str(path), _artifact_digests(spec)), ""
+    return FoundVersion(sha256, spec.cells, str(path), artifact_digests(spec)), ""
 
 
 def _repositories(source: Path) -> list[Path]:
@@ -108,7 +100,7 @@ def _at_commit(root: Path, commit: str, path: PurePosixPath, sha256: str) -> tup
                 (Path(folder) / name).write_bytes(content)
         if spec.sha256() != sha256:
             return None, f"{path} at commit {commit[:12]} hashes to {_short(spec.sha256())}"
-        artifacts = _artifact_digests(spec)
+        artifacts = artifact_digests(spec)
     return FoundVersion(sha256, spec.cells, f"git commit {commit[:12]}:{path}", artifacts), ""
 
 

@@ -28,10 +28,14 @@ def cell_parts(cells: Iterable[tuple[int, str, str]]) -> list[dict]:
 def parts(spec: NotebookSpec) -> dict:
     """The hash of each part `spec.sha256()` covers: ``{"cells": [{"index", "tag", "sha256"}, ...],
     "artifact_sha256": {name: sha256, or None for a missing file}}`` (JSON-ready: a manifest entry's keys)."""
-    folder = spec.path.parent
     return {"cells": cell_parts((c.index, c.tag, c.source) for c in spec.cells),
-            "artifact_sha256": {name: file_sha256(folder / name) if (folder / name).is_file() else None
-                                for name in spec.artifacts}}
+            "artifact_sha256": artifact_digests(spec)}
+
+
+def artifact_digests(spec: NotebookSpec) -> dict[str, str | None]:
+    """Each artifact `spec` lists, by name: the sha256 of the file beside the notebook, None when missing."""
+    folder = spec.path.parent
+    return {name: file_sha256(folder / name) if (folder / name).is_file() else None for name in spec.artifacts}
 
 
 def _moves(old: list[dict], new: list[dict]) -> list[str]:
