@@ -75,6 +75,7 @@ from ..redact import redact_text
 from .fork import FORKER, PROVISIONER, ForkProvisioner
 
 RESET_TIMEOUT = 10.0  # seconds a kept kernel may take to reset between executions
+RECONNECT_MS = 10  # how soon a client's socket tries again to reach a kernel that has not bound it yet (zmq: 100)
 _RESET = """\
 def _mlsm_reset(cwd):
     import os, sys
@@ -97,9 +98,10 @@ class KernelClient(AsyncKernelClient):
             super().start_channels(*args, **{**kwargs, "hb": False})
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
-        """Until the kernel answers a kernel_info request on the shell channel and then reports itself idle
-        after it on IOPub: both channels are connected. (jupyter_client's own wait then waits for 0.2 s of
-        silence on IOPub, for every kernel started; nbclient ignores messages that are not its cells'.)"""
+        """Until the kernel answers a kernel_info request on the shell channel and IOPub is connected: it
+        brings the kernel's welcome to this subscription (JEP 65, ipykernel 7) or its idle status after the
+        request. (jupyter_client's own wait then waits for 0.2 s of silence on IOPub, for every kernel
+        started; nbclient ignores messages that are not its cells'.)"""
         if self._ready:
             return
         deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
@@ -120,13 +122,15 @@ class KernelClient(AsyncKernelClient):
         self._ready = True
 
     async def _idle_after(self, asked: set[str], deadline: float) -> bool:
-        """True once IOPub brings the kernel's idle status after one of the `asked` requests; queue.Empty
+        """True once IOPub brings the kernel's welcome, or its idle status after one of the `asked` requests
+        (a kernel without welcomes whose status came before IOPub connected is asked again); queue.Empty
         when 0.2 s pass without a message, or at `deadline`."""
         while True:
             if time.monotonic() > deadline:
                 raise queue.Empty
             msg = await self.iopub_channel.get_msg(timeout=0.2)
-            if (msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+            if msg["msg_type"] == "iopub_welcome" or (
+                    msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
                     and msg["parent_header"].get("msg_id") in asked):
                 return True
 
@@ -284,6 +288,9 @@ class ThreadKernels:
         costs an I/O thread and file descriptors each."""
         if self._context is None:
             self._context = zmq.asyncio.Context()
+            # A kernel binds its sockets some 50 ms after it is forked; the client, connected at once, would
+            # otherwise try again only after zmq's default 0.1 s.
+            self._context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         return manager_class(kernel_name="python3", context=self._context)
 
     async def take(self, notebook: str) -> QuietKernelManager | None:

@@ -31,10 +31,11 @@ import threading
 import time
 
 # What every kernel imports as it starts (IPKernelApp, its shell, its debugger: debugpy, a third of a
-# kernel's start; what they import as the app initialises), before any of the notebooks' modules.
+# kernel's start; what they import as the app initialises) and stops (psutil, to find the kernel's
+# children), before any of the notebooks' modules.
 BASE_MODULES = ("IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.debugger",
                 "IPython.core.completerlib", "IPython.extensions.storemagic", "sqlite3", "faulthandler",
-                "tornado.platform.asyncio")
+                "tornado.platform.asyncio", "psutil")
 RUNNER_POLL = 1.0  # seconds between a child's checks that the runner still runs (as ipykernel's parent poller)
 
 

@@ -278,3 +278,23 @@ def test_a_kernels_log_is_new_redacted_when_it_stops_and_removed_if_empty_even_w
     kill(km)  # as the OOM killer would: nothing written
     run_sync(km.cleanup_resources)()  # what nbclient calls for a kernel that died
     assert not log.exists()
+
+
+def test_a_new_kernel_is_ready_on_the_first_kernel_info_its_welcome_on_iopub(tmp_path):
+    # The client connects before a new kernel binds its sockets; it tries again within RECONNECT_MS, and the
+    # kernel's welcome on IOPub says the subscription is live: no kernel_info is asked twice.
+    from jupyter_core.utils import run_sync
+
+    kernels = ThreadKernels(limit=0)
+    for _ in range(3):
+        km = kernels.new(QuietKernelManager)
+        run_sync(km.start_kernel)(cwd=str(tmp_path))
+        client = km.client()
+        asked = []
+        ask = client.kernel_info
+        client.kernel_info = lambda: asked.append(ask()) or asked[-1]
+        client.start_channels()
+        run_sync(client.wait_for_ready)(timeout=60)
+        assert len(asked) == 1
+        run_sync(kernels.discard)(km)
+    run_sync(kernels.close)()
