@@ -18,7 +18,9 @@ scheduler only starts what the plans say is ready and reacts to four events:
 
 The records are read while tasks run, as far ahead as the workers need: the
 first tasks start after one batch is read; a task waiting to start and a
-running one each count against the pool's `capacity`.
+running one each count against the pool's `capacity`, and while no task is
+ready to start the next batch is read (one batch ahead: a worker that frees
+up starts its next task at once instead of waiting for a batch to be read).
 """
 
 from __future__ import annotations
@@ -167,9 +169,10 @@ class Scheduler:
         return sum(1 for task in self.running.values() if not task.is_merge or self.merges is self.pool)
 
     def _read_ahead(self) -> None:
-        """Read batches while fewer tasks are running or ready to start than the pool's capacity, starting
-        each batch's tasks as soon as it is read."""
-        while self.reader is not None and len(self._ready()) + self._busy() < self.pool.capacity:
+        """Read batches while fewer tasks are running or ready to start than the pool's capacity, or none is
+        ready to start, starting each batch's tasks as soon as it is read."""
+        while self.reader is not None and (not (ready := len(self._ready()))
+                                           or ready + self._busy() < self.pool.capacity):
             item = next(self.reader, None)
             if item is None:
                 self.reader = None

@@ -174,11 +174,12 @@ def test_a_summary_runs_after_its_models_of_the_same_batch_and_the_batch_merges_
 
 
 def test_records_are_read_only_as_far_ahead_as_the_workers_need(tmp_path, fake):
-    """One model, a batch per record, capacity 2: a running or waiting task per batch read, at most 2."""
+    """One model, a batch per record, capacity 2: a task running or waiting per batch read, at most 2, and one
+    batch more, read while none is waiting (the next free worker starts it at once)."""
     schedule(tmp_path, fake, records=10, batch_size=1, specs=SPECS[:1])
     runs = [(batch, read) for kind, *rest in fake.log if kind == "execute" for _, batch, read in [rest]]
-    assert runs[0] == (0, 2)  # the first execution ran when 2 of 10 batches were read
-    assert all(read <= batch + 2 for batch, read in runs) and [b for b, _ in runs] == list(range(10))
+    assert runs[0] == (0, 3)  # the first execution ran when 3 of 10 batches were read
+    assert all(read <= batch + 3 for batch, read in runs) and [b for b, _ in runs] == list(range(10))
 
 
 def test_a_failed_execution_fails_only_its_records(tmp_path, fake):
