@@ -272,7 +272,7 @@ class PapermillEngine(FileEngine):
         from jupyter_core.utils import run_sync
 
         from .executed import ENGINE
-        from .kernels import kernel_log_written, kernel_manager_class, thread_kernels
+        from .kernels import KERNEL_ARGUMENTS, kernel_log_written, kernel_manager_class, thread_kernels
         from .notebooks import secret_env
 
         run = executor.run
@@ -302,7 +302,8 @@ class PapermillEngine(FileEngine):
             executed = papermill.execute_notebook(
                 notebook, str(run.executed_path(key, batch)), parameters=parameters, kernel_name="python3",
                 engine_name=ENGINE, progress_bar=False, log_output=False, execution_timeout=executor.timeout, km=km,
-                kernel_manager_class=manager_class, resources={"metadata": {"path": cwd}})
+                kernel_manager_class=manager_class, resources={"metadata": {"path": cwd}},
+                extra_arguments=KERNEL_ARGUMENTS)
         except BaseException as exc:
             facts.update(origin())
             if km is not None:

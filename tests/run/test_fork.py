@@ -111,6 +111,21 @@ def test_module_state_a_setup_changes_is_seen_within_its_own_execution_only(tmp_
 
 
 @pytest.mark.slow
+def test_kernels_forked_or_launched_start_without_ipython_history(tmp_path, monkeypatch):
+    setup = "import sys\nARGV = sys.argv[1:]\nFACTOR = 2"  # the kernel's arguments, as IPKernelApp read them
+    score = "def score(data, results):\n    return {'score': data['x'] * FACTOR, 'argv': ARGV}"
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb",
+                              replace_cell(replace_cell(GOOD_CELLS, "setup", setup), "score", score))
+    records = write_records(tmp_path / "in.jsonl", 4)
+    out = tmp_path / "runs"
+    forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=2, workers=1)
+    assert forked.status == "succeeded" and kernels(forked) == {("forked", None)}
+    launched_run(notebook, records, out, monkeypatch, batch_size=2, workers=1)
+    for run in ("forked", "launched"):
+        assert all("--HistoryManager.enabled=False" in r["tiny"]["1.0"]["argv"] for r in results(out / run))
+
+
+@pytest.mark.slow
 def test_a_kernel_that_aborts_fails_its_execution_only_as_a_launched_one(tmp_path, monkeypatch):
     setup = "import os\nif mlsm_batch_path.endswith('batch-00001.jsonl'):\n    os.abort()\nFACTOR = 2"
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
