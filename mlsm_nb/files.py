@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -37,9 +36,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes; numpy values and sets are converted, anything else unknown raises TypeError."""
-    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(value, default=_json_default, option=_OPTIONS)
 
 
 @contextlib.contextmanager
@@ -60,17 +62,25 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    with atomic_file(path) as f:
-        f.write(json.dumps(value, indent=2, default=_json_default) + "\n")
+    """Write JSON, indented, atomically (a reader never sees half a file). With orjson: a run saves its
+    manifest after every execution, and the standard library's encoder took 30 ms to write one of 60."""
+    with atomic_file(path, "wb") as f:
+        f.write(orjson.dumps(value, default=_json_default, option=_OPTIONS | orjson.OPT_INDENT_2) + b"\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     """Write rows as JSON Lines atomically; returns how many."""
-    with jsonl_writer(path) as write:
-        for row in rows:
-            write(row)
-    return write.count
+    return write_json_lines(path, map(dumps, rows))
+
+
+def write_json_lines(path: Path, lines: Iterable[bytes]) -> int:
+    """Write rows already encoded as JSON (each without its newline) as JSON Lines atomically; returns how many."""
+    count = 0
+    with atomic_file(path, "wb") as f:
+        for line in lines:
+            f.write(line + b"\n")
+            count += 1
+    return count
 
 
 class _RowWriter:

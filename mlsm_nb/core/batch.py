@@ -2,9 +2,9 @@
 
 The papermill engine calls this inside each executed notebook's runner cell;
 the in-process engine calls it with extracted models. Same code, same results.
-Every entry is checked to be a valid output (`core.output.stored_entry`) here,
-where a batch's results are made to be written; `run_models_all` hands back
-the Python objects `score` returned.
+Every entry is checked to be a valid output (`core.output.encoded_entry`) here,
+where a batch's results are made to be written, and its JSON kept for the file
+engines to write; `run_models_all` hands back the Python objects `score` returned.
 A model with `score_frame` scores its valid rows in one pandas call (falling
 back to `score` per record if that raises or returns the wrong shape).
 
@@ -27,8 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._gc import full_collections_deferred
+from ..files import dumps
 from .model import Model
-from .output import error_entry, stored_entry
+from .output import encoded_entry, error_entry, stored_entry
 from .timelimit import FRAME, POSITION, START, Board, RecordTimeout, timeout_entry, watching
 
 SLOWEST = 5  # records an outcome names as the slowest
@@ -44,6 +45,19 @@ class BatchOutcome:
     method: str = "score"
     notes: list[str] = field(default_factory=list)
     slowest: list[tuple[int, float]] = field(default_factory=list)  # (position, seconds), slowest first
+    lines: list[bytes] | None = None  # each entry's JSON, made as it was checked (None: not made)
+
+    @classmethod
+    def checked(cls, model: Model, entries: Sequence[dict], method: str, notes: list[str],
+                slowest: list[tuple[int, float]] | None = None) -> BatchOutcome:
+        """The outcome of `entries` as a run stores them (`core.output.encoded_entry`), with their JSON."""
+        pairs = list(map(encoded_entry, entries))
+        return cls(model.name, model.version, [entry for entry, _ in pairs], method, notes, slowest or [],
+                   [line for _, line in pairs])
+
+    def json_lines(self) -> list[bytes]:
+        """Each entry's JSON (one line of a model's output file, without its newline)."""
+        return self.lines if self.lines is not None else [dumps(entry) for entry in self.entries]
 
     def error_counts(self) -> Counter:
         """Errors by kind."""
@@ -240,9 +254,8 @@ def score_batch(model: Model, records: Sequence[Mapping],
         else:
             entries = _frame_entries(model, datas, notes, limit, board)
             if entries is not None:
-                return BatchOutcome(model.name, model.version, list(map(stored_entry, entries)), "score_frame",
-                                    notes)
+                return BatchOutcome.checked(model, entries, "score_frame", notes)
     results = dependency_results(model, dependencies or {}, len(records))
     slowest = _score_records(model, datas, results, limit, board, stuck)
     entries = [result[model.name][model.version] for result in results]
-    return BatchOutcome(model.name, model.version, list(map(stored_entry, entries)), "score", notes, slowest)
+    return BatchOutcome.checked(model, entries, "score", notes, slowest)

@@ -48,23 +48,37 @@ def is_score(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
-def output_problem(out: Mapping) -> str | None:
-    """Why `out` (a result entry, or what `score` returned) cannot be stored as JSON, or None."""
+def _encoded(out: Mapping) -> tuple[bytes | None, str | None]:
+    """(`out` as JSON, None), or (None, why JSON cannot hold it)."""
     try:
         encoded = dumps(out)
     except (TypeError, orjson.JSONEncodeError) as exc:
-        return f"score returned a value JSON cannot hold: {exc}"
+        return None, f"score returned a value JSON cannot hold: {exc}"
     if b"null" in encoded:  # NaN and Infinity encode as null; only then is the walk worth it
         where = _not_finite(out, "output")
         if where is not None:
-            return f"score returned a number JSON cannot hold: {where}"
-    return None
+            return None, f"score returned a number JSON cannot hold: {where}"
+    return encoded, None
+
+
+def output_problem(out: Mapping) -> str | None:
+    """Why `out` (a result entry, or what `score` returned) cannot be stored as JSON, or None."""
+    return _encoded(out)[1]
+
+
+def encoded_entry(entry: dict) -> tuple[dict, bytes]:
+    """`entry` as a run stores it (itself, or that record's `bad_output` naming why JSON cannot hold it) and
+    its JSON: checking an entry is encoding it, so a file engine writes these bytes without encoding again."""
+    encoded, problem = _encoded(entry)
+    if problem is None:
+        return entry, encoded
+    failed = error_entry("bad_output", problem)
+    return failed, dumps(failed)
 
 
 def stored_entry(entry: dict) -> dict:
     """`entry` as a run stores it: itself, or that record's `bad_output` naming why JSON cannot hold it."""
-    problem = output_problem(entry)
-    return entry if problem is None else error_entry("bad_output", problem)
+    return encoded_entry(entry)[0]
 
 
 def score_warning(out: Mapping) -> str | None:

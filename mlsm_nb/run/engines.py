@@ -316,7 +316,7 @@ class PapermillEngine(FileEngine):
         # Before the kernel is asked to stop: a log is not rewritten (redacted) while its kernel writes its exit
         # lines; those are redacted when it has stopped.
         written = kernel_log_written(log, executor.secrets)
-        facts.update(origin(), **_timing(executed))
+        facts.update(origin(), **_facts(executed))
         if km is not None:
             run_sync(kernels.keep)(notebook, km, cwd)
         return {**facts, **log_fact} if written else facts
@@ -336,16 +336,16 @@ class PapermillEngine(FileEngine):
                 entry["kernel_log"] = str(log.relative_to(run.root))
 
 
-def _timing(executed) -> dict:
-    """The slowest records (and those found stuck before) the runner cell showed (`overview.TIMING`), for
-    the execution's manifest entry."""
-    from .overview import TIMING
+def _facts(executed) -> dict:
+    """The error count and the slowest records (and those found stuck before) the runner cell showed
+    (`overview.FACTS`), for the execution's manifest entry."""
+    from .overview import FACTS
 
     for cell in executed.cells:
         for output in cell.get("outputs", ()):
-            timing = output.get("data", {}).get(TIMING)
-            if timing is not None:
-                return {k: v for k, v in timing.items() if v}
+            facts = output.get("data", {}).get(FACTS)
+            if facts is not None:
+                return {k: v for k, v in facts.items() if v or k == "errors"}
     return {}
 
 

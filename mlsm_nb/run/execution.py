@@ -23,7 +23,7 @@ import orjson
 from ..clock import utc_now
 from ..core.model import Model, error_entry, model_key
 from ..exceptions import ConfigError, MlsmError, format_location
-from ..files import write_jsonl
+from ..files import count_lines, write_jsonl
 from ..redact import redact_text
 from ..store.manifest import ExecutionStatus
 from ..store.rundir import RunDirectory
@@ -144,7 +144,7 @@ class Executor:
             entry.update(engine.execute(self, key, batch) or {})
             if not output.is_file():
                 raise MlsmError("the runner cell did not write the model's outputs")
-            entry.update(_output_facts(output))
+            entry.update(_output_facts(output, entry.get("errors")))
         except Exception as exc:  # noqa: BLE001 - one execution failing never stops the run
             entry.update(getattr(exc, "mlsm_facts", {}))  # e.g. the papermill engine's kernel log
             entry.update(status=ExecutionStatus.FAILED, error=self.describe(exc, key, batch))
@@ -182,22 +182,18 @@ class Executor:
 
     def write_failure(self, key: str, batch: int, error: str) -> int:
         """Give every record of the batch a `notebook_failed` entry for this model; returns how many."""
-        size = _count_lines(self.run.batch_path(batch))
+        size = count_lines(self.run.batch_path(batch))
         failed = error_entry("notebook_failed", error)
         return write_jsonl(self.run.output_path(key, batch), (failed for _ in range(size)))
 
 
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def _output_facts(path: Path) -> dict:
-    """sha256, record count and error count of a model's output file (one JSON entry per line); errors
-    are counted from the entries (see `merge.count_errors`), not from the bytes."""
+def _output_facts(path: Path, errors: int | None = None) -> dict:
+    """sha256, record count and error count of a model's output file (one JSON entry per line): `errors` as
+    the engine counted them as it wrote the file (the papermill engine's runner cell), else counted from the
+    entries (see `merge.count_errors`), not from the bytes."""
     data = path.read_bytes()
     return {"output_sha256": hashlib.sha256(data).hexdigest(), "records": data.count(b"\n"),
-            "errors": count_errors(_objects(data))}
+            "errors": count_errors(_objects(data)) if errors is None else errors}
 
 
 def _objects(data: bytes) -> Iterator[dict]:

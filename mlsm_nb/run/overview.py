@@ -17,9 +17,10 @@ from html import escape
 from ..core.batch import BatchOutcome
 from ..core.output import is_score
 from ..core.stats import score_stats
+from .merge import count_errors
 
 SAMPLE_SIZE = 5
-TIMING = "application/vnd.mlsm-nb.timing+json"  # the slowest records, for the engine that ran the notebook
+FACTS = "application/vnd.mlsm-nb.facts+json"  # the error count and slowest records, for the engine that ran it
 
 
 class BatchOverview:
@@ -32,9 +33,11 @@ class BatchOverview:
         self.slowest = [list(pair) for pair in slowest]
         self.stuck = [list(pair) for pair in stuck]
 
-    def timing(self) -> dict:
-        """What the engine reads back from the executed notebook (the `TIMING` output of `show`)."""
-        return {"slowest": self.slowest, "stuck": self.stuck}
+    def facts(self) -> dict:
+        """What the engine reads back from the executed notebook (the `FACTS` output of `show`): the entries'
+        error count (as the merge counts them: the runner need not read the entries to count them) and the
+        slowest and stuck records."""
+        return {"errors": count_errors(self.outcome.entries), "slowest": self.slowest, "stuck": self.stuck}
 
     def scores(self) -> list[float]:
         return [score for e in self.outcome.entries if is_score(score := e.get("score"))]
@@ -62,7 +65,7 @@ class BatchOverview:
             timing = table(["record id", "seconds"], rows, index=["slowest"] + [""] * (len(rows) - 1))
         else:
             timing = {"text/plain": "(scored as a whole frame: no record timed on its own)"}
-        display({**timing, TIMING: self.timing()}, raw=True)
+        display({**timing, FACTS: self.facts()}, raw=True)
         scores = self.scores()
         if scores:
             stats = describe(scores)

@@ -17,7 +17,7 @@ from ..core.batch import BatchOutcome, by_id, score_batch
 from ..core.cells import set_layout, source_digest
 from ..core.model import Model, build_model, split_model_key
 from ..core.timelimit import PID, Board
-from ..files import read_jsonl, write_jsonl
+from ..files import read_jsonl, write_json_lines
 from .overview import BatchOverview
 
 
@@ -59,7 +59,7 @@ def score_file_batch(model: Model, batch_path: str, output_path: str, dependenci
                               board=board, stuck={int(p): s for p, s in (limit.get("stuck") or {}).items()})
     finally:
         board.close()
-    write_jsonl(Path(output_path), outcome.entries)
+    write_json_lines(Path(output_path), outcome.json_lines())
     return outcome, records
 
 

@@ -292,7 +292,7 @@ def test_a_new_kernel_is_ready_on_the_first_kernel_info_its_welcome_on_iopub(tmp
         client = km.client()
         asked = []
         ask = client.kernel_info
-        client.kernel_info = lambda: asked.append(ask()) or asked[-1]
+        client.kernel_info = lambda asked=asked, ask=ask: asked.append(ask()) or asked[-1]
         client.start_channels()
         run_sync(client.wait_for_ready)(timeout=60)
         assert len(asked) == 1

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsm_nb.core.batch import BatchOutcome
-from mlsm_nb.run.overview import TIMING, BatchOverview, describe, table
+from mlsm_nb.run.overview import FACTS, BatchOverview, describe, table
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 1000])
@@ -48,7 +48,8 @@ def test_show_displays_heading_errors_slowest_statistics_histogram_and_sample(mo
     assert errors["text/plain"].splitlines()[1].split() == ["0", "bad_type", "1"]
     assert [line.split() for line in slowest["text/plain"].splitlines()[1:]] == [["slowest", "lead-3", "1.25"],
                                                                                  ["7", "0.002"]]
-    assert slowest[TIMING] == {"slowest": [["lead-3", 1.25], [7, 0.002]], "stuck": []}  # what the engine reads
+    # what the engine reads back
+    assert slowest[FACTS] == {"errors": 1, "slowest": [["lead-3", 1.25], [7, 0.002]], "stuck": []}
     assert stats["text/plain"].splitlines()[1].split() == ["score", "8", "0.35", "0.2449", "0", "0.175", "0.35",
                                                           "0.525", "0.7"]
     assert histogram["image/svg+xml"].startswith("<svg ")
