@@ -503,7 +503,7 @@ def _print_verdict(manifest, root) -> None:
                    f"(over --max-error-rate {limit:g}); see {root / 'rejected.jsonl'}", err=True)
 
 
-# -- audit: trace, replay, outcomes, approve ------------------------------------------------------
+# -- audit: trace, replay, outcomes, monitor, approve ----------------------------------------------
 
 def _audit_database(uri: str | None, database: str | None, collection: str = "results", id_field: str = "id"):
     if not uri:
@@ -594,6 +594,45 @@ def outcomes(file, label, observed_column, run_dir, mongo_uri, mongo_db, mongo_c
     database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
     found = attach_outcomes(file, label, run=run_dir, database=database, observed_column=observed_column)
     click.echo(f"attached {found['attached']} {label} outcome(s) ({found['positives']} positive) to {found['where']}")
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--reference", metavar="RUN_ID", help="The run to compare with (default: the run started last "
+              "before the one monitored).")
+@click.option("--window", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="AUC and conversion over this many of the run's latest labelled scores.")
+@click.option("--thresholds", type=click.Path(dir_okay=False),
+              help='TOML file: a [defaults] table and ["name@version"] tables overriding the default thresholds.')
+@click.option("--label", help="The outcome label to measure against (needed when outcomes have several).")
+@_mongo_options
+@handle_errors
+def monitor(run_dir, reference, window, thresholds, label, mongo_uri, mongo_db, mongo_collection, id_field):
+    """Check each active model version of a run (RUN_DIR, or MongoDB's last run) against thresholds:
+    error rate, PSI against the reference run, AUC and top-decile conversion against the reference's.
+
+    Prints one line per breach; writes RUN_DIR/monitor.json and, with --mongo-uri, a document in the
+    `monitor` collection. Exit 1 when a threshold is passed; 0 otherwise, also when a check lacked data
+    (said on stderr); 2 for a usage error (a bad thresholds file).
+    """
+    from .audit.monitor import breach_lines, monitor_run, not_checked_lines, summary_line
+
+    if run_dir and click.get_current_context().get_parameter_source("mongo_uri").name == "ENVIRONMENT":
+        mongo_uri = None  # RUN_DIR says where; MLSM_MONGO_URI is only the default
+    if not run_dir and not mongo_uri:
+        _fail("say what to monitor: RUN_DIR or --mongo-uri URI", 2)
+    database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
+    found = monitor_run(run=run_dir, database=database, reference=reference, window=window,
+                        thresholds=thresholds, label=label)
+    for line in not_checked_lines(found):
+        click.echo(f"warning: {line}", err=True)
+    for key in found["unmatched_thresholds"]:
+        click.echo(f"warning: {thresholds}: [{key}] names no active model version of run {found['run_id']}",
+                   err=True)
+    for line in breach_lines(found):
+        click.echo(line)
+    click.echo(summary_line(found))
+    sys.exit(1 if found["breaches"] else 0)
 
 
 @main.command()

@@ -22,7 +22,8 @@ def test_console_script_is_installed():
 
 
 def test_every_command_the_design_names_exists():
-    binding = {"new", "lint", "validate", "extract", "run", "report", "serve", "trace", "replay", "outcomes", "approve"}
+    binding = {"new", "lint", "validate", "extract", "run", "report", "serve", "trace", "replay", "outcomes", "approve",
+               "monitor"}
     assert binding <= set(main.commands)
 
 

@@ -1,4 +1,4 @@
-"""Audit: trace a score to what made it, replay a run, outcomes and model metrics, approvals."""
+"""Audit: trace a score to what made it, replay a run, outcomes and model metrics, monitoring, approvals."""
 
 from .._lazy import lazy_exports
 
@@ -15,6 +15,11 @@ _WHERE = {
     "approve": ".approvals",
     "set_approvals_required": ".approvals",
     "ApprovalError": ".approvals",
+    "monitor_run": ".monitor",
+    "read_monitor": ".monitor",
+    "load_thresholds": ".monitor",
+    "MonitorError": ".monitor",
+    "ThresholdsError": ".monitor",
     "AuditDatabase": ".database",
     "open_database": ".database",
 }

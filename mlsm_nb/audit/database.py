@@ -25,6 +25,7 @@ class AuditDatabase:
         self.results = store.results
         self.runs = store.runs
         self.outcomes = store.db["outcomes"]
+        self.monitor = store.db["monitor"]
 
     def ensure_indexes(self) -> None:
         """(id, _current) on results, so a trace reads an id's whole history through an index (the store's
@@ -82,6 +83,26 @@ class AuditDatabase:
     def scores_of_runs(self, run_ids: Sequence[str]) -> list[dict]:
         """`run_id` and `results` of every result document of these runs."""
         return list(self.results.find({"run_id": {"$in": list(run_ids)}}, {"_id": 0, "run_id": 1, "results": 1}))
+
+    # -- monitor ----------------------------------------------------------------
+
+    def run_manifests(self) -> list[dict]:
+        """Every run document, without its per-batch details."""
+        return list(self.runs.find({}, {"executions": 0, "batch_stats": 0}))
+
+    def documents_of_run(self, run_id: str) -> list[dict]:
+        """The id, `_timestamp` and `results` of every result document of one run, in stored order."""
+        return list(self.results.find({"run_id": run_id}, {"_id": 0, self.id_field: 1, "run_id": 1,
+                                                            "_timestamp": 1, "results": 1}))
+
+    def insert_monitor(self, document: dict) -> None:
+        """Record one `mlsm-nb monitor` finding."""
+        self.monitor.insert_one(document)
+
+    def latest_monitor(self, run_id: str | None = None) -> dict | None:
+        """The newest monitor finding (of `run_id`'s run when given), without `_id`."""
+        found = self.monitor.find({"run_id": run_id} if run_id else {}, {"_id": 0})
+        return next(iter(found.sort("checked_at", -1).limit(1)), None)
 
 
 def open_database(uri: str, database: str | None = None, *, results_collection: str = "results",
