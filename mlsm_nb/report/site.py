@@ -152,7 +152,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, compare: st
                  threshold: float = PSI_THRESHOLD, database=None) -> Path:
     """Write the report site of a run (default ``<run_dir>/report/``); returns its index.html.
 
-    `database` (an `audit.AuditDatabase`) adds outcomes from MongoDB and drift across its last runs.
+    `database` (an `audit.AuditDatabase`) adds outcomes from MongoDB and drift across its last runs. What
+    `mlsm-nb monitor` last found for the run (`monitor.json`, else MongoDB's) shows on the run page.
     """
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
@@ -173,6 +174,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     from .outcomes_page import write_outcomes_page  # audit's metrics: against outcomes, drift
 
     outcomes_page = write_outcomes_page(report, out, site, database, threshold=threshold)
+    from ..audit.monitor import read_monitor
+
     site.write("index.html", "run.html", comparison=comparison, other_id=other_id, threshold=threshold,
-               outcomes_page=outcomes_page, total_seconds=sum(e.get("seconds") or 0 for e in report.executions))
+               outcomes_page=outcomes_page, monitor=read_monitor(run_dir, database, report.run_id),
+               total_seconds=sum(e.get("seconds") or 0 for e in report.executions))
     return out / "index.html"

@@ -1,7 +1,6 @@
 """`mlsm-nb monitor` on real runs of the example notebooks, with outcomes attached as `mlsm-nb outcomes` does."""
 
 import json
-import random
 
 import pandas as pd
 import pymongo
@@ -9,15 +8,13 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
-from conftest import NOTEBOOKS
+from labelled_runs import outcomes_file, score_run
 from mlsm_nb.audit.database import AuditDatabase
 from mlsm_nb.audit.monitor import DEFAULTS, MONITOR_FILE, ThresholdsError, load_thresholds
 from mlsm_nb.audit.outcomes import attach_outcomes
 from mlsm_nb.cli import main
 from mlsm_nb.core.stats import psi
 from mlsm_nb.files import read_jsonl
-from mlsm_nb.leads import converted, generate_leads
-from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.mongo import MongoStore
 
 COUNT = 1000
@@ -26,27 +23,6 @@ ACTIVE = ["lead_lr@1.0.0", "lead_rules@1.0.0", "champion@1.0.0"]  # lead_rules 2
 
 def cli(*args):
     return CliRunner().invoke(main, [*map(str, args)])
-
-
-def score_run(tmp_path, run_id, seed, *, sinks=(), count=COUNT):
-    """Run the example notebooks over `count` generated leads; returns the run directory and the records."""
-    records = list(generate_leads(count, seed=seed))
-    path = tmp_path / f"{run_id}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    run_notebooks([NOTEBOOKS], path, out=tmp_path / "runs", run_id=run_id, batch_size=500, engine="inprocess",
-                  sinks=list(sinks))
-    return tmp_path / "runs" / run_id, records
-
-
-def outcomes_file(tmp_path, name, records, flip=False):
-    """A CSV of plausible outcomes of `records` (`leads.converted`); `flip`: every label the other way, as if
-    the world had turned against the models."""
-    rng = random.Random(name)
-    rows = [{"id": r["id"], "converted": int(converted(r["data"], rng) != flip),
-             "observed_at": f"2026-12-01T09:{i // 60 % 60:02d}:{i % 60:02d}+00:00"} for i, r in enumerate(records)]
-    path = tmp_path / f"{name}.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture
@@ -105,6 +81,25 @@ def test_a_decayed_model_breaches_and_exits_1(two_runs, tmp_path):
     lr = found["lead_lr@1.0.0"]
     assert lr["auc"]["status"] == "breach" and lr["auc"]["value"] < 0.5 < lr["auc"]["reference"]
     assert lr["conversion"]["status"] == "breach" and lr["psi"]["status"] == "ok"  # same population, other world
+
+
+def test_the_report_shows_what_monitor_found(two_runs, tmp_path):
+    from bs4 import BeautifulSoup
+
+    from mlsm_nb.report.site import write_report
+
+    _, second, records = two_runs
+    index = write_report(second, tmp_path / "before")
+    assert 'id="monitor"' not in index.read_text()  # never monitored: no section
+    attach_outcomes(outcomes_file(tmp_path, "o2", records, flip=True), "converted", run=second)
+    assert cli("monitor", second).exit_code == 1
+    soup = BeautifulSoup(write_report(second, tmp_path / "site").read_text(), "html.parser")
+    assert soup.select_one("#monitor-verdict").text.split()[:2] == ["6", "breach(es),"]
+    rows = [[td.text.strip() for td in tr.find_all("td")] for tr in soup.select("#monitor-checks tr.drift")]
+    found = checks(json.loads((second / MONITOR_FILE).read_text()))["lead_lr@1.0.0"]["auc"]
+    assert ["lead_lr@1.0.0", "auc", f"{found['value']:.4f}", f"≥ {found['threshold']:.4f}",
+            f"{found['reference']:.4f}", "1000", "breach"] in rows
+    assert len(rows) == 6
 
 
 def test_the_window_takes_the_latest_labelled_scores(two_runs, tmp_path):

@@ -13,9 +13,13 @@ from urllib.parse import urljoin, urlparse
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
+from click.testing import CliRunner
 from test_report import EVIL_ID, tiny_rows, write_records
 
 from conftest import GOOD_CELLS, replace_cell
+from labelled_runs import outcomes_file, score_run
+from mlsm_nb.audit.outcomes import attach_outcomes
+from mlsm_nb.cli import main
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
 
@@ -154,4 +158,38 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
         browser.close()
     assert outside == []
     assert failed_requests == []
+    assert console == []
+
+
+@pytest.mark.slow
+def test_monitor_section_under_jenkins_csp(tmp_path, jenkins_like):
+    """What `mlsm-nb monitor` found, on the run page as Jenkins publishes it: breaches marked by report.css."""
+    from playwright.sync_api import sync_playwright
+
+    first, first_records = score_run(tmp_path, "r1", seed=1)
+    attach_outcomes(outcomes_file(tmp_path, "o1", first_records), "converted", run=first)
+    second, second_records = score_run(tmp_path, "r2", seed=2)
+    attach_outcomes(outcomes_file(tmp_path, "o2", second_records, flip=True), "converted", run=second)
+    assert CliRunner().invoke(main, ["monitor", str(second)]).exit_code == 1
+    write_report(second)
+    served, base = jenkins_like
+    shutil.copytree(second / "report", served / "report")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        console = []
+        page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+        response = page.goto(urljoin(base, "report/index.html"))
+        assert response.headers["content-security-policy"] == JENKINS_CSP
+        assert page.text_content("#monitor-verdict").split()[:2] == ["6", "breach(es),"]
+        breached = page.eval_on_selector_all(
+            "#monitor-checks tr.drift",
+            "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].textContent,"
+            " getComputedStyle(r).backgroundColor])")
+        assert ["lead_lr@1.0.0", "auc", "rgb(255, 235, 233)"] in breached and len(breached) == 6
+        border = page.eval_on_selector("#monitor-verdict", "v => getComputedStyle(v).borderTopColor")
+        assert border == "rgb(207, 34, 46)"  # report.css's .verdict.failed
+        page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
+        browser.close()
     assert console == []
