@@ -705,10 +705,13 @@ def approve(name, version, notebook, sha256, run_dir, by, require, mongo_uri, mo
 @click.option("--record-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds one record may take to score, per model: a record over it is answered with a "
                    "`timeout` error entry, the rest of the request is scored; 0: no limit.")
+@click.option("--monitor", "monitor_path", type=click.Path(exists=True),
+              help="A run directory (or its monitor.json): /metrics shows what `mlsm-nb monitor` last found there "
+                   "as gauges (default with --mongo-uri: MongoDB's monitor collection).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @handle_errors
 def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, body_timeout,
-          poll_seconds, batch_max_size, batch_max_latency_ms, record_timeout, access_log):
+          poll_seconds, batch_max_size, batch_max_latency_ms, record_timeout, monitor_path, access_log):
     """Serve the models of an extracted bundle over HTTP, swapping in new bundles.
 
     Set MLSM_SERVE_TOKEN to require `Authorization: Bearer <token>` on everything but /health.
@@ -726,7 +729,7 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
                              max_records=max_records, body_timeout=body_timeout, poll_seconds=poll_seconds,
                              id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db,
                              batch_max_size=batch_max_size, batch_max_latency_ms=batch_max_latency_ms,
-                             record_timeout=record_timeout)
+                             record_timeout=record_timeout, monitor=monitor_path)
 
     def ready(bundle):
         models = ", ".join(model_key(*m.key) + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)

@@ -5,7 +5,7 @@ GET /models/{name}/{version}, GET /health, GET /metrics, POST /admin/reload,
 the Open Inference Protocol's /v2/..., and the live page at / (with its data
 at /api/live and its assets under /static). `ROUTES` is the only place a path
 is written; the handlers are plain functions that read what they share from
-`request.app.state` (settings, switch, buffer, metrics, recent, run_id).
+`request.app.state` (settings, switch, buffer, metrics, monitor, recent, run_id).
 
 Every answer is JSON with one-line errors (no traceback ever reaches a
 client), carries the bundle it was scored with (`X-MLSM-Bundle` header,
@@ -42,6 +42,7 @@ from ..files import dumps
 from .batching import Batcher
 from .bundle import ServedBundle, load_served_bundle
 from .metrics import ServeMetrics
+from .monitoring import MonitorGauges, monitor_reader
 from .oip import (
     InferError,
     attach_binary,
@@ -82,6 +83,7 @@ class ServeSettings:
     batch_max_size: int = 64  # records in one batch of concurrent requests (1: no batching)
     batch_max_latency_ms: float = 5.0  # longest a request waits for others to join its batch
     record_timeout: float = 60.0  # seconds one record may take per model (0: no limit)
+    monitor: str | None = None  # a run directory (or its monitor.json) whose monitor findings /metrics shows
 
 
 class Problem(Exception):
@@ -155,6 +157,8 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     state.settings, state.switch, state.buffer, state.metrics = settings, switch, buffer, metrics
     state.recent, state.run_id = RecentScores(), buffer.run_id if buffer else "serve"
     state.scorers = ScoringThreads(SCORING_THREADS)
+    reader = monitor_reader(settings.monitor, settings.mongo_uri, settings.mongo_db)
+    state.monitor = MonitorGauges(reader) if reader else None
     state.batcher = Batcher(functools.partial(score_checked, state), settings.batch_max_size,
                             settings.batch_max_latency_ms / 1000, on_batch=metrics.observe_batch)
     return app
@@ -327,8 +331,13 @@ async def health(request: Request) -> Response:
 
 
 async def metrics_text(request: Request) -> Response:
-    metrics = request.app.state.metrics
-    return Response(metrics.render(), media_type=metrics.content_type)
+    """Every worker's metrics, and what `mlsm-nb monitor` last found (see serve.monitoring)."""
+    metrics, monitor = request.app.state.metrics, request.app.state.monitor
+    text = metrics.render()
+    if monitor is not None:
+        await anyio.to_thread.run_sync(monitor.refresh)
+        text += monitor.render()
+    return Response(text, media_type=metrics.content_type)
 
 
 async def reload(request: Request) -> Response:

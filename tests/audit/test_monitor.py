@@ -228,6 +228,14 @@ def test_monitor_over_mongodb_records_its_findings_there(mongo_uri, tmp_path):
     # RUN_DIR with MongoDB: that run, read from MongoDB, recorded in both
     result = cli("monitor", second_dir, "--mongo-uri", uri)
     assert result.exit_code == 1 and json.loads((second_dir / MONITOR_FILE).read_text())["breaches"] == 6
+    # serve --mongo-uri shows the newest finding as gauges
+    from mlsm_nb.serve.monitoring import MonitorGauges, monitor_reader
+
+    gauges = MonitorGauges(monitor_reader(None, uri, None), every=0)
+    gauges.refresh()
+    text = gauges.render().decode()
+    assert 'mlsm_monitor_breach{check="auc",model="lead_lr",version="1.0.0"} 1.0' in text
+    assert 'mlsm_monitor_breach{check="psi",model="lead_lr",version="1.0.0"} 0.0' in text
     result = cli("monitor", "--mongo-uri", uri, "--reference", "m9")
     assert result.exit_code == 2 and "--reference m9: no such run in MongoDB" in result.output
     client.drop_database("monitor_test")
