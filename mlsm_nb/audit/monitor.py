@@ -61,6 +61,7 @@ _BOUNDS = {  # what each threshold may be: beyond these it could never be met (o
     "max_conversion_drop": (0.0, 1.0), "min_labelled": (1, math.inf), "min_scores": (1, math.inf),
 }
 OK, BREACH, NOT_CHECKED = "ok", "breach", "not checked"
+NO_REFERENCE = "no reference run"
 
 
 class MonitorError(SettingsError):
@@ -82,7 +83,7 @@ def _checked_value(where: str, key: str, value) -> float | int:
         raise ThresholdsError(f"{where}: {key} = {value!r} must be {'a whole number' if integer else 'a number'}")
     low, high = _BOUNDS[key]
     if not low <= value <= high:
-        span = f"at least {low}" if high == math.inf else f"between {low} and {high}"
+        span = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
         raise ThresholdsError(f"{where}: {key} = {value!r} can never be met; it must be {span}")
     return value
 
@@ -279,7 +280,7 @@ def _error_rate(current: Period, key: str, limits: dict) -> Check:
 def _psi(current: Period, reference: Period | None, name: str, version: str, limits: dict) -> Check:
     threshold, needed = limits["max_psi"], limits["min_scores"]
     if reference is None:
-        return Check("psi", NOT_CHECKED, threshold=threshold, reason="no reference run")
+        return Check("psi", NOT_CHECKED, threshold=threshold, reason=NO_REFERENCE)
     ours, theirs = current.scores(name, version), reference.scores(name, version)
     for scores, which in ((ours, "this run"), (theirs, f"reference run {reference.run_id}")):
         if len(scores) < needed:
@@ -297,7 +298,7 @@ def _labelled_checks(ours: list, theirs: list | None, reference: Period | None, 
     needed, drop, lost = limits["min_labelled"], limits["max_auc_drop"], limits["max_conversion_drop"]
     reason = None
     if reference is None:
-        reason = "no reference run"
+        reason = NO_REFERENCE
     elif not ours:
         reason = "no outcomes for this run's scores (attach them with `mlsm-nb outcomes`)"
     elif len(ours) < needed:
@@ -410,9 +411,14 @@ def breach_lines(found: Mapping) -> list[str]:
 
 
 def not_checked_lines(found: Mapping) -> list[str]:
-    """One line per check that was not made, with why."""
-    return [f"not checked: {m['model']}@{m['version']} {c['check']}: {c['reason']}"
-            for m in found["models"] for c in m["checks"] if c["status"] == NOT_CHECKED]
+    """One line per check that was not made, with why (without a reference run, one line for all it stops)."""
+    lines = [f"not checked: {m['model']}@{m['version']} {c['check']}: {c['reason']}"
+             for m in found["models"] for c in m["checks"]
+             if c["status"] == NOT_CHECKED and (found["reference"] or c["reason"] != NO_REFERENCE)]
+    if found["reference"] is None:
+        lines.insert(0, f"not checked: PSI, AUC and conversion of every model: {NO_REFERENCE} (none started before "
+                        f"run {found['run_id']} where it is; name one with --reference)")
+    return lines
 
 
 def summary_line(found: Mapping) -> str:

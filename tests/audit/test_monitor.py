@@ -149,8 +149,10 @@ def test_a_run_without_outcomes_and_a_first_run_are_not_checked(two_runs):
     assert "not checked: champion@1.0.0 auc: no outcomes for this run's scores" in result.output
     result = cli("monitor", first)  # nothing started before it
     assert result.exit_code == 0, result.output
-    assert "without a reference run" in result.output and "not checked: lead_lr@1.0.0 psi: no reference run" \
-        in result.output
+    assert "without a reference run" in result.output
+    assert "warning: not checked: PSI, AUC and conversion of every model: no reference run (none started before " \
+           "run r1 where it is; name one with --reference)" in result.output
+    assert "lead_lr@1.0.0 psi: no reference run" not in result.output  # said once, not per check
     assert checks(json.loads((first / MONITOR_FILE).read_text()))["lead_lr@1.0.0"]["error_rate"]["status"] == "ok"
 
 
@@ -239,3 +241,30 @@ def test_monitor_over_mongodb_records_its_findings_there(mongo_uri, tmp_path):
     result = cli("monitor", "--mongo-uri", uri, "--reference", "m9")
     assert result.exit_code == 2 and "--reference m9: no such run in MongoDB" in result.output
     client.drop_database("monitor_test")
+
+
+def test_the_operators_guide_shows_lines_as_monitor_prints_them(two_runs, tmp_path):
+    """docs/operators.md's example lines of `monitor` have the shape monitor prints (figures and run ids aside)."""
+    import re
+
+    from conftest import ROOT
+
+    first, second, records = two_runs
+    printed = cli("monitor", second).output.splitlines() + cli("monitor", first).output.splitlines()
+    attach_outcomes(outcomes_file(tmp_path, "o2", records, flip=True), "converted", run=second)
+    printed += cli("monitor", second).output.splitlines()
+    for name, text in (("typo", '["lead_lr@1.0.0"]\nmax_auc = 0.1\n'), ("never", "[defaults]\nmax_psi = -1\n")):
+        (tmp_path / f"{name}.toml").write_text(text)
+        printed += cli("monitor", second, "--thresholds", tmp_path / f"{name}.toml").output.splitlines()
+
+    def shape(line: str) -> str:
+        line = re.sub(r"\S*(typo|never)\.toml", r"\1.toml", line)
+        line = re.sub(r"\b(2026\d{4}T\d{6}Z-[0-9a-f]{6}|r1|r2)\b", "RUN", line)
+        return re.sub(r"-?\d+\.\d+(e[+-]\d+)?", "N", line)
+
+    guide = (ROOT / "docs" / "operators.md").read_text()
+    section = guide[guide.index("## Alerts: `mlsm-nb monitor`"):guide.index("## Scaling out with Dask")]
+    shown = [line for line in section.splitlines()
+             if line.startswith(("breach: ", "monitored ", "warning: not checked", "error: typo", "error: never"))]
+    assert len(shown) >= 12
+    assert {shape(line) for line in shown} <= {shape(line) for line in printed}
