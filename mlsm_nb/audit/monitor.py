@@ -109,7 +109,7 @@ def load_thresholds(path: str | Path | None, window: int = DEFAULT_WINDOW) -> di
     found = {}
     for name in ["defaults", *[n for n in tables if n != "defaults"]]:
         table = tables.get(name, {})
-        where = f"{path}: [{name}]" if path else "defaults"
+        where = f"{path}: [{name}]" if path else "the default thresholds"
         if not isinstance(table, dict):
             raise ThresholdsError(f"{path}: {name} = {table!r} is outside any table: put it under [defaults] or "
                                   '["name@version"]')
@@ -121,7 +121,8 @@ def load_thresholds(path: str | Path | None, window: int = DEFAULT_WINDOW) -> di
             defaults = found[name]
         if found[name]["min_labelled"] > window:
             raise ThresholdsError(f"{where}: min_labelled = {found[name]['min_labelled']} is over --window {window}: "
-                                  "AUC and conversion could never be checked")
+                                  "AUC and conversion could never be checked (widen the window, or lower "
+                                  "min_labelled in a thresholds file)")
     return found
 
 

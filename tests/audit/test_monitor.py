@@ -200,6 +200,15 @@ def test_thresholds_load_with_defaults_beneath_each_table(tmp_path):
         load_thresholds(tmp_path / "missing.toml")
 
 
+def test_a_window_narrower_than_min_labelled_is_a_usage_error(two_runs):
+    _, second, _ = two_runs
+    result = cli("monitor", second, "--window", 50)
+    assert result.exit_code == 2
+    assert result.output == ("error: the default thresholds: min_labelled = 200 is over --window 50: AUC and "
+                             "conversion could never be checked (widen the window, or lower min_labelled in a "
+                             "thresholds file)\n")
+
+
 def test_monitor_needs_something_to_monitor():
     result = cli("monitor")
     assert result.exit_code == 2 and "RUN_DIR or --mongo-uri URI" in result.output
