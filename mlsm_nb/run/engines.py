@@ -229,13 +229,15 @@ class PapermillEngine(FileEngine):
 
         from ..core.model import model_key
         from .fork import FORKER
-        from .kernels import remove_stale_kernel_files
+        from .kernels import remove_stale_kernel_files, start_template
         from .notebooks import production_notebook
         from .watchdog import remove_stale_boards
 
         remove_stale_kernel_files()  # what a killed run's kernels left behind
         remove_stale_boards()
         FORKER.prepare(specs)  # what the kernel template imports
+        if executor.own_threads and not executor.warm_kernels:
+            start_template()  # it imports while the run writes the production notebooks and reads the first batch
         for spec in specs:
             key = model_key(spec.name, spec.version)
             nbformat.write(production_notebook(spec, sorted(executor.secrets)), executor.run.notebook_path(key))
@@ -328,7 +330,11 @@ class PapermillEngine(FileEngine):
 
     def finish(self, context: RunContext) -> None:
         """Name in its execution's entry a kernel log written after the entry was: what a kernel wrote as it
-        stopped (its kernels have all stopped now, and only logs that are not empty are left)."""
+        stopped (its kernels have all stopped now, and only logs that are not empty are left). The kernel
+        template is closed (one started as the run began and never forked from is closed here)."""
+        from .fork import FORKER
+
+        FORKER.close()
         run = context.run
         for key, batch, entry in context.executions():
             log = run.kernel_log_path(key, batch)

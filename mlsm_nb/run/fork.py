@@ -14,10 +14,11 @@ it launches the kernel as `LocalProvisioner` does, and says why, when forking is
 manager asks for a launched kernel (``--warm-kernels``, Dask), or the template cannot start or keeps
 dying.
 
-`FORKER` keeps the template: started at the first fork after `prepare` (with the installed modules the
-run's setup and score cells import, read with `ast`), restarted if it dies (at most `MAX_RESTARTS`
-times a run, then kernels are launched, said once in the log), and closed when the last pool thread that
-forked kernels releases them (`run.kernels.release_thread_kernels`).
+`FORKER` keeps the template: started as the run starts (`start`, after `prepare`: with the installed
+modules the run's setup and score cells import, read with `ast`) or else at the first fork, restarted if
+it dies (at most `MAX_RESTARTS` times a run, then kernels are launched, said once in the log), and closed
+when the last pool thread that forked kernels releases them (`run.kernels.release_thread_kernels`), or
+when the run ends.
 """
 
 from __future__ import annotations
@@ -189,6 +190,14 @@ class Forker:
                 self._close_locked()
             self._modules, self._dirs, self.off, self._deaths = modules, dirs, None, 0
 
+    def start(self, options: list[str]) -> None:
+        """Start the template now, with the interpreter's `options`, rather than at the first fork: it imports
+        while the run reads its first batch (a template that cannot start leaves that to the first fork)."""
+        try:
+            self._template(options)
+        except TemplateGone:
+            pass
+
     def use(self) -> None:
         """A pool thread will fork kernels (it calls `release` when it is done)."""
         with self._lock:
@@ -278,7 +287,7 @@ class ForkProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         self.template = self.forked = None
-        command = _ipykernel_command(cmd)
+        command = ipykernel_command(cmd)
         reason = getattr(self.parent, "launched_because", None) or unavailable() or (
             None if command else "the kernelspec does not run ipykernel in the runner's Python")
         if reason is None:
@@ -342,7 +351,7 @@ class ForkProvisioner(LocalProvisioner):
         await self.send_signal(signal.SIGTERM)
 
 
-def _ipykernel_command(cmd: list[str]) -> tuple[list[str], list[str]] | None:
+def ipykernel_command(cmd: list[str]) -> tuple[list[str], list[str]] | None:
     """(the interpreter's options, ipykernel's arguments) of a kernelspec's command that runs ipykernel in this
     Python, which the template can fork; None for any other command."""
     try:

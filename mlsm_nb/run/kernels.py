@@ -72,7 +72,7 @@ from traitlets import Type
 
 from ..processes import remove_files_of_gone
 from ..redact import redact_text
-from .fork import FORKER, PROVISIONER, ForkProvisioner
+from .fork import FORKER, PROVISIONER, ForkProvisioner, ipykernel_command, unavailable
 
 RESET_TIMEOUT = 10.0  # seconds a kept kernel may take to reset between executions
 # Kernels keep no IPython history database: nbclient already keeps it in memory (a file shared by parallel
@@ -373,6 +373,15 @@ def thread_kernels(limit: int) -> ThreadKernels:
         _THREAD.kernels = ThreadKernels(limit)
         FORKER.use()
     return _THREAD.kernels
+
+
+def start_template() -> None:
+    """Start the run's kernel template now (`fork.Forker.start`), with the interpreter options of the python3
+    kernelspec, when its kernels can be forked."""
+    if unavailable() is None and _fork_provisioner_installed():
+        command = ipykernel_command(QuietKernelManager(kernel_name="python3").format_kernel_cmd())
+        if command is not None:
+            FORKER.start(command[0])
 
 
 def release_thread_kernels() -> None:

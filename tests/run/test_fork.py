@@ -126,6 +126,29 @@ def test_kernels_forked_or_launched_start_without_ipython_history(tmp_path, monk
 
 
 @pytest.mark.slow
+def test_the_template_starts_as_the_run_reads_its_records_and_ends_with_the_run(tmp_path, monkeypatch):
+    from mlsm_nb.run import schedule
+
+    seen = []
+    read = schedule.read_batches
+
+    def reading(*args, **kwargs):
+        seen.append(fork.FORKER.template is not None and not fork.FORKER.template.ended.is_set())
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(schedule, "read_batches", reading)
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS)
+    records = write_records(tmp_path / "in.jsonl", 4)
+    out = tmp_path / "runs"
+    assert run_notebooks([notebook], records, out=out, run_id="r", batch_size=2).status == "succeeded"
+    assert seen == [True]  # importing while the first batch is read
+    assert none_left(os.getpid()) == []
+    again = run_notebooks([notebook], records, out=out, run_id="r", batch_size=2, resume=True)
+    assert again.status == "succeeded" and fork.FORKER.template is None  # nothing forked: closed as the run ended
+    assert none_left(os.getpid()) == []
+
+
+@pytest.mark.slow
 def test_a_kernel_that_aborts_fails_its_execution_only_as_a_launched_one(tmp_path, monkeypatch):
     setup = "import os\nif mlsm_batch_path.endswith('batch-00001.jsonl'):\n    os.abort()\nFACTOR = 2"
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
