@@ -375,13 +375,20 @@ def thread_kernels(limit: int) -> ThreadKernels:
     return _THREAD.kernels
 
 
-def start_template() -> None:
-    """Start the run's kernel template now (`fork.Forker.start`), with the interpreter options of the python3
-    kernelspec, when its kernels can be forked."""
+def template_options() -> list[str] | None:
+    """The interpreter options a kernel template runs with (the python3 kernelspec's), or None when its
+    kernels cannot be forked."""
     if unavailable() is None and _fork_provisioner_installed():
         command = ipykernel_command(QuietKernelManager(kernel_name="python3").format_kernel_cmd())
-        if command is not None:
-            FORKER.start(command[0])
+        return None if command is None else command[0]
+    return None
+
+
+def start_template() -> None:
+    """Start the run's kernel template now (`fork.Forker.start`), when its kernels can be forked."""
+    options = template_options()
+    if options is not None:
+        FORKER.start(options)
 
 
 def release_thread_kernels() -> None:
