@@ -188,6 +188,7 @@ def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db, timeo
                               timeout=timeout)
     if store:
         store.register_models([{**entry, **origin} for entry in manifest["models"]], event="extracted")
+        _refuse_unapproved_bundle(store, manifest, out_dir)
     for entry in manifest["models"]:
         forced = f"; notebook says {entry['notebook_status']}" if "notebook_status" in entry else ""
         click.echo(f"{entry['kind']:8} {entry['name']} {entry['version']} ({entry['status']}{forced}) "
@@ -195,6 +196,21 @@ def extract(paths, out_dir, branch, repo_url, commit, mongo_uri, mongo_db, timeo
     if reason:
         click.echo(f"status forced to {status}: {reason}")
     click.echo(f"bundle written to {out_dir}")
+
+
+def _refuse_unapproved_bundle(store, manifest: dict, out_dir: str) -> None:
+    """Under the registry's policies (approvals, evidence), remove the bundle just written when an active model
+    of it may not run; its models stay registered, so they can be approved."""
+    import shutil
+
+    from .exceptions import ConfigError
+    from .store.base import RegisteredVersion, check_approvals
+
+    try:
+        check_approvals([store], RegisteredVersion.active_in(manifest["models"]))
+    except ConfigError as exc:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise ConfigError(f"{exc} (the models are registered; no bundle was written to {out_dir})") from None
 
 
 def _connect_store(uri: str | None, database: str | None, **options):
@@ -636,6 +652,53 @@ def monitor(run_dir, reference, window, thresholds, label, mongo_uri, mongo_db, 
 
 
 @main.command()
+@click.argument("champion", metavar="CHAMPION")
+@click.argument("challenger", metavar="CHALLENGER")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
+              help="Compare the scores and outcomes of this run directory; the evidence goes to its evidence.jsonl.")
+@click.option("--label", help="The outcome label to compare on (default: every outcome; name one when there are "
+              "several).")
+@click.option("--min-improvement", "min_absolute", default=0.0, show_default=True, type=float,
+              help="The challenger's AUC must exceed the champion's by at least this much (absolute).")
+@click.option("--min-relative-improvement", "min_relative", default=0.0, show_default=True, type=float,
+              help="... and by at least this fraction of the champion's AUC (0.02: 2 %).")
+@click.option("--confidence", default=0.95, show_default=True, type=float,
+              help="Confidence of every interval; the AUC difference's must lie above 0.")
+@click.option("--min-records", default=200, show_default=True, type=int,
+              help="Shared labelled records needed (200 at least).")
+@click.option("--resamples", default=1000, show_default=True, type=int, help="Paired bootstrap resamples.")
+@click.option("--by", help="Who compares (default: user@host).")
+@click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
+@_mongo_options
+@handle_errors
+def compare(champion, challenger, run_dir, label, min_absolute, min_relative, confidence, min_records, resamples, by,
+            as_json, mongo_uri, mongo_db, mongo_collection, id_field):
+    """Compare CHALLENGER with CHAMPION (each NAME@VERSION) on the records both scored that have an outcome.
+
+    AUC, lift by decile and calibration error of each, and their differences, with paired-bootstrap
+    intervals. It passes when there are enough shared labelled records and the challenger's AUC improves
+    on the champion's by the thresholds, beyond chance. The evidence is written either way: to the model
+    registry with --mongo-uri (what `approve` cites), else to RUN_DIR/evidence.jsonl. Exit 0 when it passed,
+    1 when it did not.
+    """
+    import json
+
+    from .audit.evidence import Thresholds, compare_models, format_evidence
+
+    if run_dir and click.get_current_context().get_parameter_source("mongo_uri").name == "ENVIRONMENT":
+        mongo_uri = None  # --run says where; MLSM_MONGO_URI is only the default
+    if bool(run_dir) == bool(mongo_uri):
+        _fail("say where the scores are: --run RUN_DIR or --mongo-uri URI (one of them)", 2)
+    thresholds = Thresholds(min_absolute, min_relative, confidence, min_records, resamples)
+    thresholds.check()  # before connecting: a usage error needs no database
+    database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
+    found = compare_models(champion, challenger, run=run_dir, database=database, thresholds=thresholds, label=label,
+                           by=by)
+    click.echo(json.dumps(found, indent=2, default=str) if as_json else format_evidence(found))
+    sys.exit(0 if found["passed"] else 1)
+
+
+@main.command()
 @click.argument("name", required=False)
 @click.argument("version", required=False)
 @click.option("--notebook", type=click.Path(exists=True, dir_okay=False),
@@ -647,37 +710,61 @@ def monitor(run_dir, reference, window, thresholds, label, mongo_uri, mongo_db, 
 @click.option("--by", help="Who approves (default: user@host).")
 @click.option("--require/--no-require", "require", default=None,
               help="From now on, runs refuse active versions without an approval (or stop requiring it).")
+@click.option("--require-evidence/--no-require-evidence", "require_evidence", default=None,
+              help="From now on, approvals must cite a passing comparison (mlsm-nb compare), and runs, extract and "
+                   "serve's bundle swaps refuse an active version whose approval cites none (or stop requiring it).")
+@click.option("--waive-evidence", metavar="REASON",
+              help="Approve without a comparison, recording why (e.g. the first version of a model).")
 @_mongo_options
 @handle_errors
-def approve(name, version, notebook, sha256, run_dir, by, require, mongo_uri, mongo_db, mongo_collection, id_field):
+def approve(name, version, notebook, sha256, run_dir, by, require, require_evidence, waive_evidence, mongo_uri,
+            mongo_db, mongo_collection, id_field):
     """Record in the model registry that model NAME VERSION may run as active (who, when, notebook sha256).
 
     Shows first what it approves: the sha256, the notebook, branch and commit it was registered from, and
     what changed in the production cells since the last approved version. A sha256 that differs from the
-    last approval is approved only with --sha256 or --notebook.
+    last approval is approved only with --sha256 or --notebook. The approval cites the latest passing
+    comparison of the approved code (mlsm-nb compare), if there is one.
     """
-    from .audit.approvals import ChangedSinceApproval, format_review, set_approvals_required
+    from .audit.approvals import ChangedSinceApproval, format_review, set_approvals_required, set_evidence_required
     from .audit.approvals import approve as record_approval
 
     if not mongo_uri:
         _fail("approvals live in the MongoDB model registry: pass --mongo-uri (or set MLSM_MONGO_URI)", 2)
-    if (name is None) != (version is None) or (name is None and require is None):
+    if (name is None) != (version is None) or (name is None and require is None and require_evidence is None):
         _fail("usage: mlsm-nb approve NAME VERSION [--notebook PATH | --sha256 SHA256], "
-              "or mlsm-nb approve --require/--no-require", 2)
+              "or mlsm-nb approve --require/--no-require, --require-evidence/--no-require-evidence", 2)
     database = _audit_database(mongo_uri, mongo_db, mongo_collection, id_field)
     if name:
         try:
-            review = record_approval(database, name, version, by=by, notebook=notebook, sha256=sha256, run=run_dir)
+            review = record_approval(database, name, version, by=by, notebook=notebook, sha256=sha256, run=run_dir,
+                                     waive_evidence=waive_evidence)
         except ChangedSinceApproval as exc:
             click.echo(format_review(exc.review))
             raise
         found = review.approval
         click.echo(format_review(review))
+        click.echo(_cited(found.get("evidence")))
         click.echo(f"approved {name} {version} for sha256 {found['sha256']} by {found['by']} at {found['at']}")
     if require is not None:
         set_approvals_required(database, require, by=by)
         click.echo("approvals are now " + ("required: runs refuse unapproved active versions" if require
                                            else "optional"))
+    if require_evidence is not None:
+        set_evidence_required(database, require_evidence, by=by)
+        click.echo("evidence is now " + ("required: approvals must cite a passing comparison, and runs, extract and "
+                                         "serve refuse active versions whose approval cites none" if require_evidence
+                                         else "optional"))
+
+
+def _cited(evidence) -> str:
+    """The line saying what an approval cites."""
+    if not evidence:
+        return "  evidence   none cited (no passing comparison of this code)"
+    if evidence.get("waived"):
+        return f"  evidence   waived: {evidence['waived']}"
+    return (f"  evidence   {evidence['id']} (against {evidence['champion']}, AUC {evidence['auc_difference']:+.4f} on "
+            f"{evidence['records']} records, passed)")
 
 
 @main.command()

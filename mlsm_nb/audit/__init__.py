@@ -1,4 +1,5 @@
-"""Audit: trace a score to what made it, replay a run, outcomes and model metrics, monitoring, approvals."""
+"""Audit: trace a score to what made it, replay a run, outcomes and model metrics, monitoring, comparisons,
+approvals."""
 
 from .._lazy import lazy_exports
 
@@ -20,6 +21,11 @@ _WHERE = {
     "load_thresholds": ".monitor",
     "MonitorError": ".monitor",
     "ThresholdsError": ".monitor",
+    "set_evidence_required": ".approvals",
+    "compare_models": ".evidence",
+    "format_evidence": ".evidence",
+    "Thresholds": ".evidence",
+    "CompareError": ".evidence",
     "AuditDatabase": ".database",
     "open_database": ".database",
 }

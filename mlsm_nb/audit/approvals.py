@@ -8,6 +8,12 @@ run as `active` that has no approval for its current sha256: every sink of the
 run is asked (`store.base.check_approvals`), and MongoDB's asks its registry.
 Runs that force every model to draft (git-flow development branches) need no approval.
 
+An approval cites the latest passing comparison of the approved code (`audit.evidence`: the registry's
+evidence for that name, version and sha256 without status) as ``evidence``, or the reason the approver
+gave for needing none (``{"waived": reason}``). While the registry requires evidence
+(`set_evidence_required`), an approval that could cite none is refused, and so are runs, extractions and
+serve's bundle swaps of an active version whose approval cites none (`store.registry.check_evidence`).
+
 What is approved is shown first (a `Review`): the sha256, where it was registered from
 (notebook, branch, git commit, by which event or run), the last approval, and what changed in the
 production cells since the version that approval covered (a unified diff; the cells are found again by
@@ -210,16 +216,52 @@ def _checked_notebook(notebook: str | Path, name: str, version: str, registered:
     return spec.sha256()
 
 
+def _cited_evidence(database: AuditDatabase, entry: Mapping, registered: str, notebook: str | Path | None,
+                    waive: str | None) -> dict | None:
+    """What the approval of `registered` cites: the latest passing comparison of its code, or the waiver;
+    None when there is neither. Raises ApprovalError when the registry requires evidence and there is none."""
+    name, version = entry["name"], entry["version"]
+    if waive is not None:
+        if not waive.strip():
+            raise ApprovalError("--waive-evidence needs a reason (why this version needs no comparison)")
+        return {"waived": waive.strip()}
+    from ..notebook.contract import lint_notebook
+
+    code = lint_notebook(notebook).sha256_without_status() if notebook is not None else (
+        entry.get("sha256_without_status") if entry.get("sha256") == registered else None)
+    found = database.store.registry.latest_evidence(name, version, code, passed=True) if code else None
+    if found is not None:
+        champion = found["champion"]
+        return {"id": found["id"], "passed": True, "at": found["at"], "champion": f"{champion['name']}@"
+                f"{champion['version']}", "sha256_without_status": code, "records": found["records"],
+                "auc_difference": found["auc"]["difference"]}
+    if database.store.registry.evidence_required():
+        other = database.store.registry.latest_evidence(name, version)
+        why = ("its notebook is not registered with a sha256 without status (register it again: mlsm-nb extract "
+               "--mongo-uri ...)" if not code else
+               f"no passing comparison of its code (sha256 without status {code[:12]}…)"
+               + (f"; the latest comparison of {name}@{version}, {other['id']}, "
+                  + ("did not pass" if not other["passed"] else "was of other code") if other else ""))
+        raise ApprovalError(f"{name} {version}: {why}, and the registry requires evidence: compare it first "
+                            f"(mlsm-nb compare CHAMPION {name}@{version} --mongo-uri ...), or approve it with "
+                            "--waive-evidence REASON")
+    return None
+
+
 def approve(database: AuditDatabase, name: str, version: str, *, by: str | None = None,
-            notebook: str | Path | None = None, sha256: str | None = None, run: str | Path | None = None) -> Review:
+            notebook: str | Path | None = None, sha256: str | None = None, run: str | Path | None = None,
+            waive_evidence: str | None = None) -> Review:
     """Record an approval of model `name` `version` in the registry; returns its `Review` (`approval` set).
 
     The approved sha256 is the registry's for that version; with `notebook`, the notebook must declare
     that name and version and hash to the same; with `sha256`, it must be that sha256 (or its first 12 or
     more characters). `run` (a run directory or a folder of them) is also searched for earlier versions.
+    The approval cites the latest passing comparison of the approved code (`_cited_evidence`), or
+    `waive_evidence` (the reason none is needed).
     Raises ChangedSinceApproval (with the review) when the sha256 differs from the last approval and neither
-    `notebook` nor `sha256` was given; ApprovalError when there is no registry, no such version in it, or
-    the notebook or sha256 differs from the registered one.
+    `notebook` nor `sha256` was given; ApprovalError when there is no registry, no such version in it,
+    the notebook or sha256 differs from the registered one, or the registry requires evidence and there
+    is none (nor a waiver).
     """
     _require_registry(database)
     entry = database.store.registry.entry(name, version)
@@ -241,7 +283,9 @@ def approve(database: AuditDatabase, name: str, version: str, *, by: str | None 
     last = review.last
     if last is not None and last.get("sha256") != registered and notebook is None and sha256 is None:
         raise ChangedSinceApproval(review)
-    approval = {"by": by or _who(), "at": utc_now(), "sha256": registered, "registration": review.registered}
+    evidence = _cited_evidence(database, entry, registered, notebook, waive_evidence)
+    approval = {"by": by or _who(), "at": utc_now(), "sha256": registered, "registration": review.registered,
+                **({"evidence": evidence} if evidence else {})}
     database.store.registry.record_approval(name, version, approval)
     review.approval = approval
     return review
@@ -283,3 +327,9 @@ def set_approvals_required(database: AuditDatabase, required: bool, *, by: str |
     """Say in the registry whether active versions need an approval before they run."""
     _require_registry(database)
     database.store.registry.set_approvals_required(required, by or _who(), utc_now())
+
+
+def set_evidence_required(database: AuditDatabase, required: bool, *, by: str | None = None) -> None:
+    """Say in the registry whether an active version's approval must cite a passing comparison."""
+    _require_registry(database)
+    database.store.registry.set_evidence_required(required, by or _who(), utc_now())

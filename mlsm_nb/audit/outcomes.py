@@ -164,3 +164,24 @@ def run_outcomes(run: str | Path) -> list[dict]:
     """The outcomes attached to a run directory (empty when none)."""
     target = Path(run) / OUTCOMES_FILE
     return list(read_jsonl(target)) if target.is_file() else []
+
+
+def outcome_models(run_dir: str | Path | None = None, database: AuditDatabase | None = None,
+                   label: str | None = None) -> dict:
+    """Model versions paired with outcomes (`audit.metrics.join_outcomes`), by name@version: from MongoDB when
+    given (every stored run, the newest score per id), else from the run directory and its `outcomes.jsonl`.
+    `label` picks one outcome label (default: every outcome)."""
+    from ..core.model import model_key
+    from .metrics import join_outcomes
+
+    kinds = {}
+    if run_dir is not None:
+        manifest = RunDirectory(run_dir).read_manifest()
+        kinds = {model_key(n.name, n.version): n.kind or "model" for n in manifest.notebooks}
+    if database is None:
+        outcomes = run_outcomes(run_dir)
+        return join_outcomes(RunDirectory(run_dir).results(), outcomes, manifest.id_field, kinds, label) \
+            if outcomes else {}
+    outcomes = database.all_outcomes(label)
+    documents = database.results_for([o[database.id_field] for o in outcomes]) if outcomes else []
+    return join_outcomes(documents, outcomes, database.id_field, kinds, label)

@@ -98,6 +98,26 @@ class NotebookSpec:
             digest.update(artifact.read_bytes() if artifact.is_file() else b"<missing>")
         return digest.hexdigest()
 
+    def sha256_without_status(self) -> str:
+        """`sha256` with the version cell's `status` assignment left out: what a comparison (`mlsm-nb compare`)
+        keys its evidence by, so that the draft compared and the same notebook made `active` hash alike."""
+        return self.sha256(lay_out((c.index, c.tag, without_status(c.source) if c.tag == "version" else c.source)
+                                   for c in self.cells))
+
+
+def without_status(source: str) -> str:
+    """A version cell's source without its top-level `status = ...` assignment (every line of it); the source
+    unchanged when it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    lines = source.splitlines(keepends=True)
+    for stmt in reversed(tree.body):
+        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "status" for t in stmt.targets):
+            del lines[stmt.lineno - 1:stmt.end_lineno]
+    return "".join(lines)
+
 
 def lay_out(cells: Iterable[tuple[int, str, str]]) -> str:
     """Production cells given as (index, tag, source), each under its marker line: what `sha256` hashes."""

@@ -52,9 +52,10 @@ def file_at_commit(root: Path, commit: str, path: str) -> bytes | None:
 
 
 def provenance(spec: NotebookSpec) -> dict:
-    """A model's `provenance`: source path, sha256 of the production cells (and artifacts), git commit, time."""
+    """A model's `provenance`: source path, sha256 of the production cells (and artifacts), the same without
+    `status` (what evidence is keyed by), git commit, time."""
     return {
-        "source": str(spec.path), "sha256": spec.sha256(),
+        "source": str(spec.path), "sha256": spec.sha256(), "sha256_without_status": spec.sha256_without_status(),
         "extracted_at": utc_now(),
         **git_info(spec.path.resolve()),
     }

@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audit.database import AuditDatabase
-from ..audit.metrics import champion_vs_challengers, drift, join_outcomes
-from ..audit.outcomes import run_outcomes
-from ..core.model import model_key
+from ..audit.metrics import champion_vs_challengers, drift
+from ..audit.outcomes import outcome_models
 from ..core.stats import PSI_THRESHOLD
-from ..store.rundir import RunDirectory
 
 DRIFT_RUNS = 10
 PAGE = "outcomes.html"
@@ -31,20 +29,6 @@ def _drift_chart(rows: list[dict], path: Path, threshold: float) -> None:
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.legend(fontsize=7, loc="upper left")
     path.write_bytes(to_png(fig))
-
-
-def outcome_models(run_dir: str | Path, database: AuditDatabase | None = None) -> dict:
-    """Model versions paired with outcomes: from MongoDB when given (every stored run, newest score
-    per id), else from the run directory and its `outcomes.jsonl`."""
-    run = RunDirectory(run_dir)
-    manifest = run.read_manifest()
-    kinds = {model_key(n.name, n.version): n.kind or "model" for n in manifest.notebooks}
-    if database is None:
-        outcomes = run_outcomes(run.root)
-        return join_outcomes(run.results(), outcomes, manifest.id_field, kinds) if outcomes else {}
-    outcomes = database.all_outcomes()
-    documents = database.results_for([o[database.id_field] for o in outcomes]) if outcomes else []
-    return join_outcomes(documents, outcomes, database.id_field, kinds)
 
 
 def write_outcomes_page(report, out: Path, site, database: AuditDatabase | None = None,

@@ -75,8 +75,9 @@ def _kernel_log(run_dir: Path, execution: dict, lines: int = 200) -> dict | None
 class _Site:
     """Writes the pages of one report; every page goes through `write` (scrubbed of machine paths)."""
 
-    def __init__(self, report: RunReport, out: Path):
+    def __init__(self, report: RunReport, out: Path, approvals: dict | None = None):
         self.report, self.out = report, out
+        self.approvals = approvals or {}
         self.env = _environment()
         self.scrub = PathScrubber(report.run_dir).scrub
 
@@ -145,7 +146,8 @@ class _Site:
             plot = f"../img/{slug(key)}.svg"
         training_link, training_cells = self.training(key)
         self.write(f"models/{slug(key)}.html", "model.html", model=model, plot=plot, stats=model.stats(),
-                   source_link=self.production(key), training_link=training_link, training_cells=training_cells)
+                   source_link=self.production(key), training_link=training_link, training_cells=training_cells,
+                   approved=self.approvals.get(key), policy=self.approvals.get("_policy"))
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, compare: str | Path | None = None,
@@ -153,14 +155,17 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, compare: st
     """Write the report site of a run (default ``<run_dir>/report/``); returns its index.html.
 
     `database` (an `audit.AuditDatabase`) adds outcomes from MongoDB and drift across its last runs. What
-    `mlsm-nb monitor` last found for the run (`monitor.json`, else MongoDB's) shows on the run page.
+    `mlsm-nb monitor` last found for the run (`monitor.json`, else MongoDB's) shows on the run page, and each
+    model page shows the registry's approval beside the evidence (`report.approvals`).
     """
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     report = build_run_report(run_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
     _write_stylesheet(out)
-    site = _Site(report, out)
+    from .approvals import approvals_and_evidence  # the registry's approvals, and comparisons kept
+
+    site = _Site(report, out, approvals_and_evidence(run_dir, report.models, database))
     for execution in report.executions:
         if execution.get("executed") and (run_dir / execution["executed"]).is_file() \
                 and execution["model"] in report.models:

@@ -94,7 +94,8 @@ def _order(specs: Sequence[NotebookSpec]) -> list[NotebookSpec]:
 
 def _notebook_entries(specs: Sequence[NotebookSpec]) -> list[dict]:
     return [{"name": s.name, "version": s.version, "status": s.status, "kind": s.kind, "sha256": s.sha256(),
-             "source": str(s.path), **git_info(s.path.resolve()), **parts(s)} for s in specs]
+             "sha256_without_status": s.sha256_without_status(), "source": str(s.path),
+             **git_info(s.path.resolve()), **parts(s)} for s in specs]
 
 
 def _open_run(run_dir: RunDirectory, resume: bool, specs, records: Path, settings: dict) -> dict:

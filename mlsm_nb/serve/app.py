@@ -54,6 +54,7 @@ from .oip import (
     split_body,
     wanted_outputs,
 )
+from .policy import bundle_policy, check_at_start
 from .recent import RecentScores
 from .scoring import ScoringThreads, TooManyStuck
 from .swap import BundleSwitch
@@ -140,7 +141,10 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     without models.
     """
     metrics = ServeMetrics()
-    switch = BundleSwitch(settings.bundle_dir, bundle or load_served_bundle(settings.bundle_dir),
+    policy = bundle_policy(settings.mongo_uri, settings.mongo_db)
+    bundle = bundle or load_served_bundle(settings.bundle_dir)
+    check_at_start(policy, bundle)
+    switch = BundleSwitch(settings.bundle_dir, bundle, check=policy,
                           on_change=lambda outcome, _: metrics.bundle_events.labels(outcome).inc())
     buffer = None
     if settings.mongo_uri:

@@ -3,7 +3,8 @@
 The bundle in service is one reference (`BundleSwitch.current`); a request reads
 it once and scores everything with that object, so requests in flight finish on
 the old set and no response mixes two bundles. A new bundle is loaded and
-checked off the event loop and only then put in place; one that fails is
+checked off the event loop (with MongoDB, against the registry's policies:
+`serve.policy`) and only then put in place; one that fails is
 refused (logged, shown by /health) and the old one stays. A refusal lasts
 until BUNDLE_DIR holds a bundle that serves again: the one in service (a roll
 back) or any good one. Loads never overlap: a reload asked for during a load
@@ -38,8 +39,9 @@ class Refusal:
 class BundleSwitch:
     """The bundle in service and the background loads that replace it."""
 
-    def __init__(self, bundle_dir: str | Path, initial: ServedBundle, on_change=None):
+    def __init__(self, bundle_dir: str | Path, initial: ServedBundle, on_change=None, check=None):
         self.bundle_dir = Path(bundle_dir)
+        self.check = check  # the registry's policies (serve.policy): raises to refuse a bundle
         self.current = initial
         self.signature = manifest_signature(bundle_dir)
         self.refused: Refusal | None = None
@@ -64,6 +66,8 @@ class BundleSwitch:
                 return {"outcome": "refused", "bundle": self.current.sha256, "error": self.refused.error}
             try:
                 bundle = await asyncio.to_thread(load_served_bundle, self.bundle_dir)
+                if self.check is not None:
+                    await asyncio.to_thread(self.check, bundle)
             except Exception as exc:  # noqa: BLE001 - any failure of a bundle's code refuses it
                 return self._refuse(signature, load_error_line(exc))
             self.signature = signature

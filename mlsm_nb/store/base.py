@@ -9,6 +9,7 @@ caller that has documents but no run of its own.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,33 @@ class Approvable(Protocol):
     path: Path
 
     def sha256(self) -> str: ...
+
+    def sha256_without_status(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """An `Approvable` read from a bundle manifest's entry (what `extract` wrote, what serve loads)."""
+
+    name: str
+    version: str
+    path: Path
+    hashed: str
+    hashed_without_status: str
+    status: str = "active"
+
+    @classmethod
+    def active_in(cls, entries: Iterable[Mapping]) -> list[RegisteredVersion]:
+        """The entries that run as `active`, as approvables."""
+        return [cls(e["name"], e["version"], Path(e.get("source") or f"{e['name']}@{e['version']}"),
+                    e.get("sha256") or "", e.get("sha256_without_status") or "")
+                for e in entries if e.get("status") == "active"]
+
+    def sha256(self) -> str:
+        return self.hashed
+
+    def sha256_without_status(self) -> str:
+        return self.hashed_without_status
 
 
 class ResultSink:

@@ -127,6 +127,7 @@ class NotebookEntry(_Part):
     status: str | None = None
     kind: str | None = None  # "model" or "summary"
     sha256: str | None = None
+    sha256_without_status: str | None = None  # what evidence is keyed by (None in runs from before it was kept)
     source: str | None = None
     git_commit: str | None = None
     cells: list | None = None  # each production cell's {"index", "tag", "sha256"} (notebook.changes.parts)

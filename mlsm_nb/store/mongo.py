@@ -461,8 +461,8 @@ class MongoStore(ResultSink):
         now = dt.datetime.now(dt.UTC)
         operations = []
         for entry in entries:
-            fields = {k: entry[k] for k in ("status", "kind", "fields", "models", "sha256", "git_commit",
-                                            "source", "repository", "branch", "commit") if k in entry}
+            fields = {k: entry[k] for k in ("status", "kind", "fields", "models", "sha256", "sha256_without_status",
+                                            "git_commit", "source", "repository", "branch", "commit") if k in entry}
             update: dict = {"$set": {**fields, f"{event}_at": now}}
             if entry.get("sha256"):
                 update["$set"][f"registrations.{entry['sha256']}"] = registration(entry, event, now, run_id)

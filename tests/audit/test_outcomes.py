@@ -13,12 +13,11 @@ from sklearn.metrics import roc_auc_score
 from conftest import NOTEBOOKS
 from mlsm_nb.audit.database import AuditDatabase
 from mlsm_nb.audit.metrics import champion_vs_challengers, drift
-from mlsm_nb.audit.outcomes import OutcomeError, attach_outcomes
+from mlsm_nb.audit.outcomes import OutcomeError, attach_outcomes, outcome_models
 from mlsm_nb.cli import main
 from mlsm_nb.core.stats import psi
 from mlsm_nb.files import file_sha256, read_jsonl
 from mlsm_nb.leads import converted, generate_leads
-from mlsm_nb.report.outcomes_page import outcome_models
 from mlsm_nb.report.site import write_report
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.mongo import MongoStore
