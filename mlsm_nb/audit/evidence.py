@@ -23,6 +23,7 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +144,11 @@ def _figures(a: np.ndarray, b: np.ndarray, y: np.ndarray, thresholds: Thresholds
         first, second = figure(a, y), figure(b, y)
         difference = second - first if first is not None and second is not None else None
         found[name] = {"champion": first, "challenger": second, "difference": difference, **intervals[name]}
-    lifts = zip(deciles(a, y), deciles(b, y), strict=False)
-    found["deciles"] = [{"decile": x["decile"], "champion_lift": x["lift"], "challenger_lift": z["lift"],
-                         "difference": z["lift"] - x["lift"] if None not in (x["lift"], z["lift"]) else None}
-                        for x, z in lifts]
+    found["deciles"] = []  # ties may leave a model fewer than ten groups (`metrics.deciles`): its lift is None
+    for number, (x, z) in enumerate(zip_longest(deciles(a, y), deciles(b, y), fillvalue={}), 1):
+        first, second = x.get("lift"), z.get("lift")
+        found["deciles"].append({"decile": number, "champion_lift": first, "challenger_lift": second,
+                                 "difference": second - first if None not in (first, second) else None})
     return found
 
 
@@ -292,9 +294,9 @@ def format_evidence(evidence: Mapping) -> str:
         lines.append(_line("AUC", evidence["auc"]))
         lines.append(_line("top-decile lift", evidence["top_decile_lift"], 2))
         lines.append(_line("calibration error", evidence["calibration_error"]))
+        lift = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
         lines.append("  lift by decile     " + "  ".join(
-            f"{d['decile']}: {d['champion_lift']:.2f}/{d['challenger_lift']:.2f}" for d in evidence["deciles"]
-            if d["champion_lift"] is not None and d["challenger_lift"] is not None))
+            f"{d['decile']}: {lift(d['champion_lift'])}/{lift(d['challenger_lift'])}" for d in evidence["deciles"]))
     for check in evidence["checks"]:
         lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {check['check']}: {check['says']}")
     lines.append(f"{'passed' if evidence['passed'] else 'did not pass'}: evidence {evidence['id']} written to "
