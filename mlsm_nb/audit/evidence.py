@@ -81,8 +81,8 @@ class Thresholds:
         needed = max(champion_auc + self.min_absolute, champion_auc * (1 + self.min_relative))
         if needed >= 1:
             return (f"the thresholds cannot be met: the champion's AUC is {champion_auc:.4f}, so the challenger "
-                    f"would need an AUC of {needed:.4f} or more, and an AUC above 1 does not exist (and 1 leaves "
-                    "no interval above it)")
+                    f"would need an AUC of {needed:.4f} or more, and no AUC is above 1 (nor can an interval lie above "
+                    "a perfect one)")
         return None
 
 
@@ -198,7 +198,7 @@ class Source:
         """Keep `evidence`; returns where."""
         if self.database is not None:
             self.database.store.registry.record_evidence(evidence)
-            return f"the registry of {self.describe()} (collection evidence, id {evidence['id']})"
+            return f"the model registry of MongoDB ({self.database.store.db.name}.evidence)"
         target = self.run / EVIDENCE_FILE
         existing = list(read_jsonl(target)) if target.is_file() else []
         write_jsonl(target, [*existing, evidence])  # atomic: readers see the old file or the whole new one

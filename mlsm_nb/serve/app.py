@@ -54,7 +54,7 @@ from .oip import (
     split_body,
     wanted_outputs,
 )
-from .policy import bundle_policy, check_at_start
+from .policy import bundle_policy
 from .recent import RecentScores
 from .scoring import ScoringThreads, TooManyStuck
 from .swap import BundleSwitch
@@ -141,10 +141,8 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     without models.
     """
     metrics = ServeMetrics()
-    policy = bundle_policy(settings.mongo_uri, settings.mongo_db)
-    bundle = bundle or load_served_bundle(settings.bundle_dir)
-    check_at_start(policy, bundle)
-    switch = BundleSwitch(settings.bundle_dir, bundle, check=policy,
+    switch = BundleSwitch(settings.bundle_dir, bundle or load_served_bundle(settings.bundle_dir),
+                          check=bundle_policy(settings.mongo_uri, settings.mongo_db),
                           on_change=lambda outcome, _: metrics.bundle_events.labels(outcome).inc())
     buffer = None
     if settings.mongo_uri:

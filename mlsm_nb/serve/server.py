@@ -11,6 +11,7 @@ import tempfile
 from ..exceptions import MlsmError
 from .app import ServeSettings, create_app
 from .bundle import load_served_bundle
+from .policy import bundle_policy, check_at_start
 
 
 class ServeError(MlsmError):
@@ -28,10 +29,12 @@ def app_from_environment():
 
 def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           access_log: bool = False, on_ready=None) -> None:
-    """Load and check the bundle (BundleError before anything binds), then serve until interrupted."""
+    """Load and check the bundle (BundleError, or ConfigError when the registry's policies refuse it, before
+    anything binds), then serve until interrupted."""
     import uvicorn
 
     bundle = load_served_bundle(settings.bundle_dir)
+    check_at_start(bundle_policy(settings.mongo_uri, settings.mongo_db), bundle)  # the registry's policies
     _check_can_listen(host, port)
     if on_ready:
         on_ready(bundle)

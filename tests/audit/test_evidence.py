@@ -234,7 +234,8 @@ def test_evidence_in_the_registry_and_approvals_that_must_cite_it(database, tmp_
     assert result.exit_code == 0, result.output
     evidence = db.evidence.find_one({"challenger.name": "lead_rules"})
     assert evidence["passed"] and evidence["challenger"]["sha256_without_status"] == code  # the draft's = active's
-    assert f"passed: evidence {evidence['_id']} written to the registry of MongoDB (evidence_test)" in result.output
+    assert (f"passed: evidence {evidence['_id']} written to the model registry of MongoDB (evidence_test.evidence)"
+            in result.output)
     result = cli("approve", "lead_rules", "2.0.0", "--mongo-uri", uri, "--notebook", v2, "--by", "bob")
     assert result.exit_code == 0, result.output
     cited = db.models.find_one({"name": "lead_rules", "version": "2.0.0"})["approval"]["evidence"]
