@@ -193,3 +193,62 @@ def test_monitor_section_under_jenkins_csp(tmp_path, jenkins_like):
         page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
         browser.close()
     assert console == []
+
+
+@pytest.mark.slow
+def test_the_approval_beside_its_evidence_under_jenkins_csp(tmp_path, jenkins_like, mongo_uri):
+    """A model page of a run measured in MongoDB: the registry's approval, the comparison it cites, the figures."""
+    import json
+
+    import pymongo
+    from playwright.sync_api import sync_playwright
+
+    from conftest import NOTEBOOKS
+    from mlsm_nb.leads import generate_leads, save_leads
+
+    def cli(*args):
+        result = CliRunner().invoke(main, [*map(str, args)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    pymongo.MongoClient(mongo_uri).drop_database("report_evidence")
+    uri = f"{mongo_uri}/report_evidence"
+    save_leads(tmp_path / "leads.jsonl", 1000, seed=11)
+    cli("run", NOTEBOOKS, "--records", tmp_path / "leads.jsonl", "--out", tmp_path / "runs", "--run-id", "r",
+        "--engine", "inprocess", "--mongo-uri", uri, "--no-progress")
+    import random
+
+    from mlsm_nb.leads import converted
+    rng = random.Random(3)
+    (tmp_path / "o.jsonl").write_text("".join(json.dumps({"id": r["id"], "converted": int(converted(r["data"], rng))})
+                                              + "\n" for r in generate_leads(1000, seed=11)))
+    cli("outcomes", tmp_path / "o.jsonl", "--label", "converted", "--mongo-uri", uri)
+    cli("compare", "lead_rules@1.0.0", "lead_rules@2.0.0", "--mongo-uri", uri, "--by", "ada")
+    cli("approve", "lead_rules", "2.0.0", "--mongo-uri", uri, "--by", "bob")
+    cli("approve", "--require-evidence", "--mongo-uri", uri)
+    cli("report", tmp_path / "runs" / "r", "--mongo-uri", uri)
+    evidence = pymongo.MongoClient(mongo_uri)["report_evidence"].evidence.find_one()
+    served, base = jenkins_like
+    shutil.copytree(tmp_path / "runs" / "r" / "report", served / "report")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        console = []
+        page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+        response = page.goto(urljoin(base, "report/models/lead_rules_2.0.0.html"))
+        assert response.headers["content-security-policy"] == JENKINS_CSP
+        approval = page.text_content("#approval-table")
+        assert "by bob at " in approval and "(the notebook that ran)" in approval
+        assert f"{evidence['_id']}: against lead_rules@1.0.0, AUC {evidence['auc']['difference']:+.4f} on 1000 " \
+               "records, passed" in page.text_content("#cited")
+        assert "approvals optional; evidence required" in approval
+        figures = page.text_content("#evidence-figures")
+        low, high = evidence["auc"]["difference_ci"]
+        assert f"{evidence['auc']['difference']:+.4f} [{low:.4f}, {high:.4f}]" in figures
+        assert page.text_content("#evidence-checks").count("ok") == 4
+        assert page.eval_on_selector("#cited .ok", "e => getComputedStyle(e).color") == "rgb(26, 127, 55)"  # report.css
+        page.screenshot(path=str(tmp_path / "evidence-page.png"), full_page=True)
+        browser.close()
+    assert console == []
+    pymongo.MongoClient(mongo_uri).drop_database("report_evidence")
