@@ -1,6 +1,7 @@
 """The report as Jenkins serves it: over HTTP with Jenkins' default Content-Security-Policy,
 copied away from its run directory, in chromium."""
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -50,6 +51,26 @@ def jenkins_like(tmp_path):
     yield served, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
+
+
+@contextlib.contextmanager
+def page_under_csp(base: str, path: str):
+    """Chromium showing `path` of the Jenkins-like server at `base` (its CSP header checked); yields the page
+    and the console's errors and warnings, the browser closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            console = []
+            page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+            response = page.goto(urljoin(base, path))
+            assert response.headers["content-security-policy"] == JENKINS_CSP
+            yield page, console
+        finally:
+            browser.close()
 
 
 @pytest.mark.slow
@@ -164,8 +185,6 @@ def test_report_under_jenkins_csp(tmp_path, make_notebook, jenkins_like):
 @pytest.mark.slow
 def test_monitor_section_under_jenkins_csp(tmp_path, jenkins_like):
     """What `mlsm-nb monitor` found, on the run page as Jenkins publishes it: breaches marked by report.css."""
-    from playwright.sync_api import sync_playwright
-
     first, first_records = score_run(tmp_path, "r1", seed=1)
     attach_outcomes(outcomes_file(tmp_path, "o1", first_records), "converted", run=first)
     second, second_records = score_run(tmp_path, "r2", seed=2)
@@ -174,14 +193,7 @@ def test_monitor_section_under_jenkins_csp(tmp_path, jenkins_like):
     write_report(second)
     served, base = jenkins_like
     shutil.copytree(second / "report", served / "report")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page()
-        console = []
-        page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
-        response = page.goto(urljoin(base, "report/index.html"))
-        assert response.headers["content-security-policy"] == JENKINS_CSP
+    with page_under_csp(base, "report/index.html") as (page, console):
         assert page.text_content("#monitor-verdict").split()[:2] == ["6", "breach(es),"]
         breached = page.eval_on_selector_all(
             "#monitor-checks tr.drift",
@@ -191,7 +203,6 @@ def test_monitor_section_under_jenkins_csp(tmp_path, jenkins_like):
         border = page.eval_on_selector("#monitor-verdict", "v => getComputedStyle(v).borderTopColor")
         assert border == "rgb(207, 34, 46)"  # report.css's .verdict.failed
         page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
-        browser.close()
     assert console == []
 
 
@@ -201,7 +212,6 @@ def test_the_approval_beside_its_evidence_under_jenkins_csp(tmp_path, jenkins_li
     import json
 
     import pymongo
-    from playwright.sync_api import sync_playwright
 
     from conftest import NOTEBOOKS
     from mlsm_nb.leads import generate_leads, save_leads
@@ -230,14 +240,7 @@ def test_the_approval_beside_its_evidence_under_jenkins_csp(tmp_path, jenkins_li
     evidence = pymongo.MongoClient(mongo_uri)["report_evidence"].evidence.find_one()
     served, base = jenkins_like
     shutil.copytree(tmp_path / "runs" / "r" / "report", served / "report")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page()
-        console = []
-        page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
-        response = page.goto(urljoin(base, "report/models/lead_rules_2.0.0.html"))
-        assert response.headers["content-security-policy"] == JENKINS_CSP
+    with page_under_csp(base, "report/models/lead_rules_2.0.0.html") as (page, console):
         approval = page.text_content("#approval-table")
         assert "by bob at " in approval and "(the notebook that ran)" in approval
         assert f"{evidence['_id']}: against lead_rules@1.0.0, AUC {evidence['auc']['difference']:+.4f} on 1000 " \
@@ -249,6 +252,5 @@ def test_the_approval_beside_its_evidence_under_jenkins_csp(tmp_path, jenkins_li
         assert page.text_content("#evidence-checks").count("ok") == 4
         assert page.eval_on_selector("#cited .ok", "e => getComputedStyle(e).color") == "rgb(26, 127, 55)"  # report.css
         page.screenshot(path=str(tmp_path / "evidence-page.png"), full_page=True)
-        browser.close()
     assert console == []
     pymongo.MongoClient(mongo_uri).drop_database("report_evidence")
