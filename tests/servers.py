@@ -125,3 +125,18 @@ class ServeServer:
         code = self.process.returncode if self.process else None
         self.process = None
         return code
+
+
+def open_live_page(playwright, url: str, token: str):
+    """serve's live page in Debian's chromium, the bearer token given through its form: (browser, page,
+    problems), `problems` collecting console errors and page errors as they happen."""
+    browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(url + "/")
+    page.wait_for_selector("#token-form:not([hidden])")
+    page.fill("#token-input", token)
+    page.click("#token button")
+    return browser, page, problems

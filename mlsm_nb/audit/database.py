@@ -69,6 +69,22 @@ class AuditDatabase:
             self.outcomes.delete_many({"import_id": import_id})
             raise StoreError(f"MongoDB refused the outcomes (none stored): {driver_message(exc)}") from None
 
+    def add_outcomes(self, documents: list[dict]) -> int:
+        """Insert outcome documents one by one as far as they go (`serve`'s POST /outcomes, retried until
+        stored): one whose (id, label) is already stored is left out, the first kept, so that storing the
+        same documents again after a failure part-way through stores each once. Returns how many were left
+        out as already stored; a failure of any other kind raises (PyMongoError)."""
+        from pymongo.errors import BulkWriteError
+
+        try:
+            self.outcomes.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            return len(errors)
+        return 0
+
     def all_outcomes(self, label: str | None = None) -> list[dict]:
         return list(self.outcomes.find({"label": label} if label else {}, {"_id": 0}))
 

@@ -27,7 +27,16 @@ _SHOWN = 3  # ids named in an error message
 
 
 class OutcomeError(MlsmError):
-    """An outcomes file that cannot be attached (nothing was stored)."""
+    """An outcome that cannot be attached: for a file, nothing was stored.
+
+    `record_id` and `field` name what was wrong when it is one record's
+    (None otherwise), so that `serve`'s POST /outcomes can refuse that record alone.
+    """
+
+    def __init__(self, message: str, record_id: Any = None, field: str | None = None):
+        super().__init__(message)
+        self.record_id = record_id
+        self.field = field
 
 
 def _rows(path: Path, label: str) -> Iterator[tuple[int, dict]]:
@@ -57,7 +66,7 @@ def _rows(path: Path, label: str) -> Iterator[tuple[int, dict]]:
         yield number, {k: (None if v != v else to_native(v)) for k, v in row.items()}
 
 
-def _observed(value: Any, where: str) -> str:
+def _observed(value: Any, where: str, record_id: Any, column: str) -> str:
     if value is None:
         return utc_now()
     if hasattr(value, "isoformat"):
@@ -65,8 +74,33 @@ def _observed(value: Any, where: str) -> str:
     try:
         moment = dt.datetime.fromisoformat(str(value))
     except ValueError:
-        raise OutcomeError(f"{where}: observed_at {value!r} is not an ISO date or time") from None
+        raise OutcomeError(f"{where}: {column} {value!r} is not an ISO date or time", record_id, column) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()  # naive means UTC
+
+
+def check_outcome(row: Any, label: str, id_field: str = "id", observed_column: str = "observed_at", *,
+                  where: str, source: str) -> dict:
+    """The outcome document of one record (see the module docstring): its id, its label as 0/1
+    (`core.labels`), when it was observed (default: now). `where` starts each message (a file's line,
+    a request's record). Raises OutcomeError naming the id and the field for a record that is not an
+    object, has no id, no label column, a label that is not 0/1 or true/false, or a bad observed time.
+    Duplicates and ids never scored are the caller's to check: they depend on what else arrives.
+    """
+    if not isinstance(row, dict):
+        raise OutcomeError(f"{where}: an outcome must be a JSON object, got {type(row).__name__}")
+    record_id = row.get(id_field)
+    if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
+        raise OutcomeError(f"{where}: no id in column {id_field!r}", None, id_field)
+    where += f", id {record_id!r}"
+    if label not in row:
+        raise OutcomeError(f"{where}: no label column {label!r} (columns: {', '.join(map(str, row))})",
+                           record_id, label)
+    value = label_value(row[label])
+    if value is None:
+        shown = "empty" if row[label] is None else repr(row[label])
+        raise OutcomeError(f"{where}: label {label} is {shown}; labels must be 0/1 or true/false", record_id, label)
+    return {id_field: record_id, "label": label, "value": value,
+            "observed_at": _observed(row.get(observed_column), where, record_id, observed_column), "source": source}
 
 
 def read_outcomes(path: str | Path, label: str, id_field: str = "id",
@@ -80,23 +114,17 @@ def read_outcomes(path: str | Path, label: str, id_field: str = "id",
     path = Path(path)
     outcomes, seen = [], {}
     for number, row in _rows(path, label):
-        where = f"{path}: line {number}"
-        record_id = row.get(id_field)
-        if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
-            raise OutcomeError(f"{where}: no id in column {id_field!r}")
-        where += f", id {record_id!r}"
-        if label not in row:
+        if label not in row and isinstance(row.get(id_field), (str, int)) and not isinstance(row.get(id_field), bool):
             raise OutcomeError(f"{path}: no label column {label!r} (columns: {', '.join(map(str, row))})")
-        value = label_value(row[label])
-        if value is None:
-            shown = "empty" if row[label] is None else repr(row[label])
-            raise OutcomeError(f"{where}: label {label} is {shown}; labels must be 0/1 or true/false")
+        outcome = check_outcome(row, label, id_field, observed_column, where=f"{path}: line {number}",
+                                source=path.name)
+        record_id = outcome[id_field]
         key = (type(record_id), record_id)
         if key in seen:
-            raise OutcomeError(f"{where}: duplicate outcome (line {seen[key]} has the same id)")
+            raise OutcomeError(f"{path}: line {number}, id {record_id!r}: duplicate outcome "
+                               f"(line {seen[key]} has the same id)", record_id, id_field)
         seen[key] = number
-        outcomes.append({id_field: record_id, "label": label, "value": value,
-                         "observed_at": _observed(row.get(observed_column), where), "source": path.name})
+        outcomes.append(outcome)
     if not outcomes:
         raise OutcomeError(f"{path}: holds no outcomes")
     return outcomes

@@ -1,11 +1,11 @@
 """The scoring service: a Starlette app over the bundle in service.
 
-Routes (DESIGN.md's binding paths): POST /score, GET /models,
+Routes (DESIGN.md's binding paths): POST /score, POST /outcomes, GET /models,
 GET /models/{name}/{version}, GET /health, GET /metrics, POST /admin/reload,
 the Open Inference Protocol's /v2/..., and the live page at / (with its data
 at /api/live and its assets under /static). `ROUTES` is the only place a path
 is written; the handlers are plain functions that read what they share from
-`request.app.state` (settings, switch, buffer, metrics, monitor, recent, run_id).
+`request.app.state` (settings, switch, buffer, outcome_buffer, outcomes, metrics, monitor, recent, run_id).
 
 Every answer is JSON with one-line errors (no traceback ever reaches a
 client), carries the bundle it was scored with (`X-MLSM-Bundle` header,
@@ -54,6 +54,7 @@ from .oip import (
     split_body,
     wanted_outputs,
 )
+from .outcomes import LiveOutcomes
 from .policy import bundle_policy
 from .recent import RecentScores
 from .scoring import ScoringThreads, TooManyStuck
@@ -144,26 +145,42 @@ def create_app(settings: ServeSettings, bundle: ServedBundle | None = None) -> S
     switch = BundleSwitch(settings.bundle_dir, bundle or load_served_bundle(settings.bundle_dir),
                           check=bundle_policy(settings.mongo_uri, settings.mongo_db),
                           on_change=lambda outcome, _: metrics.bundle_events.labels(outcome).inc())
-    buffer = None
-    if settings.mongo_uri:
-        from ..store.mongo import MongoStore
-        from .storage import ResultBuffer
-
-        uri, database, id_field = settings.mongo_uri, settings.mongo_db, settings.id_field
-        # one attempt per write: the buffer retries (forever, keeping the documents), so /health tells of an
-        # outage at its first failed store and shutdown is not held up by a store's own retries
-        buffer = ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field, retries=1),
-                              bundle=switch.current.sha256)
+    buffer, outcome_buffer = buffers(settings, switch.current.sha256)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
     state = app.state
     state.settings, state.switch, state.buffer, state.metrics = settings, switch, buffer, metrics
     state.recent, state.run_id = RecentScores(), buffer.run_id if buffer else "serve"
+    state.outcome_buffer = outcome_buffer
+    state.outcomes = LiveOutcomes(settings.id_field, memory=outcome_buffer is None,
+                                  shared_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    metrics.show_figures(state.outcomes.figures)
     state.scorers = ScoringThreads(SCORING_THREADS)
     reader = monitor_reader(settings.monitor, settings.mongo_uri, settings.mongo_db)
     state.monitor = MonitorGauges(reader) if reader else None
     state.batcher = Batcher(functools.partial(score_checked, state), settings.batch_max_size,
                             settings.batch_max_latency_ms / 1000, on_batch=metrics.observe_batch)
     return app
+
+
+def buffers(settings: ServeSettings, bundle: str):
+    """With MongoDB, the buffers storing served results and posted outcomes; (None, None) without."""
+    if not settings.mongo_uri:
+        return None, None
+    from ..audit.database import AuditDatabase
+    from ..store.mongo import MongoStore
+    from .storage import OUTCOMES_WAITING, OutcomeBuffer, ResultBuffer
+
+    uri, database, id_field = settings.mongo_uri, settings.mongo_db, settings.id_field
+
+    def audit_database():
+        audit = AuditDatabase(MongoStore.connect(uri, database, id_field=id_field, retries=1))
+        audit.ensure_indexes()
+        return audit
+
+    # one attempt per write: the buffer retries (forever, keeping the documents), so /health tells of an
+    # outage at its first failed store and shutdown is not held up by a store's own retries
+    return (ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field, retries=1), bundle=bundle),
+            OutcomeBuffer(audit_database, flush_seconds=0.2, limit=OUTCOMES_WAITING))
 
 
 @contextlib.asynccontextmanager
@@ -175,8 +192,10 @@ async def lifespan(app: Starlette):
     finally:
         watcher.cancel()
         app.state.scorers.close()
-        if app.state.buffer is not None:
-            await anyio.to_thread.run_sync(app.state.buffer.close)
+        async with anyio.create_task_group() as closing:  # together: shutdown stays within 10 s
+            for buffer in (app.state.buffer, app.state.outcome_buffer):
+                if buffer is not None:
+                    closing.start_soon(anyio.to_thread.run_sync, buffer.close)
 
 
 async def not_found(request: Request, exc: HTTPException) -> Response:
@@ -249,6 +268,7 @@ async def score_records(request: Request, records: list, plan=None):
         timings.lap("score")
     if state.buffer is not None:
         state.buffer.add(scored.documents)
+    state.outcomes.remember_scores(scored.documents)
     state.metrics.observe_scores(scored.outcomes, len(scored.rejected))
     state.recent.add(scored.outcomes, time.time())
     return bundle, scored
@@ -293,6 +313,37 @@ async def score(request: Request) -> Response:
     return response
 
 
+async def post_outcomes(request: Request) -> Response:
+    """Outcomes (the records of `mlsm-nb outcomes`, label column named by ?label=): each bad one refused
+    with its reason, the others queued for MongoDB (or kept in memory) and joined to the scores given
+    (see `serve.outcomes`). A single record refused: 400; too many waiting for MongoDB: 503, none kept."""
+    state = request.app.state
+    label = request.query_params.get("label")
+    if not label:
+        raise Problem(400, "say which label the outcomes give: POST /outcomes?label=NAME (e.g. converted)")
+    body = parse_json(await read_body(request, state.settings))
+    records = [body] if isinstance(body, dict) else body
+    if not isinstance(records, list):
+        raise Problem(400, f"body must be an outcome (object) or a list of outcomes, got {type(body).__name__}")
+    if len(records) > state.settings.max_records:
+        raise Problem(413, f"{len(records):,} outcomes in one request; the limit is {state.settings.max_records:,}")
+    accepted, refused = state.outcomes.check(records, label)
+    if isinstance(body, dict) and refused:
+        state.metrics.outcomes.labels("refused").inc()
+        raise Problem(400, f"outcome not kept: {refused[0]['reason']}")
+    if state.outcome_buffer is not None and not state.outcome_buffer.add(accepted):
+        state.metrics.outcomes.labels("busy").inc(len(records))
+        raise Problem(503, f"{state.outcome_buffer.pending:,} outcomes are waiting for MongoDB "
+                           f"({state.outcome_buffer.last_error}); none of these was kept, send them again later",
+                      {"Retry-After": "5"})
+    unscored = state.outcomes.accept(accepted, len(refused))
+    for result, count in (("accepted", len(accepted)), ("refused", len(refused)), ("unscored", len(unscored))):
+        if count:
+            state.metrics.outcomes.labels(result).inc(count)
+    return json_response({"accepted": len(accepted), "refused": refused, "unscored": unscored,
+                          "stored": "memory" if state.outcome_buffer is None else "queued"})
+
+
 async def models(request: Request) -> Response:
     bundle = request.app.state.switch.current
     return json_response({"bundle": bundle.sha256, "models": [bundle.describe_model(m) for m in bundle.plan]},
@@ -324,7 +375,11 @@ def service_state(request: Request) -> dict:
     out = state.switch.health()
     if state.buffer is not None:
         out["storage"] = state.buffer.status()
-    degraded = out["refused"] or (state.buffer is not None and out["storage"]["error"])
+    out["outcomes"] = state.outcomes.status()
+    if state.outcome_buffer is not None:
+        out["outcomes"].update(kept="mongodb", **state.outcome_buffer.status())
+    degraded = out["refused"] or (state.buffer is not None and (out["storage"]["error"] or
+                                                                 out["outcomes"]["error"]))
     return {"status": "degraded" if degraded else "ok", **out}
 
 
@@ -353,7 +408,9 @@ async def page(request: Request) -> Response:
 
 
 async def live(request: Request) -> Response:
-    return json_response({**service_state(request), "recent": request.app.state.recent.snapshot()})
+    state = request.app.state
+    return json_response({**service_state(request), "recent": state.recent.snapshot(),
+                          "labelled": state.outcomes.figures()})
 
 
 # --- Open Inference Protocol ---------------------------------------------------------
@@ -413,6 +470,7 @@ async def v2_infer(request: Request) -> Response:
 ROUTES = [
     route("GET", "/", page, public=True),
     route("POST", "/score", score, timed=True),
+    route("POST", "/outcomes", post_outcomes),
     route("GET", "/models", models),
     route("GET", "/models/{name}/{version}", model_detail),
     route("GET", "/health", health, public=True),

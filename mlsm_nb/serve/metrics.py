@@ -2,7 +2,9 @@
 
 With several worker processes, prometheus_client's multiprocess mode adds up
 every worker's counts: `serve` sets PROMETHEUS_MULTIPROC_DIR for the workers
-and /metrics reads all of them.
+and /metrics reads all of them. The live outcome figures (conversion and AUC
+over the last labelled scores, `serve.outcomes`) are gauges computed when
+/metrics is read, over every worker's window: a ratio cannot be added up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from ..core.model import split_model_key
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # a stage of a one-record request takes tens of microseconds: finer buckets below a millisecond
@@ -43,6 +48,15 @@ class ServeMetrics:
                                         "(adaptive batching)", buckets=BATCH_BUCKETS, registry=self.registry)
         self.bundle_events = Counter("mlsm_serve_bundle_loads", "Bundle loads by outcome (swapped, refused)",
                                      ["outcome"], registry=self.registry)
+        self.outcomes = Counter("mlsm_serve_outcomes", "Outcomes posted, by result (accepted, refused, unscored: "
+                                "accepted for an id this server did not score, busy: refused while too many "
+                                "wait for MongoDB)", ["result"], registry=self.registry)
+        self._figures: LiveFigures | None = None
+
+    def show_figures(self, figures) -> None:
+        """Expose `figures()` (`LiveOutcomes.figures`) as the live outcome gauges."""
+        self._figures = LiveFigures(figures)
+        self.registry.register(self._figures)
 
     def observe_request(self, path: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(path, method, str(status)).inc()
@@ -77,5 +91,29 @@ class ServeMetrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            if self._figures is not None:
+                registry.register(self._figures)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class LiveFigures:
+    """A collector of the live outcome gauges, per model, version and label, over the rolling window."""
+
+    GAUGES = (("records", "mlsm_serve_outcome_window_records", "Labelled scores in the rolling window"),
+              ("conversion", "mlsm_serve_outcome_conversion", "Share of label 1 over the rolling window"),
+              ("auc", "mlsm_serve_outcome_auc", "AUC over the rolling window (absent while one class only)"))
+
+    def __init__(self, figures):
+        self.figures = figures
+
+    def collect(self):
+        gauges = {field: GaugeMetricFamily(name, text, labels=["model", "version", "label"])
+                  for field, name, text in self.GAUGES}
+        for key, labels in self.figures().items():
+            name, version = split_model_key(key)
+            for label, figures in labels.items():
+                for field, gauge in gauges.items():
+                    if figures[field] is not None:
+                        gauge.add_metric([name, version, label], figures[field])
+        return list(gauges.values())

@@ -33,18 +33,19 @@ def score_quickly(server, records):
     return response.json()
 
 
-def storage(server):
-    return httpx.get(server.url + "/health", timeout=10).json()["storage"]
+def storage(server, part="storage"):
+    """/health's state of storing served results (`storage`) or posted outcomes (`outcomes`)."""
+    return httpx.get(server.url + "/health", timeout=10).json()[part]
 
 
-def wait_stored(server, count, timeout=90):
+def wait_stored(server, count, timeout=90, part="storage"):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = storage(server)
+        state = storage(server, part)
         if state["pending"] == 0 and state["stored"] == count:
             return state
         time.sleep(0.3)
-    raise AssertionError(f"not stored in time: {storage(server)}")
+    raise AssertionError(f"not stored in time: {storage(server, part)}")
 
 
 def test_database_down_at_start_keeps_scoring_and_stores_everything_later(bundle, tmp_path):

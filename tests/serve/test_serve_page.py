@@ -8,7 +8,7 @@ import pytest
 from conftest import NOTEBOOKS
 from mlsm_nb.leads import generate_leads
 from mlsm_nb.notebook.extract import extract_bundle
-from servers import ServeServer
+from servers import ServeServer, open_live_page
 
 pytestmark = pytest.mark.slow
 HOSTILE = '<img src=x onerror="window.pwned=1">'
@@ -35,15 +35,7 @@ def test_live_page_shows_scores_errors_and_bundle_and_updates(server, tmp_path):
     assert "<script>" not in page_response.text and " on" not in page_response.text.split("<body>")[1].lower()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        problems = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.goto(server.url + "/")
-        page.wait_for_selector("#token-form:not([hidden])")
-        page.fill("#token-input", "page-token")
-        page.click("#token button")
+        browser, page, problems = open_live_page(p, server.url, "page-token")
         page.wait_for_selector("article.model[data-model='lead_lr@1.0.0'] polyline")
         card = page.locator("article.model[data-model='lead_lr@1.0.0']")
         assert "30 records scored" in card.inner_text()

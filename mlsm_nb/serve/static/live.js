@@ -20,6 +20,11 @@ function showBundle(state) {
   for (const key of ["branch", "commit", "repository"]) if (b[key]) rows.push([key, b[key]]);
   if (state.storage) rows.push(["storage", `${state.storage.stored} stored, ${state.storage.pending} pending` +
                                            (state.storage.error ? ` (error: ${state.storage.error})` : "")]);
+  const o = state.outcomes;
+  if (o) rows.push(["outcomes", `${o.accepted} accepted, ${o.refused} refused, ${o.unscored} unscored; ` +
+                                (o.kept === "memory" ? `kept in memory (${o.held} of at most ${o.limit}, not stored)`
+                                  : `${o.stored} stored in MongoDB, ${o.pending} pending` +
+                                    (o.error ? ` (error: ${o.error})` : ""))]);
   dl.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
   const refused = document.getElementById("refused");
   refused.hidden = !state.refused;
@@ -51,6 +56,30 @@ function chart(points) {
   return svg;
 }
 
+function percent(value) {
+  return `${(100 * value).toFixed(1)} %`;
+}
+
+// Conversion and AUC over the rolling window of labelled scores, one line per label.
+function labelled(labels) {
+  const box = el("div", undefined, "labelled");
+  const names = Object.keys(labels);
+  if (!names.length) {
+    box.append(el("p", "no outcomes yet", "facts"));
+    return box;
+  }
+  for (const name of names) {
+    const f = labels[name];
+    const line = el("p", undefined, "facts outcome");
+    line.dataset.label = name;
+    line.append(`${name}: conversion `, el("span", percent(f.conversion), "conversion"), ", AUC ",
+                el("span", f.auc === null ? "n/a (one class only)" : f.auc.toFixed(3), "auc"),
+                ` over the last ${f.records} labelled ${f.records === 1 ? "score" : "scores"} (${f.converted} converted)`);
+    box.append(line);
+  }
+  return box;
+}
+
 function showModels(state) {
   const box = document.getElementById("models");
   const keys = new Set([...state.bundle.models, ...Object.keys(state.recent)]);
@@ -72,6 +101,7 @@ function showModels(state) {
     const text = `${total} ${total === 1 ? "error" : "errors"}` +
       (total ? ": " + errors.map(([kind, n]) => `${n} ${kind}`).join(", ") : "");
     card.append(el("p", text, total ? "facts errors" : "facts"));
+    card.append(labelled(state.labelled[key] || {}));
     cards.push(card);
   }
   box.replaceChildren(...cards);
