@@ -329,6 +329,7 @@ async def post_outcomes(request: Request) -> Response:
         raise Problem(413, f"{len(records):,} outcomes in one request; the limit is {state.settings.max_records:,}")
     accepted, refused = state.outcomes.check(records, label)
     if isinstance(body, dict) and refused:
+        state.outcomes.accept([], 1)
         state.metrics.outcomes.labels("refused").inc()
         raise Problem(400, f"outcome not kept: {refused[0]['reason']}")
     if state.outcome_buffer is not None and not state.outcome_buffer.add(accepted):
