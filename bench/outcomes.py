@@ -1,11 +1,11 @@
 """Outcomes posted to `mlsm-nb serve --mongo-uri`: how soon they are stored after the last, and memory.
 
-The server serves the example notebooks' bundle (4 models) and first scores
-`--records` leads (default 10,000) in requests of 1,000. Then, `--rounds` times
-(default 5), the same ids get `--records` outcomes under a new label each round
-(so none is a duplicate), posted over HTTP from `--connections` clients (default 8)
-either as one-outcome requests (`--per-request 1`) or in requests of
-`--per-request` outcomes (default 100). For each round it prints the seconds the
+The server serves the example notebooks' bundle (4 models). `--rounds` times
+(default 5), it scores `--records` new leads (default 10,000) in requests of
+1,000, waits until their results are stored (so that the round measures outcomes
+alone), then posts their `converted` outcomes over HTTP from `--connections`
+clients (default 8), either as one-outcome requests (`--per-request 1`) or in
+requests of `--per-request` outcomes (default 100). For each round it prints the seconds the
 posting took, the seconds from the last answer until MongoDB holds every outcome of
 the round (the server's /health says them stored, polled every 10 ms: MongoDB
 acknowledged them), and the server's resident memory after the round. Then the
@@ -70,16 +70,27 @@ def stored_so_far(url: str) -> tuple[int, int]:
     return state["stored"], state["pending"]
 
 
-def round_of(url: str, ids: list, label: str, args: argparse.Namespace) -> tuple[float, float]:
-    outcomes = [{"id": i, label: n % 3 == 0} for n, i in enumerate(ids)]
+def score_new_leads(url: str, number: int, count: int) -> list:
+    """Score `count` leads never scored before (their ids carry the round's number); wait until their results
+    are stored; return their ids."""
+    leads = list(generate_leads(count, seed=number))
+    for start in range(0, len(leads), 1000):
+        httpx.post(url + "/score", json=leads[start:start + 1000], timeout=120).raise_for_status()
+    while httpx.get(url + "/health", timeout=30).json()["storage"]["pending"]:
+        time.sleep(0.1)
+    return [lead["id"] for lead in leads]
+
+
+def round_of(url: str, ids: list, args: argparse.Namespace) -> tuple[float, float]:
+    outcomes = [{"id": i, "converted": n % 3 == 0} for n, i in enumerate(ids)]
     bodies = [outcomes[s:s + args.per_request] for s in range(0, len(outcomes), args.per_request)]
     before = stored_so_far(url)[0]
     started = time.perf_counter()
-    asyncio.run(post_all(url, bodies, label, args.connections))
+    asyncio.run(post_all(url, bodies, "converted", args.connections))
     last = time.perf_counter()
     while stored_so_far(url) != (before + len(ids), 0):
         if time.perf_counter() - last > 60:
-            raise SystemExit(f"{label}: not all stored within 60 s: {stored_so_far(url)}")
+            raise SystemExit(f"not all stored within 60 s: {stored_so_far(url)}")
         time.sleep(0.01)
     return last - started, time.perf_counter() - last
 
@@ -110,26 +121,20 @@ def main() -> None:
         extract_bundle([ROOT / "notebooks"], Path(folder) / "bundle")
         server = ServeServer(Path(folder) / "bundle", "--mongo-uri", uri + "/bench_outcomes").start()
         try:
-            leads = list(generate_leads(args.records, seed=7))
-            for start in range(0, len(leads), 1000):
-                httpx.post(server.url + "/score", json=leads[start:start + 1000], timeout=120).raise_for_status()
-            ids = [lead["id"] for lead in leads]
-            while stored_so_far(server.url)[1] or httpx.get(server.url + "/health").json()["storage"]["pending"]:
-                time.sleep(0.1)  # the scores stored first: the rounds measure outcomes alone
             print(f"{args.records:,} outcomes a round, {args.per_request} per request, {args.connections} clients; "
-                  f"server memory after scoring: {resident_mb(server.process.pid):.1f} MB")
+                  f"server memory at start: {resident_mb(server.process.pid):.1f} MB")
             for number in range(1, args.rounds + 1):
-                posting, stored = round_of(server.url, ids, f"label{number}", args)
+                ids = score_new_leads(server.url, number, args.records)
+                posting, stored = round_of(server.url, ids, args)
                 print(f"round {number}: posted in {posting:.2f} s ({args.records / posting:,.0f}/s), "
                       f"all stored {stored:.2f} s after the last answer; server memory "
                       f"{resident_mb(server.process.pid):.1f} MB")
             collection = pymongo.MongoClient(uri)["bench_outcomes"]["outcomes"]
-            assert collection.count_documents({}) == args.rounds * len(ids)
-            print(f"floor: one insert_many of {len(ids):,} outcome documents with the (id, label) index took "
+            assert collection.count_documents({}) == args.rounds * args.records
+            print(f"floor: one insert_many of {args.records:,} outcome documents with the (id, label) index took "
                   f"{floor(uri, ids):.2f} s")
             live = httpx.get(server.url + "/api/live", timeout=30).json()["labelled"]
-            print("live window:", {key: {label: f["records"] for label, f in labels.items()}
-                                   for key, labels in sorted(live.items())})
+            print("live window:", {key: labels["converted"]["records"] for key, labels in sorted(live.items())})
         finally:
             server.stop()
 

@@ -13,8 +13,9 @@ the answer (`unscored`); it does not count in the live figures.
 
 The live figures: every outcome is joined to the score this process gave its
 id (the last `SCORES_KEPT` ids scored are remembered), and each model@version
-keeps its last `WINDOW` labelled scores per label, from which the live page
-and /metrics show conversion (share of label 1) and AUC (`audit.metrics.auc`).
+keeps its last `WINDOW` labelled scores per label (the last `LABELS_KEPT`
+labels posted), from which the live page and /metrics show conversion (share
+of label 1) and AUC (`audit.metrics.auc`).
 With several workers (`shared_dir`: prometheus_client's multiprocess
 directory), each worker writes its window and the outcomes it could not join
 to `outcomes-<pid>.json` there every `PUBLISH_SECONDS`, joins the others'
@@ -41,8 +42,9 @@ from ..files import atomic_file
 
 SCORES_KEPT = 50_000  # ids whose scores a server process remembers, to join outcomes to them
 WINDOW = 1_000  # labelled scores per model@version and label behind the live figures
+LABELS_KEPT = 10  # labels with live figures: a new one past it drops the one posted to longest ago
 MEMORY_KEPT = 100_000  # outcomes kept in memory when there is no MongoDB (the oldest go first)
-SEEN_KEPT = 200_000  # (id, label) pairs remembered to refuse a second outcome
+SEEN_KEPT = 100_000  # (id, label) pairs remembered to refuse a second outcome
 UNJOINED_KEPT = 10_000  # outcomes a worker could not join, offered to the other workers
 PUBLISH_SECONDS = 1.0
 SOURCE = "POST /outcomes"
@@ -59,6 +61,7 @@ class LiveOutcomes:
         self._keys: dict[tuple[str, str], str] = {}
         self._seen: OrderedDict = OrderedDict()  # (label, type, id) -> None
         self._pairs: dict[tuple[str, str], deque] = {}  # (label, model@version) -> (time, score, value)
+        self._labels: OrderedDict = OrderedDict()  # labels with windows, the one posted to last at the end
         self._unjoined: deque = deque(maxlen=UNJOINED_KEPT)  # [label, id, value, time]
         self._taken: OrderedDict = OrderedDict()  # other workers' outcomes joined here
         self.memory: deque | None = deque(maxlen=MEMORY_KEPT) if memory else None
@@ -137,6 +140,12 @@ class LiveOutcomes:
     def _join(self, label: str, record: tuple, value: int, now: float) -> bool:
         """Pair the scores given to `record` with its outcome (caller holds the lock); False if none."""
         given = self._scores.get(record)
+        if given:
+            self._labels[label] = None
+            self._labels.move_to_end(label)
+            if len(self._labels) > LABELS_KEPT:
+                dropped, _ = self._labels.popitem(last=False)
+                self._pairs = {k: v for k, v in self._pairs.items() if k[0] != dropped}
         for key, score in given or ():
             pairs = self._pairs.get((label, key))
             if pairs is None:

@@ -57,7 +57,7 @@ def test_bad_records_are_refused_one_by_one_and_the_rest_joined_to_their_scores(
 
 
 def test_everything_kept_is_bounded(monkeypatch):
-    for name, size in (("SCORES_KEPT", 50), ("MEMORY_KEPT", 40), ("SEEN_KEPT", 30)):
+    for name, size in (("SCORES_KEPT", 50), ("MEMORY_KEPT", 40), ("SEEN_KEPT", 30), ("LABELS_KEPT", 2)):
         monkeypatch.setattr(live_outcomes, name, size)
     live = LiveOutcomes(window=20)
     live.memory = type(live.memory)(maxlen=40)
@@ -67,6 +67,9 @@ def test_everything_kept_is_bounded(monkeypatch):
     assert len(live._scores) == 50 and len(live._seen) == 30 and len(live.memory) == 40
     assert live.status()["dropped"] == 60 and live.status()["unscored"] == 50  # ids 100-149 were forgotten
     assert live.figures()["m@1"]["converted"]["records"] == 20  # the rolling window
+    for label in ("paid", "churned"):  # a third label drops the one posted to longest ago
+        live.accept(live.check([{"id": 199, label: 1}], label)[0], 0)
+    assert sorted(live.figures()["m@1"]) == ["churned", "paid"]
 
 
 def test_workers_join_each_others_outcomes_and_show_the_same_figures(tmp_path):
