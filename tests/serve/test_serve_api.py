@@ -301,7 +301,8 @@ def test_bearer_token_guards_everything_but_the_health_endpoints(lead_bundle):
         assert httpx.get(server.url + "/v2/health/live").json() == {"live": True}
         assert httpx.get(server.url + "/v2/health/ready").json() == {"ready": True}
         for method, path in (("GET", "/models"), ("GET", "/metrics"), ("POST", "/score"), ("POST", "/admin/reload"),
-                             ("GET", "/api/live"), ("GET", "/v2/models/lead_lr"), ("GET", "/v2")):
+                             ("GET", "/api/live"), ("GET", "/v2/models/lead_lr"), ("GET", "/v2"),
+                             ("POST", "/outcomes?label=converted")):
             response = httpx.request(method, server.url + path)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"
