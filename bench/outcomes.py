@@ -11,12 +11,18 @@ the round (the server's /health says them stored, polled every 10 ms: MongoDB
 acknowledged them), and the server's resident memory after the round. Then the
 server's floor: one `insert_many` of as many outcome documents, with the same index.
 
+What the server keeps per outcome is measured apart, in this process (tracemalloc, so that neither the
+scoring nor the allocator's arenas blur it): `LiveOutcomes` fed `--kept-rounds` rounds (default 12) of
+10,000 leads' scores (four models, as the bundle's) and their outcomes; it grows until its bounds are
+reached (50,000 ids' scores, 100,000 (id, label) pairs remembered), then stays flat.
+
 Target (issue 37): 10,000 posted outcomes stored within 1 s of the last; memory
 flat (what the server keeps per outcome is bounded: docs/operators.md).
 
 The database is `--uri` or, by default, SecantusDB started on a free loopback port (tests/servers.py).
 
-    .venv/bin/python bench/outcomes.py [--records N] [--rounds R] [--per-request K] [--connections C] [--uri URI]
+    .venv/bin/python bench/outcomes.py [--records N] [--rounds R] [--per-request K] [--connections C]
+                                       [--kept-rounds R] [--uri URI]
 """
 
 from __future__ import annotations
@@ -107,14 +113,42 @@ def floor(uri: str, ids: list) -> float:
     return time.perf_counter() - started
 
 
+def kept_memory(rounds: int, count: int = 10_000) -> None:
+    """What `LiveOutcomes` holds, round after round of `count` new scores and their outcomes."""
+    import tracemalloc
+
+    from mlsm_nb.serve.outcomes import LiveOutcomes
+
+    tracemalloc.start()
+    live = LiveOutcomes(memory=False)  # with MongoDB: outcomes are not kept in memory
+    base = tracemalloc.get_traced_memory()[0]
+    held = []
+    for number in range(1, rounds + 1):
+        documents = [{"id": lead["id"], "results": {"lead_lr": {"1.0.0": {"score": n / count}},
+                                                    "lead_rules": {"1.0.0": {"score": 0.1}, "2.0.0": {"score": 0.2}},
+                                                    "champion": {"1.0.0": {"score": 0.3}}}}
+                     for n, lead in enumerate(generate_leads(count, seed=number))]
+        live.remember_scores(documents)
+        accepted, _ = live.check([{"id": d["id"], "converted": n % 3 == 0} for n, d in enumerate(documents)],
+                                 "converted")
+        del documents
+        live.accept(accepted, 0)
+        del accepted
+        held.append(f"{(tracemalloc.get_traced_memory()[0] - base) / 1e6:.1f}")
+    tracemalloc.stop()
+    print(f"kept by LiveOutcomes after each round of {count:,} (MB): {', '.join(held)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-request", type=int, default=100)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--kept-rounds", type=int, default=12)
     parser.add_argument("--uri")
     args = parser.parse_args()
+    kept_memory(args.kept_rounds)
     from servers import ServeServer
 
     with server_at(args.uri) as (uri, _), tempfile.TemporaryDirectory(prefix="mlsm-bench-outcomes-") as folder:

@@ -57,8 +57,9 @@ class LiveOutcomes:
                  shared_dir: str | None = None, worker: str | None = None):
         self.id_field = id_field
         self.window = window
-        self._scores: OrderedDict = OrderedDict()  # (type, id) -> ((model@version, score), ...)
+        self._scores: OrderedDict = OrderedDict()  # (type, id) -> ((model@version, ...), (score, ...))
         self._keys: dict[tuple[str, str], str] = {}
+        self._shapes: dict[tuple, tuple] = {}  # each tuple of model@version keys once, shared by the ids
         self._seen: OrderedDict = OrderedDict()  # (label, type, id) -> None
         self._pairs: dict[tuple[str, str], deque] = {}  # (label, model@version) -> (time, score, value)
         self._labels: OrderedDict = OrderedDict()  # labels with windows, the one posted to last at the end
@@ -75,21 +76,22 @@ class LiveOutcomes:
 
     def remember_scores(self, documents) -> None:
         """Remember the numeric scores of served result documents, by id (the newest score of an id wins)."""
-        keys, id_field = self._keys, self.id_field
+        keys, shapes, id_field = self._keys, self._shapes, self.id_field
         with self._lock:
             for document in documents:
-                given = []
+                names, scores = [], []
                 for name, versions in document["results"].items():
                     for version, entry in versions.items():
                         score = entry.get("score")
                         if is_score(score):
-                            key = keys.get((name, version)) or keys.setdefault((name, version),
-                                                                               model_key(name, version))
-                            given.append((key, float(score)))
-                if given:
+                            names.append(keys.get((name, version)) or keys.setdefault((name, version),
+                                                                                      model_key(name, version)))
+                            scores.append(float(score))
+                if scores:
+                    shape = tuple(names)
                     record = (type(document[id_field]), document[id_field])
                     self._scores.pop(record, None)
-                    self._scores[record] = given
+                    self._scores[record] = (shapes.setdefault(shape, shape), tuple(scores))
             while len(self._scores) > SCORES_KEPT:
                 self._scores.popitem(last=False)
 
@@ -140,18 +142,18 @@ class LiveOutcomes:
     def _join(self, label: str, record: tuple, value: int, now: float) -> bool:
         """Pair the scores given to `record` with its outcome (caller holds the lock); False if none."""
         given = self._scores.get(record)
-        if given:
+        if given is not None:
             self._labels[label] = None
             self._labels.move_to_end(label)
             if len(self._labels) > LABELS_KEPT:
                 dropped, _ = self._labels.popitem(last=False)
                 self._pairs = {k: v for k, v in self._pairs.items() if k[0] != dropped}
-        for key, score in given or ():
+        for key, score in zip(*given, strict=True) if given is not None else ():
             pairs = self._pairs.get((label, key))
             if pairs is None:
                 pairs = self._pairs[label, key] = deque(maxlen=self.window)
             pairs.append((now, score, value))
-        return bool(given)
+        return given is not None
 
     def status(self) -> dict:
         """For /health: what this process accepted, refused and could not join, and (without MongoDB) what
