@@ -4,7 +4,8 @@ The example notebooks are extracted and registered, the logistic model lead_lr 1
 challenger, scored beside the champion lead_rules 1.0.0. The versions in production are approved
 (waived: nothing to compare them with) and evidence is required from then on. A batch run scores the
 reference period and its outcomes are attached; `mlsm-nb serve` scores new leads over HTTP and stores them
-in MongoDB, and their outcomes arrive. The challenger is made active: its bundle is refused by serve's
+in MongoDB, and their outcomes arrive over HTTP (POST /outcomes): the live page shows the AUC they give
+(chromium). The challenger is made active: its bundle is refused by serve's
 swap and by extract, and its approval is refused, while no comparison vouches for it; `compare` writes the
 evidence, `approve` then accepts and cites it, and serve swaps the challenger in. Last, a later run whose
 outcomes went the other way (a decayed world) makes `monitor` exit 1.
@@ -21,18 +22,23 @@ from pathlib import Path
 
 import httpx
 import nbformat
+import pandas as pd
 import pymongo
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from conftest import NOTEBOOKS
 from labelled_runs import outcomes_file
+from mlsm_nb.audit.metrics import auc
 from mlsm_nb.leads import generate_leads
 from mlsm_nb.notebook.contract import lint_notebook
-from servers import ServeServer
+from servers import ServeServer, open_live_page
 
 pytestmark = pytest.mark.slow
 MLSM_NB = str(Path(sys.executable).with_name("mlsm-nb"))
 CHAMPION, CHALLENGER = "lead_rules@1.0.0", "lead_lr@1.0.0"
+TOKEN = "loop-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def mlsm(*args) -> subprocess.CompletedProcess:
@@ -99,19 +105,35 @@ def test_score_labels_compare_approve_swap_and_alert(loop, tmp_path):
     # -- serve scores new leads over HTTP, stored in MongoDB; their outcomes arrive -----------------------
     link = tmp_path / "current"
     link.symlink_to(tmp_path / "b1")
-    server = ServeServer(link, "--poll", "3600", "--mongo-uri", uri).start()
+    server = ServeServer(link, "--poll", "3600", "--mongo-uri", uri, env={"MLSM_SERVE_TOKEN": TOKEN}).start()
     try:
         served = write_leads(tmp_path / "served.jsonl", 1000, seed=2)
+        scores = {}
         for start in range(0, len(served), 100):
-            response = httpx.post(server.url + "/score", json=served[start:start + 100], timeout=60)
+            response = httpx.post(server.url + "/score", json=served[start:start + 100], headers=AUTH, timeout=60)
             assert response.status_code == 200, response.text
-            results = response.json()["documents"][0]["results"]
-            assert results["lead_lr"]["1.0.0"]["_status"] == "draft" and "score" in results["lead_lr"]["1.0.0"]
-        wait_for(lambda: httpx.get(server.url + "/health", timeout=10).json()["storage"]["stored"] == 1000)
-        run_id = httpx.get(server.url + "/health", timeout=10).json()["storage"]["run_id"]
-        assert db.results.count_documents({"run_id": run_id}) == 1000
-        ok("outcomes", outcomes_file(tmp_path, "served-outcomes", served), "--label", "converted", "--mongo-uri", uri)
-        assert db.outcomes.count_documents({}) == 2000
+            for document in response.json()["documents"]:
+                entry = document["results"]["lead_lr"]["1.0.0"]
+                assert entry["_status"] == "draft"
+                scores[document["id"]] = entry["score"]
+        health = lambda: httpx.get(server.url + "/health", timeout=10).json()  # noqa: E731
+        wait_for(lambda: health()["storage"]["stored"] == 1000)
+        assert db.results.count_documents({"run_id": health()["storage"]["run_id"]}) == 1000
+        arrived = pd.read_csv(outcomes_file(tmp_path, "served-outcomes", served)).to_dict("records")
+        for start in range(0, len(arrived), 250):  # as they arrive, over HTTP
+            answer = httpx.post(server.url + "/outcomes", params={"label": "converted"},
+                                json=arrived[start:start + 250], headers=AUTH, timeout=60).json()
+            assert answer["accepted"] == 250 and answer["refused"] == [] and answer["unscored"] == []
+        wait_for(lambda: db.outcomes.count_documents({}) == 2000)
+        with sync_playwright() as p:  # the live page: AUC of the labelled scores, as they arrived
+            browser, page, problems = open_live_page(p, server.url, TOKEN)
+            line = page.locator(f"article.model[data-model='{CHALLENGER}'] .outcome[data-label='converted']")
+            expect(line).to_contain_text("over the last 1000 labelled scores", timeout=15000)
+            expected = auc([scores[o["id"]] for o in arrived], [o["converted"] for o in arrived])
+            assert line.locator(".auc").inner_text() == f"{expected:.3f}"
+            page.screenshot(path=str(tmp_path / "live-page.png"), full_page=True)
+            browser.close()
+        assert [p for p in problems if not p.startswith("Failed to load resource")] == []
 
         # -- the challenger made active: refused while no comparison vouches for it ----------------------
         set_status(challenger, "draft", "active")
@@ -122,7 +144,7 @@ def test_score_labels_compare_approve_swap_and_alert(loop, tmp_path):
         ok("extract", notebooks, "--out", tmp_path / "b2", "--branch", "main")  # built without the registry
         (tmp_path / "current.new").symlink_to(tmp_path / "b2")
         (tmp_path / "current.new").replace(link)
-        reload = httpx.post(server.url + "/admin/reload", timeout=60)
+        reload = httpx.post(server.url + "/admin/reload", headers=AUTH, timeout=60)
         assert reload.status_code == 422 and "lead_lr 1.0.0 is active but not approved" in reload.json()["error"]
         code = lint_notebook(challenger).sha256_without_status()
         refused = mlsm("approve", "lead_lr", "1.0.0", "--mongo-uri", uri, "--notebook", challenger)
@@ -143,11 +165,11 @@ def test_score_labels_compare_approve_swap_and_alert(loop, tmp_path):
             evidence["_id"]
 
         # -- serve swaps the challenger in ---------------------------------------------------------------
-        reload = httpx.post(server.url + "/admin/reload", params={"force": "1"}, timeout=60)
+        reload = httpx.post(server.url + "/admin/reload", params={"force": "1"}, headers=AUTH, timeout=60)
         assert reload.status_code == 200 and reload.json()["outcome"] == "swapped", reload.text
-        response = httpx.post(server.url + "/score", json=served[0], timeout=60)
+        response = httpx.post(server.url + "/score", json=served[0], headers=AUTH, timeout=60)
         assert response.json()["documents"][0]["results"]["lead_lr"]["1.0.0"]["_status"] == "active"
-        assert httpx.get(server.url + "/health", timeout=10).json()["refused"] is None
+        assert health()["refused"] is None
     finally:
         server.stop()
 
