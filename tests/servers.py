@@ -140,3 +140,14 @@ def open_live_page(playwright, url: str, token: str):
     page.fill("#token-input", token)
     page.click("#token button")
     return browser, page, problems
+
+
+def wait_for(predicate, timeout: float = 30, step: float = 0.1):
+    """The first true value `predicate` gives, asked every `step` seconds; AssertionError after `timeout`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")

@@ -17,13 +17,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import nbformat
 import pandas as pd
-import pymongo
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -32,7 +30,7 @@ from labelled_runs import outcomes_file
 from mlsm_nb.audit.metrics import auc
 from mlsm_nb.leads import generate_leads
 from mlsm_nb.notebook.contract import lint_notebook
-from servers import ServeServer, open_live_page
+from servers import ServeServer, open_live_page, wait_for
 
 pytestmark = pytest.mark.slow
 MLSM_NB = str(Path(sys.executable).with_name("mlsm-nb"))
@@ -51,16 +49,6 @@ def ok(*args) -> str:
     return result.stdout
 
 
-def wait_for(predicate, timeout: float = 60, step: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
-
-
 def write_leads(path: Path, count: int, seed: int) -> list[dict]:
     records = list(generate_leads(count, seed=seed))
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -75,18 +63,9 @@ def set_status(notebook: Path, old: str, new: str) -> None:
     nbformat.write(nb, notebook)
 
 
-@pytest.fixture
-def loop(mongo_uri, tmp_path):
-    client = pymongo.MongoClient(mongo_uri)
-    client.drop_database("loop")
-    notebooks = tmp_path / "notebooks"
+def test_score_labels_compare_approve_swap_and_alert(mongo_uri, mongo_db, tmp_path):
+    uri, db, notebooks = f"{mongo_uri}/{mongo_db.name}", mongo_db, tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    yield f"{mongo_uri}/loop", client["loop"], notebooks
-    client.drop_database("loop")
-
-
-def test_score_labels_compare_approve_swap_and_alert(loop, tmp_path):
-    uri, db, notebooks = loop
     # -- the models in production, approved; from now on approvals must cite evidence --------------------
     challenger = notebooks / "lead_lr.ipynb"
     set_status(challenger, "active", "draft")
@@ -157,7 +136,7 @@ def test_score_labels_compare_approve_swap_and_alert(loop, tmp_path):
         evidence = db.evidence.find_one()
         assert evidence["passed"] and evidence["records"] == 2000 and evidence["challenger"][
             "sha256_without_status"] == code  # compared as a draft, approved as active: one code
-        assert f"passed: evidence {evidence['_id']} written to the model registry of MongoDB (loop.evidence)" \
+        assert f"passed: evidence {evidence['_id']} written to the model registry of MongoDB ({db.name}.evidence)" \
             in compared
         approved = ok("approve", "lead_lr", "1.0.0", "--mongo-uri", uri, "--notebook", challenger, "--by", "bob")
         assert f"  evidence   {evidence['_id']} (against {CHAMPION}, AUC " in approved

@@ -8,10 +8,10 @@ import subprocess
 import httpx
 import pymongo
 import pytest
-from test_serve_swap import MLSM_NB, health, point, tiny_cells, wait_for
+from test_serve_swap import MLSM_NB, health, point, tiny_cells
 
 from conftest import write_notebook
-from servers import ServeServer
+from servers import ServeServer, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import write_notebook
 from mlsm_nb.notebook.extract import extract_bundle
-from servers import ServeServer
+from servers import ServeServer, wait_for
 
 pytestmark = pytest.mark.slow
 MLSM_NB = str(Path(sys.executable).with_name("mlsm-nb"))
@@ -39,16 +39,6 @@ def point(link: Path, target: Path) -> None:
     tmp = link.with_name(link.name + ".new")
     tmp.symlink_to(target)
     os.replace(tmp, link)
-
-
-def wait_for(predicate, timeout: float = 30, step: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def health(server):
