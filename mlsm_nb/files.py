@@ -70,17 +70,10 @@ def write_json(path: Path, value: Any) -> None:
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     """Write rows as JSON Lines atomically; returns how many."""
-    return write_json_lines(path, map(dumps, rows))
-
-
-def write_json_lines(path: Path, lines: Iterable[bytes]) -> int:
-    """Write rows already encoded as JSON (each without its newline) as JSON Lines atomically; returns how many."""
-    count = 0
-    with atomic_file(path, "wb") as f:
-        for line in lines:
-            f.write(line + b"\n")
-            count += 1
-    return count
+    with jsonl_writer(path) as write:
+        for row in rows:
+            write(row)
+    return write.count
 
 
 class _RowWriter:

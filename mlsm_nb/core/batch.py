@@ -45,19 +45,28 @@ class BatchOutcome:
     method: str = "score"
     notes: list[str] = field(default_factory=list)
     slowest: list[tuple[int, float]] = field(default_factory=list)  # (position, seconds), slowest first
-    lines: list[bytes] | None = None  # each entry's JSON, made as it was checked (None: not made)
+    json_lines: bytes | None = None  # the entries' JSON, a line each, made as they were checked (None: not kept)
 
     @classmethod
     def checked(cls, model: Model, entries: Sequence[dict], method: str, notes: list[str],
-                slowest: list[tuple[int, float]] | None = None) -> BatchOutcome:
-        """The outcome of `entries` as a run stores them (`core.output.encoded_entry`), with their JSON."""
-        pairs = list(map(encoded_entry, entries))
-        return cls(model.name, model.version, [entry for entry, _ in pairs], method, notes, slowest or [],
-                   [line for _, line in pairs])
+                slowest: list[tuple[int, float]] | None = None, keep_json: bool = False) -> BatchOutcome:
+        """The outcome of `entries` as a run stores them (`core.output.encoded_entry`), with their JSON Lines
+        if `keep_json`. Joined as they are made: each bytes orjson returns holds about 4 KiB until freed."""
+        stored, lines = [], bytearray() if keep_json else None
+        for entry in entries:
+            entry, line = encoded_entry(entry)
+            stored.append(entry)
+            if lines is not None:
+                lines += line
+                lines += b"\n"
+        return cls(model.name, model.version, stored, method, notes, slowest or [],
+                   None if lines is None else bytes(lines))
 
-    def json_lines(self) -> list[bytes]:
-        """Each entry's JSON (one line of a model's output file, without its newline)."""
-        return self.lines if self.lines is not None else [dumps(entry) for entry in self.entries]
+    def jsonl(self) -> bytes:
+        """The entries as JSON Lines (a model's output file)."""
+        if self.json_lines is not None:
+            return self.json_lines
+        return b"".join(dumps(entry) + b"\n" for entry in self.entries)
 
     def error_counts(self) -> Counter:
         """Errors by kind."""
@@ -232,7 +241,7 @@ def score_record(model: Model, data, results: Mapping | None = None, limit: floa
 def score_batch(model: Model, records: Sequence[Mapping],
                 dependencies: Mapping[tuple[str, str], Sequence[dict]] | None = None, *,
                 limit: float | None = None, board: Board | None = None,
-                stuck: Mapping[int, float] | None = None) -> BatchOutcome:
+                stuck: Mapping[int, float] | None = None, keep_json: bool = False) -> BatchOutcome:
     """Score `records` (dicts with `data`) with `model`; never raises for a record.
 
     `dependencies` maps (name, version) to the entries that model gave this
@@ -241,7 +250,8 @@ def score_batch(model: Model, records: Sequence[Mapping],
     loop says which record it scores (a runner that watches for records stuck
     where no interrupt reaches passes one it reads; its SLOT cell set); `stuck`:
     positions found stuck by an earlier attempt (FRAME: the frame), with their
-    seconds, which get their `timeout` entry without being scored again.
+    seconds, which get their `timeout` entry without being scored again. `keep_json`: keep each entry's
+    JSON, made as it was checked, for a file engine to write (`BatchOutcome.json_lines`).
     """
     datas = [r.get("data") for r in records]
     notes: list[str] = []
@@ -254,8 +264,8 @@ def score_batch(model: Model, records: Sequence[Mapping],
         else:
             entries = _frame_entries(model, datas, notes, limit, board)
             if entries is not None:
-                return BatchOutcome.checked(model, entries, "score_frame", notes)
+                return BatchOutcome.checked(model, entries, "score_frame", notes, keep_json=keep_json)
     results = dependency_results(model, dependencies or {}, len(records))
     slowest = _score_records(model, datas, results, limit, board, stuck)
     entries = [result[model.name][model.version] for result in results]
-    return BatchOutcome.checked(model, entries, "score", notes, slowest)
+    return BatchOutcome.checked(model, entries, "score", notes, slowest, keep_json)

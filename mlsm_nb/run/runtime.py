@@ -17,7 +17,7 @@ from ..core.batch import BatchOutcome, by_id, score_batch
 from ..core.cells import set_layout, source_digest
 from ..core.model import Model, build_model, split_model_key
 from ..core.timelimit import PID, Board
-from ..files import read_jsonl, write_json_lines
+from ..files import atomic_file, read_jsonl
 from .overview import BatchOverview
 
 
@@ -56,10 +56,12 @@ def score_file_batch(model: Model, batch_path: str, output_path: str, dependenci
     board.cells[PID] = os.getpid()  # the runner stops this kernel should a record be stuck where no interrupt reaches
     try:
         outcome = score_batch(model, records, load_dependencies(dependencies or {}), limit=limit.get("seconds"),
-                              board=board, stuck={int(p): s for p, s in (limit.get("stuck") or {}).items()})
+                              board=board, stuck={int(p): s for p, s in (limit.get("stuck") or {}).items()},
+                              keep_json=True)
     finally:
         board.close()
-    write_json_lines(Path(output_path), outcome.json_lines())
+    with atomic_file(Path(output_path), "wb") as f:
+        f.write(outcome.jsonl())
     return outcome, records
 
 
