@@ -35,7 +35,7 @@ from ..files import read_jsonl, write_jsonl
 from ..store.rundir import RunDirectory
 from .database import AuditDatabase
 from .metrics import ModelOutcomes, auc, calibration, deciles
-from .outcomes import outcome_models
+from .outcomes import outcome_models, run_outcomes
 
 EVIDENCE_FILE = "evidence.jsonl"
 MIN_RECORDS = 200  # shared labelled records below which a comparison says so and does not pass
@@ -194,6 +194,12 @@ class Source:
         notebooks = {(n.name, n.version): n for n in RunDirectory(self.run).read_manifest().notebooks}
         return {k: getattr(notebooks.get(k), "sha256_without_status", None) for k in keys}
 
+    def labels(self) -> list[str]:
+        """The outcome labels there, sorted."""
+        if self.database is not None:
+            return sorted(self.database.outcomes.distinct("label"))
+        return sorted({o.get("label") for o in run_outcomes(self.run)})
+
     def write(self, evidence: dict) -> str:
         """Keep `evidence`; returns where."""
         if self.database is not None:
@@ -212,6 +218,11 @@ def _models(source: Source, champion: str, challenger: str, label: str | None) -
         name, version = split_model_key(key)
         if not name or not version:
             raise SettingsError(f"{key!r} must name a model version as NAME@VERSION (e.g. lead_rules@1.0.0)")
+    if label is None:
+        labels = source.labels()
+        if len(labels) > 1:
+            raise SettingsError(f"the outcomes in {source.describe()} give several labels ({', '.join(labels)}): "
+                                "say which to compare on with --label")
     models = outcome_models(source.run, source.database, label)
     unknown = [key for key in (champion, challenger) if key not in models]
     if unknown:

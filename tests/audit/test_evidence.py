@@ -153,6 +153,22 @@ def test_too_few_shared_labelled_records_is_said_and_does_not_pass(tmp_path):
     assert not evidence["passed"] and evidence["records"] == 150 and "auc" not in evidence
 
 
+def test_outcomes_of_several_labels_need_one_named(tmp_path):
+    run_dir = scored_run(tmp_path, 300, "two")
+    records = list(generate_leads(300, seed=11))
+    paid = tmp_path / "paid.jsonl"
+    paid.write_text("".join(json.dumps({"id": r["id"], "paid": i % 2}) + "\n" for i, r in enumerate(records)))
+    attach_outcomes(paid, "paid", run=run_dir)
+    result = cli("compare", CHAMPION, CHALLENGER, "--run", run_dir)
+    assert result.exit_code == 2
+    assert result.output == ("error: the outcomes in run two give several labels (converted, paid): say which to "
+                             "compare on with --label\n")
+    result = cli("compare", CHAMPION, CHALLENGER, "--run", run_dir, "--label", "converted")
+    assert result.exit_code in (0, 1) and list(read_jsonl(run_dir / EVIDENCE_FILE))[-1]["label"] == "converted"
+    assert list(read_jsonl(run_dir / EVIDENCE_FILE))[-1]["positives"] == sum(
+        o["value"] for o in read_jsonl(run_dir / "outcomes.jsonl") if o["label"] == "converted")
+
+
 def test_the_hash_without_status_is_the_same_for_the_draft_and_the_active_notebook(tmp_path):
     shutil.copytree(NOTEBOOKS, tmp_path / "nb")
     path = tmp_path / "nb" / "lead_rules_v2.ipynb"
