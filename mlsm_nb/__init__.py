@@ -15,6 +15,7 @@ _WHERE = {
     "Model": ".core.model",
     "SummaryModel": ".core.model",
     "run_models_all": ".core.scoring",
+    "top_reasons": ".core.output",
     "iter_models_all": ".core.scoring",
     "RunModelsAll": ".compat",
     "RunModels": ".compat",

@@ -23,6 +23,8 @@ _WHERE = {
     "sample_inputs": ".samples",
     "sample_records": ".samples",
     "stored_entry": ".output",
+    "reasons_problem": ".output",
+    "top_reasons": ".output",
 }
 
 __all__ = list(_WHERE)

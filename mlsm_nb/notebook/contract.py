@@ -23,6 +23,7 @@ import nbformat.reader
 from ..core.cells import cell_marker
 from ..core.fields import PARSE_LOCK, parse_field
 from ..core.model import NAME_PATTERN, STATUSES
+from ..core.output import REASONS_KEY, reasons_problem
 from ..exceptions import FieldSpecError, NotebookError, cell_ref, format_location
 
 CONTRACT_TAGS = ("version", "fields", "parameters", "setup", "score", "examples", "models")
@@ -507,6 +508,26 @@ def _check_score(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter
             lint.add(f"line {frame.lineno}: score_frame must take exactly one argument (frame)", cell)
         else:
             spec.has_score_frame = True
+    if score is not None:
+        _check_returned_reasons(score, cell, lint)
+
+
+def _check_returned_reasons(score: ast.FunctionDef, cell: Cell, lint: _Linter) -> None:
+    """A `_reasons` that `score` returns as a literal (`return {..., "_reasons": [...]}`) must be a valid one
+    (`core.output.reasons_problem`); one computed at run time is checked where it is scored."""
+    for node in ast.walk(score):
+        if not (isinstance(node, ast.Return) and isinstance(node.value, ast.Dict)):
+            continue
+        for key, value in zip(node.value.keys, node.value.values, strict=True):
+            if not (isinstance(key, ast.Constant) and key.value == REASONS_KEY):
+                continue
+            try:
+                reasons = ast.literal_eval(value)
+            except ValueError:
+                continue
+            problem = reasons_problem(reasons)
+            if problem:
+                lint.add(f"line {value.lineno}: score returns a bad {REASONS_KEY}: {problem}", cell)
 
 
 def _check_models(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Linter) -> None:
@@ -538,6 +559,11 @@ def _check_examples(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Lin
         lint.add('examples must be a list like [{"data": {...}, "expected": {...}}] '
                  '(optionally "results" for a summary)', cell)
         return
+    for number, example in enumerate(examples):
+        problem = REASONS_KEY in example["expected"] and reasons_problem(example["expected"][REASONS_KEY])
+        if problem:
+            lint.add(f"example {number}: expected {problem} (see `{REASONS_KEY}` in docs/data-scientists.md)", cell)
+            return
     spec.examples = examples
 
 

@@ -94,6 +94,18 @@ BAD_CELLS = {
                          "exist; run the cell that saves it, then commit the file beside the notebook"),
     "bad_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"input": {}}]'),
                      "cell 6 [examples]: examples must be a list like"),
+    # `_reasons` (core.output's one definition), read as literals: from `examples`, and from what `score` returns
+    "reasons_in_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"data": {"x": 2, "label": "ab"}, '
+                                         '"expected": {"score": 4, "_reasons": [{"field": "x"}]}}]'),
+                            "cell 6 [examples]: example 0: expected _reasons[0] has no 'contribution' (see "
+                            "`_reasons` in docs/data-scientists.md)"),
+    "reasons_not_a_list": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"data": {"x": 2, "label": "ab"}, '
+                                        '"expected": {"score": 4, "_reasons": "x"}}]'),
+                           "cell 6 [examples]: example 0: expected _reasons is str, expected a list"),
+    "reasons_returned": (replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    return {'score': 1,\n"
+                                      "            '_reasons': [{'field': 'x', 'contribution': 1, 'why': 'big'}]}"),
+                         "cell 5 [score]: line 3: score returns a bad _reasons: _reasons[0] has 'why': an item "
+                         "holds only 'field' and 'contribution'"),
     "summary_bad_models": ([("version", 'name = "s"\nversion = "1"\nstatus = "draft"'),
                             ("models", 'models = [{"name": "a"}]'),
                             ("score", "def score(data, results):\n    return {}")],
@@ -110,6 +122,16 @@ def test_bad_notebooks_give_one_line_naming_file_and_cell(name, make_notebook):
     lines = [line for line in result.output.splitlines() if "problem(s)" not in line]
     message = message.replace("{folder}", str(path.parent))
     assert any(line.startswith(f"{path}:") and message in line for line in lines), result.output
+
+
+def test_reasons_computed_at_run_time_are_left_to_the_run_and_good_literals_pass(make_notebook):
+    score = ("def score(data, results):\n    parts = {'x': data['x']}\n"
+             "    return {'score': 1, '_reasons': [{'field': k, 'contribution': v} for k, v in parts.items()]}")
+    examples = ('examples = [{"data": {"x": 2, "label": "ab"}, "expected": {"score": 1, '
+                '"_reasons": [{"field": "x", "contribution": 2}]}}]')
+    spec, problems = inspect_notebook(make_notebook(cells=replace_cell(replace_cell(GOOD_CELLS, "score", score),
+                                                                       "examples", examples)))
+    assert problems == [] and spec.examples[0]["expected"]["_reasons"] == [{"field": "x", "contribution": 2}]
 
 
 def test_not_a_notebook_empty_and_other_language(tmp_path, make_notebook):

@@ -65,3 +65,28 @@ def test_robustness_tries_unbounded_numbers_within_jsons_safe_integers(make_note
     fields = 'fields = {"x": {"type": "int", "min": 0}, "label": str, "f": {"type": "float", "required": False}}'
     path = make_notebook(cells=replace_cell(GOOD_CELLS, "fields", fields))
     assert check_robustness(lint_notebook(path), load_notebook(path)).status == "passed"
+
+
+REASONS_SCORE = ("def score(data, results):\n"
+                 "    reasons = [{'field': 'label', 'contribution': 1.0}, {'field': 'x', 'contribution': data['x']}]\n"
+                 "    return {'score': data['x'] * FACTOR, 'n': len(data['label']), '_reasons': reasons}")
+
+
+def test_robustness_fails_reasons_that_break_the_definition_for_some_input(make_notebook):
+    from mlsm_nb.validate.checks import check_robustness
+
+    path = make_notebook(cells=replace_cell(GOOD_CELLS, "score", REASONS_SCORE))  # fine for x = 0 and 1 only
+    result = check_robustness(lint_notebook(path), load_notebook(path))
+    assert result.status == "failed"
+    assert result.message.startswith("bad_output: _reasons[1]['contribution'] is larger (in absolute value) than the "
+                                     "item before it: order reasons by |contribution|, largest first on input {'x': ")
+
+
+def test_examples_compare_the_expected_reasons(make_notebook):
+    examples = ('examples = [{"data": {"x": 1, "label": "ab"}, "expected": {"score": 2, '
+                '"_reasons": [{"field": "label", "contribution": 1.0}]}}]')
+    path = make_notebook(cells=replace_cell(replace_cell(GOOD_CELLS, "score", REASONS_SCORE), "examples", examples))
+    result = check_examples(lint_notebook(path), load_notebook(path))
+    assert (result.status, result.message) == (
+        "failed", "example 0: expected {'_reasons': [{'field': 'label', 'contribution': 1.0}]}, got {'_reasons': "
+                  "[{'field': 'label', 'contribution': 1.0}, {'field': 'x', 'contribution': 1}]}")
