@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .core.fields import FieldSpec
 from .core.model import Model
+from .core.output import REASONS_KEY, reason_text, stored_entry
 from .core.samples import sample_inputs
 from .exceptions import ConfigError, cell_ref, describe_error
 from .validate.checks import CheckResult
@@ -222,7 +223,7 @@ class TryOut:
         data, results = self.data(), {}
         for model in self.models:
             model.execute(data, results)
-        entry = results[self.model.name][self.model.version]
+        entry = stored_entry(results[self.model.name][self.model.version])  # checked as a run checks it
         self.output.value = render_entry(entry)
         return entry
 
@@ -248,9 +249,19 @@ def render_entry(entry: Mapping) -> str:
         return (f"<div class='mlsm-error' style='color:#b00020'><b>_error_kind: {html.escape(entry['_error_kind'])}"
                 f"</b><br>_error: {html.escape(describe_error(entry))}</div>")
     rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-                   f"<td class='mlsm-out-{html.escape(str(k))}'>{html.escape(str(v))}</td></tr>"
+                   f"<td class='mlsm-out-{html.escape(str(k))}'>{_value_html(k, v)}</td></tr>"
                    for k, v in entry.items())
     return f"<table class='mlsm-ok'>{rows}</table>"
+
+
+def _value_html(key, value) -> str:
+    """An output's value as HTML; `_reasons` (valid: the entry was checked) as a list, largest first."""
+    if key != REASONS_KEY:
+        return html.escape(str(value))
+    if not value:
+        return "<i>none: no input moved the score</i>"
+    items = "".join(f"<li>{html.escape(reason_text(item))}</li>" for item in value)
+    return f"<ol class='mlsm-reasons' style='margin:0;padding-left:1.2em'>{items}</ol>"
 
 
 def tryout(target=None) -> TryOut | ForJupyterLab:

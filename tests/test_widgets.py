@@ -81,6 +81,28 @@ def test_score_button_shows_the_error_and_its_kind(panel):
     assert "&lt;b&gt;intern&lt;/b&gt;" in panel.output.value  # escaped
 
 
+def test_the_form_shows_the_reasons_as_a_list_and_a_bad_one_as_a_run_would(panel):
+    def why(data, results):
+        parts = {"size": data["size"] / 5000, "trial": 0.1 if data["trial"] else 0.0}
+        reasons = [{"field": k, "contribution": v} for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v]
+        return {"score": sum(parts.values()), "_reasons": reasons if data["title"] != "bad" else "size"}
+
+    panel.model = Model("demo", FIELDS, "1.0", why)
+    panel.fields["size"].value.value = 2500
+    panel.fields["trial"].value.value = True
+    panel.score_button.click()
+    shown = panel.output.value
+    assert "<ol class='mlsm-reasons'" in shown
+    assert shown.index("<li>size +0.5</li>") < shown.index("<li>trial +0.1</li>")
+    panel.fields["size"].value.value = 0
+    panel.fields["trial"].value.value = False
+    panel.score_button.click()
+    assert "none: no input moved the score" in panel.output.value
+    panel.fields["title"].value.value = "bad"
+    panel.score_button.click()
+    assert "_error_kind: bad_output" in panel.output.value and "_reasons is str, expected a list" in panel.output.value
+
+
 def test_random_lead_fills_legal_values(panel):
     for _ in range(5):
         panel.random_button.click()

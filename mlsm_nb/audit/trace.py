@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.model import model_key
+from ..core.output import REASONS_KEY, reasons_problem, reasons_text
 from ..exceptions import MlsmError
 from ..files import file_sha256
 from ..store.manifest import Manifest
@@ -286,7 +287,11 @@ def format_trace(trace: dict) -> str:
         lines.append(f"  scored    {scored}")
     for row in trace["models"]:
         lines.append(f"{row['name']} {row['version']} ({row.get('kind') or 'model'})")
-        lines.append("  result    " + ", ".join(f"{k}={_short(v)}" for k, v in row["result"].items()))
+        lines.append("  result    " + ", ".join(f"{k}={_short(v)}" for k, v in row["result"].items()
+                                                if k != REASONS_KEY))
+        if REASONS_KEY in row["result"]:
+            reasons = row["result"][REASONS_KEY]
+            lines.append("  reasons   " + (str(reasons) if reasons_problem(reasons) else reasons_text(reasons)))
         lines.append(f"  status    {row['status']}: {row['why']}")
         git = [f"commit {row['git_commit']}" + (" (uncommitted changes)" if row.get("git_dirty") else "")
                if row.get("git_commit") else "not a git checkout"]

@@ -10,6 +10,7 @@ scored, and manifests written by older versions (without `verdict` or
 
 from __future__ import annotations
 
+import heapq
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..core.model import model_key
-from ..core.output import is_score
+from ..core.output import REASONS_KEY, is_score, reasons_problem, reasons_text
 from ..core.stats import PSI_THRESHOLD, psi, score_stats
 from ..exceptions import describe_error
 from ..files import read_jsonl
@@ -26,6 +27,7 @@ from ..store.manifest import Manifest, RunStatus
 from ..store.rundir import RunDirectory
 
 ERROR_EXAMPLES = 10
+REASON_EXAMPLES = 5  # highest-scored records shown with their reasons on a model page
 SAMPLE_SIZE = 5  # records shown on an executed notebook's page
 STOPPED = "stopped"  # the report's word for a run whose manifest says running but no process runs
 
@@ -47,6 +49,36 @@ class ModelReport:
     errors: Counter = field(default_factory=Counter)
     error_examples: list[dict] = field(default_factory=list)
     categories: dict[str, Counter] = field(default_factory=dict)
+    with_reasons: int = 0  # records whose entry has `_reasons`
+    reasons: dict[str, list] = field(default_factory=dict)  # field -> [records, sum, sum of |contribution|]
+    reason_examples: list = field(default_factory=list)  # heap of (score, order, id, reasons): the top scores
+
+    def _add_reasons(self, record_id, score, reasons) -> None:
+        """Count the fields given as reasons; keep the highest scores' reasons (why they scored high)."""
+        self.with_reasons += 1
+        for item in reasons:
+            tally = self.reasons.setdefault(item["field"], [0, 0.0, 0.0])
+            tally[0] += 1
+            tally[1] += item["contribution"]
+            tally[2] += abs(item["contribution"])
+        if is_score(score):
+            example = (score, -self.records, record_id, reasons)  # of equal scores, the first record stays
+            if len(self.reason_examples) < REASON_EXAMPLES:
+                heapq.heappush(self.reason_examples, example)
+            elif example[:2] > self.reason_examples[0][:2]:
+                heapq.heapreplace(self.reason_examples, example)
+
+    def reason_rows(self) -> list[dict]:
+        """Per field given as a reason, most often first: records, share of the records with reasons, mean
+        contribution and mean |contribution| (where it was a reason)."""
+        rows = [{"field": name, "records": n, "share": n / self.with_reasons, "mean": total / n,
+                 "mean_abs": size / n} for name, (n, total, size) in self.reasons.items()]
+        return sorted(rows, key=lambda row: (-row["records"], -row["mean_abs"], row["field"]))
+
+    def top_reasons(self) -> list[dict]:
+        """The highest-scored records with their reasons, highest first."""
+        return [{"id": record_id, "score": score, "reasons": reasons_text(reasons)}
+                for score, _, record_id, reasons in sorted(self.reason_examples, key=lambda e: e[:2], reverse=True)]
 
     def add(self, record_id, entry: dict) -> None:
         self.records += 1
@@ -62,6 +94,9 @@ class ModelReport:
         for name, value in entry.items():
             if isinstance(value, str) and not name.startswith("_"):
                 self.categories.setdefault(name, Counter())[value] += 1
+        reasons = entry.get(REASONS_KEY)
+        if reasons is not None and reasons_problem(reasons) is None:
+            self._add_reasons(record_id, score, reasons)
 
     def stats(self) -> dict:
         """count, mean, std, min, quantiles, max of the numeric `score` (empty when none)."""

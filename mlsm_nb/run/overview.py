@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from html import escape
 
 from ..core.batch import BatchOutcome
-from ..core.output import is_score
+from ..core.output import REASONS_KEY, is_score, reasons_text
 from ..core.stats import score_stats
 from .merge import count_errors
 
@@ -78,7 +78,13 @@ class BatchOverview:
                     raw=True, metadata={"image/svg+xml": {"alt": alt}})
         sample = outcome.entries[:SAMPLE_SIZE]
         columns = list(dict.fromkeys(key for entry in sample for key in entry))
-        display(table(columns, [[entry.get(c, "") for c in columns] for entry in sample]), raw=True)
+        display(table(columns, [[_cell(entry, c) for c in columns] for entry in sample]), raw=True)
+
+
+def _cell(entry: dict, key: str):
+    """An entry's value in the sample table; `_reasons` (a stored entry's: valid) as one line."""
+    value = entry.get(key, "")
+    return reasons_text(value) if key == REASONS_KEY else value
 
 
 def describe(scores: Sequence[float]) -> dict[str, float | int | None]:

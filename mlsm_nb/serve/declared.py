@@ -15,6 +15,7 @@ import ast
 
 from ..core.cells import CELL_MARKER
 from ..core.fields import PARSE_LOCK
+from ..core.output import REASONS_KEY
 
 _TYPES = {bool: "bool", int: "int", float: "float", str: "str"}
 _CALL_TYPES = {"float": "float", "int": "int", "str": "str", "bool": "bool", "len": "int", "repr": "str"}
@@ -116,4 +117,5 @@ def module_outputs(module_text: str) -> dict[str, str | None]:
     for key, seen in expected.items():  # where the two disagree (but for int and float), the example is right
         stated = outputs.get(key)
         outputs[key] = _merge(stated, seen) or seen or stated
+    outputs.pop(REASONS_KEY, None)  # every model may give it: one of the protocol's META_OUTPUTS
     return outputs

@@ -4,7 +4,10 @@ An infer request's `inputs` are columns (one tensor per field, `shape` [n] or [n
 against its data); they become n flat records. The record ids come from an input named like the id
 field when there is one, else from the request id and the row position. The response has one output
 tensor per output the model states (`serve.declared`) and per other key a row returned (`_status`,
-`_error`, `_error_kind`, ...), rows in request order; or the `outputs` the request names.
+`_error`, `_error_kind`, ...), rows in request order; or the `outputs` the request names. A model's
+reasons (`_reasons`, a list per row: `core.output`) are a BYTES tensor whose elements are each row's
+list as JSON text (`[{"field": "company_size", "contribution": 1.36}, ...]`; null, or empty in binary,
+for a row without), since a tensor holds no nested values.
 
 Binary tensor data extension (what tritonclient sends by default): the body is the JSON request,
 `Inference-Header-Content-Length` bytes long, followed by the data of each input whose parameters
@@ -26,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
+from ..core.output import REASONS_KEY
 from ..files import dumps
 
 DATATYPES = {"int": "INT64", "float": "FP64", "str": "BYTES", "bool": "BOOL"}
-# the outputs every model may give besides its own (as `score_batch` writes them); all text
-META_OUTPUTS = ("_status", "_error", "_error_kind", "_error_type", "_error_at")
+# the outputs every model may give besides its own (as `score_batch` writes them); all text (`_reasons`: JSON)
+META_OUTPUTS = ("_status", "_error", "_error_kind", "_error_type", "_error_at", REASONS_KEY)
 # struct formats of the fixed-size datatypes (BF16 and BYTES are read apart)
 _FORMATS = {"BOOL": "?", "INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q", "UINT8": "B", "UINT16": "H",
             "UINT32": "I", "UINT64": "Q", "FP16": "e", "FP32": "f", "FP64": "d"}
@@ -260,7 +264,10 @@ def infer_response(model, entries: list[dict], request_id: str | None, bundle: s
             names.extend(k for k in entry if k not in names)
     outputs = []
     for name in names:
-        datatype, values = _column([entry.get(name) for entry in entries], stated.get(name))
+        values = [entry.get(name) for entry in entries]
+        if name == REASONS_KEY:  # a list per row: its JSON text
+            values = [None if v is None else dumps(v).decode() for v in values]
+        datatype, values = _column(values, stated.get(name))
         outputs.append({"name": name, "datatype": datatype, "shape": [len(values)], "data": values})
     response = {"model_name": model.name, "model_version": model.version, "outputs": outputs,
                 "parameters": {"bundle": bundle, "status": model.status}}

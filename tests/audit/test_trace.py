@@ -58,6 +58,22 @@ def test_trace_of_a_run_directory_shows_the_whole_provenance(runs):
     assert "executed  in-process (ok; no executed notebook)" in out
 
 
+def test_trace_shows_why_the_score_is_what_it_is(runs):
+    run_dir = runs / "runs" / "r2"
+    document = next(d for d in read_jsonl(run_dir / "results" / "batch-00000.jsonl")
+                    if d["results"]["champion"]["1.0.0"]["champion"] == "lead_lr@1.0.0")
+    lr, champion = document["results"]["lead_lr"]["1.0.0"], document["results"]["champion"]["1.0.0"]
+    words = ", ".join(f"{r['field']} {r['contribution']:+.3g}" for r in lr["_reasons"])
+    out = cli("trace", document["id"], "--run", run_dir, "--model", "lead_lr").output
+    assert f"  result    score={lr['score']:.6g}\n  reasons   {words}\n" in out  # one line, not the raw list
+    assert "_reasons" not in out
+    found = json.loads(cli("trace", document["id"], "--run", run_dir, "--json").output)
+    rows = {row["name"]: row for row in found["models"]}
+    assert rows["lead_lr"]["result"]["_reasons"] == lr["_reasons"] and len(lr["_reasons"]) == 3
+    assert "_reasons" not in rows["lead_rules"]["result"]  # a model that gives none shows none
+    assert rows["champion"]["result"]["_reasons"] == lr["_reasons"] == champion["_reasons"]  # the winner's, passed on
+
+
 def test_trace_json_and_model_filter(runs):
     result = cli("trace", "lead-5-0000002", "--run", runs / "runs" / "r2", "--model", "lead_rules@2.0.0", "--json")
     assert result.exit_code == 0, result.output

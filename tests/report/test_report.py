@@ -313,3 +313,56 @@ def test_the_model_page_links_the_training_cells_as_the_author_saved_them(tmp_pa
                      [(2, "version"), (3, "fields"), (4, "setup"), (9, "setup"), (10, "score"), (11, "examples")]]
     assert "def score(data, results)" not in text and "Train (workspace" in text  # the author's Markdown stays
     assert not page.select("script, textarea, [contenteditable]")  # read-only, nothing runs
+
+
+@pytest.mark.slow
+def test_the_model_page_shows_why_the_highest_scores_are_high_in_chromium(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from mlsm_nb.files import read_jsonl
+
+    save_leads(tmp_path / "leads.jsonl", 80, seed=9)
+    run_notebooks([NOTEBOOKS], tmp_path / "leads.jsonl", out=tmp_path / "runs", run_id="w", engine="inprocess",
+                  batch_size=40)
+    write_report(tmp_path / "runs" / "w")
+    documents = [d for path in sorted((tmp_path / "runs" / "w" / "results").iterdir()) for d in read_jsonl(path)]
+    entries = [(d["id"], d["results"]["lead_lr"]["1.0.0"]) for d in documents]
+    counted = {}
+    for _, entry in entries:
+        for reason in entry["_reasons"]:
+            counted[reason["field"]] = counted.get(reason["field"], 0) + 1
+    top_id, top = max(entries, key=lambda pair: pair[1]["score"])
+    site = tmp_path / "runs" / "w" / "report" / "models"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto((site / "lead_lr_1.0.0.html").as_uri())
+        rows = page.eval_on_selector_all("#reasons tr", "trs => trs.slice(1).map(tr => "
+                                         "[...tr.cells].map(td => td.innerText))")
+        assert {row[0]: int(row[1]) for row in rows} == counted  # every field given as a reason, how often
+        assert [int(row[1]) for row in rows] == sorted(counted.values(), reverse=True)
+        assert page.is_visible("#reasons") and page.is_visible("#reason-examples")
+        first = page.eval_on_selector("#reason-examples tr:nth-child(2)", "tr => [...tr.cells].map(td => td.innerText)")
+        words = ", ".join(f"{r['field']} {r['contribution']:+.3g}" for r in top["_reasons"])
+        assert first == [top_id, f"{top['score']:.4f}", words]  # the highest score, and why
+        assert page.locator("#reason-examples tr").count() == 6  # the five highest, under a header row
+        page.goto((site / "lead_rules_1.0.0.html").as_uri())
+        assert page.locator("#reasons").count() == 0  # a model that gives no reasons has no such section
+        page.goto((site / "champion_1.0.0.html").as_uri())
+        assert page.locator("#reasons tr").count() > 1  # the summary passed its winners' reasons on
+        browser.close()
+
+
+def test_reason_fields_are_escaped_on_the_model_page(tmp_path, make_notebook):
+    score = ("def score(data, results):\n"
+             "    why = [{'field': '<script>x()</script>', 'contribution': 1}]\n"
+             "    return {'score': data['x'] * FACTOR, '_reasons': why}")
+    notebook = make_notebook(cells=replace_cell(GOOD_CELLS, "score", score))
+    records = write_records(tmp_path / "in.jsonl", [{"id": f"r{i}", "data": {"x": i, "label": ""}} for i in range(3)])
+    run_notebooks([notebook], records, out=tmp_path, run_id="e", engine="inprocess")
+    write_report(tmp_path / "e")
+    page = _page_text(tmp_path / "e" / "report" / "models" / "tiny_1.0.html")
+    assert not page.select("script")
+    assert [td.text for td in page.select("#reasons td")][:2] == ["<script>x()</script>", "3"]
+    assert page.select_one("#reason-examples td.mono").text == "r2"

@@ -89,6 +89,11 @@ def test_executed_notebooks_show_the_summary(papermill_run):
     text = json.dumps(outputs)
     assert "lead_lr 1.0.0: 120 records, 0 errors (scored with `score_frame`)" in text
     assert any("image/svg+xml" in o.get("data", {}) for o in outputs)
+    sample = next(o["data"]["text/plain"] for o in outputs if "_reasons" in o.get("data", {}).get("text/plain", ""))
+    first = next(d for d in read_results(run_dir) if "_reasons" in d["results"]["lead_lr"]["1.0.0"])
+    reasons = first["results"]["lead_lr"]["1.0.0"]["_reasons"]
+    words = ", ".join(f"{r['field']} {r['contribution']:+.3g}" for r in reasons)
+    assert words in sample  # the sample of the batch reads its reasons as one line
 
 
 def test_both_engines_give_identical_results(papermill_run, leads_file, tmp_path):
@@ -123,6 +128,28 @@ def test_failing_notebook_marks_its_records_and_others_go_on(tmp_path, make_note
     assert manifest["status"] == "failed" and manifest["failed_executions"] == 2
     executed = nbformat.read(tmp_path / "runs" / "f" / manifest["executions"]["broken@1"]["0"]["executed"], 4)
     assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))
+
+
+REASONS_AT_3 = ("def score(data, results):\n"
+                "    why = 'big' if data['x'] == 3 else data['x'] * FACTOR\n"
+                "    return {'score': data['x'] * FACTOR, '_reasons': [{'field': 'x', 'contribution': why}]}")
+
+
+def test_a_bad_reasons_is_its_records_bad_output_in_both_engines_named_by_id_and_field(tmp_path, make_notebook):
+    path = make_notebook(cells=replace_cell(replace_cell(GOOD_CELLS, "score", REASONS_AT_3), "examples", None))
+    records = tiny_records(tmp_path)
+    documents = {}
+    for engine in ("papermill", "inprocess"):
+        result = run_cli(path, "--records", records, "--out", tmp_path / "runs", "--run-id", engine, "--batch-size", 4,
+                         "--engine", engine, "--max-error-rate", 0.5)
+        assert result.exit_code == 0, result.output
+        assert ("    id 'r3': bad_output: _reasons[0]['contribution'] is 'big' (str), expected a finite number"
+                in result.output.splitlines())
+        documents[engine] = [(d["id"], d["results"]) for d in read_results(tmp_path / "runs" / engine)]
+    assert documents["papermill"] == documents["inprocess"]
+    entries = {record_id: results["tiny"]["1.0"] for record_id, results in documents["inprocess"]}
+    assert entries["r2"] == {"score": 4, "_reasons": [{"field": "x", "contribution": 4}], "_status": "active"}
+    assert entries["r3"]["_error_kind"] == "bad_output" and len(entries) == 6
 
 
 @pytest.mark.parametrize("source, words", [

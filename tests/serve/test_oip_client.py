@@ -3,6 +3,7 @@ defaults (binary tensors both ways) and with JSON tensors; and where a scoring r
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -119,13 +120,30 @@ def test_binary_and_json_outputs_mix_in_one_response(client, leads):
     assert both[1] == {"name": "_status", "datatype": "BYTES", "shape": [2], "data": ["active", "active"]}
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_reasons_are_a_bytes_tensor_of_each_rows_json_as_post_score_gives_them(server, client, leads, binary):
+    fields = fields_of(client, "champion", "1.0.0")
+    alone = scored_alone(server, leads)
+    for name in ("lead_lr", "champion"):
+        asked = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("score", "_reasons")]
+        result = client.infer(name, tensors(leads, fields if name == "champion" else fields_of(client, name, "1.0.0")),
+                              outputs=asked)
+        output = next(o for o in result.get_response()["outputs"] if o["name"] == "_reasons")
+        assert output["datatype"] == "BYTES" and output["shape"] == [len(leads)]
+        texts = [t.decode() if isinstance(t, bytes) else t for t in result.as_numpy("_reasons").tolist()]
+        want = [alone[lead["id"]][name]["1.0.0"].get("_reasons") for lead in leads]
+        assert [json.loads(t) if t else None for t in texts] == want  # a row without: empty (binary), null (JSON)
+        assert want[0] and want[2] is None  # lead 2 is refused: no reasons; the others come with them
+
+
 def test_model_metadata_lists_the_outputs_the_notebook_states(client):
     def outputs(name, version):
         return {o["name"]: o["datatype"] for o in client.get_model_metadata(name, version)["outputs"]}
 
     assert outputs("lead_rules", "1.0.0") == {"score": "FP64", "points": "INT64", "_status": "BYTES",
                                               "_error": "BYTES", "_error_kind": "BYTES", "_error_type": "BYTES",
-                                              "_error_at": "BYTES"}
+                                              "_error_at": "BYTES", "_reasons": "BYTES"}
+    assert list(outputs("lead_lr", "1.0.0")).count("_reasons") == 1  # stated in lead_lr, listed once
     assert {k: v for k, v in outputs("champion", "1.0.0").items() if not k.startswith("_")} == \
         {"score": "FP64", "champion": "BYTES", "route": "BYTES"}
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]

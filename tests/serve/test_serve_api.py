@@ -55,6 +55,9 @@ def test_one_record_scores_with_every_model_names_the_bundle_and_marks_drafts(se
     assert set(document["results"]) == {"lead_lr", "lead_rules", "champion"}
     assert document["results"]["lead_rules"]["2.0.0"]["_status"] == "draft"
     assert body["draft"] == ["lead_rules@2.0.0"]
+    reasons = document["results"]["lead_lr"]["1.0.0"]["_reasons"]  # why, with the score
+    assert len(reasons) == 3 and set(reasons[0]) == {"field", "contribution"}
+    assert [abs(r["contribution"]) for r in reasons] == sorted((abs(r["contribution"]) for r in reasons), reverse=True)
 
 
 def test_served_results_equal_a_batch_run_with_the_same_bundle(server, lead_bundle, tmp_path):
