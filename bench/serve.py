@@ -21,8 +21,15 @@ holds best on a shared machine.
    queued as the swaps happen, while the bundle symlink is switched between two bundles whose models
    differ in status): failed requests and mixed responses (target 0 and 0).
 
+`--reasons` measures instead what reasons cost (`_reasons`, which lead_lr gives and champion passes on):
+serve and the minimal app each over the bundle as shipped and over one whose lead_lr gives none (its
+`score` and `score_frame` without the reasons lines, nothing else changed), the four servers alternating
+within each round, one-record and 1,000-record requests; then the same four through ASGI in this process
+(CPU per request, the steadier figure). Target: with reasons >= 0.9 x without, serve and minimal alike.
+
     .venv/bin/python bench/serve.py [--workers N] [--rounds R] [--seconds S] [--connections C]
         [--batch-connections C] [--batch "--batch-max-size N --batch-max-latency-ms MS"] [--no-swaps]
+        [--reasons]
 """
 
 from __future__ import annotations
@@ -230,24 +237,7 @@ def in_process_cpu(bundle: Path, bodies: dict[str, bytes], rounds: int) -> dict:
 
     os.environ["BENCH_BUNDLE"] = str(bundle)
     apps = {"serve": create_app(ServeSettings(str(bundle))), "minimal": minimal_app()}
-    out: dict = {}
-
-    async def measure():
-        for size, body in bodies.items():
-            repeat = 1000 if size == "one" else 20
-            for app in apps.values():
-                for _ in range(5):
-                    await _post(app, body)
-            for _ in range(rounds):
-                for name, app in apps.items():
-                    started = time.process_time()
-                    for _ in range(repeat):
-                        await _post(app, body)
-                    used = (time.process_time() - started) / repeat * 1e3
-                    out.setdefault(size, {}).setdefault(name, []).append(used)
-
-    asyncio.run(measure())
-    return {size: {name: min(times) for name, times in by_app.items()} for size, by_app in out.items()}
+    return in_process_cpu_apps(apps, bodies, rounds)
 
 
 def median_rate(runs: list[dict], records: int = 1) -> float:
@@ -302,6 +292,106 @@ def report(args, results: dict) -> None:
           f"{cpu_ms(many['minimal']) / cpu_ms(many['serve']):.2f})")
 
 
+# lead_lr's lines that give `_reasons`, and what they become in the bundle without reasons
+_NO_REASONS = {
+    "    reasons = top_reasons({FEATURE_FIELDS.get(name, name): part for name, part in parts.items()})\n": "",
+    'return {"score": 1 / (1 + math.exp(-z)), "_reasons": reasons}': 'return {"score": 1 / (1 + math.exp(-z))}',
+    '{"score": 1 / (1 + np.exp(-z)), "_reasons": frame_reasons(parts)}': '{"score": 1 / (1 + np.exp(-z))}',
+}
+
+
+def notebooks_without_reasons(folder: Path) -> Path:
+    """A copy of the example notebooks in `folder` whose lead_lr gives no `_reasons` (champion then passes
+    none on); its scores are the same."""
+    shutil.copytree(NOTEBOOKS, folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    path = folder / "lead_lr.ipynb"
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "score" in c["metadata"].get("tags", []))
+    source = "".join(cell["source"])
+    for old, new in _NO_REASONS.items():
+        if old not in source:
+            raise SystemExit(f"bench: lead_lr's score cell no longer has {old.strip()!r}; update _NO_REASONS")
+        source = source.replace(old, new)
+    cell["source"] = source
+    path.write_text(json.dumps(nb))
+    return folder
+
+
+def in_process_cpu_apps(apps: dict, bodies: dict[str, bytes], rounds: int) -> dict:
+    """CPU ms per request of ASGI `apps` (name -> app) called in this process, alternating (best of `rounds`)."""
+    out: dict = {}
+
+    async def measure():
+        for size, body in bodies.items():
+            repeat = 1000 if size == "one" else 20
+            for app in apps.values():
+                for _ in range(5):
+                    await _post(app, body)
+            for _ in range(rounds):
+                for name, app in apps.items():
+                    started = time.process_time()
+                    for _ in range(repeat):
+                        await _post(app, body)
+                    out.setdefault(size, {}).setdefault(name, []).append((time.process_time() - started) / repeat * 1e3)
+
+    asyncio.run(measure())
+    return {size: {name: min(times) for name, times in by_app.items()} for size, by_app in out.items()}
+
+
+def reasons_bench(args, tmp: Path, script: Path, one: Path, thousand: Path) -> None:
+    """serve and minimal, each with and without reasons, side by side (`--reasons`)."""
+    from mlsm_nb.notebook.extract import extract_bundle
+    from mlsm_nb.serve.app import ServeSettings, create_app
+
+    bundles = {"with": tmp / "with", "without": tmp / "without"}
+    extract_bundle([NOTEBOOKS], bundles["with"])
+    extract_bundle([notebooks_without_reasons(tmp / "plain")], bundles["without"])
+    servers = {}
+    try:
+        for kind, bundle in bundles.items():
+            servers["serve", kind] = start_serve(bundle, args.workers, *args.batch.split())
+            servers["minimal", kind] = start_minimal(bundle, args.workers)
+        for url, process in servers.values():  # warm up
+            wrk(url, one, script, 1, args.connections, process.pid)
+        results: dict = {key: {"one": [], "thousand": []} for key in servers}
+        for _ in range(args.rounds):
+            for key, (url, process) in servers.items():
+                results[key]["one"].append(wrk(url, one, script, args.seconds, args.connections, process.pid))
+                results[key]["thousand"].append(wrk(url, thousand, script, args.seconds, 2, process.pid))
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+            process.wait(30)
+    print(f"reasons: workers {args.workers}, rounds {args.rounds}, {args.seconds:g} s per measurement, "
+          f"{args.connections} connections (2 for 1,000-record requests); wall-clock throughput, and the server's "
+          "CPU per request (from /proc)")
+    for app in ("serve", "minimal"):
+        for size, records in (("one", 1), ("thousand", 1000)):
+            with_, without = results[app, "with"][size], results[app, "without"][size]
+            unit = "req/s" if records == 1 else "records/s"
+            print(f"  {app:7} {'one-record' if records == 1 else '1,000-record':12} with "
+                  f"{median_rate(with_, records):8.0f} {unit}, without {median_rate(without, records):8.0f}: "
+                  "ratio with/without "
+                  f"{rounds_text(round_ratios(with_, without))} (target >= 0.9); CPU {cpu_ms(with_):.3f} / "
+                  f"{cpu_ms(without):.3f} ms/req (ratio without/with {cpu_ms(without) / cpu_ms(with_):.2f})")
+    for size in ("one", "thousand"):
+        ratio = {kind: rounds_text(round_ratios(results["serve", kind][size], results["minimal", kind][size]))
+                 for kind in bundles}
+        print(f"  serve/minimal, {'one-record' if size == 'one' else '1,000-record'}: with reasons {ratio['with']}, "
+              f"without {ratio['without']}")
+    apps = {}
+    for kind, bundle in bundles.items():
+        os.environ["BENCH_BUNDLE"] = str(bundle)
+        apps["serve", kind] = create_app(ServeSettings(str(bundle)))
+        apps["minimal", kind] = minimal_app()
+    steady = in_process_cpu_apps(apps, {"one": one.read_bytes(), "thousand": thousand.read_bytes()}, 3)
+    for size, by_app in steady.items():
+        print(f"  in-process CPU per {'one-record' if size == 'one' else '1,000-record'} request (ASGI, no sockets): "
+              + "; ".join(f"{app} with {by_app[app, 'with']:.3f} / without {by_app[app, 'without']:.3f} ms "
+                          f"(ratio without/with {by_app[app, 'without'] / by_app[app, 'with']:.2f})"
+                          for app in ("serve", "minimal")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -313,6 +403,8 @@ def main() -> None:
     parser.add_argument("--batch", default="", help="serve's batching options, e.g. '--batch-max-size 32 "
                         "--batch-max-latency-ms 2' (default: serve's defaults)")
     parser.add_argument("--no-swaps", action="store_true", help="skip the hot swaps under load")
+    parser.add_argument("--reasons", action="store_true", help="measure instead what `_reasons` cost: serve and "
+                        "minimal each with and without them, side by side")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install wrk")
@@ -321,16 +413,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         tmp = Path(tmp)
-        extract_bundle([NOTEBOOKS], tmp / "a")
-        extract_bundle([NOTEBOOKS], tmp / "b", status_override="draft", status_reason="bench: the other bundle")
-        link = tmp / "current"
-        link.symlink_to(tmp / "a")
         script = tmp / "post.lua"
         script.write_text(WRK_SCRIPT)
         one = tmp / "one.json"
         one.write_text(json.dumps(next(generate_leads(1, seed=8))))
         thousand = tmp / "thousand.json"
         thousand.write_text(json.dumps(list(generate_leads(1000, seed=9))))
+        if args.reasons:
+            reasons_bench(args, tmp, script, one, thousand)
+            return
+        extract_bundle([NOTEBOOKS], tmp / "a")
+        extract_bundle([NOTEBOOKS], tmp / "b", status_override="draft", status_reason="bench: the other bundle")
+        link = tmp / "current"
+        link.symlink_to(tmp / "a")
 
         servers = {"serve": start_serve(link, args.workers, *args.batch.split()),
                    "unbatched": start_serve(tmp / "a", args.workers, "--batch-max-size", "1"),

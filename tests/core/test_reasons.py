@@ -105,3 +105,25 @@ def test_top_reasons_picks_the_largest_by_size_leaves_zeros_out_and_keeps_ties_i
 def test_reasons_read_as_one_line():
     assert reasons_text(GOOD) == "company_size +1.36, days_since_last_activity -0.57, trial_signup +0.5"
     assert reasons_text([]) == "none"
+
+
+def test_the_quick_check_of_plain_reasons_agrees_with_the_walk_that_words_problems():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mlsm_nb.core.output import _plainly_valid, _walk_reasons
+
+    number = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2 ** 53 + 1, 2 ** 53 - 1)
+              | st.booleans() | st.none() | st.text(max_size=2))
+    item = (st.fixed_dictionaries({"field": st.sampled_from(["a", "b", "c", "", 1]), "contribution": number})
+            | st.dictionaries(st.sampled_from(["field", "contribution", "value"]), number | st.just("a"), max_size=3)
+            | number)
+    reasons = st.lists(item, max_size=MAX_REASONS + 2) | number
+
+    @settings(max_examples=3000, database=None, derandomize=True)
+    @given(reasons)
+    def agree(value):
+        assert _plainly_valid(value) == (_walk_reasons(value) is None), value
+
+    agree()
+    assert _plainly_valid(GOOD) and _walk_reasons(GOOD) is None
