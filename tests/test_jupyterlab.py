@@ -100,6 +100,8 @@ def test_tryout_form_scores_a_lead_in_jupyterlab(lab):
         form.get_by_role("button", name="Score").click()
         result = form.locator(".mlsm-result")
         expect(result).to_contain_text("0.514775", timeout=60_000)  # 0.8 * (1 - e^-0.5) + 0.2 for a VP
+        reasons = result.locator("ol.mlsm-reasons li")  # the template says why: clicks' part, then the title's
+        expect(reasons).to_have_text(["email_clicks +0.315", "job_title +0.2"])
 
         form.locator(".mlsm-none-site_visits input").check()
         form.get_by_role("button", name="Score").click()

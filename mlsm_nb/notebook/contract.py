@@ -562,7 +562,8 @@ def _check_examples(spec: NotebookSpec, cell: Cell, tree: ast.Module, lint: _Lin
     for number, example in enumerate(examples):
         problem = REASONS_KEY in example["expected"] and reasons_problem(example["expected"][REASONS_KEY])
         if problem:
-            lint.add(f"example {number}: expected {problem} (see `{REASONS_KEY}` in docs/data-scientists.md)", cell)
+            lint.add(f"example {number}: in `expected`, {problem} (see `{REASONS_KEY}` in docs/data-scientists.md)",
+                     cell)
             return
     spec.examples = examples
 

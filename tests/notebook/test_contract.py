@@ -97,11 +97,11 @@ BAD_CELLS = {
     # `_reasons` (core.output's one definition), read as literals: from `examples`, and from what `score` returns
     "reasons_in_examples": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"data": {"x": 2, "label": "ab"}, '
                                          '"expected": {"score": 4, "_reasons": [{"field": "x"}]}}]'),
-                            "cell 6 [examples]: example 0: expected _reasons[0] has no 'contribution' (see "
+                            "cell 6 [examples]: example 0: in `expected`, _reasons[0] has no 'contribution' (see "
                             "`_reasons` in docs/data-scientists.md)"),
     "reasons_not_a_list": (replace_cell(GOOD_CELLS, "examples", 'examples = [{"data": {"x": 2, "label": "ab"}, '
                                         '"expected": {"score": 4, "_reasons": "x"}}]'),
-                           "cell 6 [examples]: example 0: expected _reasons is str, expected a list"),
+                           "cell 6 [examples]: example 0: in `expected`, _reasons is str, expected a list"),
     "reasons_returned": (replace_cell(GOOD_CELLS, "score", "def score(data, results):\n    return {'score': 1,\n"
                                       "            '_reasons': [{'field': 'x', 'contribution': 1, 'why': 'big'}]}"),
                          "cell 5 [score]: line 3: score returns a bad _reasons: _reasons[0] has 'why': an item "

@@ -83,6 +83,13 @@ def slow_record(_, cells):
         "        time.sleep(600)\n")
 
 
+def reasons_not_a_list(_, cells):
+    source = "".join(cells["examples"]["source"])
+    cells["examples"]["source"] = source.replace('"_reasons": [{"field": "job_title", "contribution": 0.2}]',
+                                                 '"_reasons": {"job_title": 0.2}')
+    assert cells["examples"]["source"] != source
+
+
 MISTAKES = {
     "fresh": None,
     "tag_examples": retag("examples", "exmaples"),
@@ -94,6 +101,7 @@ MISTAKES = {
     "fields_typos": fields_typos,
     "stale_output": stale_output,
     "slow_record": slow_record,
+    "reasons_not_a_list": reasons_not_a_list,
 }
 
 
