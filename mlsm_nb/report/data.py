@@ -238,7 +238,8 @@ def build_run_report(run_dir: str | Path) -> RunReport:
 
 
 def batch_sample(run_dir: str | Path, name: str, version: str, batch: int, size: int = SAMPLE_SIZE) -> list[dict]:
-    """The first records of a batch with their ids and one model's result, for its executed notebook's page."""
+    """The first records of a batch with their ids and one model's result (`_reasons` as one line), for its
+    executed notebook's page."""
     run = RunDirectory(run_dir)
     path = run.results_path(batch)
     if not path.is_file():
@@ -246,7 +247,10 @@ def batch_sample(run_dir: str | Path, name: str, version: str, batch: int, size:
     id_field = run.read_manifest().id_field
     rows = []
     for document in read_jsonl(path):
-        rows.append({"id": document.get(id_field), **document.get("results", {}).get(name, {}).get(version, {})})
+        row = {"id": document.get(id_field), **document.get("results", {}).get(name, {}).get(version, {})}
+        if REASONS_KEY in row and reasons_problem(row[REASONS_KEY]) is None:
+            row[REASONS_KEY] = reasons_text(row[REASONS_KEY])  # one line, as trace prints them
+        rows.append(row)
         if len(rows) == size:
             break
     return rows

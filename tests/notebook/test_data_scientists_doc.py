@@ -53,8 +53,8 @@ def artifact_not_saved(all_cells, cells):
     train["source"] = "".join(train["source"]) + (
         '\n\nimport json\nwith open("my_model.words.json", "w") as f:\n'
         '    json.dump(["chief", "vp", "director", "head"], f)')
-    cells["setup"]["source"] = ('import json\nimport math\n\nwith open("my_model.words.json") as f:\n'
-                                '    SENIOR_WORDS = tuple(json.load(f))')
+    cells["setup"]["source"] = ('import json\nimport math\n\nfrom mlsm_nb import top_reasons\n\n'
+                                'with open("my_model.words.json") as f:\n    SENIOR_WORDS = tuple(json.load(f))')
 
 
 def setup_reads_training(_, cells):

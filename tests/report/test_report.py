@@ -366,3 +366,16 @@ def test_reason_fields_are_escaped_on_the_model_page(tmp_path, make_notebook):
     assert not page.select("script")
     assert [td.text for td in page.select("#reasons td")][:2] == ["<script>x()</script>", "3"]
     assert page.select_one("#reason-examples td.mono").text == "r2"
+
+
+def test_an_executed_notebooks_sample_reads_the_reasons_as_one_line(tmp_path):
+    from mlsm_nb.files import read_jsonl
+    from mlsm_nb.report.data import batch_sample
+
+    save_leads(tmp_path / "leads.jsonl", 8, seed=2)
+    run_notebooks([NOTEBOOKS], tmp_path / "leads.jsonl", out=tmp_path, run_id="s", engine="inprocess")
+    document = next(read_jsonl(tmp_path / "s" / "results" / "batch-00000.jsonl"))
+    reasons = document["results"]["lead_lr"]["1.0.0"]["_reasons"]
+    rows = batch_sample(tmp_path / "s", "lead_lr", "1.0.0", 0)
+    assert rows[0]["_reasons"] == ", ".join(f"{r['field']} {r['contribution']:+.3g}" for r in reasons)
+    assert len(rows) == 5 and "_reasons" not in batch_sample(tmp_path / "s", "lead_rules", "1.0.0", 0)[0]
