@@ -354,14 +354,17 @@ class ThreadKernels:
 async def _shut_down(km: QuietKernelManager) -> None:
     """Stop a kernel that is done with (asked to shut down, then waited for): it raises nothing, as nothing may
     wait on it (asyncio would print the traceback of an exception no one retrieved). A log that cannot be
-    redacted (e.g. on a full disk) is not left behind."""
-    km.stop_client()
+    redacted (e.g. on a full disk) is not left behind. Its client stops once the kernel has: a client that
+    stopped first unsubscribed from IOPub while the kernel closed its sockets, which a loaded machine made the
+    kernel log as an uncaught ZMQError."""
     try:
         await km.shutdown_kernel()
     except Exception:  # noqa: BLE001 - the kernel is gone or killed either way; the run reports disk errors itself
         if km.kernel_log:
             with contextlib.suppress(OSError):
                 os.unlink(km.kernel_log)
+    finally:
+        km.stop_client()
 
 
 _THREAD = threading.local()
