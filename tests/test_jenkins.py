@@ -58,7 +58,7 @@ def run_pipeline(tmp_path, origin, branch, build_number, **parameters):
     workspace = tmp_path / f"ws-{branch.replace('/', '-')}"
     listed = git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
     for name in listed:  # the pipeline repository as Jenkins checks it out
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_file() or (ROOT / name).is_symlink():  # mlsm_nb/notebook/templates is a link
             (workspace / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, workspace / name, follow_symlinks=False)
     env = {**os.environ, "WORKSPACE": str(workspace), "BRANCH_NAME": branch, "BUILD_NUMBER": str(build_number),
