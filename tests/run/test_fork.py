@@ -89,19 +89,26 @@ def test_forking_is_off_where_the_switch_says_so(monkeypatch):
     assert fork.unavailable() is None  # on Linux, where tests run
 
 
+def forked_then_launched(tmp_path, monkeypatch, setup: str, score: str, count: int, **options) -> tuple:
+    """A notebook with this `setup` and `score` run over `count` records with forked kernels (run "forked"),
+    then launched ones ("launched"): (notebook, records, runs folder)."""
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb",
+                              replace_cell(replace_cell(GOOD_CELLS, "setup", setup), "score", score))
+    records = write_records(tmp_path / "in.jsonl", count)
+    out = tmp_path / "runs"
+    forked = run_notebooks([notebook], records, out=out, run_id="forked", **options)
+    assert forked.status == "succeeded" and kernels(forked) == {("forked", None)}
+    assert none_left(os.getpid()) == []
+    launched_run(notebook, records, out, monkeypatch, **options)
+    return notebook, records, out
+
+
 @pytest.mark.slow
 def test_module_state_a_setup_changes_is_seen_within_its_own_execution_only(tmp_path, monkeypatch):
     setup = "import json\njson.mlsm_seen = getattr(json, 'mlsm_seen', 0) + 1\nFACTOR = 2"
     score = ("def score(data, results):\n    import json\n"
              "    return {'score': data['x'] * FACTOR, 'seen': json.mlsm_seen}")
-    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb",
-                              replace_cell(replace_cell(GOOD_CELLS, "setup", setup), "score", score))
-    records = write_records(tmp_path / "in.jsonl", 30)
-    out = tmp_path / "runs"
-    forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=10, workers=2)
-    assert forked.status == "succeeded" and kernels(forked) == {("forked", None)}
-    assert leftover(os.getpid()) == []
-    launched_run(notebook, records, out, monkeypatch, batch_size=10, workers=2)
+    notebook, records, out = forked_then_launched(tmp_path, monkeypatch, setup, score, 30, batch_size=10, workers=2)
     warm = run_notebooks([notebook], records, out=out, run_id="warm", batch_size=10, workers=1, warm_kernels=True)
     assert kernels(warm) == {("launched", "--warm-kernels: kept kernels are launched")}
     assert results(out / "forked") == results(out / "launched")
@@ -114,13 +121,7 @@ def test_module_state_a_setup_changes_is_seen_within_its_own_execution_only(tmp_
 def test_kernels_forked_or_launched_start_without_ipython_history(tmp_path, monkeypatch):
     setup = "import sys\nARGV = sys.argv[1:]\nFACTOR = 2"  # the kernel's arguments, as IPKernelApp read them
     score = "def score(data, results):\n    return {'score': data['x'] * FACTOR, 'argv': ARGV}"
-    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb",
-                              replace_cell(replace_cell(GOOD_CELLS, "setup", setup), "score", score))
-    records = write_records(tmp_path / "in.jsonl", 4)
-    out = tmp_path / "runs"
-    forked = run_notebooks([notebook], records, out=out, run_id="forked", batch_size=2, workers=1)
-    assert forked.status == "succeeded" and kernels(forked) == {("forked", None)}
-    launched_run(notebook, records, out, monkeypatch, batch_size=2, workers=1)
+    _, _, out = forked_then_launched(tmp_path, monkeypatch, setup, score, 4, batch_size=2, workers=1)
     for run in ("forked", "launched"):
         assert all("--HistoryManager.enabled=False" in r["tiny"]["1.0"]["argv"] for r in results(out / run))
 
