@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._gc import full_collections_deferred
-from ..files import dumps
 from .model import Model
 from .output import encoded_entry, error_entry, stored_entry
 from .timelimit import FRAME, POSITION, START, Board, RecordTimeout, timeout_entry, watching
@@ -61,12 +60,6 @@ class BatchOutcome:
                 lines += b"\n"
         return cls(model.name, model.version, stored, method, notes, slowest or [],
                    None if lines is None else bytes(lines))
-
-    def jsonl(self) -> bytes:
-        """The entries as JSON Lines (a model's output file)."""
-        if self.json_lines is not None:
-            return self.json_lines
-        return b"".join(dumps(entry) + b"\n" for entry in self.entries)
 
     def error_counts(self) -> Counter:
         """Errors by kind."""

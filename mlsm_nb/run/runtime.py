@@ -61,7 +61,7 @@ def score_file_batch(model: Model, batch_path: str, output_path: str, dependenci
     finally:
         board.close()
     with atomic_file(Path(output_path), "wb") as f:
-        f.write(outcome.jsonl())
+        f.write(outcome.json_lines)
     return outcome, records
 
 
