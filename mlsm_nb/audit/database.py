@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..store.base import StoreError
-from ..store.mongo import driver_message
+from ..store.mongo import DUPLICATE_KEY, driver_message
 
 
 class AuditDatabase:
@@ -80,7 +80,7 @@ class AuditDatabase:
             self.outcomes.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
             return len(errors)
         return 0

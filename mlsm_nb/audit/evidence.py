@@ -206,8 +206,7 @@ class Source:
             self.database.store.registry.record_evidence(evidence)
             return f"the model registry of MongoDB ({self.database.store.db.name}.evidence)"
         target = self.run / EVIDENCE_FILE
-        existing = list(read_jsonl(target)) if target.is_file() else []
-        write_jsonl(target, [*existing, evidence])  # atomic: readers see the old file or the whole new one
+        write_jsonl(target, [*run_evidence(self.run), evidence])  # atomic: the old file or the whole new one
         return str(target)
 
 

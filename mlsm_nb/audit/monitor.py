@@ -37,13 +37,13 @@ from ..core.model import model_key
 from ..core.output import is_score
 from ..core.stats import PSI_THRESHOLD, psi
 from ..exceptions import SettingsError
-from ..files import read_jsonl, write_json
+from ..files import write_json
 from ..run.settings import DEFAULT_MAX_ERROR_RATE
 from ..store.manifest import Manifest
 from ..store.rundir import MANIFEST, RunDirectory
 from .database import AuditDatabase, as_plain
 from .metrics import auc, deciles, join_outcomes
-from .outcomes import OUTCOMES_FILE
+from .outcomes import run_outcomes
 
 MONITOR_FILE = "monitor.json"
 CHECKS = ("error_rate", "psi", "auc", "conversion")
@@ -173,9 +173,7 @@ def _run_order(manifest: Manifest) -> tuple[str, str]:
 
 def _run_directory_period(run: RunDirectory) -> Period:
     manifest = run.read_manifest()
-    target = run.root / OUTCOMES_FILE
-    outcomes = list(read_jsonl(target)) if target.is_file() else []
-    return Period(manifest, list(run.results()), outcomes, manifest.id_field)
+    return Period(manifest, list(run.results()), run_outcomes(run.root), manifest.id_field)
 
 
 def _reference_directory(run: RunDirectory, manifest: Manifest, reference: str | None) -> RunDirectory | None:

@@ -58,7 +58,6 @@ class LiveOutcomes:
         self.id_field = id_field
         self.window = window
         self._scores: OrderedDict = OrderedDict()  # (type, id) -> ((model@version, ...), (score, ...))
-        self._keys: dict[tuple[str, str], str] = {}
         self._shapes: dict[tuple, tuple] = {}  # each tuple of model@version keys once, shared by the ids
         self._seen: OrderedDict = OrderedDict()  # (label, type, id) -> None
         self._pairs: dict[tuple[str, str], deque] = {}  # (label, model@version) -> (time, score, value)
@@ -76,7 +75,7 @@ class LiveOutcomes:
 
     def remember_scores(self, documents) -> None:
         """Remember the numeric scores of served result documents, by id (the newest score of an id wins)."""
-        keys, shapes, id_field = self._keys, self._shapes, self.id_field
+        shapes, id_field = self._shapes, self.id_field
         with self._lock:
             for document in documents:
                 names, scores = [], []
@@ -84,8 +83,7 @@ class LiveOutcomes:
                     for version, entry in versions.items():
                         score = entry.get("score")
                         if is_score(score):
-                            names.append(keys.get((name, version)) or keys.setdefault((name, version),
-                                                                                      model_key(name, version)))
+                            names.append(model_key(name, version))
                             scores.append(float(score))
                 if scores:
                     shape = tuple(names)

@@ -81,7 +81,7 @@ _QUERY_BYTES = 8 * 1024 * 1024  # ids per `$in` query, well under the 16 MiB com
 # document a query finds against the whole `$in` list: 20 beat 5, 10, 30, 50 and 100 (docs/operators.md).
 # MongoDB matches `$in` through the index bounds and would gain from more: fewer round trips (not measured here).
 IDS_PER_QUERY = 20
-_DUPLICATE_KEY = 11000
+DUPLICATE_KEY = 11000
 _ORDER_SCALE = 10**16  # microseconds; 10**16 µs after 1970 is in the year 2286
 
 
@@ -426,7 +426,7 @@ class MongoStore(ResultSink):
                 self.results.insert_many(documents, ordered=False)
             except BulkWriteError as exc:
                 for error in exc.details.get("writeErrors", []):
-                    if error.get("code") != _DUPLICATE_KEY:
+                    if error.get("code") != DUPLICATE_KEY:
                         refused.append((documents[error["index"]], error.get("errmsg", "refused")[:300]))
 
         if raw:
