@@ -114,10 +114,13 @@ def read_outcomes(path: str | Path, label: str, id_field: str = "id",
     path = Path(path)
     outcomes, seen = [], {}
     for number, row in _rows(path, label):
-        if label not in row and isinstance(row.get(id_field), (str, int)) and not isinstance(row.get(id_field), bool):
-            raise OutcomeError(f"{path}: no label column {label!r} (columns: {', '.join(map(str, row))})")
-        outcome = check_outcome(row, label, id_field, observed_column, where=f"{path}: line {number}",
-                                source=path.name)
+        try:
+            outcome = check_outcome(row, label, id_field, observed_column, where=f"{path}: line {number}",
+                                    source=path.name)
+        except OutcomeError as exc:
+            if exc.field == label and label not in row:  # the file's columns, not one record, are wrong
+                raise OutcomeError(f"{path}: no label column {label!r} (columns: {', '.join(map(str, row))})") from None
+            raise
         record_id = outcome[id_field]
         key = (type(record_id), record_id)
         if key in seen:

@@ -145,11 +145,11 @@ class WriteBehind:
         try:
             if self._sink is None:
                 self._sink = self.open_sink()
-            self._write(batch, documents)
+            stored = self._write(batch, documents)
         except Exception as exc:  # noqa: BLE001 - keep the batch, try again; never lose it
             self._failed(exc, f"storing {self.what} failed ({self.pending} waiting, kept for retry)")
             return False
-        self.stored += len(documents)
+        self.stored += stored
         self._works_again()
         return True
 
@@ -181,7 +181,8 @@ class WriteBehind:
             self._finish()
         return left
 
-    def _write(self, batch: int, documents: list[dict]) -> None:
+    def _write(self, batch: int, documents: list[dict]) -> int:
+        """Store `documents` (batch `batch`); returns how many were stored, raises to keep them for a retry."""
         raise NotImplementedError
 
     def _finish(self) -> None:
@@ -207,11 +208,12 @@ class ResultBuffer(WriteBehind):
         """For /health: the run, documents waiting, stored so far, the last error (None once storing works)."""
         return {"run_id": self.run_id, **super().status()}
 
-    def _write(self, batch: int, documents: list[dict]) -> None:
+    def _write(self, batch: int, documents: list[dict]) -> int:
         if not self._opened:
             self._sink.open_run(self.manifest)
             self._opened = True
         self._sink.write_batch(self.run_id, batch, documents)
+        return len(documents)
 
     def _finish(self) -> None:
         if not self._opened:
@@ -238,7 +240,7 @@ class OutcomeBuffer(WriteBehind):
     def status(self) -> dict:
         return {**super().status(), "already_stored": self.already_stored}
 
-    def _write(self, batch: int, documents: list[dict]) -> None:
-        left_out = self._sink.add_outcomes(documents)
+    def _write(self, batch: int, documents: list[dict]) -> int:
+        left_out = self._sink.add_outcomes(documents)  # stored already (their id and label are)
         self.already_stored += left_out
-        self.stored -= left_out  # `_store` counts the whole batch
+        return len(documents) - left_out
