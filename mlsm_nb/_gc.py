@@ -21,6 +21,7 @@ import os
 import threading
 from contextlib import ContextDecorator
 
+SERVING_YOUNG = 10_000  # new objects between young collections in a serve worker (Python's default: 700)
 DEFERRED = 1000  # young collections before a full one, instead of Python's 10 (about 7 million new objects)
 
 _LOCK = threading.Lock()
@@ -58,6 +59,28 @@ def collect_deferred() -> None:
     """Run the full collection that blocks deferred, if one is due and no block is running."""
     if _depth == 0 and gc.get_count()[2] > gc.get_threshold()[2]:
         gc.collect()
+
+
+def freeze_survivors() -> None:
+    """Collect what is garbage now, then keep every object still alive out of later collections (`gc.freeze`).
+
+    For a long-lived process once its code and data are loaded (a serve worker, the kernel template): a full
+    collection then goes over only what was made since, instead of every module, bundle and import too (in
+    serve, the collections a busy worker ran made its slowest responses several times its typical one).
+    Called again after a change (a bundle swapped), it lets what was frozen before be collected first.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def tune_for_serving() -> None:
+    """A serve worker's collections, set once it has loaded: young ones every `SERVING_YOUNG` new objects (with
+    dozens of requests in flight, Python's 700 moved their objects into the older generations, whose
+    collections then ran often), and what was loaded frozen (`freeze_survivors`). Measured with 32 connections
+    sending one-record requests: p99 latency 63-150 ms before, about 20 ms after."""
+    gc.set_threshold(SERVING_YOUNG, *gc.get_threshold()[1:])
+    freeze_survivors()
 
 
 def _after_fork_in_child() -> None:

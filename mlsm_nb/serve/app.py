@@ -37,6 +37,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._gc import tune_for_serving
 from ..core.model import model_key
 from ..files import dumps
 from .batching import Batcher
@@ -187,6 +188,7 @@ def buffers(settings: ServeSettings, bundle: str):
 async def lifespan(app: Starlette):
     """Watch BUNDLE_DIR while serving; on shutdown, store what is buffered (bounded in time)."""
     watcher = asyncio.create_task(app.state.switch.watch(app.state.settings.poll_seconds))
+    tune_for_serving()
     try:
         yield
     finally:

@@ -63,6 +63,7 @@ class ScoringThreads:
                     return
                 job.finished = True
             job.future.set_exception(result) if failed else job.future.set_result(result)
+            job = result = None  # waiting for the next job, a thread holds nothing of the last request
 
     def _give_up(self, job: _Job) -> bool:
         """Let the thread running `job` end on its own (after its stuck record) and start one in its place;

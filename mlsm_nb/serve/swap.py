@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._gc import freeze_survivors
 from ..clock import utc_now
 from .bundle import ServedBundle, load_error_line, load_served_bundle, manifest_signature
 
@@ -74,12 +75,15 @@ class BundleSwitch:
             if bundle.sha256 == self.current.sha256:
                 self._clear("BUNDLE_DIR holds the bundle in service again")
                 return {"outcome": "unchanged", "bundle": bundle.sha256}
-            old, self.current = self.current, bundle
+            previous, self.current = self.current.sha256, bundle
             self.swaps += 1
-            log.info("bundle swapped: %s -> %s (%s)", old.sha256[:12], bundle.sha256[:12], bundle.path)
+            log.info("bundle swapped: %s -> %s (%s)", previous[:12], bundle.sha256[:12], bundle.path)
             self._clear("a good bundle was swapped in")
             self.on_change("swapped", bundle)
-            return {"outcome": "swapped", "bundle": bundle.sha256, "previous": old.sha256}
+            # the old bundle's code is collected now, the new one's left alone from here on (requests still
+            # scoring with the old one keep it alive: then it goes at the next swap)
+            freeze_survivors()
+            return {"outcome": "swapped", "bundle": bundle.sha256, "previous": previous}
 
     def _refuse(self, signature: tuple | None, error: str) -> dict:
         if not (self.refused and self.refused.error == error):
