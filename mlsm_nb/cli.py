@@ -312,6 +312,12 @@ def _engine_names() -> list[str]:
     return engine_names()
 
 
+_MONGO_IDS_PER_QUERY = click.option(
+    "--mongo-ids-per-query", type=click.IntRange(min=1), envvar="MLSM_MONGO_IDS_PER_QUERY",
+    help="Ids per $in query when storing (default 20, measured best on SecantusDB; on MongoDB a larger value "
+         "saves round trips; see docs/operators.md).")
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--records", type=click.Path(), help="JSON Lines (.jsonl, .jsonl.gz), CSV or Parquet.")
@@ -337,9 +343,7 @@ def _engine_names() -> list[str]:
               "registry in MongoDB (or set MLSM_MONGO_URI). The URI is never written anywhere.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
 @click.option("--mongo-collection", default="results", show_default=True, help="Results collection.")
-@click.option("--mongo-ids-per-query", type=click.IntRange(min=1), envvar="MLSM_MONGO_IDS_PER_QUERY",
-              help="Ids per $in query when storing (default 20, measured best on SecantusDB; on MongoDB "
-                   "a larger value saves round trips; see docs/operators.md).")
+@_MONGO_IDS_PER_QUERY
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar, or one line per finished execution (default: a bar when stderr is a terminal).")
 @click.option("--list-params", is_flag=True,
@@ -775,6 +779,7 @@ def _cited(evidence) -> str:
 @click.option("--mongo-uri", envvar="MLSM_MONGO_URI", help="Also store served results in MongoDB (buffered; "
               "a database outage never blocks a response). The URI is never written anywhere.")
 @click.option("--mongo-db", help="Database (default: the URI's, else 'mlsm').")
+@_MONGO_IDS_PER_QUERY
 @click.option("--id-field", default="id", show_default=True, help="The records' identifier field.")
 @click.option("--max-body", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
               help="Largest request body in bytes (larger: 413).")
@@ -797,8 +802,8 @@ def _cited(evidence) -> str:
                    "as gauges (default with --mongo-uri: MongoDB's monitor collection).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @handle_errors
-def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_body, max_records, body_timeout,
-          poll_seconds, batch_max_size, batch_max_latency_ms, record_timeout, monitor_path, access_log):
+def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, mongo_ids_per_query, id_field, max_body, max_records,
+          body_timeout, poll_seconds, batch_max_size, batch_max_latency_ms, record_timeout, monitor_path, access_log):
     """Serve the models of an extracted bundle over HTTP, swapping in new bundles.
 
     Set MLSM_SERVE_TOKEN to require `Authorization: Bearer <token>` on everything but /health.
@@ -815,8 +820,9 @@ def serve(bundle_dir, host, port, workers, mongo_uri, mongo_db, id_field, max_bo
     settings = ServeSettings(bundle_dir, token=os.environ.get("MLSM_SERVE_TOKEN") or None, max_body_bytes=max_body,
                              max_records=max_records, body_timeout=body_timeout, poll_seconds=poll_seconds,
                              id_field=id_field, mongo_uri=mongo_uri, mongo_db=mongo_db,
-                             batch_max_size=batch_max_size, batch_max_latency_ms=batch_max_latency_ms,
-                             record_timeout=record_timeout, monitor=monitor_path)
+                             mongo_ids_per_query=mongo_ids_per_query, batch_max_size=batch_max_size,
+                             batch_max_latency_ms=batch_max_latency_ms, record_timeout=record_timeout,
+                             monitor=monitor_path)
 
     def ready(bundle):
         models = ", ".join(model_key(*m.key) + (" (draft)" if m.status == "draft" else "") for m in bundle.plan)

@@ -83,6 +83,7 @@ class ServeSettings:
     id_field: str = "id"
     mongo_uri: str | None = None
     mongo_db: str | None = None
+    mongo_ids_per_query: int | None = None  # MongoStore's ids_per_query (None: its default)
     batch_max_size: int = 64  # records in one batch of concurrent requests (1: no batching)
     batch_max_latency_ms: float = 5.0  # longest a request waits for others to join its batch
     record_timeout: float = 60.0  # seconds one record may take per model (0: no limit)
@@ -172,15 +173,19 @@ def buffers(settings: ServeSettings, bundle: str):
     from .storage import OUTCOMES_WAITING, OutcomeBuffer, ResultBuffer
 
     uri, database, id_field = settings.mongo_uri, settings.mongo_db, settings.id_field
+    tuning = {"ids_per_query": settings.mongo_ids_per_query} if settings.mongo_ids_per_query else {}
+
+    def store():
+        return MongoStore.connect(uri, database, id_field=id_field, retries=1, **tuning)
 
     def audit_database():
-        audit = AuditDatabase(MongoStore.connect(uri, database, id_field=id_field, retries=1))
+        audit = AuditDatabase(store())
         audit.ensure_indexes()
         return audit
 
     # one attempt per write: the buffer retries (forever, keeping the documents), so /health tells of an
     # outage at its first failed store and shutdown is not held up by a store's own retries
-    return (ResultBuffer(lambda: MongoStore.connect(uri, database, id_field=id_field, retries=1), bundle=bundle),
+    return (ResultBuffer(store, bundle=bundle),
             OutcomeBuffer(audit_database, flush_seconds=0.2, limit=OUTCOMES_WAITING))
 
 

@@ -113,3 +113,31 @@ def test_run_passes_mongo_ids_per_query_to_the_store(mongo_uri, mongo_db, tmp_pa
     assert result.exit_code == 0, result.output
     assert made == [3] and mongo_db.results.count_documents({"_current": 0}) == 5
     assert CliRunner().invoke(main, [*args, "--mongo-ids-per-query", "0"]).exit_code == 2
+
+
+@pytest.mark.slow
+def test_serve_passes_mongo_ids_per_query_to_its_stores(mongo_uri, mongo_db, tmp_path, make_notebook, monkeypatch):
+    from mlsm_nb.notebook.extract import extract_bundle
+    from mlsm_nb.serve import server
+    from mlsm_nb.serve.app import buffers
+
+    settings = []
+    monkeypatch.setattr(server, "serve", lambda given, **options: settings.append(given))
+    bundle = tmp_path / "bundle"
+    extract_bundle([make_notebook()], bundle)
+    args = ["serve", str(bundle), "--mongo-uri", mongo_uri, "--mongo-db", mongo_db.name]
+    assert CliRunner().invoke(main, [*args, "--mongo-ids-per-query", "4"]).exit_code == 0
+    assert CliRunner().invoke(main, args, env={"MLSM_MONGO_IDS_PER_QUERY": "6"}).exit_code == 0
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert [s.mongo_ids_per_query for s in settings] == [4, 6, None]
+    results, outcomes = buffers(settings[0], "bundle-sha256")
+    try:
+        assert results.open_sink().ids_per_query == 4
+        assert outcomes.open_sink().store.ids_per_query == 4
+    finally:
+        results.close(), outcomes.close()
+    results, outcomes = buffers(settings[2], "bundle-sha256")
+    try:
+        assert results.open_sink().ids_per_query == IDS_PER_QUERY
+    finally:
+        results.close(), outcomes.close()
