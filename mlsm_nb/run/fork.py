@@ -51,7 +51,8 @@ MAX_RESTARTS = 3  # a template that died is started again this often in a run; t
 CLOSE_TIMEOUT = 10.0  # seconds a closed template may take to exit (its last kernels are stopping) before it is killed
 UNKNOWN_EXIT = 1  # the exit status of a kernel whose template died before it (no one left to report it)
 _IMPORTING_TAGS = ("setup", "score")
-RUNNER_MODULES = ("mlsm_nb.run.runtime",)  # what the runner's cell of every production notebook imports (run.notebooks)
+# what the runner's cell of every production notebook imports (run.notebooks), its overview's histogram included
+RUNNER_MODULES = ("mlsm_nb.run.runtime", "mlsm_nb.histogram")
 
 log = logging.getLogger(__name__)
 

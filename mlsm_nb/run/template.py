@@ -36,7 +36,9 @@ from .._gc import freeze_survivors
 # children), before any of the notebooks' modules.
 BASE_MODULES = ("IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger", "IPython.core.debugger",
                 "IPython.core.completerlib", "IPython.extensions.storemagic", "sqlite3", "faulthandler",
-                "tornado.platform.asyncio", "psutil")
+                "tornado.platform.asyncio", "psutil",
+                # what a kernel imports at its first execution
+                "IPython.core.oinspect", "IPython.core.logger", "importlib.resources.readers")
 RUNNER_POLL = 1.0  # seconds between a child's checks that the runner still runs (as ipykernel's parent poller)
 
 
