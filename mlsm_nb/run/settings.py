@@ -34,17 +34,20 @@ def _names_a_folder(run_id: str) -> bool:
 
 @dataclass
 class RunSettings:
-    """How one run goes. Fields marked ``result=True`` change results: a resume must repeat them exactly."""
+    """How one run goes. Fields marked ``result=True`` change results: a resume must repeat them exactly;
+    ``repeated=True``: the resume command printed repeats them too (the time limits: a resume may change them,
+    but should not by accident)."""
 
     out: str = _option("runs", "Folder that holds run directories.")
     run_id: str | None = _option(None, "Name of the run directory (default: UTC time + random suffix).")
     batch_size: int = _option(DEFAULT_BATCH_SIZE, "Records per batch.", result=True)
     workers: int | None = _option(None, "Parallel executions (default: cores).")
     id_field: str = _option("id", "The records' identifier field.", result=True)
-    timeout: float = _option(600.0, "Seconds a notebook cell (or an in-process batch) may run.")
+    timeout: float = _option(600.0, "Seconds a notebook cell (or an in-process batch) may run.", repeated=True)
     record_timeout: float = _option(DEFAULT_RECORD_TIMEOUT,
                                     "Seconds one record may take to score, per model: a record over it gets a "
-                                    "`timeout` error entry and the rest of its batch is scored; 0: no limit.")
+                                    "`timeout` error entry and the rest of its batch is scored; 0: no limit.",
+                                    repeated=True)
     resume: bool = _option(False, "Finish the run --run-id: skip executions already done and intact.")
     engine: str = _option("papermill", "papermill: execute the notebooks (audit path); "
                                        "inprocess: extracted models, no kernels.", result=True)
@@ -123,7 +126,8 @@ def resume_command(paths: Sequence[str], records: str, out: str, run_id: str, se
     (they may be credentials)."""
     words = ["mlsm-nb", "run", *map(str, paths), "--records", str(records), "--out", str(out), "--run-id", run_id,
              "--resume"]
-    for name in RunSettings.result_settings():
+    repeated = [f.name for f in dataclasses.fields(RunSettings) if f.metadata.get("repeated")]
+    for name in (*RunSettings.result_settings(), *repeated):
         value = settings.get(name, RunSettings.default(name))
         if name != "parameters" and value != RunSettings.default(name):
             words += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])  # True: a flag

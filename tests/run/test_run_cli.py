@@ -263,3 +263,13 @@ def test_killed_or_interrupted_run_is_completed_by_resume(tmp_path, leads_file, 
     assert done.returncode == 0, done.stdout + done.stderr
     ids = [d["id"] for d in read_results(tmp_path / "k")]
     assert len(ids) == len(set(ids)) == 300
+
+
+def test_the_resume_command_repeats_the_time_limits_the_run_was_given():
+    from mlsm_nb.run.settings import resume_command
+
+    said = resume_command(["nb"], "in.jsonl", "runs", "r", {"batch_size": 10, "record_timeout": 5.0, "timeout": 600.0})
+    assert said == ("mlsm-nb run nb --records in.jsonl --out runs --run-id r --resume --batch-size 10 "
+                    "--record-timeout 5.0")
+    said = resume_command(["nb"], "in.jsonl", "runs", "r", {"timeout": 30.0, "record_timeout": 0.0})
+    assert said.endswith("--resume --timeout 30.0 --record-timeout 0.0")
