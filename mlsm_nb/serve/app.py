@@ -51,6 +51,7 @@ from .oip import (
     infer_response,
     model_metadata,
     records_from_request,
+    row_entries,
     server_metadata,
     split_body,
     wanted_outputs,
@@ -467,7 +468,7 @@ async def v2_infer(request: Request) -> Response:
         raise Problem(400, str(exc)) from None
     timings.lap("check")
     bundle, scored = await score_records(request, records, bundle.plan_for(model))
-    entries = [doc["results"][model.name][model.version] for doc in scored.documents]
+    entries = row_entries(model, scored.documents, scored.rejected, len(records))
     content, headers = encode_response(
         infer_response(model, entries, request_id, bundle.sha256, scored.rejected, stated, wanted), wanted)
     response = Response(content, headers={**headers, "X-MLSM-Bundle": bundle.sha256})

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
-from ..core.output import REASONS_KEY
+from ..core.output import REASONS_KEY, error_entry
 from ..files import dumps
 
 DATATYPES = {"int": "INT64", "float": "FP64", "str": "BYTES", "bool": "BOOL"}
@@ -249,6 +249,15 @@ def _column(values: list, stated: str | None) -> tuple[str, list]:
     elif datatype == "BYTES":
         values = [v if v is None or isinstance(v, str) else str(v) for v in values]
     return datatype, values
+
+
+def row_entries(model, documents: Sequence[Mapping], rejected: Sequence[Mapping], rows: int) -> list[dict]:
+    """The model's entry for each of the request's `rows`, in order: a scored row's, and for a row the server
+    rejected (its id missing, repeated, ...) `_error` with the reason and `_error_kind` "rejected", so that
+    every output has a value (or null) per input row."""
+    reasons = {r["position"]: r["reason"] for r in rejected}
+    scored = (document["results"][model.name][model.version] for document in documents)
+    return [error_entry("rejected", reasons[row]) if row in reasons else next(scored) for row in range(rows)]
 
 
 def infer_response(model, entries: list[dict], request_id: str | None, bundle: str, rejected: list,

@@ -339,3 +339,22 @@ def test_two_workers_serve_and_add_up_their_metrics(lead_bundle):
         assert totals["lead_lr"] == 40
     finally:
         server.stop()
+
+
+def test_an_infer_row_the_server_rejects_keeps_its_place_in_every_output(server):
+    leads = list(generate_leads(3, seed=7))
+    ids = [leads[0]["id"], leads[0]["id"], leads[2]["id"]]  # the second row repeats the first's id
+    request = {"inputs": [{"name": "id", "datatype": "BYTES", "shape": [3], "data": ids},
+                          *({"name": n, "datatype": "BYTES", "shape": [3], "data": [lead["data"][n] for lead in leads]}
+                            for n in leads[0]["data"])]}
+    response = httpx.post(server.url + "/v2/models/lead_lr/infer", json=request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert all(o["shape"] == [3] for o in outputs.values())
+    alone = post(server, "/score", [leads[0], leads[2]]).json()["documents"]
+    expected = [d["results"]["lead_lr"]["1.0.0"]["score"] for d in alone]
+    assert outputs["score"]["data"] == [expected[0], None, expected[1]]
+    assert outputs["_error_kind"]["data"] == [None, "rejected", None]
+    assert ids[1] in outputs["_error"]["data"][1]
+    assert [r["position"] for r in body["parameters"]["rejected"]] == [1]
