@@ -17,9 +17,10 @@ A thread of the run's pool does not wait for the kernel of a finished execution
 to exit: it asks the kernel to shut down and goes on to its next execution,
 while the shutdown finishes on the thread's event loop (jupyter_core runs one
 per thread), during that execution or when the pool stops. A kernel takes 0.1
-to 0.2 s to exit; now and then ipykernel's control thread hangs as it exits
-(posit-dev/positron#7142), and jupyter_client ends such a kernel with SIGTERM
-after 2.5 s. A kernel of a failed execution is killed at once, and waited for.
+to 0.2 s to exit; now and then a launched kernel's control thread hangs as it
+exits (posit-dev/positron#7142; forked kernels avoid it, see `run.template`),
+and jupyter_client ends such a kernel with SIGTERM after 2.5 s. A kernel of a
+failed execution is killed at once, and waited for.
 On a Dask worker, nbclient starts and stops each kernel itself.
 
 Two causes of noise on every successful run are fixed here, where kernels are

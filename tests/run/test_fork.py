@@ -150,6 +150,25 @@ def test_the_template_starts_as_the_run_reads_its_records_and_ends_with_the_run(
 
 
 @pytest.mark.slow
+def test_forked_kernels_exit_by_themselves_when_asked_to_shut_down(tmp_path, monkeypatch):
+    templates = []
+    start = fork.Template.__init__
+
+    def started(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        templates.append(self)
+
+    monkeypatch.setattr(fork.Template, "__init__", started)
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", GOOD_CELLS)
+    records = write_records(tmp_path / "in.jsonl", 24)
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="r", batch_size=1, workers=2)
+    assert manifest.status == "succeeded" and kernels(manifest) == {("forked", None)}
+    codes = [code for template in templates for code, _ in template.exits.values()]
+    # A kernel whose control thread hung as it exited (posit-dev/positron#7142) was ended with SIGTERM (-15).
+    assert len(codes) == 24 and set(codes) == {0}
+
+
+@pytest.mark.slow
 def test_a_kernel_that_aborts_fails_its_execution_only_as_a_launched_one(tmp_path, monkeypatch):
     setup = "import os\nif mlsm_batch_path.endswith('batch-00001.jsonl'):\n    os.abort()\nFACTOR = 2"
     notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
