@@ -117,7 +117,16 @@ class RunSettings:
     @classmethod
     def result_settings(cls) -> list[str]:
         """The settings that change results."""
-        return [f.name for f in dataclasses.fields(cls) if f.metadata.get("result")]
+        return cls._marked("result")
+
+    @classmethod
+    def repeated_settings(cls) -> list[str]:
+        """The settings the resume command repeats besides those that change results."""
+        return cls._marked("repeated")
+
+    @classmethod
+    def _marked(cls, mark: str) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.metadata.get(mark)]
 
 
 def resume_command(paths: Sequence[str], records: str, out: str, run_id: str, settings: Mapping[str, Any]) -> str:
@@ -126,8 +135,7 @@ def resume_command(paths: Sequence[str], records: str, out: str, run_id: str, se
     (they may be credentials)."""
     words = ["mlsm-nb", "run", *map(str, paths), "--records", str(records), "--out", str(out), "--run-id", run_id,
              "--resume"]
-    repeated = [f.name for f in dataclasses.fields(RunSettings) if f.metadata.get("repeated")]
-    for name in (*RunSettings.result_settings(), *repeated):
+    for name in (*RunSettings.result_settings(), *RunSettings.repeated_settings()):
         value = settings.get(name, RunSettings.default(name))
         if name != "parameters" and value != RunSettings.default(name):
             words += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])  # True: a flag

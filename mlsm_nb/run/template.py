@@ -198,7 +198,7 @@ def _let_channel_threads_finish(app) -> None:
     kernel's output through IOPub; when `close` had stopped IOPub first, that flush waited out its timeout
     while `close` waited for the thread, and the kernel was ended with SIGTERM 2.5 s later
     (posit-dev/positron#7142): one kernel in six on this machine, seconds at the end of a run."""
-    for thread in (app.control_thread, getattr(app, "shell_channel_thread", None)):
+    for thread in (app.control_thread, app.shell_channel_thread):
         if thread is not None and thread.is_alive():
             thread.stop()
             thread.join(timeout=CHANNEL_THREAD_WAIT)
