@@ -12,6 +12,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,10 +71,21 @@ def write_json(path: Path, value: Any) -> None:
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     """Write rows as JSON Lines atomically; returns how many."""
-    with jsonl_writer(path) as write:
-        for row in rows:
-            write(row)
-    return write.count
+    return write_lines(path, map(dumps, rows))
+
+
+LINES_PER_WRITE = 1024
+
+
+def write_lines(path: Path, lines: Iterable[bytes]) -> int:
+    """Write JSON Lines given encoded (each line's bytes, without its newline) atomically; returns how many.
+    Written a thousand lines at a time: each write lets the run's other threads take the interpreter."""
+    count, lines = 0, iter(lines)
+    with atomic_file(path, "wb") as f:
+        while chunk := list(islice(lines, LINES_PER_WRITE)):
+            f.write(b"\n".join(chunk) + b"\n")
+            count += len(chunk)
+    return count
 
 
 class _RowWriter:

@@ -12,70 +12,101 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from .._gc import full_collections_deferred
 from ..core.output import is_score
 from ..exceptions import DataFileError, describe_error
-from ..files import read_jsonl
+from ..files import dumps, read_jsonl, to_native
 from ..store.rundir import RunDirectory
 
 
 @dataclass
 class Merger:
-    """Writes ``results/batch-N.jsonl`` of one run from its record ids and its models' entries."""
+    """Writes ``results/batch-N.jsonl`` of one run from its record ids and its models' entries.
+
+    A result document's JSON is made from each entry's JSON as it is, between the bytes the document puts
+    around it (`_layout`): the entries are not read into objects and written again. A file engine's output
+    lines are the kernel's own encoding (orjson's, as `files.dumps`), so the documents are the bytes
+    `files.dumps` would give them."""
 
     run_root: str
     run_id: str
     id_field: str
     models: dict[str, tuple[str, str]]  # key -> (name, version), in execution order
 
-    def merge(self, batch: int, keep: bool = False, ids: Sequence | None = None) -> dict:
+    def merge(self, batch: int, keep: bool = False, ids: Sequence | None = None,
+              tallies: Mapping[str, Mapping] | None = None) -> dict:
         """Write the batch's result documents to the run directory from its models' output files; returns
         ``{"models": per-model counts (see `Tally`)}``, plus ``"documents"`` when `keep` (for the
         run's other sinks, when the merge ran in this process). `ids` are the batch's record ids in
-        order, when the caller still has them; otherwise they are read from the batch file. An output
-        file that is not one JSON object per record of the batch raises `DataFileError` naming it."""
+        order, when the caller still has them; otherwise they are read from the batch file. `tallies`
+        (key -> `Tally.as_dict()`): the counts a model's kernel made of the entries it wrote, which spare
+        the merge from reading them; the others' entries are read, and counted here. An output file that is
+        not one JSON object per record of the batch raises `DataFileError` naming it."""
         run = RunDirectory(self.run_root)
         if ids is None:
             ids = [record[self.id_field] for record in read_jsonl(run.batch_path(batch))]
-        outputs = [_entries(run.output_path(k, batch), len(ids)) for k in self.models]
-        return self._write(run, batch, ids, outputs, keep)
+        tallies = tallies or {}
+        lines, counted = [], []
+        for key in self.models:
+            path = run.output_path(key, batch)
+            lines.append(_entry_lines(path, len(ids)))
+            if key in tallies:
+                _check_objects(path, lines[-1])
+                counted.append(Tally(tallies[key]))
+            else:
+                counted.append(Tally.of(_entries(path, lines[-1]), ids))
+        return self._write(run, batch, ids, lines, counted, keep)
 
     def merge_entries(self, batch: int, records: Iterable[Mapping], entries: Mapping[str, Sequence[dict]],
                       keep: bool = False) -> dict:
         """`merge`, from records and their models' entries in memory (key -> entries, batch order)."""
-        ids = (record[self.id_field] for record in records)
-        return self._write(RunDirectory(self.run_root), batch, ids, [entries[k] for k in self.models], keep)
+        ids = [record[self.id_field] for record in records]
+        lines = [map(dumps, entries[k]) for k in self.models]  # encoded as each document is made, then freed
+        return self._write(RunDirectory(self.run_root), batch, ids, lines,
+                           [Tally.of(entries[k], ids) for k in self.models], keep)
 
     @full_collections_deferred()  # see mlsm_nb._gc
-    def _write(self, run: RunDirectory, batch: int, ids: Iterable, outputs: list[Iterable[dict]],
+    def _write(self, run: RunDirectory, batch: int, ids: Sequence, lines: list[Iterable[bytes]], tallies: list[Tally],
                keep: bool) -> dict:
-        keys, timestamp = list(self.models), int(time.time())
-        tallies = [Tally() for _ in keys]
-        scores: list[list] = [[] for _ in keys]  # every entry's score, counted once the batch is written
-        columns = [(name, version, scores[i].append, tallies[i])
-                   for i, (name, version) in enumerate(self.models.values())]
+        order, between = self._layout(int(time.time()))
+        entries = [lines[i] for i in order]
+        pieces = [b""] * (2 * len(between) - 1)  # between[0], id, between[1], entry, between[2], entry, ...
+        pieces[0::2] = between
 
-        def documents():
-            for record_id, *entries in zip(ids, *outputs, strict=True):
-                results: dict = {}
-                for (name, version, add_score, tally), entry in zip(columns, entries, strict=True):
-                    results.setdefault(name, {})[version] = entry
-                    add_score(entry.get("score"))
-                    if is_error(entry):
-                        tally.add_error(entry, record_id)
-                yield {self.id_field: record_id, "run_id": self.run_id, "_timestamp": timestamp,
-                       "_current": 0, "results": results}
+        def documents() -> Iterator[bytes]:
+            for record_id, *record_entries in zip(ids, *entries, strict=True):
+                pieces[1] = dumps(record_id)
+                pieces[3::2] = record_entries
+                yield b"".join(pieces)
 
-        # Streamed unless other sinks want the documents: a batch of live documents costs memory and
-        # makes the garbage collector scan them all, slowing every thread.
         kept = list(documents()) if keep else None
-        run.write_batch(self.run_id, batch, kept if keep else documents())
-        for tally, batch_scores in zip(tallies, scores, strict=True):
-            tally.add_scores(batch_scores)
-        merged = {"models": {key: tally.as_dict() for key, tally in zip(keys, tallies, strict=True)}}
+        run.write_batch_lines(batch, kept if keep else documents())
+        merged = {"models": {key: tally.as_dict() for key, tally in zip(self.models, tallies, strict=True)}}
         if keep:
-            merged["documents"] = kept
+            merged["documents"] = [orjson.loads(document) for document in kept]
         return merged
+
+    def _layout(self, timestamp: int) -> tuple[list[int], list[bytes]]:
+        """Where the entries go in a result document's JSON: (the models' indexes in the order their entries
+        appear, the bytes before the record id, between it and each entry, and after the last). The document
+        is ``{id_field: id, "run_id", "_timestamp", "_current": 0, "results": {name: {version: entry}}}``,
+        names and their versions in execution order."""
+        names: dict[str, list[tuple[int, str]]] = {}
+        for index, (name, version) in enumerate(self.models.values()):
+            names.setdefault(name, []).append((index, version))
+        between, order = [b"{" + dumps(self.id_field) + b":"], []
+        text = b',"run_id":' + dumps(self.run_id) + b',"_timestamp":' + dumps(timestamp) + b',"_current":0,"results":{'
+        for n, (name, versions) in enumerate(names.items()):
+            text += (b"," if n else b"") + dumps(name) + b":{"
+            for v, (index, version) in enumerate(versions):
+                between.append(text + (b"," if v else b"") + dumps(version) + b":")
+                order.append(index)
+                text = b""
+            text = b"}"
+        between.append(text + b"}}")
+        return order, between
 
 
 def is_error(entry: Mapping) -> bool:
@@ -88,17 +119,36 @@ def count_errors(entries: Iterable[Mapping]) -> int:
     return sum(1 for entry in entries if is_error(entry))
 
 
-def _entries(path: Path, records: int) -> Iterator[dict]:
-    """A model's entries from its output file, which must hold one JSON object per record of the batch."""
-    count = 0
-    for count, entry in enumerate(read_jsonl(path), 1):
-        if count > records:
-            raise DataFileError(path, f"more entries than the batch's {records} records")
+def _entry_lines(path: Path, records: int) -> list[bytes]:
+    """A model's entries as its output file holds them, a line each: one per record of the batch."""
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if len(lines) > records:
+        raise DataFileError(path, f"more entries than the batch's {records} records")
+    if len(lines) < records:
+        raise DataFileError(path, f"{len(lines)} entries for the batch's {records} records")
+    return lines
+
+
+def _check_objects(path: Path, lines: Sequence[bytes]) -> None:
+    """DataFileError unless every line is braced as a JSON object: the check of entries a kernel wrote and
+    counted (`_entries` reads the others, which checks them whole)."""
+    for number, line in enumerate(lines, 1):
+        if not (line.startswith(b"{") and line.endswith(b"}")):
+            raise DataFileError(path, f"entry {number} is not a JSON object")
+
+
+def _entries(path: Path, lines: Sequence[bytes]) -> Iterator[dict]:
+    """A model's entries, read from the lines of its output file (see `_entry_lines`)."""
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise DataFileError(path, f"line {number} is not JSON ({exc.msg}, column {exc.pos + 1})") from None
         if not isinstance(entry, dict):
-            raise DataFileError(path, f"entry {count} is not a JSON object")
+            raise DataFileError(path, f"entry {number} is not a JSON object")
         yield entry
-    if count < records:
-        raise DataFileError(path, f"{count} entries for the batch's {records} records")
 
 
 EXAMPLES = 3  # record ids and error lines kept per model, for the run's summary
@@ -117,6 +167,17 @@ class Tally:
         self.score_sum = data.get("score_sum", 0.0)
         self.score_min = data.get("score_min")
         self.score_max = data.get("score_max")
+
+    @classmethod
+    def of(cls, entries: Iterable[Mapping], ids: Iterable) -> Tally:
+        """The counts of a model's entries of one batch (`ids`: their records' ids, for the error examples)."""
+        tally, scores = cls(), []
+        for record_id, entry in zip(ids, entries, strict=True):
+            scores.append(to_native(entry.get("score")))  # as the entry's JSON holds it
+            if is_error(entry):
+                tally.add_error(entry, record_id)
+        tally.add_scores(scores)
+        return tally
 
     def add_error(self, entry: Mapping, record_id=None) -> None:
         """Count an entry with an error (`_error_kind`); the first few are kept as examples."""

@@ -17,7 +17,7 @@ from html import escape
 from ..core.batch import BatchOutcome
 from ..core.output import REASONS_KEY, is_score, reasons_text
 from ..core.stats import score_stats
-from .merge import count_errors
+from .merge import Tally, count_errors
 
 SAMPLE_SIZE = 5
 FACTS = "application/vnd.mlsm-nb.facts+json"  # the error count and slowest records, for the engine that ran it
@@ -28,16 +28,20 @@ class BatchOverview:
     sample. `slowest` and `stuck` are [[record id, seconds], ...]: the batch's slowest records, and those
     stuck where no interrupt reached them in an earlier kernel (see `core.timelimit`)."""
 
-    def __init__(self, outcome: BatchOutcome, slowest: Sequence = (), stuck: Sequence = ()):
+    def __init__(self, outcome: BatchOutcome, slowest: Sequence = (), stuck: Sequence = (), ids: Sequence = ()):
         self.outcome = outcome
         self.slowest = [list(pair) for pair in slowest]
         self.stuck = [list(pair) for pair in stuck]
+        self.ids = ids
 
     def facts(self) -> dict:
         """What the engine reads back from the executed notebook (the `FACTS` output of `show`): the entries'
-        error count (as the merge counts them: the runner need not read the entries to count them) and the
-        slowest and stuck records."""
-        return {"errors": count_errors(self.outcome.entries), "slowest": self.slowest, "stuck": self.stuck}
+        error count and their counts as the merge makes them (`merge.Tally`, given the records' `ids`): the
+        runner need not read the entries to count them; the slowest and stuck records."""
+        facts = {"errors": count_errors(self.outcome.entries), "slowest": self.slowest, "stuck": self.stuck}
+        if len(self.ids) == len(self.outcome.entries):
+            facts["tally"] = Tally.of(self.outcome.entries, self.ids).as_dict()
+        return facts
 
     def scores(self) -> list[float]:
         return [score for e in self.outcome.entries if is_score(score := e.get("score"))]

@@ -90,6 +90,7 @@ class FilePlan(Plan):
     def __init__(self, context: RunContext, batch: int, records: Sequence[dict] | None):
         super().__init__(context, batch)
         self._ids = None
+        self._tallies: dict[str, dict] = {}
         if records is not None:
             write_jsonl(context.run.batch_path(batch), records)
             self._ids = [record[context.settings.id_field] for record in records]
@@ -102,6 +103,9 @@ class FilePlan(Plan):
         self.merged_before = self.executed and context.merged(batch)
 
     def done(self, task: Task, result: dict) -> dict[str, dict]:
+        tally = result.pop("tally", None)  # the kernel's counts of its entries, for the merge (not the manifest)
+        if tally is not None:
+            self._tallies[task.keys[0]] = tally
         return self._settle({task.keys[0]: result})
 
     def lost(self, task: Task, exc: BaseException) -> dict[str, dict]:
@@ -117,4 +121,4 @@ class FilePlan(Plan):
         # Documents come back in memory only from a thread of this process, not from Dask.
         keep = self.context.keep and not self.context.settings.scheduler
         ids, self._ids = self._ids, None  # the record ids read: the merge need not read the batch file again
-        return Task(self.batch, (), self.context.merger.merge, (self.batch, keep, ids))
+        return Task(self.batch, (), self.context.merger.merge, (self.batch, keep, ids, self._tallies))

@@ -93,4 +93,5 @@ def run_in_notebook(namespace: MutableMapping, batch_path: str, output_path: str
     outcome, records = score_file_batch(model, batch_path, output_path, dependencies, limit)
     id_field, stuck = (limit or {}).get("id_field", "id"), (limit or {}).get("stuck") or {}
     return BatchOverview(outcome, by_id(outcome.slowest, records, id_field),
-                         by_id(sorted((int(p), s) for p, s in stuck.items()), records, id_field))
+                         by_id(sorted((int(p), s) for p, s in stuck.items()), records, id_field),
+                         [record.get(id_field) for record in records])

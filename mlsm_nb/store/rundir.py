@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..exceptions import ConfigError, MlsmError
-from ..files import atomic_file, read_jsonl, write_jsonl
+from ..files import atomic_file, dumps, read_jsonl, write_lines
 from ..processes import pid_alive
 from .manifest import Manifest, load_manifest, save_manifest
 
@@ -186,7 +186,11 @@ class RunDirectory:
     def write_batch(self, run_id: str, batch: int, documents: Iterable[Mapping]) -> None:
         """Write the merged result documents of `batch` of this run (`run_id`, the directory's name) to
         ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
-        write_jsonl(self.results_path(batch), documents)
+        self.write_batch_lines(batch, map(dumps, documents))
+
+    def write_batch_lines(self, batch: int, lines: Iterable[bytes]) -> int:
+        """`write_batch` of documents already encoded (a JSON object each, see `run.merge`); returns how many."""
+        return write_lines(self.results_path(batch), lines)
 
     def results(self) -> Iterator[dict]:
         """The result documents of every finished batch, batch by batch."""

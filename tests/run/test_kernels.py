@@ -17,6 +17,7 @@ import pytest
 
 from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
 from mlsm_nb.processes import pid_alive as alive
+from mlsm_nb.run import merge
 from mlsm_nb.run.kernels import QuietKernelManager, ThreadKernels, remove_stale_kernel_files
 from mlsm_nb.run.orchestrate import run_notebooks
 
@@ -96,6 +97,23 @@ def test_a_kernel_whose_execution_failed_is_not_reused(tmp_path, records):
     first, failed, after = probes(tmp_path / "runs" / "b")
     assert first["pid"] == failed["pid"] != after["pid"] and after["left"] is None
     assert not alive(first["pid"]) and not alive(after["pid"])
+
+
+def test_the_merge_takes_each_kernels_counts_and_reads_only_what_no_kernel_counted(tmp_path, records, monkeypatch):
+    """A kernel counts the entries it wrote (its runner cell's facts), so the merge copies them unread; a failed
+    execution's entries, written by the runner, are read and counted by the merge."""
+    read = []
+    entries = merge._entries
+    monkeypatch.setattr(merge, "_entries", lambda path, lines: read.append(path.name) or entries(path, lines))
+    setup = "FACTOR = 2\nif mlsm_batch_path.endswith('batch-00001.jsonl'):\n    raise ValueError('bad batch')"
+    notebook = write_notebook(tmp_path / "nb" / "tiny.ipynb", replace_cell(GOOD_CELLS, "setup", setup))
+    manifest = run_notebooks([notebook], records, out=tmp_path / "runs", run_id="t", batch_size=10, workers=1)
+    assert manifest.status == "failed" and read == ["batch-00001.jsonl"]
+    stats = {batch: (counts["tiny@1.0"]["records"], counts["tiny@1.0"]["errors"], counts["tiny@1.0"]["scored"])
+             for batch, counts in manifest.batch_stats.items()}
+    assert stats == {0: (10, {}, 10), 1: (10, {"notebook_failed": 10}, 0), 2: (10, {}, 10)}
+    saved = json.loads((tmp_path / "runs" / "t" / "manifest.json").read_text())
+    assert "tally" not in saved["executions"]["tiny@1.0"]["0"]  # the merge's, not the manifest's
 
 
 def test_a_kept_kernel_that_died_is_replaced(tmp_path):

@@ -3,14 +3,16 @@
 import re
 import threading
 
+import numpy as np
+import orjson
 import pytest
 
 from conftest import write_records
 from mlsm_nb.cli import _print_run_totals
 from mlsm_nb.exceptions import DataFileError
-from mlsm_nb.files import read_jsonl, write_jsonl
+from mlsm_nb.files import dumps, read_jsonl, write_jsonl
 from mlsm_nb.report import write_report
-from mlsm_nb.run import engines
+from mlsm_nb.run import engines, merge
 from mlsm_nb.run.merge import Merger, Tally
 from mlsm_nb.run.orchestrate import run_notebooks
 from mlsm_nb.store.rundir import RunDirectory
@@ -50,6 +52,33 @@ def test_a_merge_given_the_ids_does_not_read_the_batch_again(tmp_path):
     assert [{**d, "_timestamp": 0} for d in read_jsonl(run.results_path(0))] == expected
 
 
+def test_a_merge_given_the_kernels_tallies_copies_the_entries_without_reading_them(tmp_path, monkeypatch):
+    """The documents are made of the entries' JSON as the output files hold it: byte for byte what reading
+    and writing them again gives; a model whose kernel counted its entries is not read at all."""
+    run, merger = batch_run(tmp_path)
+    read = merger.merge(0)
+    written = run.results_path(0).read_bytes()
+    assert written == b"".join(dumps(d) + b"\n" for d in read_jsonl(run.results_path(0)))
+
+    def not_read(path, lines):
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(merge, "_entries", not_read)
+    given = merger.merge(0, tallies=read["models"])
+    assert given == read and run.results_path(0).read_bytes() == written
+    run.output_path("a@2", 0).write_text('{"score": 1}\n[1]\n{"score": 1}\n')
+    with pytest.raises(DataFileError, match="entry 2 is not a JSON object$"):
+        merger.merge(0, tallies=read["models"])
+
+
+def test_a_kernels_tally_counts_its_entries_as_the_merge_reads_them():
+    """numpy scores count as the numbers their JSON holds (a float32 is not a Python float)."""
+    entries = [{"score": np.float32(0.5)}, {"score": np.int64(2)}, {"_error_kind": "score", "_error": "boom"}]
+    assert Tally.of(entries, [1, "1", 3]).as_dict() == \
+        Tally.of([orjson.loads(dumps(e)) for e in entries], [1, "1", 3]).as_dict()
+    assert Tally.of(entries, [1, "1", 3]).scored == 2
+
+
 def test_tallies_count_records_errors_and_numeric_scores_only(tmp_path):
     counts = batch_run(tmp_path)[1].merge(0)["models"]
     assert counts["a@1"] == {"records": 3, "errors": {"score": 1}, "error_rate": 0.333333,
@@ -77,7 +106,7 @@ def test_tallies_add_up_across_batches_and_keep_the_first_examples():
     ('{"score": 1}\n{"score": 1}\n', "2 entries for the batch's 3 records"),
     ('{"score": 1}\n' * 4, "more entries than the batch's 3 records"),
     ('{"score": 1}\n[1]\n{"score": 1}\n', "entry 2 is not a JSON object"),
-    ('{"score": 1}\n{"score": \n{"score": 1}\n', "line 2 is not JSON (unexpected end of data, column 12)"),
+    ('{"score": 1}\n{"score": \n{"score": 1}\n', "line 2 is not JSON (unexpected end of data, column 11)"),
 ])
 def test_an_output_that_is_not_one_object_per_record_is_named(tmp_path, lines, problem):
     run, merger = batch_run(tmp_path)
@@ -127,11 +156,11 @@ def test_a_batch_merging_does_not_hold_back_the_next_execution(tmp_path, make_no
     next_started, overlapped, given_ids = threading.Event(), [], {}
     merge = Merger.merge
 
-    def slow_merge(self, batch, keep=False, ids=None):
+    def slow_merge(self, batch, keep=False, ids=None, tallies=None):
         given_ids[batch] = ids
         if batch == 0:  # times out if the merge holds the only worker
             overlapped.append(next_started.wait(10))
-        return merge(self, batch, keep, ids)
+        return merge(self, batch, keep, ids, tallies)
 
     constant.on_execute = lambda batch: batch == 1 and next_started.set()
     monkeypatch.setattr(Merger, "merge", slow_merge)
@@ -155,7 +184,7 @@ def test_an_output_that_cannot_be_merged_fails_its_execution_not_the_other_batch
     assert sorted(p.name for p in (run_dir / "results").iterdir()) == ["batch-00000.jsonl", "batch-00002.jsonl"]
     assert manifest.models["tiny@1.0"]["records"] == 4  # the two merged batches
     _print_run_totals(manifest, str(tmp_path))  # what `mlsm-nb run` prints
-    assert f"error: {error} (unexpected end of data, column 12)\n" in capsys.readouterr().err
+    assert f"error: {error} (unexpected end of data, column 11)\n" in capsys.readouterr().err
 
     constant.broken.clear()  # the cause is fixed: resume runs the execution again, then merges
     manifest = run_constant(tmp_path, notebook, resume=True)
@@ -165,14 +194,14 @@ def test_an_output_that_cannot_be_merged_fails_its_execution_not_the_other_batch
 
 def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_path, make_notebook, constant,
                                                                             capsys, monkeypatch):
-    write_batch = RunDirectory.write_batch
+    write_batch = RunDirectory.write_batch_lines
 
-    def no_space_for_batch_1(self, run_id, batch, documents):
+    def no_space_for_batch_1(self, batch, lines):
         if batch == 1:
             raise OSError(28, "No space left on device")
-        return write_batch(self, run_id, batch, documents)
+        return write_batch(self, batch, lines)
 
-    monkeypatch.setattr(RunDirectory, "write_batch", no_space_for_batch_1)
+    monkeypatch.setattr(RunDirectory, "write_batch_lines", no_space_for_batch_1)
     notebook = make_notebook()
     manifest = run_constant(tmp_path, notebook)
     error = "batch 1: its results could not be merged: OSError: [Errno 28] No space left on device"
@@ -184,7 +213,7 @@ def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_p
     write_report(tmp_path / "m")  # a reviewer sees why
     assert f"Failed: {error}" in (tmp_path / "m" / "report" / "index.html").read_text()
 
-    monkeypatch.setattr(RunDirectory, "write_batch", write_batch)  # space again: resume merges batch 1
+    monkeypatch.setattr(RunDirectory, "write_batch_lines", write_batch)  # space again: resume merges batch 1
     manifest = run_constant(tmp_path, notebook, resume=True)
     assert manifest.status == "succeeded" and not manifest.merge_errors
     assert [d["id"] for d in read_jsonl(tmp_path / "m" / "results" / "batch-00001.jsonl")] == [2, 3]
