@@ -53,6 +53,9 @@ UNKNOWN_EXIT = 1  # the exit status of a kernel whose template died before it (n
 _IMPORTING_TAGS = ("setup", "score")
 # what the runner's cell of every production notebook imports (run.notebooks), its overview's histogram included
 RUNNER_MODULES = ("mlsm_nb.run.runtime", "mlsm_nb.histogram")
+# What a package imports only as it is first used, not as it is imported: every kernel that uses it would import
+# them again (a kernel of the lead_lr example imported these, 10 ms of its CPU: pandas' strings are pyarrow's).
+FIRST_USE_MODULES = {"pandas": ("pyarrow.pandas_compat", "pandas.core.methods.to_dict")}
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ def preload_modules(specs: Sequence[NotebookSpec]) -> list[str]:
                     names.update(alias.name for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     names.add(node.module)
+    for package in {name.split(".")[0] for name in names} & FIRST_USE_MODULES.keys():
+        names.update(FIRST_USE_MODULES[package])
     return sorted(names)
 
 

@@ -38,7 +38,7 @@ BASE_MODULES = ("IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykern
                 "IPython.core.completerlib", "IPython.extensions.storemagic", "sqlite3", "faulthandler",
                 "tornado.platform.asyncio", "psutil",
                 # what a kernel imports at its first execution
-                "IPython.core.oinspect", "IPython.core.logger", "importlib.resources.readers")
+                "IPython.core.oinspect", "IPython.core.logger", "importlib.resources.readers", "importlib.readers")
 CHANNEL_THREAD_WAIT = 2.0  # seconds a kernel's control thread gets to finish its last message as it exits
 RUNNER_POLL = 1.0  # seconds between a child's checks that the runner still runs (as ipykernel's parent poller)
 

@@ -79,7 +79,8 @@ def test_the_template_preloads_what_setup_and_score_cells_import_read_not_run(tm
                          "score", "def score(data, results):\n    import json\n    return {}")
     cells = [*cells, (None, "import tomllib")]  # an authoring cell's import is not the model's
     spec = lint_notebook(write_notebook(tmp_path / "nb.ipynb", cells))
-    assert fork.preload_modules([spec]) == sorted(["json", "numpy.linalg", "pandas", *fork.RUNNER_MODULES])
+    assert fork.preload_modules([spec]) == sorted(["json", "numpy.linalg", "pandas", *fork.RUNNER_MODULES,
+                                                   *fork.FIRST_USE_MODULES["pandas"]])  # what pandas imports as used
 
 
 def test_forking_is_off_where_the_switch_says_so(monkeypatch):
