@@ -23,7 +23,7 @@ from .exceptions import DataFileError
 
 def to_native(value: Any) -> Any:
     """numpy scalars -> the Python value they hold; anything else unchanged."""
-    if hasattr(value, "item") and type(value).__module__ == "numpy":
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
         return value.item()
     return value
 

@@ -57,7 +57,7 @@ class Merger:
                 _check_objects(path, data, lines[-1])
                 counted.append(Tally(tallies[key]))
             else:
-                counted.append(Tally.of(_entries(path, lines[-1]), ids))
+                counted.append(Tally.of(list(_entries(path, lines[-1])), ids))
         return self._write(run, batch, ids, lines, counted, keep)
 
     def merge_entries(self, batch: int, records: Iterable[Mapping], entries: Mapping[str, Sequence[dict]],
@@ -113,6 +113,11 @@ class Merger:
 def is_error(entry: Mapping) -> bool:
     """Whether a result entry is a failed model's (it has an `_error_kind`)."""
     return bool(entry.get("_error_kind"))
+
+
+def entry_scores(entries: Iterable[Mapping]) -> list:
+    """Each entry's `score` as its JSON holds it (a numpy scalar as the number it is), None when it has none."""
+    return [to_native(entry.get("score")) for entry in entries]
 
 
 def count_errors(entries: Iterable[Mapping]) -> int:
@@ -174,14 +179,14 @@ class Tally:
         self.score_max = data.get("score_max")
 
     @classmethod
-    def of(cls, entries: Iterable[Mapping], ids: Iterable) -> Tally:
+    def of(cls, entries: Sequence[Mapping], ids: Sequence) -> Tally:
         """The counts of a model's entries of one batch (`ids`: their records' ids, for the error examples)."""
-        tally, scores = cls(), []
-        for record_id, entry in zip(ids, entries, strict=True):
-            scores.append(to_native(entry.get("score")))  # as the entry's JSON holds it
-            if is_error(entry):
-                tally.add_error(entry, record_id)
-        tally.add_scores(scores)
+        if len(ids) != len(entries):
+            raise ValueError(f"{len(entries)} entries for {len(ids)} records")
+        tally = cls()
+        for position in [i for i, entry in enumerate(entries) if entry.get("_error_kind")]:  # see `is_error`
+            tally.add_error(entries[position], ids[position])
+        tally.add_scores(entry_scores(entries))
         return tally
 
     def add_error(self, entry: Mapping, record_id=None) -> None:

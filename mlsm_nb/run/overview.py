@@ -17,7 +17,7 @@ from html import escape
 from ..core.batch import BatchOutcome
 from ..core.output import REASONS_KEY, is_score, reasons_text
 from ..core.stats import score_stats
-from .merge import Tally, count_errors
+from .merge import Tally, entry_scores
 
 SAMPLE_SIZE = 5
 FACTS = "application/vnd.mlsm-nb.facts+json"  # the error count and slowest records, for the engine that ran it
@@ -28,23 +28,25 @@ class BatchOverview:
     sample. `slowest` and `stuck` are [[record id, seconds], ...]: the batch's slowest records, and those
     stuck where no interrupt reached them in an earlier kernel (see `core.timelimit`)."""
 
-    def __init__(self, outcome: BatchOutcome, slowest: Sequence = (), stuck: Sequence = (), ids: Sequence = ()):
+    def __init__(self, outcome: BatchOutcome, slowest: Sequence = (), stuck: Sequence = (),
+                 ids: Sequence | None = None):
         self.outcome = outcome
         self.slowest = [list(pair) for pair in slowest]
         self.stuck = [list(pair) for pair in stuck]
-        self.ids = ids
+        self.has_ids = ids is not None
+        self.tally = Tally.of(outcome.entries, ids if ids is not None else [None] * len(outcome.entries))
 
     def facts(self) -> dict:
         """What the engine reads back from the executed notebook (the `FACTS` output of `show`): the entries'
-        error count and their counts as the merge makes them (`merge.Tally`, given the records' `ids`): the
+        error count and, given the records' ids, their counts as the merge makes them (`merge.Tally`): the
         runner need not read the entries to count them; the slowest and stuck records."""
-        facts = {"errors": count_errors(self.outcome.entries), "slowest": self.slowest, "stuck": self.stuck}
-        if len(self.ids) == len(self.outcome.entries):
-            facts["tally"] = Tally.of(self.outcome.entries, self.ids).as_dict()
+        facts = {"errors": self.tally.error_count, "slowest": self.slowest, "stuck": self.stuck}
+        if self.has_ids:
+            facts["tally"] = self.tally.as_dict()
         return facts
 
     def scores(self) -> list[float]:
-        return [score for e in self.outcome.entries if is_score(score := e.get("score"))]
+        return [score for score in entry_scores(self.outcome.entries) if is_score(score)]
 
     def show(self) -> None:
         """Display the overview (tables and a histogram) in the notebook."""
@@ -53,7 +55,7 @@ class BatchOverview:
         from ..histogram import score_histogram
 
         outcome = self.outcome
-        errors = outcome.error_counts()
+        errors = self.tally.errors
         display(Markdown(
             f"### {outcome.model} {outcome.version}: {len(outcome.entries)} records, "
             f"{sum(errors.values())} errors (scored with `{outcome.method}`)"
