@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..files import write_jsonl
+from ..files import dumps, write_lines
 from ..store.manifest import ExecutionStatus
+from .records import Batch
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -92,7 +93,8 @@ class FilePlan(Plan):
         self._ids = None
         self._tallies: dict[str, dict] = {}
         if records is not None:
-            write_jsonl(context.run.batch_path(batch), records)
+            lines = records.lines if isinstance(records, Batch) else None  # the input's own lines, copied
+            write_lines(context.run.batch_path(batch), lines if lines is not None else map(dumps, records))
             self._ids = [record[context.settings.id_field] for record in records]
         needs = context.executor.needs
         for key in context.keys:  # models before the summaries that consume them: a re-run model re-runs its summaries

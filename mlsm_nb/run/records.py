@@ -272,7 +272,9 @@ def _repeated_key(line: bytes) -> str | None:
     return None
 
 
-def _json_lines(source: _Input) -> Iterator[tuple[int, Any]]:
+def _json_lines(source: _Input, lines: dict[int, bytes] | None = None) -> Iterator[tuple[int, Any]]:
+    """(number, record or Rejected) of each line; `lines` gets each record's line as it was read (number -> its
+    bytes, without the line break), for a batch file that copies them instead of encoding the records again."""
     number = 0
     with source.stream() as f:
         try:
@@ -298,6 +300,8 @@ def _json_lines(source: _Input) -> Iterator[tuple[int, Any]]:
                     except (TypeError, orjson.JSONEncodeError) as exc:
                         yield number, Rejected(number, f"nested too deeply to be stored as JSON ({exc})")
                         continue
+                if lines is not None:
+                    lines[number] = line.rstrip(b"\r\n")
                 yield number, record
         except _CUT_SHORT as exc:
             yield number + 1, _cut_short(number + 1, exc)
@@ -436,7 +440,8 @@ def planned_batches(counts: Mapping, expected: int | None, batch_size: int) -> i
 
 
 def read_records(path: str | Path, id_field: str = "id", types: Mapping[str, str] | None = None,
-                 counts: dict | None = None) -> Iterator[tuple[int, dict | Rejected]]:
+                 counts: dict | None = None, lines: dict[int, bytes] | None = None
+                 ) -> Iterator[tuple[int, dict | Rejected]]:
     """Yield (line number, record) or (line number, Rejected) for each input line.
 
     `types` (field name -> "int", "float", "str" or "bool", see `declared_types`)
@@ -445,12 +450,13 @@ def read_records(path: str | Path, id_field: str = "id", types: Mapping[str, str
     changes while it is read; a bad line is a Rejected. Records follow
     `core.records`' rules; ids must be unique within the file (`1` and `"1"`
     are two ids). `counts`, when given, gets the ``sha256`` of the bytes read
-    once the file has been read to its end, unchanged.
+    once the file has been read to its end, unchanged. `lines`, when given, gets the line each record of a
+    JSON Lines file was read from (line number -> bytes), ahead of the records: the caller takes each out.
     """
     path = Path(path)
     kind = check_records_file(path)
     types = dict(types or {})
-    readers = {"jsonl": lambda: _json_lines(source), "csv": lambda: _csv(source, id_field, types),
+    readers = {"jsonl": lambda: _json_lines(source, lines), "csv": lambda: _csv(source, id_field, types),
                "parquet": lambda: _parquet(source, id_field, types)}
     index = IdIndex()
     count = 0
@@ -513,26 +519,46 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
             return
 
 
+class Batch(list):
+    """A batch's records, and (`lines`) the JSON line each was read from, when the input is JSON Lines: its
+    batch file is those lines, not the records encoded again. Pickled as the plain list of its records."""
+
+    def __init__(self, records=(), lines: list[bytes] | None = None):
+        super().__init__(records)
+        self.lines = lines
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,
-                 rejected_path: Path, counts: dict) -> Iterator[tuple[int, list[dict]]]:
+                 rejected_path: Path, counts: dict) -> Iterator[tuple[int, Batch]]:
     """Yield (batch number, records) from the records file, read once; rejected lines are streamed to
     `rejected_path` (complete when the generator is). `counts` gets the input's counts and the sha256 of the
     bytes read when done, and `cut_short` (where and why) when the file breaks off."""
     count = batches = 0
-    batch: list[dict] = []
+    read: dict[int, bytes] = {}
+    batch, lines = Batch(), []
     with jsonl_writer(rejected_path) as reject:
-        for _, record in read_records(records, id_field, types, counts):
+        for number, record in read_records(records, id_field, types, counts, read):
+            line = read.pop(number, None)
             if isinstance(record, Rejected):
                 reject(record.to_dict())
                 if isinstance(record, CutShort):  # records were lost, however few lines say so: the run fails
                     counts["cut_short"] = f"line {record.line}: {record.reason}"
                 continue
             batch.append(record)
+            lines.append(line)
             count += 1
             if len(batch) == batch_size:
-                yield batches, batch
-                batches, batch = batches + 1, []
+                yield batches, _with_lines(batch, lines)
+                batches, batch, lines = batches + 1, Batch(), []
         if batch:
-            yield batches, batch
+            yield batches, _with_lines(batch, lines)
             batches += 1
     counts.update(records=count, rejected=reject.count, batches=batches, complete=True)
+
+
+def _with_lines(batch: Batch, lines: list[bytes | None]) -> Batch:
+    batch.lines = None if None in lines else lines  # CSV and Parquet rows have no line of JSON
+    return batch

@@ -217,3 +217,11 @@ def test_a_batch_that_cannot_be_merged_fails_the_run_not_the_other_batches(tmp_p
     manifest = run_constant(tmp_path, notebook, resume=True)
     assert manifest.status == "succeeded" and not manifest.merge_errors
     assert [d["id"] for d in read_jsonl(tmp_path / "m" / "results" / "batch-00001.jsonl")] == [2, 3]
+
+
+def test_a_batch_file_is_the_input_lines_its_records_were_read_from(tmp_path, make_notebook, constant):
+    manifest = run_constant(tmp_path, make_notebook())
+    lines = (tmp_path / "records.jsonl").read_text().splitlines(keepends=True)
+    assert manifest.status == "succeeded" and ", " in lines[0]  # not as orjson writes JSON
+    assert [(tmp_path / "m" / "batches" / f"batch-0000{b}.jsonl").read_text() for b in range(3)] == \
+           ["".join(lines[2 * b:2 * b + 2]) for b in range(3)]

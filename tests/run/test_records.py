@@ -80,7 +80,7 @@ def test_file_level_problems(tmp_path, name, content, words):
 def test_records_before_a_file_breaks_off_are_still_yielded(tmp_path, monkeypatch):
     from mlsm_nb.run import records
 
-    def breaks_off(path):
+    def breaks_off(path, lines=None):
         yield from ((n, {"id": n, "data": {}}) for n in range(1, 11))
         raise records.InputFileError(f"{path}: not a readable Parquet file: corrupt row group")
 
@@ -215,3 +215,25 @@ def test_a_float_or_null_id_is_told_what_it_is(tmp_path, record_id, reason):
     path = tmp_path / "r.jsonl"
     path.write_text(f'{{"id": {record_id}, "data": {{}}}}\n{{"data": {{}}}}\n')
     assert [(b.line, b.reason) for b in collect(path)[1]] == [(1, reason), (2, "has no id field 'id'")]
+
+
+def test_a_json_lines_batch_keeps_the_line_each_record_was_read_from(tmp_path):
+    """A batch file copies the input's lines (without a BOM or line break) rather than encoding the records
+    again; rows of a CSV file, which have no line of JSON, are encoded. A batch pickles as its records."""
+    import codecs
+    import pickle
+
+    from mlsm_nb.run.records import read_batches
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + b'{"id": 1, "data": {"a": 1.50}}\r\n{"id":1,"data":{}}\nnot json\n'
+                     b'{"data": {},   "id": 2}\n')
+    ((_, batch),) = read_batches(path, "id", 10, None, tmp_path / "rejected.jsonl", {})
+    assert batch.lines == [b'{"id": 1, "data": {"a": 1.50}}', b'{"data": {},   "id": 2}']
+    assert [json.loads(line) for line in batch.lines] == batch == [{"id": 1, "data": {"a": 1.5}},
+                                                                   {"data": {}, "id": 2}]
+    assert type(pickle.loads(pickle.dumps(batch))) is list and pickle.loads(pickle.dumps(batch)) == batch
+    csv = tmp_path / "r.csv"
+    csv.write_text("id,a\n1,2\n")
+    ((_, rows),) = read_batches(csv, "id", 10, {"a": "int"}, tmp_path / "rejected.jsonl", {})
+    assert rows == [{"id": "1", "data": {"a": 2}}] and rows.lines is None

@@ -124,12 +124,12 @@ KILL_WHILE_READING = """
 import os, signal, sys
 from mlsm_nb.run import orchestrate, plans
 
-original = plans.write_jsonl
-def write_or_die(path, rows):
+original = plans.write_lines
+def write_or_die(path, lines):
     if path.name == "batch-00004.jsonl":  # executions of the first batches ran while the input was read
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(path, rows)
-plans.write_jsonl = write_or_die
+    return original(path, lines)
+plans.write_lines = write_or_die
 orchestrate.run_notebooks([sys.argv[1]], sys.argv[2], out=sys.argv[3], run_id="k", batch_size=10,
                           engine="papermill", workers=2)
 """
