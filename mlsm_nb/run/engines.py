@@ -56,6 +56,7 @@ class Engine:
 
     name = ""
     required: tuple[str, ...] = ()  # the methods a subclass must supply (`register` checks them)
+    copies_lines = False  # whether its plans' batch files copy a JSON Lines input's lines (`records.Batch.lines`)
 
     def check(self, executor: Executor, specs: Sequence[NotebookSpec]) -> None:
         pass
@@ -101,6 +102,7 @@ class FileEngine(Engine):
     """
 
     required = ("kept", "execute")
+    copies_lines = True
 
     def kept(self, executor: Executor, key: str, batch: int) -> dict:
         raise NotImplementedError

@@ -532,29 +532,30 @@ class Batch(list):
 
 
 def read_batches(records: Path, id_field: str, batch_size: int, types: Mapping[str, str] | None,
-                 rejected_path: Path, counts: dict) -> Iterator[tuple[int, Batch]]:
+                 rejected_path: Path, counts: dict, lines: bool = False) -> Iterator[tuple[int, Batch]]:
     """Yield (batch number, records) from the records file, read once; rejected lines are streamed to
     `rejected_path` (complete when the generator is). `counts` gets the input's counts and the sha256 of the
-    bytes read when done, and `cut_short` (where and why) when the file breaks off."""
+    bytes read when done, and `cut_short` (where and why) when the file breaks off. With `lines`, each batch
+    of a JSON Lines file keeps the lines its records were read from (`Batch.lines`)."""
     count = batches = 0
-    read: dict[int, bytes] = {}
-    batch, lines = Batch(), []
+    read: dict[int, bytes] | None = {} if lines else None
+    batch, kept = Batch(), []
     with jsonl_writer(rejected_path) as reject:
         for number, record in read_records(records, id_field, types, counts, read):
-            line = read.pop(number, None)
+            line = read.pop(number, None) if read is not None else None
             if isinstance(record, Rejected):
                 reject(record.to_dict())
                 if isinstance(record, CutShort):  # records were lost, however few lines say so: the run fails
                     counts["cut_short"] = f"line {record.line}: {record.reason}"
                 continue
             batch.append(record)
-            lines.append(line)
+            kept.append(line)
             count += 1
             if len(batch) == batch_size:
-                yield batches, _with_lines(batch, lines)
-                batches, batch, lines = batches + 1, Batch(), []
+                yield batches, _with_lines(batch, kept)
+                batches, batch, kept = batches + 1, Batch(), []
         if batch:
-            yield batches, _with_lines(batch, lines)
+            yield batches, _with_lines(batch, kept)
             batches += 1
     counts.update(records=count, rejected=reject.count, batches=batches, complete=True)
 

@@ -82,7 +82,7 @@ class Scheduler:
         self.reader = None
         if engine.reads_again(bool(context.input.get("complete"))):
             self.reader = read_batches(records, settings.id_field, settings.batch_size, types,
-                                       context.run.rejected_path, self.counts)
+                                       context.run.rejected_path, self.counts, lines=engine.copies_lines)
         self.records = records
         self.expected: int | None = None  # the records the file seems to hold, for progress until it is read
         self.plans: dict[int, Plan] = {}  # batches read and not merged yet

@@ -228,12 +228,14 @@ def test_a_json_lines_batch_keeps_the_line_each_record_was_read_from(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_bytes(codecs.BOM_UTF8 + b'{"id": 1, "data": {"a": 1.50}}\r\n{"id":1,"data":{}}\nnot json\n'
                      b'{"data": {},   "id": 2}\n')
-    ((_, batch),) = read_batches(path, "id", 10, None, tmp_path / "rejected.jsonl", {})
+    ((_, batch),) = read_batches(path, "id", 10, None, tmp_path / "rejected.jsonl", {}, lines=True)
     assert batch.lines == [b'{"id": 1, "data": {"a": 1.50}}', b'{"data": {},   "id": 2}']
     assert [json.loads(line) for line in batch.lines] == batch == [{"id": 1, "data": {"a": 1.5}},
                                                                    {"data": {}, "id": 2}]
     assert type(pickle.loads(pickle.dumps(batch))) is list and pickle.loads(pickle.dumps(batch)) == batch
+    ((_, unkept),) = read_batches(path, "id", 10, None, tmp_path / "rejected.jsonl", {})  # lines only if asked
+    assert unkept == batch and unkept.lines is None
     csv = tmp_path / "r.csv"
     csv.write_text("id,a\n1,2\n")
-    ((_, rows),) = read_batches(csv, "id", 10, {"a": "int"}, tmp_path / "rejected.jsonl", {})
+    ((_, rows),) = read_batches(csv, "id", 10, {"a": "int"}, tmp_path / "rejected.jsonl", {}, lines=True)
     assert rows == [{"id": "1", "data": {"a": 2}}] and rows.lines is None
