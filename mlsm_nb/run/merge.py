@@ -179,14 +179,15 @@ class Tally:
         self.score_max = data.get("score_max")
 
     @classmethod
-    def of(cls, entries: Sequence[Mapping], ids: Sequence) -> Tally:
-        """The counts of a model's entries of one batch (`ids`: their records' ids, for the error examples)."""
+    def of(cls, entries: Sequence[Mapping], ids: Sequence, scores: Sequence | None = None) -> Tally:
+        """The counts of a model's entries of one batch (`ids`: their records' ids, for the error examples;
+        `scores`: their `entry_scores`, when the caller has them)."""
         if len(ids) != len(entries):
             raise ValueError(f"{len(entries)} entries for {len(ids)} records")
         tally = cls()
         for position in [i for i, entry in enumerate(entries) if entry.get("_error_kind")]:  # see `is_error`
             tally.add_error(entries[position], ids[position])
-        tally.add_scores(entry_scores(entries))
+        tally.add_scores(entry_scores(entries) if scores is None else scores)
         return tally
 
     def add_error(self, entry: Mapping, record_id=None) -> None:

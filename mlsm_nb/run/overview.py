@@ -34,7 +34,9 @@ class BatchOverview:
         self.slowest = [list(pair) for pair in slowest]
         self.stuck = [list(pair) for pair in stuck]
         self.has_ids = ids is not None
-        self.tally = Tally.of(outcome.entries, ids if ids is not None else [None] * len(outcome.entries))
+        scores = entry_scores(outcome.entries)
+        self.tally = Tally.of(outcome.entries, ids if ids is not None else [None] * len(scores), scores)
+        self.scores = [score for score in scores if is_score(score)]
 
     def facts(self) -> dict:
         """What the engine reads back from the executed notebook (the `FACTS` output of `show`): the entries'
@@ -44,9 +46,6 @@ class BatchOverview:
         if self.has_ids:
             facts["tally"] = self.tally.as_dict()
         return facts
-
-    def scores(self) -> list[float]:
-        return [score for score in entry_scores(self.outcome.entries) if is_score(score)]
 
     def show(self) -> None:
         """Display the overview (tables and a histogram) in the notebook."""
@@ -72,7 +71,7 @@ class BatchOverview:
         else:
             timing = {"text/plain": "(scored as a whole frame: no record timed on its own)"}
         display({**timing, FACTS: self.facts()}, raw=True)
-        scores = self.scores()
+        scores = self.scores
         if scores:
             stats = describe(scores)
             display(table(list(stats), [list(stats.values())], index=["score"]), raw=True)
