@@ -82,6 +82,8 @@ class Merger:
                 pieces[3::2] = record_entries
                 yield b"".join(pieces)
 
+        # Streamed unless other sinks want the documents: a batch of them in memory costs memory (and, read into
+        # objects, makes the garbage collector scan them all, slowing every thread).
         kept = list(documents()) if keep else None
         run.write_batch_lines(batch, kept if keep else documents())
         merged = {"models": {key: tally.as_dict() for key, tally in zip(self.models, tallies, strict=True)}}
