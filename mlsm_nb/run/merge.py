@@ -187,7 +187,7 @@ class Tally:
         if len(ids) != len(entries):
             raise ValueError(f"{len(entries)} entries for {len(ids)} records")
         tally = cls()
-        for position in [i for i, entry in enumerate(entries) if entry.get("_error_kind")]:  # see `is_error`
+        for position in [i for i, entry in enumerate(entries) if is_error(entry)]:
             tally.add_error(entries[position], ids[position])
         tally.add_scores(entry_scores(entries) if scores is None else scores)
         return tally

@@ -523,9 +523,7 @@ class Batch(list):
     """A batch's records, and (`lines`) the JSON line each was read from, when the input is JSON Lines: its
     batch file is those lines, not the records encoded again. Pickled as the plain list of its records."""
 
-    def __init__(self, records=(), lines: list[bytes] | None = None):
-        super().__init__(records)
-        self.lines = lines
+    lines: list[bytes] | None = None
 
     def __reduce__(self):
         return list, (list(self),)
