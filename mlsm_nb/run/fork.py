@@ -54,8 +54,9 @@ _IMPORTING_TAGS = ("setup", "score")
 # what the runner's cell of every production notebook imports (run.notebooks), its overview's histogram included
 RUNNER_MODULES = ("mlsm_nb.run.runtime", "mlsm_nb.histogram")
 # What a package imports only as it is first used, not as it is imported: every kernel that uses it would import
-# them again (a kernel of the lead_lr example imported these, 10 ms of its CPU: pandas' strings are pyarrow's).
-FIRST_USE_MODULES = {"pandas": ("pyarrow.pandas_compat", "pandas.core.methods.to_dict")}
+# them again (a kernel of the lead_lr example imported these, 12 ms of its CPU: pandas' strings are pyarrow's,
+# and pandas reads pyarrow's version, with `pyarrow.vendored.version`, as it makes its first string column).
+FIRST_USE_MODULES = {"pandas": ("pyarrow.pandas_compat", "pandas.core.methods.to_dict", "pyarrow.vendored.version")}
 
 log = logging.getLogger(__name__)
 

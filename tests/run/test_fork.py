@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_CELLS, replace_cell, write_notebook, write_records
+from conftest import GOOD_CELLS, ROOT, replace_cell, write_notebook, write_records
+from mlsm_nb.leads import save_leads
 from mlsm_nb.notebook.contract import lint_notebook
 from mlsm_nb.processes import pid_alive
 from mlsm_nb.run import fork
@@ -81,6 +82,39 @@ def test_the_template_preloads_what_setup_and_score_cells_import_read_not_run(tm
     spec = lint_notebook(write_notebook(tmp_path / "nb.ipynb", cells))
     assert fork.preload_modules([spec]) == sorted(["json", "numpy.linalg", "pandas", *fork.RUNNER_MODULES,
                                                    *fork.FIRST_USE_MODULES["pandas"]])  # what pandas imports as used
+
+
+_FIRST_USE = """
+import importlib, json, os, sys
+from pathlib import Path
+from mlsm_nb.notebook.contract import lint_notebook
+from mlsm_nb.run import fork
+from mlsm_nb.run.runtime import run_in_notebook
+from mlsm_nb.run.template import BASE_MODULES
+
+notebook, batch, out = map(Path, sys.argv[1:])
+spec = lint_notebook(notebook)
+for name in [*BASE_MODULES, *fork.preload_modules([spec])]:  # as the template imports them
+    importlib.import_module(name)
+os.chdir(notebook.parent)
+namespace = {}
+for cell in spec.cells:  # as the kernel runs them, before the runner's cell
+    exec(cell.source, namespace)
+before = set(sys.modules)
+run_in_notebook(namespace, str(batch), str(out)).show()
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_template_preloads_what_a_kernel_of_the_example_imports_as_it_scores(tmp_path):
+    """Every module an installed package imports only as it is first used (`fork.FIRST_USE_MODULES`) is the
+    template's: a forked kernel of the lead_lr example (pandas and numpy, scored as a frame) imports nothing more
+    after its cells ran; were it to, each kernel would pay for the import (a pandas or pyarrow upgrade can add one)."""
+    batch = save_leads(tmp_path / "batch.jsonl", 3)
+    done = subprocess.run([sys.executable, "-c", _FIRST_USE, str(ROOT / "notebooks" / "lead_lr.ipynb"), str(batch),
+                           str(tmp_path / "out.jsonl")], capture_output=True, text=True, check=True)
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3  # scored, as a frame
+    assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
 def test_forking_is_off_where_the_switch_says_so(monkeypatch):
