@@ -187,8 +187,9 @@ class Tally:
         if len(ids) != len(entries):
             raise ValueError(f"{len(entries)} entries for {len(ids)} records")
         tally = cls()
-        for position in [i for i, entry in enumerate(entries) if is_error(entry)]:
-            tally.add_error(entries[position], ids[position])
+        for entry, record_id in zip(entries, ids, strict=True):
+            if is_error(entry):
+                tally.add_error(entry, record_id)
         tally.add_scores(entry_scores(entries) if scores is None else scores)
         return tally
 

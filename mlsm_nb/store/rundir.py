@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..exceptions import ConfigError, MlsmError
-from ..files import atomic_file, dumps, read_jsonl, write_lines
+from ..files import atomic_file, read_jsonl, write_lines
 from ..processes import pid_alive
 from .manifest import Manifest, load_manifest, save_manifest
 
@@ -87,7 +87,7 @@ class RunDirectory:
 
     It is the only owner of the run's paths: other parts ask it, never build them
     (a model's `name@version` key is `core.model.model_key`). Its results are written
-    by the batch's merge (`write_batch`), wherever that runs; the run hands them to its
+    by the batch's merge (`write_batch_lines`), wherever that runs; the run hands them to its
     sinks afterwards (docs/design.md).
     """
 
@@ -183,13 +183,9 @@ class RunDirectory:
         """Write the manifest atomically (typed, or its JSON form as a mapping)."""
         save_manifest(self.manifest_path, manifest)
 
-    def write_batch(self, run_id: str, batch: int, documents: Iterable[Mapping]) -> None:
-        """Write the merged result documents of `batch` of this run (`run_id`, the directory's name) to
-        ``results/batch-N.jsonl`` atomically (written again, it replaces the old one)."""
-        self.write_batch_lines(batch, map(dumps, documents))
-
     def write_batch_lines(self, batch: int, lines: Iterable[bytes]) -> int:
-        """`write_batch` of documents already encoded (a JSON object each, see `run.merge`); returns how many."""
+        """Write the merged result documents of `batch`, already encoded (a JSON object each, see `run.merge`),
+        to ``results/batch-N.jsonl`` atomically (written again, it replaces the old one); returns how many."""
         return write_lines(self.results_path(batch), lines)
 
     def results(self) -> Iterator[dict]:
