@@ -30,7 +30,11 @@ class BatchOverview:
 
     def __init__(self, outcome: BatchOutcome, slowest: Sequence = (), stuck: Sequence = (),
                  ids: Sequence | None = None):
-        self.outcome = outcome
+        # What `show` needs, not the batch's entries: they are in the output file, and a kernel that kept
+        # them until it exits would have every full collection go over them (IPython runs one as it exits).
+        self.model, self.version, self.records = outcome.model, outcome.version, len(outcome.entries)
+        self.method, self.notes = outcome.method, outcome.notes
+        self.sample = outcome.entries[:SAMPLE_SIZE]
         self.slowest = [list(pair) for pair in slowest]
         self.stuck = [list(pair) for pair in stuck]
         self.has_ids = ids is not None
@@ -53,12 +57,11 @@ class BatchOverview:
 
         from ..histogram import score_histogram
 
-        outcome = self.outcome
         errors = self.tally.errors
         display(Markdown(
-            f"### {outcome.model} {outcome.version}: {len(outcome.entries)} records, "
-            f"{sum(errors.values())} errors (scored with `{outcome.method}`)"
-            + "".join(f"\n\n> {note}" for note in outcome.notes)))
+            f"### {self.model} {self.version}: {self.records} records, "
+            f"{sum(errors.values())} errors (scored with `{self.method}`)"
+            + "".join(f"\n\n> {note}" for note in self.notes)))
         if errors:
             display(table(["error kind", "records"], sorted(errors.items())), raw=True)
         if self.stuck:
@@ -81,7 +84,7 @@ class BatchOverview:
             uri = f"data:image/svg+xml;base64,{b64encode(svg.encode()).decode()}"
             display({"image/svg+xml": svg, "text/plain": f"<{alt}>", "text/html": f'<img alt="{alt}" src="{uri}">'},
                     raw=True, metadata={"image/svg+xml": {"alt": alt}})
-        sample = outcome.entries[:SAMPLE_SIZE]
+        sample = self.sample
         columns = list(dict.fromkeys(key for entry in sample for key in entry))
         display(table(columns, [[_cell(entry, c) for c in columns] for entry in sample]), raw=True)
 

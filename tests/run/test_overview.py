@@ -1,6 +1,7 @@
 """The overview an executed notebook shows of its batch: pandas' statistics without pandas, escaped tables,
 and nothing heavy imported for it."""
 
+import gc
 import random
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlsm_nb.core.batch import BatchOutcome
-from mlsm_nb.run.overview import FACTS, BatchOverview, describe, table
+from mlsm_nb.run.overview import FACTS, SAMPLE_SIZE, BatchOverview, describe, table
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 1000])
@@ -54,6 +55,22 @@ def test_show_displays_heading_errors_slowest_statistics_histogram_and_sample(mo
                                                           "0.525", "0.7"]
     assert histogram["image/svg+xml"].startswith("<svg ")
     assert sample["text/plain"].splitlines()[0].split() == ["score", "band"] and "b4" in sample["text/html"]
+
+
+def test_an_overview_keeps_a_sample_of_the_entries_not_the_batch():
+    """The runner cell keeps its overview in the kernel's namespace until the kernel exits: holding the batch's
+    entries there would have IPython's full collection at exit go over each of them (a tenth of a summary
+    kernel's CPU on 50,000 leads)."""
+    entries = [{"score": i / 50, "_reasons": [["x", i]]} for i in range(50)]
+    overview = BatchOverview(BatchOutcome("m", "1", entries), ids=[f"lead-{i}" for i in range(50)])
+    reached, todo = {id(overview)}, [overview]
+    while todo:  # everything the overview holds, however deep
+        for held in gc.get_referents(todo.pop()):
+            if id(held) not in reached:
+                reached.add(id(held))
+                todo.append(held)
+    assert {id(e) for e in entries[:SAMPLE_SIZE]} <= reached
+    assert not {id(e) for e in entries[SAMPLE_SIZE:]} & reached
 
 
 def test_the_overview_imports_neither_pandas_nor_matplotlib():
