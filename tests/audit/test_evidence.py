@@ -19,6 +19,7 @@ from mlsm_nb.audit.outcomes import attach_outcomes
 from mlsm_nb.cli import main
 from mlsm_nb.files import read_jsonl
 from mlsm_nb.leads import converted, generate_leads
+from mlsm_nb.notebook import contract
 from mlsm_nb.notebook.contract import lint_notebook, without_status
 from mlsm_nb.run.orchestrate import run_notebooks
 
@@ -225,7 +226,7 @@ def make_active(notebooks, name="lead_rules_v2.ipynb"):
 
 
 @pytest.mark.slow
-def test_evidence_in_the_registry_and_approvals_that_must_cite_it(database, tmp_path):
+def test_evidence_in_the_registry_and_approvals_that_must_cite_it(database, tmp_path, monkeypatch):
     uri, db, notebooks, leads = database
     for name, version in (("champion", "1.0.0"), ("lead_lr", "1.0.0"), ("lead_rules", "1.0.0")):
         assert cli("approve", name, version, "--mongo-uri", uri, "--waive-evidence", "first version").exit_code == 0
@@ -252,8 +253,12 @@ def test_evidence_in_the_registry_and_approvals_that_must_cite_it(database, tmp_
     assert evidence["passed"] and evidence["challenger"]["sha256_without_status"] == code  # the draft's = active's
     assert (f"passed: evidence {evidence['_id']} written to the model registry of MongoDB (evidence_test.evidence)"
             in result.output)
+    read = []  # the notebook approved is read once: what is checked is what its evidence is looked up by
+    monkeypatch.setattr(contract, "lint_notebook", lambda path, *a: read.append(path) or lint_notebook(path, *a))
     result = cli("approve", "lead_rules", "2.0.0", "--mongo-uri", uri, "--notebook", v2, "--by", "bob")
+    monkeypatch.undo()
     assert result.exit_code == 0, result.output
+    assert read == [str(v2)]
     cited = db.models.find_one({"name": "lead_rules", "version": "2.0.0"})["approval"]["evidence"]
     assert cited["id"] == evidence["_id"] and cited["passed"] and cited["sha256_without_status"] == code
     assert f"  evidence   {evidence['_id']} (against {CHAMPION}, AUC {evidence['auc']['difference']:+.4f} on " \
