@@ -130,21 +130,34 @@ def _what_changed(run: RunDirectory, manifest: Manifest, entry: NotebookEntry, s
 
 
 def _check_notebooks(run: RunDirectory, manifest: Manifest) -> list[Path]:
-    """The notebooks to run, each checked against the hash the run recorded."""
-    sources = []
+    """The notebooks to run, each checked against the hash the run recorded; every one that differs is named."""
+    sources, problems = [], []
     for entry in manifest.notebooks:
-        key = model_key(entry.name, entry.version)
-        source = Path(entry.source)
-        if not source.is_file():
-            raise ReplayRefused(f"{source}: notebook of {key} is gone (paths are relative to where the run "
-                                "started; replay from there)")
-        spec = lint_notebook(source)
-        if (spec.name, spec.version) != (entry.name, entry.version):
-            raise ReplayRefused(f"{source}: now declares {spec.name} {spec.version}, the run ran {key}")
-        if spec.sha256() != entry.sha256:
-            raise ReplayRefused(_what_changed(run, manifest, entry, spec))
-        sources.append(source)
+        problem = _notebook_problem(run, manifest, entry)
+        if problem is None:
+            sources.append(Path(entry.source))
+        else:
+            problems.append(problem)
+    if len(problems) > 1:
+        raise ReplayRefused(f"{len(problems)} notebooks are not the ones run {manifest.run_id} used:\n  "
+                            + "\n  ".join(problems))
+    if problems:
+        raise ReplayRefused(problems[0])
     return sources
+
+
+def _notebook_problem(run: RunDirectory, manifest: Manifest, entry: NotebookEntry) -> str | None:
+    """Why the notebook of `entry` cannot be run again as the run ran it, or None."""
+    key = model_key(entry.name, entry.version)
+    source = Path(entry.source)
+    if not source.is_file():
+        return f"{source}: notebook of {key} is gone (paths are relative to where the run started; replay from there)"
+    spec = lint_notebook(source)
+    if (spec.name, spec.version) != (entry.name, entry.version):
+        return f"{source}: now declares {spec.name} {spec.version}, the run ran {key}"
+    if spec.sha256() != entry.sha256:
+        return _what_changed(run, manifest, entry, spec)
+    return None
 
 
 def _parameters(manifest: Manifest, given: Mapping[str, Any]) -> dict:

@@ -99,6 +99,22 @@ def test_a_changed_cell_is_refused_naming_it_as_jupyterlab_counts(inprocess_run)
     assert not (run_dir / "replays").exists()
 
 
+def test_every_notebook_that_changed_is_named_not_only_the_first(inprocess_run):
+    run_dir, notebooks = inprocess_run
+    edit_score_cell(notebooks / "lead_rules.ipynb", "points", "pts")
+    (notebooks / "lead_lr.ipynb").rename(notebooks / "moved.ipynb")
+    result = cli("replay", run_dir)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == "error: 2 notebooks are not the ones run ip used:"
+    assert sorted(lines[1:]) == sorted([
+        f"  {notebooks / 'lead_rules.ipynb'}: production cells of lead_rules@1.0.0 differ from the ones run ip used: "
+        "cell 5 [score] changed",
+        f"  {notebooks / 'lead_lr.ipynb'}: notebook of lead_lr@1.0.0 is gone (paths are relative to where the run "
+        "started; replay from there)"])
+    assert not (run_dir / "replays").exists()
+
+
 def test_a_changed_artifact_is_refused_naming_it_not_the_notebook(inprocess_run):
     run_dir, notebooks = inprocess_run
     recorded = json.loads((run_dir / "manifest.json").read_text())
