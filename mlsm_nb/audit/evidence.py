@@ -130,13 +130,6 @@ def _paired_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, thresholds: T
             for name, sides in drawn.items()}
 
 
-def _shared(champion: ModelOutcomes, challenger: ModelOutcomes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    records = [r for r in champion.pairs if r in challenger.pairs]
-    return (np.array([champion.pairs[r][0] for r in records], float),
-            np.array([challenger.pairs[r][0] for r in records], float),
-            np.array([champion.pairs[r][1] for r in records], int))
-
-
 def _figures(a: np.ndarray, b: np.ndarray, y: np.ndarray, thresholds: Thresholds) -> dict:
     intervals = _paired_bootstrap(a, b, y, thresholds)
     found = {}
@@ -252,7 +245,8 @@ def compare_models(champion: str, challenger: str, *, run: str | Path | None = N
     if missing:
         raise CompareError(f"{', '.join(missing)}: {source.describe()} records no sha256 without status (it was "
                            "registered or run by an older mlsm-nb); run or extract it again, then compare")
-    a, b, y = _shared(first, second)
+    ours, theirs, labels = first.paired_with(second)
+    a, b, y = np.array(ours, float), np.array(theirs, float), np.array(labels, int)
     figures = _figures(a, b, y, thresholds) if len(y) >= thresholds.min_records else {}
     if figures and figures["auc"]["champion"] is not None:
         why = thresholds.reachable(figures["auc"]["champion"])

@@ -116,6 +116,12 @@ class ModelOutcomes:
     def key(self) -> str:
         return model_key(self.name, self.version)
 
+    def paired_with(self, other: ModelOutcomes) -> tuple[list, list, list]:
+        """On the records both scored with an outcome (in this one's order): its scores, `other`'s, the labels."""
+        shared = [r for r in self.pairs if r in other.pairs]
+        return ([self.pairs[r][0] for r in shared], [other.pairs[r][0] for r in shared],
+                [self.pairs[r][1] for r in shared])
+
     def metrics(self) -> dict:
         scores = [s for s, _ in self.pairs.values()]
         labels = [y for _, y in self.pairs.values()]
@@ -170,13 +176,10 @@ def champion_vs_challengers(models: Mapping[str, ModelOutcomes], champion: str |
     for key, challenger in models.items():
         if key == champion:
             continue
-        shared = [r for r in best.pairs if r in challenger.pairs]
-        labels = [best.pairs[r][1] for r in shared]
-        ours = [best.pairs[r][0] for r in shared]
-        theirs = [challenger.pairs[r][0] for r in shared]
+        ours, theirs, labels = best.paired_with(challenger)
         a, b = auc(ours, labels), auc(theirs, labels)
         top_a, top_b = deciles(ours, labels)[:1], deciles(theirs, labels)[:1]
-        rows.append({"champion": champion, "challenger": key, "records": len(shared),
+        rows.append({"champion": champion, "challenger": key, "records": len(labels),
                      "champion_auc": a, "challenger_auc": b,
                      "auc_difference": (b - a) if a is not None and b is not None else None,
                      "champion_top_rate": top_a[0]["rate"] if top_a else None,
