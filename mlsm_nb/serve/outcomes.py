@@ -69,6 +69,8 @@ class LiveOutcomes:
         self._lock = threading.Lock()
         self._dirty = False
         self._shared = Path(shared_dir) if shared_dir else None
+        self._read: dict[Path, tuple[tuple, dict]] = {}  # another worker's file -> (its identity, what it holds)
+        self._read_lock = threading.Lock()
         if self._shared:
             self._own = self._shared / f"outcomes-{worker or os.getpid()}.json"
             threading.Thread(target=self._publish_loop, name="mlsm-serve-outcomes", daemon=True).start()
@@ -183,16 +185,25 @@ class LiveOutcomes:
     # -- several workers ---------------------------------------------------------------
 
     def _others(self) -> list[dict]:
-        """What the other workers published (none without a shared directory)."""
+        """What the other workers published (none without a shared directory). A file is parsed again only
+        when it was replaced: /metrics and the live page ask for the figures at every request."""
         if not self._shared:
             return []
-        found = []
-        for path in self._shared.glob("outcomes-*.json"):
-            if path != self._own:
+        found, read = [], {}
+        with self._read_lock:
+            for path in self._shared.glob("outcomes-*.json"):
+                if path == self._own:
+                    continue
                 try:
-                    found.append(orjson.loads(path.read_bytes()))
+                    stat = path.stat()
+                    identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a publish replaces the file
+                    known = self._read.get(path)
+                    held = known[1] if known and known[0] == identity else orjson.loads(path.read_bytes())
                 except (OSError, ValueError):  # a worker gone, or one file replaced as it is read
                     continue
+                read[path] = (identity, held)
+                found.append(held)
+            self._read = read  # the files of workers gone are forgotten
         return found
 
     def _publish_loop(self) -> None:

@@ -85,6 +85,24 @@ def test_workers_join_each_others_outcomes_and_show_the_same_figures(tmp_path):
                                                         "auc": 1.0}
 
 
+def test_another_workers_file_is_parsed_again_only_once_it_was_replaced(tmp_path, monkeypatch):
+    reader, writer = (LiveOutcomes(shared_dir=str(tmp_path), worker=w) for w in ("a", "b"))
+    writer.remember_scores(documents({i: i / 10 for i in range(6)}))
+    writer.accept(writer.check([{"id": i, "converted": int(i > 2)} for i in range(3)], "converted")[0], 0)
+    writer._publish()
+    parsed, loads = [], live_outcomes.orjson.loads
+    monkeypatch.setattr(live_outcomes.orjson, "loads", lambda data: parsed.append(data) or loads(data))
+    assert reader.figures()["m@1"]["converted"]["records"] == 3
+    assert reader.figures()["m@1"]["converted"]["records"] == 3  # as /metrics asks at every scrape
+    assert len(parsed) == 1
+    writer.accept(writer.check([{"id": i, "converted": int(i > 2)} for i in range(3, 6)], "converted")[0], 0)
+    writer._publish()  # replaces its file
+    assert reader.figures()["m@1"]["converted"] == {"records": 6, "converted": 3, "conversion": 0.5, "auc": 1.0}
+    assert len(parsed) == 2
+    (tmp_path / "outcomes-b.json").unlink()  # a worker gone
+    assert reader.figures() == {} and len(parsed) == 2
+
+
 class FlakySink:
     def __init__(self):
         self.down, self.stored = True, []
