@@ -8,6 +8,7 @@ record gives that entry an `_error` and everything else goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -67,19 +68,35 @@ def _progress(records: Iterable, enabled: bool, total: int | None) -> Iterable:
     return tqdm(records, total=total, unit="rec", desc="scoring")
 
 
+def _steps(plan: Sequence[Model], record_timeout: float | None) -> tuple[Callable[[Any, dict], None], ...]:
+    """Each model's `execute`, or with `record_timeout` (seconds) the same stopped past it (`core.timelimit`)."""
+    if record_timeout is None:
+        return tuple(model.execute for model in plan)
+    if not 0 < record_timeout < float("inf"):  # also refuses NaN
+        raise ConfigError(f"record_timeout must be a number of seconds above 0 (None: no limit), "
+                          f"got {record_timeout!r}")
+    from .batch import execute_within
+    from .timelimit import Board
+
+    board = Board()
+    return tuple(functools.partial(execute_within, model, limit=record_timeout, board=board) for model in plan)
+
+
 def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
                     summary_models: Sequence[SummaryModel] = (), *, id_field: str | None = "id",
                     progress: bool = False, total: int | None = None,
-                    on_bad_record: BadRecordPolicy = "warn") -> Iterator[dict]:
+                    on_bad_record: BadRecordPolicy = "warn", record_timeout: float | None = None) -> Iterator[dict]:
     """Yield each record with its `results`, as the records stream in.
 
     A record that cannot be scored at all (see `core.records`: not a mapping,
     no valid id, no `data` mapping; with `id_field=None` no id is needed) is
     handed to `on_bad_record`: "warn" (log and skip, the default), "skip",
-    "raise", or a callable ``(RecordError, record)``. The configuration is
-    checked before the first record is read.
+    "raise", or a callable ``(RecordError, record)``. With `record_timeout`
+    (seconds), a model whose score runs longer on a record is stopped and
+    gives it a `timeout` entry, as `mlsm-nb run --record-timeout` does. The
+    configuration is checked before the first record is read.
     """
-    steps = tuple(model.execute for model in plan_run(models, summary_models))
+    steps = _steps(plan_run(models, summary_models), record_timeout)
     reject = _bad_record_handler(on_bad_record)
     for position, record in enumerate(_progress(records, progress, total)):
         problem = record_problem(record, id_field)

@@ -169,3 +169,25 @@ def test_records_need_no_id_when_id_field_is_none():
     assert [r["results"]["a"]["1"]["score"] for r in out] == [0.1, 0.2]
     with pytest.raises(RecordError, match=r"record #0: 'data' is missing \(a record's fields go in a 'data' mapping\)"):
         run_models_all([A], [{"x": 1}], id_field=None, on_bad_record="raise")
+
+
+def spins_on_two(data, results):
+    while data["x"] == 2:  # a score that never returns on this record
+        pass
+    return {"score": data["x"] / 10}
+
+
+def test_a_record_over_record_timeout_gets_a_timeout_entry_and_the_others_are_scored():
+    import time
+
+    slow = Model("slow", {"x": int}, "1", spins_on_two)
+    started = time.monotonic()
+    out = run_models_all([slow, A], records(4), record_timeout=0.2)
+    assert time.monotonic() - started < 5
+    assert out[2]["results"]["slow"]["1"]["_error_kind"] == "timeout"
+    assert [r["results"]["slow"]["1"].get("score") for r in out] == [0.0, 0.1, None, 0.3]
+    assert [r["results"]["a"]["1"]["score"] for r in out] == [0.0, 0.1, 0.2, 0.3]  # the next model goes on
+    assert run_models_all([A], records(2), record_timeout=None)[1]["results"]["a"]["1"]["score"] == 0.1
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="record_timeout must be a number of seconds above 0"):
+            run_models_all([A], records(1), record_timeout=bad)
