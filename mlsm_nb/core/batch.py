@@ -226,14 +226,15 @@ def score_record(model: Model, data, results: Mapping | None = None, limit: floa
     past it), checked as a run checks it (`core.output.stored_entry`). `results`: the results of the models
     a summary needs."""
     result = {name: dict(versions) for name, versions in (results or {}).items()}
-    execute_within(model, data, result, limit, Board())
+    execute_within(model, [data], [result], limit, Board())
     return stored_entry(result[model.name][model.version])
 
 
-def execute_within(model: Model, data, results: dict, limit: float | None, board: Board) -> None:
-    """`model.execute(data, results)`, stopped past `limit` seconds (see `core.timelimit`): the record's
-    entry is then a `timeout` one. `board`: where the record being scored is written (one per caller)."""
-    _score_records(model, [data], [results], limit, board, {})
+def execute_within(model: Model, datas: Sequence, results: list[dict], limit: float | None, board: Board) -> None:
+    """`model.execute` of each of `datas` into its `results` dict, each stopped past `limit` seconds (see
+    `core.timelimit`; one timer for them all): a record's entry is then a `timeout` one. `board`: where the
+    record being scored is written (one per caller)."""
+    _score_records(model, datas, results, limit, board, {})
 
 
 @full_collections_deferred()

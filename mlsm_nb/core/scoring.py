@@ -8,9 +8,9 @@ record gives that entry an `_error` and everything else goes on.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from .._gc import full_collections_deferred
@@ -68,18 +68,16 @@ def _progress(records: Iterable, enabled: bool, total: int | None) -> Iterable:
     return tqdm(records, total=total, unit="rec", desc="scoring")
 
 
-def _steps(plan: Sequence[Model], record_timeout: float | None) -> tuple[Callable[[Any, dict], None], ...]:
-    """Each model's `execute`, or with `record_timeout` (seconds) the same stopped past it (`core.timelimit`)."""
-    if record_timeout is None:
-        return tuple(model.execute for model in plan)
-    if not 0 < record_timeout < float("inf"):  # also refuses NaN
-        raise ConfigError(f"record_timeout must be a number of seconds above 0 (None: no limit), "
-                          f"got {record_timeout!r}")
-    from .batch import execute_within
-    from .timelimit import Board
+LIMITED_CHUNK = 1000  # records scored under one timer when there is a record_timeout
 
-    board = Board()
-    return tuple(functools.partial(execute_within, model, limit=record_timeout, board=board) for model in plan)
+
+def _record_limit(record_timeout: float | None) -> float | None:
+    """The per-record limit in seconds, or None (None or 0: no limit, as `--record-timeout 0`)."""
+    if record_timeout is None or record_timeout == 0:
+        return None
+    if not 0 < record_timeout < float("inf"):  # also refuses NaN
+        raise ConfigError(f"record_timeout must be a number of seconds (0 or None: no limit), got {record_timeout!r}")
+    return float(record_timeout)
 
 
 def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
@@ -92,25 +90,45 @@ def iter_models_all(models: Sequence[Model], records: Iterable[Mapping],
     no valid id, no `data` mapping; with `id_field=None` no id is needed) is
     handed to `on_bad_record`: "warn" (log and skip, the default), "skip",
     "raise", or a callable ``(RecordError, record)``. With `record_timeout`
-    (seconds), a model whose score runs longer on a record is stopped and
-    gives it a `timeout` entry, as `mlsm-nb run --record-timeout` does. The
-    configuration is checked before the first record is read.
+    (seconds), a model whose score runs longer on a record is interrupted and
+    gives it a `timeout` entry (`core.timelimit`; records are then scored
+    `LIMITED_CHUNK` at a time). The configuration is checked before the first
+    record is read.
     """
-    steps = _steps(plan_run(models, summary_models), record_timeout)
-    reject = _bad_record_handler(on_bad_record)
-    for position, record in enumerate(_progress(records, progress, total)):
+    plan = plan_run(models, summary_models)
+    limit = _record_limit(record_timeout)
+    scorable = _scorable(_progress(records, progress, total), id_field, _bad_record_handler(on_bad_record))
+    if limit is None:
+        steps = tuple(model.execute for model in plan)
+        for record in scorable:
+            data = record["data"]
+            results: dict = {}
+            for step in steps:
+                step(data, results)
+            record["results"] = results
+            yield record
+        return
+    from .batch import execute_within
+    from .timelimit import Board
+
+    board = Board()
+    while chunk := list(islice(scorable, LIMITED_CHUNK)):
+        datas, chunk_results = [record["data"] for record in chunk], [{} for _ in chunk]
+        for model in plan:
+            execute_within(model, datas, chunk_results, limit, board)
+        for record, results in zip(chunk, chunk_results, strict=True):
+            record["results"] = results
+            yield record
+
+
+def _scorable(records: Iterable, id_field: str | None, reject: Callable[[RecordError, Any], None]) -> Iterator[dict]:
+    """The records that can be scored, as dicts; each other one is handed to `reject`."""
+    for position, record in enumerate(records):
         problem = record_problem(record, id_field)
         if problem is not None:
             reject(RecordError(problem, position, usable_id(record, id_field)), record)
             continue
-        if type(record) is not dict:
-            record = dict(record)
-        data = record["data"]
-        results: dict = {}
-        for step in steps:
-            step(data, results)
-        record["results"] = results
-        yield record
+        yield record if type(record) is dict else dict(record)
 
 
 @full_collections_deferred()

@@ -1,5 +1,7 @@
 import logging
 import re
+import threading
+import time
 from collections import OrderedDict
 
 import pytest
@@ -171,23 +173,44 @@ def test_records_need_no_id_when_id_field_is_none():
         run_models_all([A], [{"x": 1}], id_field=None, on_bad_record="raise")
 
 
+
 def spins_on_two(data, results):
-    while data["x"] == 2:  # a score that never returns on this record
+    ends = time.monotonic() + 3  # far past the limit; returns, so that a broken limit fails the test, not hangs it
+    while data["x"] == 2 and time.monotonic() < ends:
         pass
     return {"score": data["x"] / 10}
 
 
-def test_a_record_over_record_timeout_gets_a_timeout_entry_and_the_others_are_scored():
-    import time
+SLOW = Model("slow", {"x": int}, "1", spins_on_two)
 
-    slow = Model("slow", {"x": int}, "1", spins_on_two)
-    started = time.monotonic()
-    out = run_models_all([slow, A], records(4), record_timeout=0.2)
-    assert time.monotonic() - started < 5
+
+def check_one_timeout(out: list, seconds: float) -> None:
+    assert seconds < 2.5
     assert out[2]["results"]["slow"]["1"]["_error_kind"] == "timeout"
     assert [r["results"]["slow"]["1"].get("score") for r in out] == [0.0, 0.1, None, 0.3]
     assert [r["results"]["a"]["1"]["score"] for r in out] == [0.0, 0.1, 0.2, 0.3]  # the next model goes on
-    assert run_models_all([A], records(2), record_timeout=None)[1]["results"]["a"]["1"]["score"] == 0.1
-    for bad in (0, -1, float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="record_timeout must be a number of seconds above 0"):
+
+
+def test_a_record_over_record_timeout_gets_a_timeout_entry_and_the_others_are_scored():
+    started = time.monotonic()
+    out = run_models_all([SLOW, A], records(4), record_timeout=0.2)
+    check_one_timeout(out, time.monotonic() - started)
+    for no_limit in (None, 0):  # as --record-timeout 0
+        assert run_models_all([A], records(2), record_timeout=no_limit)[1]["results"]["a"]["1"]["score"] == 0.1
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="record_timeout must be a number of seconds"):
             run_models_all([A], records(1), record_timeout=bad)
+
+
+def test_record_timeout_stops_a_score_in_a_thread_too():
+    done = {}
+
+    def score_in_thread():
+        started = time.monotonic()
+        done["out"] = run_models_all([SLOW, A], records(4), record_timeout=0.2)
+        done["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=score_in_thread)
+    thread.start()
+    thread.join(10)
+    check_one_timeout(done["out"], done["seconds"])
