@@ -37,7 +37,7 @@ from pathlib import Path
 from ..clock import utc_now
 from ..exceptions import MlsmError, cell_ref
 from ..notebook.changes import changed_artifacts
-from ..notebook.contract import Cell, NotebookSpec
+from ..notebook.contract import Cell
 from ..store.registry import REGISTRATION_KEYS
 from ..store.rundir import RunDirectory
 from .database import AuditDatabase
@@ -203,31 +203,34 @@ def _given_sha256(given: str, registered: str, name: str, version: str) -> None:
                                if registered.startswith(text) else ""))
 
 
-def _checked_notebook(notebook: str | Path, name: str, version: str, registered: str | None) -> NotebookSpec:
-    """The notebook's spec, read once: what the approval checks is what its evidence is looked up by."""
+def _checked_notebook(notebook: str | Path, name: str, version: str, registered: str | None) -> tuple[str, str]:
+    """The notebook's sha256 and sha256 without status, from one read of it and of its artifacts: what the
+    approval checks against the registry is what its evidence is looked up by."""
     from ..notebook.contract import lint_notebook
 
     spec = lint_notebook(notebook)
     if (spec.name, spec.version) != (name, version):
         raise ApprovalError(f"{notebook}: declares {spec.name} {spec.version}, not {name} {version}")
-    if registered and spec.sha256() != registered:
-        raise ApprovalError(f"{notebook}: sha256 {spec.sha256()[:12]}… differs from the registry's "
+    artifacts = spec.artifact_bytes()
+    sha256 = spec.sha256(artifacts=artifacts)
+    if registered and sha256 != registered:
+        raise ApprovalError(f"{notebook}: sha256 {sha256[:12]}… differs from the registry's "
                             f"{registered[:12]}… for {name} {version}; register this notebook first (extract or run "
                             "with --mongo-uri)")
-    return spec
+    return sha256, spec.sha256_without_status(artifacts)
 
 
-def _cited_evidence(database: AuditDatabase, entry: Mapping, registered: str, spec: NotebookSpec | None,
+def _cited_evidence(database: AuditDatabase, entry: Mapping, registered: str, named: str | None,
                     waive: str | None) -> dict | None:
-    """What the approval of `registered` cites: the latest passing comparison of its code (the notebook's
-    `spec` when the approver named it, else the registry's), or the waiver; None when there is neither.
-    Raises ApprovalError when the registry requires evidence and there is none."""
+    """What the approval of `registered` cites: the latest passing comparison of its code (`named`: the sha256
+    without status of the notebook the approver named, else the registry's), or the waiver; None when there is
+    neither. Raises ApprovalError when the registry requires evidence and there is none."""
     name, version = entry["name"], entry["version"]
     if waive is not None:
         if not waive.strip():
             raise ApprovalError("--waive-evidence needs a reason (why this version needs no comparison)")
         return {"waived": waive.strip()}
-    code = spec.sha256_without_status() if spec is not None else (
+    code = named if named is not None else (
         entry.get("sha256_without_status") if entry.get("sha256") == registered else None)
     found = database.store.registry.latest_evidence(name, version, code, passed=True) if code else None
     if found is not None:
@@ -269,9 +272,9 @@ def approve(database: AuditDatabase, name: str, version: str, *, by: str | None 
         raise ApprovalError(f"model {name} {version} is not in the registry of {_where(database)}; "
                             "extract or run it with --mongo-uri first")
     registered = entry.get("sha256")
-    spec = _checked_notebook(notebook, name, version, registered) if notebook is not None else None
-    if spec is not None:
-        registered = spec.sha256()
+    named = None
+    if notebook is not None:
+        registered, named = _checked_notebook(notebook, name, version, registered)
     if not registered:
         raise ApprovalError(f"model {name} {version} has no notebook sha256 in the registry; "
                             "approve it with --notebook")
@@ -284,7 +287,7 @@ def approve(database: AuditDatabase, name: str, version: str, *, by: str | None 
     last = review.last
     if last is not None and last.get("sha256") != registered and notebook is None and sha256 is None:
         raise ChangedSinceApproval(review)
-    evidence = _cited_evidence(database, entry, registered, spec, waive_evidence)
+    evidence = _cited_evidence(database, entry, registered, named, waive_evidence)
     approval = {"by": by or _who(), "at": utc_now(), "sha256": registered, "registration": review.registered,
                 **({"evidence": evidence} if evidence else {})}
     database.store.registry.record_approval(name, version, approval)

@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,22 +88,28 @@ class NotebookSpec:
         """The production cells' sources in authored order, each under a marker line (`lay_out`)."""
         return lay_out((c.index, c.tag, c.source) for c in self.cells)
 
-    def sha256(self, production_source: str | None = None) -> str:
+    def sha256(self, production_source: str | None = None, artifacts: Mapping[str, bytes] | None = None) -> str:
         """Hash of the production cells' sources and of the declared artifacts (with `production_source`: of
-        those cells, as `production_source()` lays them out, and this notebook's artifacts)."""
+        those cells, as `production_source()` lays them out, and this notebook's artifacts; with `artifacts`:
+        their bytes as `artifact_bytes` read them, not read again)."""
         source = self.production_source() if production_source is None else production_source
+        artifacts = self.artifact_bytes() if artifacts is None else artifacts
         digest = hashlib.sha256(source.encode())
         for name in sorted(self.artifacts):
-            artifact = self.path.parent / name
             digest.update(f"\0artifact {name}\0".encode())
-            digest.update(artifact.read_bytes() if artifact.is_file() else b"<missing>")
+            digest.update(artifacts[name])
         return digest.hexdigest()
 
-    def sha256_without_status(self) -> str:
+    def artifact_bytes(self) -> dict[str, bytes]:
+        """Each declared artifact's bytes as `sha256` hashes them (``<missing>`` for one that is not there)."""
+        return {name: (self.path.parent / name).read_bytes() if (self.path.parent / name).is_file()
+                else b"<missing>" for name in self.artifacts}
+
+    def sha256_without_status(self, artifacts: Mapping[str, bytes] | None = None) -> str:
         """`sha256` with the version cell's `status` assignment left out: what a comparison (`mlsm-nb compare`)
         keys its evidence by, so that the draft compared and the same notebook made `active` hash alike."""
         return self.sha256(lay_out((c.index, c.tag, without_status(c.source) if c.tag == "version" else c.source)
-                                   for c in self.cells))
+                                   for c in self.cells), artifacts)
 
 
 def without_status(source: str) -> str:

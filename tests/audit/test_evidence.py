@@ -253,12 +253,14 @@ def test_evidence_in_the_registry_and_approvals_that_must_cite_it(database, tmp_
     assert evidence["passed"] and evidence["challenger"]["sha256_without_status"] == code  # the draft's = active's
     assert (f"passed: evidence {evidence['_id']} written to the model registry of MongoDB (evidence_test.evidence)"
             in result.output)
-    read = []  # the notebook approved is read once: what is checked is what its evidence is looked up by
+    read, hashed = [], []  # the notebook and its artifacts are read once: what is checked is what its evidence
+    artifact_bytes = contract.NotebookSpec.artifact_bytes  # is looked up by
     monkeypatch.setattr(contract, "lint_notebook", lambda path, *a: read.append(path) or lint_notebook(path, *a))
+    monkeypatch.setattr(contract.NotebookSpec, "artifact_bytes", lambda spec: hashed.append(1) or artifact_bytes(spec))
     result = cli("approve", "lead_rules", "2.0.0", "--mongo-uri", uri, "--notebook", v2, "--by", "bob")
     monkeypatch.undo()
     assert result.exit_code == 0, result.output
-    assert read == [str(v2)]
+    assert read == [str(v2)] and len(hashed) == 1
     cited = db.models.find_one({"name": "lead_rules", "version": "2.0.0"})["approval"]["evidence"]
     assert cited["id"] == evidence["_id"] and cited["passed"] and cited["sha256_without_status"] == code
     assert f"  evidence   {evidence['_id']} (against {CHAMPION}, AUC {evidence['auc']['difference']:+.4f} on " \
