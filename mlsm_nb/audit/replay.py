@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.model import model_key
-from ..exceptions import MlsmError
+from ..exceptions import MlsmError, NotebookError
 from ..files import dumps, read_jsonl, write_jsonl
 from ..notebook.changes import cell_parts, changed_artifacts, changed_cells, parts
 from ..notebook.contract import NotebookSpec, lay_out, lint_notebook
@@ -152,7 +152,10 @@ def _notebook_problem(run: RunDirectory, manifest: Manifest, entry: NotebookEntr
     source = Path(entry.source)
     if not source.is_file():
         return f"{source}: notebook of {key} is gone (paths are relative to where the run started; replay from there)"
-    spec = lint_notebook(source)
+    try:
+        spec = lint_notebook(source)
+    except NotebookError as exc:  # it no longer keeps the contract: it is not the notebook the run used either
+        return str(exc)
     if (spec.name, spec.version) != (entry.name, entry.version):
         return f"{source}: now declares {spec.name} {spec.version}, the run ran {key}"
     if spec.sha256() != entry.sha256:

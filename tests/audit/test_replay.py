@@ -103,10 +103,13 @@ def test_every_notebook_that_changed_is_named_not_only_the_first(inprocess_run):
     run_dir, notebooks = inprocess_run
     edit_score_cell(notebooks / "lead_rules.ipynb", "points", "pts")
     (notebooks / "lead_lr.ipynb").rename(notebooks / "moved.ipynb")
+    (notebooks / "champion.ipynb").write_text("{ not a notebook")
     result = cli("replay", run_dir)
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert lines[0] == "error: 2 notebooks are not the ones run ip used:"
+    assert lines[0] == "error: 3 notebooks are not the ones run ip used:"
+    assert [line for line in lines if line.startswith(f"  {notebooks / 'champion.ipynb'}")]  # as lint words it
+    lines = [line for line in lines if "champion" not in line]
     assert sorted(lines[1:]) == sorted([
         f"  {notebooks / 'lead_rules.ipynb'}: production cells of lead_rules@1.0.0 differ from the ones run ip used: "
         "cell 5 [score] changed",
