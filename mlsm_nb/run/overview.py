@@ -32,8 +32,8 @@ class BatchOverview:
                  ids: Sequence | None = None):
         # What `show` needs, not the batch's entries: they are in the output file, and a kernel that kept
         # them until it exits would have every full collection go over them (IPython runs one as it exits).
-        self.model, self.version, self.records = outcome.model, outcome.version, len(outcome.entries)
-        self.method, self.notes = outcome.method, outcome.notes
+        self.model, self.version, self.method, self.notes = (outcome.model, outcome.version, outcome.method,
+                                                             outcome.notes)
         self.sample = outcome.entries[:SAMPLE_SIZE]
         self.slowest = [list(pair) for pair in slowest]
         self.stuck = [list(pair) for pair in stuck]
@@ -59,7 +59,7 @@ class BatchOverview:
 
         errors = self.tally.errors
         display(Markdown(
-            f"### {self.model} {self.version}: {self.records} records, "
+            f"### {self.model} {self.version}: {self.tally.records} records, "
             f"{sum(errors.values())} errors (scored with `{self.method}`)"
             + "".join(f"\n\n> {note}" for note in self.notes)))
         if errors:
