@@ -70,7 +70,6 @@ class LiveOutcomes:
         self._dirty = False
         self._shared = Path(shared_dir) if shared_dir else None
         self._read: dict[Path, tuple[tuple, dict]] = {}  # another worker's file -> (its identity, what it holds)
-        self._read_lock = threading.Lock()
         if self._shared:
             self._own = self._shared / f"outcomes-{worker or os.getpid()}.json"
             threading.Thread(target=self._publish_loop, name="mlsm-serve-outcomes", daemon=True).start()
@@ -189,21 +188,21 @@ class LiveOutcomes:
         when it was replaced: /metrics and the live page ask for the figures at every request."""
         if not self._shared:
             return []
-        found, read = [], {}
-        with self._read_lock:
-            for path in self._shared.glob("outcomes-*.json"):
-                if path == self._own:
-                    continue
-                try:
-                    stat = path.stat()
-                    identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a publish replaces the file
-                    known = self._read.get(path)
-                    held = known[1] if known and known[0] == identity else orjson.loads(path.read_bytes())
-                except (OSError, ValueError):  # a worker gone, or one file replaced as it is read
-                    continue
-                read[path] = (identity, held)
-                found.append(held)
-            self._read = read  # the files of workers gone are forgotten
+        found, read, before = [], {}, self._read
+        for path in self._shared.glob("outcomes-*.json"):
+            if path == self._own:
+                continue
+            try:
+                stat = path.stat()
+                identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a publish replaces the file
+                known = before.get(path)
+                held = known[1] if known and known[0] == identity else orjson.loads(path.read_bytes())
+            except (OSError, ValueError):  # a worker gone, or one file replaced as it is read
+                continue
+            read[path] = (identity, held)
+            found.append(held)
+        # Replaced whole, never changed in place: two threads asking at once at worst both parse a file.
+        self._read = read  # the files of workers gone are forgotten
         return found
 
     def _publish_loop(self) -> None:
