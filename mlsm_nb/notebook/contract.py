@@ -93,17 +93,19 @@ class NotebookSpec:
         those cells, as `production_source()` lays them out, and this notebook's artifacts; with `artifacts`:
         their bytes as `artifact_bytes` read them, not read again)."""
         source = self.production_source() if production_source is None else production_source
-        artifacts = self.artifact_bytes() if artifacts is None else artifacts
         digest = hashlib.sha256(source.encode())
-        for name in sorted(self.artifacts):
+        for name in sorted(self.artifacts):  # read one at a time: an artifact may be a large model file
             digest.update(f"\0artifact {name}\0".encode())
-            digest.update(artifacts[name])
+            digest.update(artifacts[name] if artifacts is not None else self._artifact(name))
         return digest.hexdigest()
 
     def artifact_bytes(self) -> dict[str, bytes]:
-        """Each declared artifact's bytes as `sha256` hashes them (``<missing>`` for one that is not there)."""
-        return {name: (self.path.parent / name).read_bytes() if (self.path.parent / name).is_file()
-                else b"<missing>" for name in self.artifacts}
+        """Each declared artifact's bytes as `sha256` hashes them, to hash them more than once as they were."""
+        return {name: self._artifact(name) for name in self.artifacts}
+
+    def _artifact(self, name: str) -> bytes:
+        path = self.path.parent / name
+        return path.read_bytes() if path.is_file() else b"<missing>"  # a missing one hashes as such
 
     def sha256_without_status(self, artifacts: Mapping[str, bytes] | None = None) -> str:
         """`sha256` with the version cell's `status` assignment left out: what a comparison (`mlsm-nb compare`)
