@@ -117,6 +117,40 @@ def test_the_template_preloads_what_a_kernel_of_the_example_imports_as_it_scores
     assert json.loads(done.stdout.splitlines()[-1]) == []
 
 
+_CASE_TABLES = """
+import gc, json, os, resource, sys
+from mlsm_nb.run import template
+
+def faults_of_a_first_case_kernel_in_a_child():
+    read, write = os.pipe()
+    if os.fork() == 0:
+        import pyarrow, pyarrow.compute
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        pyarrow.compute.utf8_upper(pyarrow.array(["Ab"]))
+        os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode())
+        os._exit(0)
+    os.close(write)
+    return int(os.read(read, 64))
+
+import pandas, pyarrow.compute
+gc.freeze()  # as the template does: no collection in a child touches what the template holds
+cold = faults_of_a_first_case_kernel_in_a_child()
+ready = template._preload([], ["pandas", "pyarrow.compute"])
+gc.freeze()
+print(json.dumps([cold, faults_of_a_first_case_kernel_in_a_child(), ready]))
+"""
+
+
+def test_the_template_builds_what_pyarrow_builds_at_first_use_so_its_kernels_share_it():
+    """pandas' strings are pyarrow's, whose case kernels (lower, upper, ...) build Unicode tables at their first
+    use: in a child of a template that built them, that first use copies no more of the template's memory (page
+    faults: about 190 against 1,300 on this machine, and 0.6 ms of CPU against 7), and builds no thread."""
+    done = subprocess.run([sys.executable, "-c", _CASE_TABLES], capture_output=True, text=True, check=True)
+    cold, warm, ready = json.loads(done.stdout.splitlines()[-1])
+    assert warm * 3 < cold, (cold, warm)
+    assert ready["threads"] == 1
+
+
 def test_forking_is_off_where_the_switch_says_so(monkeypatch):
     monkeypatch.setenv(fork.SWITCH, "0")
     assert fork.unavailable() == f"{fork.SWITCH}=0"
